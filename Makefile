@@ -1,0 +1,50 @@
+# mlops-pipelines: `make demo` runs the whole lifecycle; `make ui` opens Dagster on its runs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA_DIR := $(CURDIR)/data
+export MLOPS_DATA_DIR := $(DATA_DIR)
+export DAGSTER_HOME := $(DATA_DIR)/dagster_home
+# MLflow's SQLite store lives under data/ (see README, "Where things land").
+export MLFLOW_TRACKING_URI ?= sqlite:///$(DATA_DIR)/mlflow.db
+
+.PHONY: install install-test demo ui mlflow-ui test validate clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+$(DAGSTER_HOME)/dagster.yaml: config/dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp config/dagster.yaml $@
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/mlops demo
+
+ui: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml
+
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
+
+validate: install
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+test: install-test
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests
+
+clean:
+	rm -rf data/lake data/dagster_home data/mlartifacts data/warehouse.duckdb* data/mlflow.db

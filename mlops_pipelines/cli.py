@@ -1,0 +1,79 @@
+"""The ``mlops`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mlops_pipelines.paths import DATA_DIR_ENV, ProjectPaths
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    paths = ProjectPaths.from_env()
+    os.environ[DATA_DIR_ENV] = str(paths.data_dir)
+    from mlops_pipelines.ingest.sources import FLIGHT_MONTHS
+    from mlops_pipelines.lifecycle import run_lifecycle
+    from mlops_pipelines.summary import collect_summary, format_summary
+
+    months = [m for m in FLIGHT_MONTHS if args.months is None or m in args.months]
+    started = time.perf_counter()
+    print(f"mlops demo: data folder {paths.data_dir}, DAGSTER_HOME {paths.dagster_home}")
+    result = run_lifecycle(paths, months)
+    print(format_summary(collect_summary(paths)))
+    print(f"\nwall time {time.perf_counter() - started:.1f} s")
+    if not result.success:
+        failed = result.failed
+        print(f"\nmlops demo: stopped at '{failed.name}' (run {failed.run_id}); nothing after it ran.")
+        return 1
+    return 0
+
+
+def _summary(_args: argparse.Namespace) -> int:
+    from mlops_pipelines.summary import collect_summary, format_summary
+
+    print(format_summary(collect_summary(ProjectPaths.from_env())))
+    return 0
+
+
+def _features_list(_args: argparse.Namespace) -> int:
+    import duckdb
+
+    paths = ProjectPaths.from_env()
+    from mlops_pipelines.warehouse import table_exists
+
+    if not paths.warehouse_path.exists():
+        print(f"no warehouse at {paths.warehouse_path}: run `mlops demo` first", file=sys.stderr)
+        return 1
+    with duckdb.connect(str(paths.warehouse_path), read_only=True) as connection:
+        if not table_exists(connection, "features", "registry"):
+            print("no feature view materialized yet", file=sys.stderr)
+            return 1
+        rows = connection.execute(
+            "select name, version, entities, event_timestamp, ttl_seconds, row_count, materialized_at "
+            "from features.registry order by name"
+        ).fetchall()
+    print(f"{'view':<28} {'version':<17} {'entities':<22} {'event ts':<12} {'ttl s':>8} {'rows':>9}  materialized")
+    for name, version, entities, ts, ttl, count, at in rows:
+        print(f"{name:<28} {version:<17} {entities:<22} {ts:<12} {ttl or 0:>8.0f} {count:>9,}  {at:%Y-%m-%d %H:%M}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlops", description="The mlops-pipelines lifecycle.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run the whole lifecycle on the bundled data through Dagster")
+    demo.add_argument("--months", nargs="*", metavar="YYYY-MM", help="only these flight months")
+    demo.set_defaults(func=_demo)
+    commands.add_parser("summary", help="rows per layer, quarantine, champion").set_defaults(func=_summary)
+    features = commands.add_parser("features", help="the feature store")
+    feature_commands = features.add_subparsers(dest="features_command", required=True)
+    feature_commands.add_parser("list", help="registered feature views").set_defaults(func=_features_list)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Feature view declarations: what a view's rows mean and how they are joined point-in-time."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+
+_TTL_UNITS = {
+    "second": "seconds", "minute": "minutes", "hour": "hours", "day": "days", "week": "weeks",
+}
+
+
+def parse_ttl(value: str | int | float | None) -> timedelta | None:
+    """``"3 hours"``, ``"2 days"``, ``"90 minutes"`` or a number of seconds; None or 0 for no TTL."""
+    if value in (None, "", 0):
+        return None
+    if isinstance(value, int | float):
+        return timedelta(seconds=float(value))
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+?)s?\s*", str(value).lower())
+    if not match or match.group(2) not in _TTL_UNITS:
+        raise ValueError(f"ttl {value!r}: expected '<number> <seconds|minutes|hours|days|weeks>'")
+    return timedelta(**{_TTL_UNITS[match.group(2)]: float(match.group(1))})
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    type: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class FeatureView:
+    """A table of feature rows keyed by entities and stamped with the instant they became true.
+
+    Attributes:
+        name: the view's name (``fv_*``), also the asset name when it comes from dbt_like_sql.
+        source: the table or query the rows live in (``features.fv_plane``).
+        entities: join key columns, one or several.
+        event_timestamp: the column holding the instant a row became known (UTC).
+        features: the feature columns.
+        ttl: how old a row may be at the entity's timestamp and still be used (inclusive).
+        created_timestamp: breaks ties between rows with the same event timestamp (latest wins).
+        owner: who answers for the view.
+    """
+
+    name: str
+    source: str
+    entities: tuple[str, ...]
+    event_timestamp: str
+    features: tuple[Feature, ...]
+    ttl: timedelta | None = None
+    created_timestamp: str | None = None
+    owner: str = ""
+    description: str = ""
+    sql: str = field(default="", compare=False)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def version(self) -> str:
+        """A hash of the declaration and its SQL: a new version whenever either changes."""
+        declaration = asdict(self)
+        declaration["ttl"] = self.ttl.total_seconds() if self.ttl else None
+        payload = json.dumps(declaration, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_yaml(cls, name: str, source: str, block: dict, description: str = "", sql: str = "") -> FeatureView:
+        try:
+            return cls(
+                name=name,
+                source=source,
+                entities=tuple(block["entities"]),
+                event_timestamp=block["event_timestamp"],
+                features=tuple(
+                    Feature(f["name"], f.get("type", "float"), f.get("description", ""))
+                    for f in block["features"]
+                ),
+                ttl=parse_ttl(block.get("ttl")),
+                created_timestamp=block.get("created_timestamp"),
+                owner=block.get("owner", ""),
+                description=description,
+                sql=sql,
+            )
+        except KeyError as missing:
+            raise ValueError(f"feature view {name}: field {missing} is required") from None

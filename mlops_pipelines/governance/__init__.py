@@ -1,0 +1,1 @@
+"""Governance: the record of every promotion decision and every gate behind it."""

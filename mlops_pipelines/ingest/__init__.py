@@ -1,0 +1,1 @@
+"""Raw layer: the source tables copied once, immutably, into the lake."""

@@ -1,0 +1,57 @@
+"""Where everything the pipeline generates lives: one data folder, resolved at call time.
+
+Nothing here touches the disk: callers create folders when they first write into them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA_DIR_ENV = "MLOPS_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    """The data folder: ``$MLOPS_DATA_DIR`` if set, else ``./data`` under the working directory."""
+    return Path(os.environ.get(DATA_DIR_ENV) or Path.cwd() / "data").resolve()
+
+
+@dataclass(frozen=True)
+class ProjectPaths:
+    """The layout of a data folder (see README, "What lands where")."""
+
+    data_dir: Path
+
+    @classmethod
+    def from_env(cls) -> ProjectPaths:
+        return cls(default_data_dir())
+
+    @property
+    def landing_dir(self) -> Path:
+        """Files a user drops in to replace the bundled source (e.g. ``flights/2013-05.csv``)."""
+        return self.data_dir / "landing"
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "lake" / "raw"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def mlflow_db_path(self) -> Path:
+        return self.data_dir / "mlflow.db"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_db_path}"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return self.data_dir / "mlartifacts"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.data_dir / "dagster_home"

@@ -1,0 +1,96 @@
+"""What a lifecycle run left behind: rows per layer, quarantine by rule, the champion and its scores."""
+
+from __future__ import annotations
+
+import duckdb
+
+from mlops_pipelines.paths import ProjectPaths
+from mlops_pipelines.resources import build_resources
+from mlops_pipelines.training.registry import CHAMPION, MLflowRegistry
+from mlops_pipelines.warehouse import table_exists
+
+LAYERS = (
+    ("validated", ("flights", "weather", "planes", "airports", "airlines")),
+    ("staging", ("stg_flights", "stg_weather", "stg_planes", "stg_airports")),
+    ("intermediate", ("int_flight_outcomes",)),
+    ("features", ("fv_origin_weather", "fv_plane", "fv_carrier_arrival_delays",
+                  "fv_route_arrival_delays", "fv_origin_departure_delays", "fv_tail_departures")),
+    ("training", ("training_dataset",)),
+)
+
+
+def collect_summary(paths: ProjectPaths) -> dict:
+    """Counts from the warehouse and the champion from the registry (read-only)."""
+    summary: dict = {"rows": {}, "quarantine": {}, "status": [], "ledger": [], "champion": None}
+    if paths.warehouse_path.exists():
+        with duckdb.connect(str(paths.warehouse_path), read_only=True) as connection:
+            for schema, tables in LAYERS:
+                for table in tables:
+                    if table_exists(connection, schema, table):
+                        count = connection.execute(f"select count(*) from {schema}.{table}").fetchone()[0]
+                        summary["rows"][f"{schema}.{table}"] = int(count)
+            if table_exists(connection, "validated", "validation_status"):
+                summary["rows_in"] = {
+                    table: int(rows) for table, rows in connection.execute(
+                        "select table_name, sum(rows_in) from validated.validation_status group by 1"
+                    ).fetchall()
+                }
+                summary["status"] = connection.execute(
+                    "select table_name, partition_key, message from validated.validation_status "
+                    "where not passed order by 1, 2"
+                ).fetchall()
+            if table_exists(connection, "validated", "quarantine"):
+                summary["quarantine"] = {
+                    f"{t}.{r}": int(n) for t, r, n in connection.execute(
+                        "select table_name, rule, count(*) from validated.quarantine group by 1, 2 order by 1, 2"
+                    ).fetchall()
+                }
+            if table_exists(connection, "governance", "promotion_ledger"):
+                summary["ledger"] = connection.execute(
+                    "select decision, challenger_version, champion_after, reason "
+                    "from governance.promotion_ledger order by decided_at"
+                ).fetchall()
+    registry: MLflowRegistry = build_resources(paths)["mlflow_registry"]  # type: ignore[assignment]
+    if paths.mlflow_db_path.exists() or not registry.tracking_uri.startswith("sqlite"):
+        champion = registry.version_by_alias(CHAMPION)
+        if champion is not None:
+            run = registry.client().get_run(champion.run_id)
+            summary["champion"] = {
+                "model_name": registry.model_name,
+                "version": champion.version,
+                "uri": f"models:/{registry.model_name}@{CHAMPION}",
+                "train_window": champion.tags.get("train_window"),
+                "holdout_window": champion.tags.get("holdout_window"),
+                "metrics": {k[len("holdout_"):]: v for k, v in run.data.metrics.items()
+                            if k.startswith("holdout_")},
+            }
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = ["", "Rows per layer"]
+    for name, count in summary["rows"].items():
+        lines.append(f"  {name:<42} {count:>9,}")
+    for table, count in summary.get("rows_in", {}).items():
+        lines.append(f"  raw rows read for {table:<24} {count:>9,}")
+    lines.append("Quarantined rows by rule")
+    if summary["quarantine"]:
+        lines += [f"  {rule:<42} {n:>9,}" for rule, n in summary["quarantine"].items()]
+    else:
+        lines.append("  none")
+    for table, partition, message in summary["status"]:
+        lines.append(f"  BLOCKED {table} {partition}: {message}")
+    champion = summary["champion"]
+    lines.append("Champion")
+    if champion is None:
+        lines.append("  none registered")
+    else:
+        m = champion["metrics"]
+        lines.append(f"  {champion['uri']} = version {champion['version']}")
+        lines.append(f"  trained on {champion['train_window']}, holdout {champion['holdout_window']} (months, New York time)")
+        keys = ("roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall")
+        lines.append("  holdout " + ", ".join(f"{k} {m[k]:.4f}" for k in keys if k in m))
+    if summary["ledger"]:
+        decision, challenger, after, _ = summary["ledger"][-1]
+        lines.append(f"  last promotion decision: {decision} (challenger v{challenger}, champion v{after})")
+    return "\n".join(lines)

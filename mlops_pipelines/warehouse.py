@@ -1,0 +1,49 @@
+"""The DuckDB warehouse (and offline feature store): one file, one writer at a time.
+
+DuckDB allows a single writing process per file, so every asset that writes here declares the
+``duckdb_warehouse`` concurrency pool (limit 1 in the project's dagster.yaml).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+from dagster import ConfigurableResource
+from pydantic import Field
+
+WAREHOUSE_POOL = "duckdb_warehouse"
+
+
+class DuckDBWarehouse(ConfigurableResource):
+    """Connections to the warehouse file; the folder is created on first use, never at import."""
+
+    database_path: str = Field(description="Path of the DuckDB file, e.g. data/warehouse.duckdb.")
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        path = Path(self.database_path)
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        connection = duckdb.connect(str(path), read_only=read_only)
+        try:
+            connection.execute("SET TimeZone = 'UTC'")
+            yield connection
+        finally:
+            connection.close()
+
+    def query(self, sql: str, parameters: list | None = None) -> pd.DataFrame:
+        """Run a read-only query and return a frame (for summaries and tests)."""
+        with self.connect(read_only=True) as connection:
+            return connection.execute(sql, parameters or []).df()
+
+
+def table_exists(connection: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    found = connection.execute(
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+        [schema, table],
+    ).fetchone()
+    return bool(found and found[0])

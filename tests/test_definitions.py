@@ -1,0 +1,50 @@
+"""The Definitions load, and hold the lifecycle's assets, checks, jobs and schedules."""
+
+from __future__ import annotations
+
+from dagster import AssetKey, Definitions
+
+from mlops_pipelines.definitions import defs
+from mlops_pipelines.features.sql_project import SqlProject
+
+
+def test_definitions_load_and_validate():
+    Definitions.validate_loadable(defs)
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    expected = {
+        "raw_flights", "raw_weather", "raw_planes", "raw_airports", "raw_airlines",
+        "validated_flights", "validated_weather", "stg_flights", "int_flight_outcomes",
+        "fv_origin_weather", "fv_plane", "training_dataset", "trained_model", "evaluated_model",
+        "promoted_model",
+    }
+    assert expected <= keys
+    # Every SQL file is one asset.
+    assert set(SqlProject().models) <= keys
+
+
+def test_jobs_schedules_and_blocking_checks():
+    for name in ("ingest_flights", "ingest_reference", "build_features", "training"):
+        assert defs.resolve_job_def(name).name == name
+    assert {s.name for s in defs.schedules} == {"monthly_ingestion", "features_after_ingestion", "monthly_training"}
+    graph = defs.resolve_asset_graph()
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert ("validated_flights", "table_contract") in checks
+    spec = next(s for s in defs.resolve_assets_def(AssetKey("validated_flights")).check_specs
+                if s.name == "table_contract")
+    assert spec.blocking
+
+
+def test_training_job_targets_training_dataset_to_promoted_model():
+    job = defs.resolve_job_def("training")
+    assert {n.name for n in job.graph.nodes} == {
+        "training_dataset", "trained_model", "evaluated_model", "promoted_model"}
+
+
+def test_sql_refs_resolve_to_schema_qualified_tables():
+    project = SqlProject()
+    rendered = project.render(project.models["int_flight_outcomes"])
+    assert "staging.stg_flights" in rendered and "{{" not in rendered
+    assert project.upstream_assets(project.models["stg_flights"]) == ["validated_flights"]
+    assert set(project.feature_views()) == {
+        "fv_origin_weather", "fv_plane", "fv_carrier_arrival_delays", "fv_route_arrival_delays",
+        "fv_origin_departure_delays", "fv_tail_departures"}

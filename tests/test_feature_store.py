@@ -1,0 +1,107 @@
+"""Point-in-time join semantics of FeatureStore.get_historical_features, on tiny frames."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import duckdb
+import pandas as pd
+import pytest
+
+from mlops_pipelines.features.store import FeatureStore
+from mlops_pipelines.features.views import Feature, FeatureView, parse_ttl
+
+T = pd.Timestamp
+
+
+@pytest.fixture()
+def store(tmp_path) -> FeatureStore:
+    path = tmp_path / "fs.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("set TimeZone='UTC'")
+        con.execute("create table stats (carrier varchar, ts timestamptz, created timestamptz, delay double)")
+        con.execute("""insert into stats values
+            ('AA', '2013-01-01 10:00:00+00', '2013-01-01 10:00:00+00', 1.0),
+            ('AA', '2013-01-01 12:00:00+00', '2013-01-01 12:00:00+00', 2.0),
+            -- the same event instant twice: the later created row wins
+            ('AA', '2013-01-01 12:00:00+00', '2013-01-01 12:30:00+00', 3.0),
+            ('UA', '2013-01-01 09:00:00+00', '2013-01-01 09:00:00+00', 7.0)""")
+        con.execute("create table weather (origin varchar, ts timestamptz, delay double)")
+        con.execute("insert into weather values ('JFK', '2013-01-01 11:00:00+00', 9.0)")
+    fs = FeatureStore(path)
+    fs.register(FeatureView("carrier_stats", "stats", ("carrier",), "ts",
+                            (Feature("delay", "float"),), ttl=timedelta(hours=2), created_timestamp="created"))
+    fs.register(FeatureView("weather", "weather", ("origin",), "ts", (Feature("delay", "float"),)))
+    return fs
+
+
+@pytest.mark.parametrize(
+    ("carrier", "at", "expected"),
+    [
+        ("AA", T("2013-01-01 09:59:59", tz="UTC"), None),   # before any row: null, row kept
+        ("AA", T("2013-01-01 10:00:00", tz="UTC"), 1.0),    # equal instant counts (<=)
+        ("AA", T("2013-01-01 11:59:00", tz="UTC"), 1.0),    # latest row at or before
+        ("AA", T("2013-01-01 12:00:00", tz="UTC"), 3.0),    # tie on event time: latest created
+        ("AA", T("2013-01-01 14:00:00", tz="UTC"), 3.0),    # TTL of 2 h is inclusive
+        ("AA", T("2013-01-01 14:00:01", tz="UTC"), None),   # just past the TTL: null
+        ("UA", T("2013-01-01 04:00:00-05:00"), 7.0),        # New York time = 09:00 UTC
+        ("UA", T("2013-01-01 09:00:00"), 7.0),              # naive is read as UTC
+        ("DL", T("2013-01-01 12:00:00", tz="UTC"), None),   # unknown entity: null, row kept
+        (None, T("2013-01-01 12:00:00", tz="UTC"), None),   # null key: null, row kept
+    ],
+)
+def test_point_in_time_cases(store, carrier, at, expected):
+    entities = pd.DataFrame({"carrier": [carrier], "event_timestamp": [at]})
+    out = store.get_historical_features(entities, ["carrier_stats:delay"])
+    assert len(out) == 1
+    value = out["delay"].iloc[0]
+    assert (pd.isna(value) and expected is None) or value == expected
+
+
+def test_rows_come_back_once_each_in_caller_order_with_duplicates(store):
+    entities = pd.DataFrame({
+        "carrier": ["UA", "AA", "AA", "DL", "AA"],
+        "event_timestamp": pd.to_datetime(
+            ["2013-01-01 10:00", "2013-01-01 12:30", "2013-01-01 10:30", "2013-01-01 10:00", "2013-01-01 12:30"],
+            utc=True),
+        "tag": ["a", "b", "c", "d", "e"],
+    }, index=[50, 40, 30, 20, 10])
+    out = store.get_historical_features(entities, ["carrier_stats:delay"])
+    assert list(out["tag"]) == ["a", "b", "c", "d", "e"]
+    assert list(out.index) == [50, 40, 30, 20, 10]
+    assert out["delay"].tolist()[:3] == [7.0, 3.0, 1.0]
+    assert pd.isna(out["delay"].iloc[3]) and out["delay"].iloc[4] == 3.0
+
+
+def test_colliding_feature_names_need_full_names(store):
+    entities = pd.DataFrame({"carrier": ["AA"], "origin": ["JFK"],
+                             "event_timestamp": [T("2013-01-01 12:00", tz="UTC")]})
+    with pytest.raises(ValueError, match="full_feature_names=True"):
+        store.get_historical_features(entities, ["carrier_stats:delay", "weather:delay"])
+    out = store.get_historical_features(entities, ["carrier_stats:delay", "weather:delay"],
+                                        full_feature_names=True)
+    assert out[["carrier_stats__delay", "weather__delay"]].iloc[0].tolist() == [3.0, 9.0]
+
+
+@pytest.mark.parametrize(
+    ("reference", "error"),
+    [("nope:delay", "not registered"), ("carrier_stats:nope", "has no feature"), ("delay", "view:feature")],
+)
+def test_bad_feature_references_are_named(store, reference, error):
+    entities = pd.DataFrame({"carrier": ["AA"], "event_timestamp": [T("2013-01-01", tz="UTC")]})
+    with pytest.raises((KeyError, ValueError), match=error):
+        store.get_historical_features(entities, [reference])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("3 hours", timedelta(hours=3)), ("2 days", timedelta(days=2)), ("1 day", timedelta(days=1)),
+     ("90 minutes", timedelta(minutes=90)), (3600, timedelta(hours=1)), (None, None)],
+)
+def test_ttl_parsing(text, expected):
+    assert parse_ttl(text) == expected
+
+
+def test_bad_ttl_is_an_error():
+    with pytest.raises(ValueError, match="ttl 'soon'"):
+        parse_ttl("soon")

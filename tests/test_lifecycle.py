@@ -1,0 +1,238 @@
+"""The lifecycle through real Dagster runs on a small slice of the real data.
+
+Four months, the first four days each (14,511 flights); training window 2013-01..2013-02,
+holdout 2013-03..2013-04. Each module run owns its data folder, DuckDB file, MLflow store and
+Dagster instance in a temporary directory. The tests run in file order and build on each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pytest
+from dagster import DagsterInstance
+
+from mlops_pipelines.definitions import build_definitions
+from mlops_pipelines.lifecycle import QUIET, prepare_dagster_home, run_lifecycle
+from mlops_pipelines.paths import ProjectPaths
+from mlops_pipelines.resources import build_resources
+from tests.conftest import SLICE_MONTHS, first_days, write_landing_month
+
+SMALL_TRAINING = {
+    "ops": {
+        "trained_model": {"config": {"train_end": "2013-03", "holdout_end": "2013-05", "max_iter": 80}},
+        "evaluated_model": {"config": {"roc_auc_floor": 0.6, "fold_auc_floor": 0.55, "max_fold_spread": 0.2}},
+    }
+}
+
+
+class Lifecycle:
+    def __init__(self, root):
+        self.paths = ProjectPaths(root / "data")
+        # The project's own dagster.yaml (warehouse pool of one slot), in a temporary home.
+        self.instance = DagsterInstance.local_temp(str(prepare_dagster_home(self.paths)))
+        self.defs = build_definitions(self.paths)
+        self.registry = build_resources(self.paths)["mlflow_registry"]
+
+    def run(self, months=SLICE_MONTHS):
+        return run_lifecycle(self.paths, months, echo=lambda _: None, defs=self.defs,
+                             instance=self.instance, run_config={"training": SMALL_TRAINING})
+
+    def run_job(self, name, run_config=None, partition_key=None):
+        return self.defs.resolve_job_def(name).execute_in_process(
+            instance=self.instance, run_config={**QUIET, **(run_config or {})},
+            partition_key=partition_key, raise_on_error=False)
+
+    def query(self, sql):
+        with duckdb.connect(str(self.paths.warehouse_path), read_only=True) as con:
+            con.execute("set TimeZone='UTC'")
+            return con.execute(sql).df()
+
+    def table_counts(self):
+        tables = self.query("select table_schema, table_name from information_schema.tables")
+        return {f"{s}.{t}": int(self.query(f"select count(*) n from {s}.{t}")["n"][0])
+                for s, t in tables.itertuples(index=False)}
+
+    def lake_hashes(self):
+        return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted((self.paths.data_dir / "lake").rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def lifecycle(tmp_path_factory, flights_by_month):
+    root = tmp_path_factory.mktemp("lifecycle")
+    life = Lifecycle(root)
+    for month, table in flights_by_month.items():
+        write_landing_month(life.paths.landing_dir, month, first_days(table))
+    result = life.run()
+    assert result.success, [s.errors for s in result.stages]
+    life.first_result = result
+    return life
+
+
+@pytest.fixture(scope="module")
+def package_flights(package_csv_dir):
+    frame = pd.read_csv(package_csv_dir / "flights.csv.zip")
+    return frame[frame["month"].isin([1, 2, 3, 4]) & frame["day"].isin([1, 2, 3, 4])]
+
+
+def test_every_stage_ran_and_rows_per_layer(lifecycle, package_flights):
+    stages = [s.name for s in lifecycle.first_result.stages]
+    assert stages == ["reference tables", *(f"flights {m}" for m in SLICE_MONTHS),
+                      "SQL models and feature views", "train, evaluate, promote"]
+    counts = lifecycle.table_counts()
+    assert counts["validated.flights"] == len(package_flights) == 14511
+    assert counts["staging.stg_flights"] == 14511
+    assert counts["validated.weather"] == 26114  # one row quarantined
+    labelled = int(package_flights["arr_delay"].notna().sum())
+    assert counts["training.training_dataset"] == labelled
+    quarantine = lifecycle.query("select table_name, rule, count(*) n from validated.quarantine group by all")
+    assert quarantine.values.tolist() == [["weather", "wind_speed_range", 1]]
+
+
+def test_documented_columns_exist_in_every_model(lifecycle):
+    failures = lifecycle.query(
+        "select * from information_schema.tables where table_schema in ('staging','intermediate','features')")
+    assert len(failures) == 12  # 11 models + the feature registry
+    registry = lifecycle.query("select name, version, row_count from features.registry order by name")
+    assert len(registry) == 6 and (registry["row_count"] > 0).all()
+
+
+def test_champion_loads_in_a_separate_process_and_predicts(lifecycle):
+    champion = lifecycle.registry.version_by_alias("champion")
+    assert str(champion.version) == "1"
+    assert champion.tags["train_window"] == "2013-01..2013-02"
+    assert champion.tags["holdout_window"] == "2013-03..2013-04"
+    ledger = lifecycle.query("select decision, challenger_version from governance.promotion_ledger")
+    assert ledger.values.tolist() == [["promoted", "1"]]
+    script = (
+        "import json, sys, duckdb, mlflow\n"
+        "model = mlflow.pyfunc.load_model('models:/flight_delay_15@champion')\n"
+        f"con = duckdb.connect({str(lifecycle.paths.warehouse_path)!r}, read_only=True)\n"
+        # Rows with missing feature values (no plane record, no weather in TTL) included.
+        "rows = con.execute('select * from training.training_dataset "
+        "order by seats is null desc, flight_id limit 25').df()\n"
+        "p = model.predict(rows)\n"
+        "print(json.dumps({'shape': list(p.shape), 'min': float(p.min()), 'max': float(p.max()),"
+        " 'nulls': int(rows['seats'].isna().sum())}))\n"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": lifecycle.paths.mlflow_tracking_uri}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          cwd=lifecycle.paths.data_dir, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["shape"] == [25, 2] and 0.0 <= out["min"] <= out["max"] <= 1.0
+    assert out["nulls"] > 0
+
+
+def test_one_point_in_time_row_by_hand(lifecycle, package_flights, package_csv_dir):
+    """Recompute one training row's weather and origin-congestion features from the raw CSVs.
+
+    B6 9, JFK, scheduled 18:00 New York time on 2013-02-03, left 9 minutes early: its own early
+    departure must not count among what was known at its scheduled departure.
+    """
+    flight_id = "2013-02-03T1800_B69_JFK"
+    row = lifecycle.query(f"select * from training.training_dataset where flight_id = '{flight_id}'")
+    assert len(row) == 1
+    f = package_flights.copy()
+    f["sched_utc"] = pd.to_datetime(f["time_hour"], utc=True) + pd.to_timedelta(f["minute"], unit="m")
+    me = f[(f.month == 2) & (f.day == 3) & (f.carrier == "B6") & (f.flight == 9) & (f.origin == "JFK")].iloc[0]
+    at = me["sched_utc"]
+    assert row["sched_dep_utc"].iloc[0] == at == pd.Timestamp("2013-02-03 23:00", tz="UTC")
+    # Weather: the latest JFK observation at or before 23:00 UTC, at most 3 hours old.
+    weather = pd.read_csv(package_csv_dir / "weather.csv")
+    weather["t"] = pd.to_datetime(weather["time_hour"], utc=True)
+    seen = weather[(weather.origin == "JFK") & (weather.t <= at) & (weather.t >= at - pd.Timedelta(hours=3))]
+    assert row["temp_f"].iloc[0] == seen.sort_values("t").iloc[-1]["temp"]
+    # Congestion: departures from JFK known (1 minute after max(departure, schedule)) by 23:00,
+    # averaged over the hour before the latest such departure.
+    jfk = f[(f.origin == "JFK") & f.dep_delay.notna()].copy()
+    jfk["dep_utc"] = jfk["sched_utc"] + pd.to_timedelta(jfk["dep_delay"], unit="m")
+    jfk["known"] = jfk[["dep_utc", "sched_utc"]].max(axis=1) + pd.Timedelta(minutes=1)
+    known = jfk[jfk.known <= at]
+    last = known.known.max()
+    window = known[known.known >= last - pd.Timedelta(hours=1)]
+    assert row["origin_dep_delay_mean_1h"].iloc[0] == pytest.approx(window.dep_delay.mean())
+    assert row["origin_departures_1h"].iloc[0] == len(window)
+    # The flight's own departure is never among what is known at its own prediction time.
+    assert me["dep_delay"] == -9
+    assert not ((known.carrier == "B6") & (known.flight == 9) & (known.sched_utc == at)).any()
+    assert row["is_delayed"].iloc[0] == int(me["arr_delay"] > 15)
+
+
+def test_rerun_is_idempotent(lifecycle):
+    lake_before, counts_before = lifecycle.lake_hashes(), lifecycle.table_counts()
+    versions_before = len(lifecycle.registry.versions())
+    result = lifecycle.run()
+    assert result.success
+    assert lifecycle.lake_hashes() == lake_before  # raw files byte-identical, no new snapshot
+    counts_after = lifecycle.table_counts()
+    appended = {"governance.promotion_ledger", "governance.gate_decisions"}
+    assert {k: v for k, v in counts_after.items() if k not in appended} == \
+           {k: v for k, v in counts_before.items() if k not in appended}
+    assert len(lifecycle.registry.versions()) == versions_before == 1  # the identical model reused
+    ledger = lifecycle.query("select decision, champion_after from governance.promotion_ledger order by decided_at")
+    assert ledger.values.tolist() == [["promoted", "1"], ["unchanged", "1"]]
+    duplicated = lifecycle.query(
+        "select count(*) - count(distinct flight_id) d from training.training_dataset")["d"][0]
+    assert duplicated == 0
+
+
+def test_worse_challenger_is_refused_and_champion_kept(lifecycle):
+    worse = json.loads(json.dumps(SMALL_TRAINING))
+    worse["ops"]["trained_model"]["config"].update({"max_iter": 2, "learning_rate": 0.01, "max_leaf_nodes": 2})
+    result = lifecycle.run_job("training", worse)
+    assert result.success
+    assert lifecycle.registry.version_number("champion") == "1"
+    assert lifecycle.registry.version_number("challenger") == "2"
+    last = lifecycle.query("select * from governance.promotion_ledger order by decided_at desc limit 1").iloc[0]
+    assert last["decision"] == "refused" and last["champion_after"] == "1"
+    assert "no_regression" in last["reason"]
+    assert last["challenger_roc_auc"] < last["champion_roc_auc"] - 0.005
+    gates = lifecycle.query(f"select gate, passed from governance.gate_decisions "
+                            f"where dagster_run_id = '{result.run_id}' order by gate")
+    assert set(gates["gate"]) == {"absolute_floor", "fold_stability", "no_regression"}
+    assert not dict(gates.values.tolist())["no_regression"]
+
+
+def test_corrupted_month_stops_at_the_blocking_check(lifecycle, flights_by_month):
+    bad = first_days(flights_by_month["2013-02"])
+    bad = bad.set_column(bad.schema.get_field_index("arr_delay"), "arr_delay", pa.nulls(bad.num_rows, pa.string()))
+    write_landing_month(lifecycle.paths.landing_dir, "2013-02", bad)
+    rows_before = lifecycle.table_counts()["validated.flights"]
+    result = lifecycle.run()
+    assert not result.success
+    failed = result.failed
+    assert failed.name == "flights 2013-02"
+    assert [s.name for s in result.stages][-1] == "flights 2013-02"  # nothing downstream ran
+    message = " ".join(failed.errors)
+    assert "table_contract" in message
+    status = lifecycle.query("select message from validated.validation_status where not passed")
+    assert status["message"].tolist() == [
+        "table flights partition 2013-02: rule arr_delay_mostly_present failed on column arr_delay: "
+        f"{bad.num_rows} of {bad.num_rows} rows (at most 15% of flights may lack an arrival delay)"]
+    check = lifecycle.instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [_check_key()])[_check_key()]
+    assert check.status.value == "FAILED"
+    # The last good delivery stays published; the champion did not move.
+    assert lifecycle.table_counts()["validated.flights"] == rows_before
+    assert lifecycle.registry.version_number("champion") == "1"
+    # Building features by hand is refused too, naming the table, partition and rule.
+    features = lifecycle.run_job("build_features")
+    assert not features.success
+    errors = " ".join(str(e.event_specific_data.error.message) for e in features.all_events if e.is_step_failure)
+    assert "validated.flights has partitions that failed their blocking check (2013-02)" in errors
+    assert "arr_delay_mostly_present" in errors
+
+
+def _check_key():
+    from dagster import AssetCheckKey, AssetKey
+
+    return AssetCheckKey(AssetKey("validated_flights"), "table_contract")
