@@ -27,7 +27,7 @@ def collect_summary(paths: ProjectPaths) -> dict:
             for schema, tables in LAYERS:
                 for table in tables:
                     if table_exists(connection, schema, table):
-                        count = connection.execute(f"select count(*) from {schema}.{table}").fetchone()[0]
+                        count = connection.execute(f"select count(*) from {schema}.{table}").fetchall()[0][0]
                         summary["rows"][f"{schema}.{table}"] = int(count)
             if table_exists(connection, "validated", "validation_status"):
                 summary["rows_in"] = {
@@ -87,7 +87,9 @@ def format_summary(summary: dict) -> str:
     else:
         m = champion["metrics"]
         lines.append(f"  {champion['uri']} = version {champion['version']}")
-        lines.append(f"  trained on {champion['train_window']}, holdout {champion['holdout_window']} (months, New York time)")
+        lines.append(
+            f"  trained on {champion['train_window']}, holdout {champion['holdout_window']} (months, New York time)"
+        )
         keys = ("roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall")
         lines.append("  holdout " + ", ".join(f"{k} {m[k]:.4f}" for k in keys if k in m))
     if summary["ledger"]:

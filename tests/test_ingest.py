@@ -9,7 +9,12 @@ import pyarrow as pa
 import pytest
 
 from mlops_pipelines.ingest.lake import RawLake
-from mlops_pipelines.ingest.sources import SourceError, read_flights_month, read_source_file, source_path
+from mlops_pipelines.ingest.sources import (
+    SourceError,
+    read_flights_month,
+    read_source_file,
+    source_path,
+)
 from tests.conftest import first_days, write_landing_month
 
 

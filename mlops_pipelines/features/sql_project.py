@@ -136,7 +136,7 @@ class SqlProject:
         except Exception:
             connection.execute("rollback")
             raise
-        return int(connection.execute(f"select count(*) from {model.relation}").fetchone()[0])
+        return int(connection.execute(f"select count(*) from {model.relation}").fetchall()[0][0])
 
     def column_test_failures(self, connection: duckdb.DuckDBPyConnection, model: SqlModel) -> list[str]:
         """Run the YAML column tests (not_null, unique, accepted_values); one line per failure."""
@@ -160,7 +160,7 @@ class SqlProject:
                     sql = f'select count(*) from {model.relation} where "{name}" not in ({values})'
                 else:
                     raise ValueError(f"{model.path}: unknown column test {test!r} on {name}")
-                bad = int(connection.execute(sql).fetchone()[0])
+                bad = int(connection.execute(sql).fetchall()[0][0])
                 if bad:
                     label = test if isinstance(test, str) else "accepted_values"
                     failures.append(f"{model.name}.{name}: {label} failed for {bad} rows")

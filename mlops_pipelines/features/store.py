@@ -51,7 +51,7 @@ class FeatureStore:
         self.views[view.name] = view
         return view
 
-    def _resolve(self, features: Sequence[str]) -> dict[str, list[str]]:
+    def resolve_features(self, features: Sequence[str]) -> dict[str, list[str]]:
         """``["view:feature", ...]`` grouped by view, in the order asked, validated."""
         wanted: dict[str, list[str]] = {}
         for reference in features:
@@ -69,8 +69,9 @@ class FeatureStore:
         return wanted
 
     def historical_query(self, wanted: dict[str, list[str]], timestamp_column: str,
-                         full_feature_names: bool) -> str:
-        """The SQL that joins ``entities`` (a relation with ``__entity_row``) to each view."""
+                         full_feature_names: bool, entities: str = "entities") -> str:
+        """The SQL that joins ``entities`` (a relation with ``__entity_row`` and a TIMESTAMPTZ
+        ``timestamp_column``) to each view, ordered by ``__entity_row``."""
         joins, selected, seen = [], [], {}
         for index, (view_name, names) in enumerate(wanted.items()):
             view = self.views[view_name]
@@ -106,7 +107,7 @@ class FeatureStore:
                 seen[output] = view_name
                 selected.append(f'case when {alias}.__ts is not null{ttl} then {alias}."{name}" end as "{output}"')
         return (
-            f"select e.* exclude ({ROW_ID}), {', '.join(selected)} from entities e "
+            f"select e.* exclude ({ROW_ID}), {', '.join(selected)} from {entities} e "
             f"{' '.join(joins)} order by e.{ROW_ID}"
         )
 
@@ -131,7 +132,7 @@ class FeatureStore:
             ``entity_df``'s columns (timestamp as UTC) followed by the features, one row per
             entity row, in the same order.
         """
-        wanted = self._resolve(features)
+        wanted = self.resolve_features(features)
         if timestamp_column not in entity_df.columns:
             raise KeyError(f"entity frame has no timestamp column {timestamp_column!r}")
         for view_name in wanted:

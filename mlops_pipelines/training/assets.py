@@ -8,7 +8,6 @@ from dataclasses import asdict
 import mlflow
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import ColSpec, Schema
@@ -36,7 +35,6 @@ from mlops_pipelines.training.registry import (
 )
 from mlops_pipelines.versioning import code_version, git_commit
 from mlops_pipelines.warehouse import WAREHOUSE_POOL, DuckDBWarehouse
-
 
 SKOPS_TRUSTED_TYPES = [
     "functools.partial",
@@ -77,7 +75,7 @@ def training_dataset(
         dataset, counts = build_training_dataset(connection, store, config.label_policy)
         connection.execute("create schema if not exists training")
         connection.execute("create or replace table training.training_dataset as select * from dataset")
-    snapshot = raw_lake.snapshot("training_dataset", pa.Table.from_pandas(dataset, preserve_index=False))
+    snapshot = raw_lake.snapshot("training_dataset", dataset)
     used_views = {name: views[name].version for name in _feature_view_assets()}
     reference = {
         "path": str(snapshot.path),
@@ -103,7 +101,8 @@ def training_dataset(
             "null_share_by_feature": MetadataValue.md(
                 "| feature | null share |\n|---|---|\n"
                 + "\n".join(
-                    f"| {c} | {dataset[c].isna().mean():.3f} |" for c in feature_columns()
+                    f"| {c} | {dataset[c].null_count / max(dataset.num_rows, 1):.3f} |"
+                    for c in feature_columns()
                 )
             ),
         },
@@ -316,7 +315,8 @@ def evaluated_model(
         columns = json.loads(champion.tags.get("feature_columns", "{}"))
         missing = [c for c in columns if c not in holdout.columns]
         if not columns or missing:
-            champion_note = f"champion v{champion.version} cannot be scored on this holdout: missing {missing or 'its column list'}"
+            champion_note = (f"champion v{champion.version} cannot be scored on this holdout: "
+                             f"missing {missing or 'its column list'}")
         else:
             model = mlflow_registry.load_sklearn(champion.version)
             champion_scores = score(holdout[LABEL], model.predict_proba(holdout[list(columns)])[:, 1], threshold)

@@ -9,13 +9,13 @@ flight be disrupted" model. No row is dropped silently: the counts go to the ass
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import duckdb
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from mlops_pipelines.features.store import FeatureStore
+from mlops_pipelines.features.store import ROW_ID, FeatureStore
 
 DELAY_THRESHOLD_MINUTES = 15
 LABEL = "is_delayed"
@@ -66,7 +66,6 @@ select
     o.arr_known_at
 from intermediate.int_flight_outcomes o
 join staging.stg_flights s using (flight_id)
-order by o.sched_dep_utc, o.flight_id
 """
 
 
@@ -95,48 +94,49 @@ def build_training_dataset(
     store: FeatureStore,
     label_policy: str = "exclude",
     feature_refs: tuple[str, ...] = FEATURE_REFS,
-) -> tuple[pd.DataFrame, DatasetCounts]:
+) -> tuple[pa.Table, DatasetCounts]:
     """Labelled flights with their point-in-time features, ordered by scheduled departure.
 
+    The join runs inside DuckDB (entities never round-trip through pandas), so the full year
+    stays well within memory.
+
     Columns out: ``flight_id``, ``sched_dep_utc``, ``source_month``, ``arr_known_at``, the model
-    inputs of :func:`feature_columns`, and ``is_delayed`` (0/1).
+    inputs of :func:`feature_columns` (VARCHAR or DOUBLE), and ``is_delayed`` (0/1).
     """
     if label_policy not in ("exclude", "as_delayed"):
         raise ValueError(f"label_policy {label_policy!r}: expected 'exclude' or 'as_delayed'")
-    flights = connection.execute(ENTITY_SQL).df()
-    unlabelled = flights["arr_delay_minutes"].isna()
-    counts = {
-        "flights": len(flights),
-        "cancelled": int(flights["is_cancelled"].sum()),
-        "diverted": int(flights["is_diverted"].sum()),
-    }
-    if label_policy == "exclude":
-        flights = flights[~unlabelled].reset_index(drop=True)
-        label = flights["arr_delay_minutes"] > DELAY_THRESHOLD_MINUTES
-    else:
-        label = unlabelled | (flights["arr_delay_minutes"] > DELAY_THRESHOLD_MINUTES)
-    flights[LABEL] = label.astype("int64").to_numpy()
-    joined = store.get_historical_features(
-        flights, list(feature_refs), timestamp_column=TIMESTAMP, connection=connection
+    delayed = f"coalesce(arr_delay_minutes > {DELAY_THRESHOLD_MINUTES}, true)"
+    keep = "arr_delay_minutes is not null" if label_policy == "exclude" else "true"
+    connection.execute(
+        f"create or replace temp table training_entities as "
+        f"select *, cast({delayed} as bigint) as {LABEL}, "
+        f"row_number() over (order by sched_dep_utc, flight_id) - 1 as {ROW_ID} "
+        f"from ({ENTITY_SQL}) where {keep}"
+    )
+    flights, cancelled, diverted, unlabelled = connection.execute(
+        "select count(*), count(*) filter (where is_cancelled), count(*) filter (where is_diverted), "
+        f"count(*) filter (where arr_delay_minutes is null) from ({ENTITY_SQL})"
+    ).fetchall()[0]
+    joined = store.historical_query(
+        store.resolve_features(feature_refs), TIMESTAMP, full_feature_names=False,
+        entities="training_entities",
     )
     columns = feature_columns(feature_refs)
-    for name, kind in columns.items():
-        joined[name] = joined[name].astype("object").where(joined[name].notna(), None) if kind == "str" \
-            else joined[name].astype("float64")
-    dataset = joined[["flight_id", TIMESTAMP, "source_month", "arr_known_at", *columns, LABEL]]
+    casts = ", ".join(
+        f'cast("{name}" as {"varchar" if kind == "str" else "double"}) as "{name}"'
+        for name, kind in columns.items()
+    )
+    dataset = connection.sql(
+        f"select flight_id, {TIMESTAMP}, source_month, arr_known_at, {casts}, {LABEL} from ({joined})"
+    ).to_arrow_table()
+    connection.execute("drop table training_entities")
+    rows = dataset.num_rows
     result = DatasetCounts(
-        flights=counts["flights"],
-        cancelled=counts["cancelled"],
-        diverted=counts["diverted"],
-        excluded_unlabelled=int(unlabelled.sum()) if label_policy == "exclude" else 0,
-        rows=len(dataset),
-        positive_rate=float(dataset[LABEL].mean()) if len(dataset) else 0.0,
+        flights=int(flights),
+        cancelled=int(cancelled),
+        diverted=int(diverted),
+        excluded_unlabelled=int(unlabelled) if label_policy == "exclude" else 0,
+        rows=rows,
+        positive_rate=float(pc.mean(dataset[LABEL]).as_py() or 0.0) if rows else 0.0,
     )
     return dataset, result
-
-
-def dataset_hash(frame: pd.DataFrame) -> str:
-    """A content hash of a frame (values and column names), stable across runs."""
-    digest = hashlib.sha256(",".join(frame.columns).encode())
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    return digest.hexdigest()

@@ -188,7 +188,8 @@ def validate_table(
                     rule.name,
                     count,
                     f"table {contract.table}{_where(partition)}: rule {rule.name} failed"
-                    + (f" on column {rule.column}: {count} of {row_count} rows" if rule.column else f": observed {observed}")
+                    + (f" on column {rule.column}: {count} of {row_count} rows"
+                       if rule.column else f": observed {observed}")
                     + f" ({rule.reason})",
                 )
             )
@@ -201,9 +202,12 @@ def validate_table(
     bad_rows = set(quarantine["row_number"].astype(int)) if records else set()
     valid = typed.loc[~typed.index.isin(list(bad_rows)), contract.column_names].copy()
     valid["_source_row"] = valid.index.astype("int64")
-    outcome = ValidationOutcome(contract.table, partition, row_count, valid.reset_index(drop=True), quarantine, failures)
+    outcome = ValidationOutcome(
+        contract.table, partition, row_count, valid.reset_index(drop=True), quarantine, failures
+    )
     if row_count and outcome.error_rate > threshold:
-        top = ", ".join(f"{k}: {v}" for k, v in sorted(outcome.quarantined_by_rule().items(), key=lambda kv: -kv[1])[:5])
+        by_rule = sorted(outcome.quarantined_by_rule().items(), key=lambda kv: -kv[1])
+        top = ", ".join(f"{k}: {v}" for k, v in by_rule[:5])
         failures.append(
             TableFailure(
                 "error_rate",

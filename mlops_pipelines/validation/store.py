@@ -11,9 +11,9 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
-from mlops_pipelines.warehouse import table_exists
 from mlops_pipelines.validation.contracts import DUCKDB_TYPES, TableContract
 from mlops_pipelines.validation.runner import ValidationOutcome
+from mlops_pipelines.warehouse import table_exists
 
 SCHEMA = "validated"
 
