@@ -146,11 +146,14 @@ def test_one_point_in_time_row_by_hand(lifecycle, package_flights, package_csv_d
     me = f[(f.month == 2) & (f.day == 3) & (f.carrier == "B6") & (f.flight == 9) & (f.origin == "JFK")].iloc[0]
     at = me["sched_utc"]
     assert row["sched_dep_utc"].iloc[0] == at == pd.Timestamp("2013-02-03 23:00", tz="UTC")
-    # Weather: the latest JFK observation at or before 23:00 UTC, at most 3 hours old.
+    # Weather: the latest JFK report available (end of its hour) by 23:00 UTC, at most 3 hours
+    # old: the 22:00 report, not the one for the 23:00 hour, taken at about 23:51.
     weather = pd.read_csv(package_csv_dir / "weather.csv")
-    weather["t"] = pd.to_datetime(weather["time_hour"], utc=True)
-    seen = weather[(weather.origin == "JFK") & (weather.t <= at) & (weather.t >= at - pd.Timedelta(hours=3))]
-    assert row["temp_f"].iloc[0] == seen.sort_values("t").iloc[-1]["temp"]
+    weather["available"] = pd.to_datetime(weather["time_hour"], utc=True) + pd.Timedelta(hours=1)
+    seen = weather[(weather.origin == "JFK") & (weather.available <= at)
+                   & (weather.available >= at - pd.Timedelta(hours=3))].sort_values("available")
+    assert seen.iloc[-1]["time_hour"] == "2013-02-03T22:00:00Z"
+    assert row["temp_f"].iloc[0] == seen.iloc[-1]["temp"]
     # Congestion: departures from JFK known (1 minute after max(departure, schedule)) by 23:00,
     # averaged over the hour before the latest such departure.
     jfk = f[(f.origin == "JFK") & f.dep_delay.notna()].copy()

@@ -98,6 +98,20 @@ def test_duplicate_keys_are_both_quarantined(reference_tables):
     outcome = validate_table(doubled, CONTRACTS["planes"], None, "planes.parquet")
     assert outcome.quarantined_by_rule() == {"unique_key": 2}
     assert sorted(outcome.quarantine["row_number"]) == [1, 51]
+    assert set(outcome.quarantine["column_name"]) == {"tailnum"}
+    assert set(outcome.quarantine["value"]) == {planes["tailnum"][0].as_py()}
+
+
+def test_a_rule_that_cannot_be_evaluated_is_an_error_not_a_pass(january):
+    import great_expectations.expectations as gxe
+
+    from mlops_pipelines.validation.contracts import Rule
+    from mlops_pipelines.validation.runner import _run_expectations
+
+    broken = Rule("ghost_range", gxe.ExpectColumnValuesToBeBetween(column="ghost", min_value=0, max_value=1),
+                  "a rule on a column that does not exist", column="ghost")
+    with pytest.raises(RuntimeError, match="table flights: rule ghost_range on column ghost could not be evaluated"):
+        _run_expectations(january.to_pandas(), [broken], "table flights")
 
 
 def test_error_rate_threshold_is_configurable(january):

@@ -1,4 +1,6 @@
--- The latest hourly weather observation at each NYC origin.
+-- The latest hourly weather report at each NYC origin, as of when it was available.
+-- time_hour labels the hour a report belongs to, but the report is taken at about :51 and its
+-- precipitation is summed up to then: it is available at the end of its hour, not the start.
 with weather as (
     select * from {{ ref('stg_weather') }}
 ),
@@ -7,6 +9,7 @@ final as (
     select
         origin,
         observed_at,
+        observed_at + interval 1 hour as available_at,
         temp_f,
         dewpoint_f,
         humidity_pct,

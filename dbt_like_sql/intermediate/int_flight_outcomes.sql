@@ -1,10 +1,13 @@
 -- For every flight: when it departed and arrived as UTC instants, and when each fact became known.
 -- arr_hhmm_local is local time at the destination: it is placed on the departure's date in the
 -- destination's time zone, and on the next day when that would be before the departure.
--- Where the destination's time zone is unknown (BQN, PSE, SJU, STT are not in airports), the
--- arrival is estimated as departure + air time + 20 minutes of taxiing, and flagged.
+-- Four destinations are missing from airports (BQN, PSE, SJU in Puerto Rico, STT in the US Virgin
+-- Islands): their zones are supplied below. Any other destination without a zone gets an arrival
+-- estimated late on purpose (departure + air time + 60 minutes), flagged, so that it is never
+-- treated as known before it really landed.
 -- A departure or arrival is known one minute after it happens, and never before the flight's own
--- scheduled departure: so no flight ever sees its own outcome at its prediction time.
+-- scheduled departure: so no flight ever sees its own outcome at its prediction time. A label
+-- without an arrival instant is known one day after the scheduled departure.
 with flights as (
     select * from {{ ref('stg_flights') }}
 ),
@@ -13,16 +16,26 @@ airports as (
     select airport_code, time_zone from {{ ref('stg_airports') }}
 ),
 
+missing_zones as (
+    select * from (values
+        ('BQN', 'America/Puerto_Rico'),
+        ('PSE', 'America/Puerto_Rico'),
+        ('SJU', 'America/Puerto_Rico'),
+        ('STT', 'America/St_Thomas')
+    ) as zones (airport_code, time_zone)
+),
+
 departed as (
     select
         flights.*,
-        airports.time_zone as dest_time_zone,
+        coalesce(airports.time_zone, missing_zones.time_zone) as dest_time_zone,
         case
             when dep_delay_minutes is not null
                 then sched_dep_utc + to_minutes(cast(dep_delay_minutes as bigint))
         end as dep_utc
     from flights
     left join airports on airports.airport_code = flights.dest
+    left join missing_zones on missing_zones.airport_code = flights.dest
 ),
 
 arrival_candidates as (
@@ -45,7 +58,7 @@ arrivals as (
         *,
         case
             when arr_candidate_utc is null and dep_utc is not null and air_time_minutes is not null
-                then dep_utc + to_minutes(cast(air_time_minutes as bigint) + 20)
+                then dep_utc + to_minutes(cast(air_time_minutes as bigint) + 60)
             when arr_candidate_utc < dep_utc then arr_candidate_utc + interval 1 day
             else arr_candidate_utc
         end as arr_utc,
@@ -68,10 +81,13 @@ final as (
         arr_delay_minutes,
         dep_hhmm_local is null as is_cancelled,
         dep_hhmm_local is not null and arr_delay_minutes is null as is_diverted,
-        greatest(dep_utc, sched_dep_utc) + interval 1 minute as dep_known_at,
         case
-            when arr_delay_minutes is not null
-                then greatest(arr_utc, sched_dep_utc) + interval 1 minute
+            when dep_utc is not null then greatest(dep_utc, sched_dep_utc) + interval 1 minute
+        end as dep_known_at,
+        case
+            when arr_delay_minutes is null then null
+            when arr_utc is null then sched_dep_utc + interval 1 day
+            else greatest(arr_utc, sched_dep_utc) + interval 1 minute
         end as arr_known_at
     from arrivals
 )

@@ -7,7 +7,6 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetsDefinition,
-    Failure,
     MaterializeResult,
     MetadataValue,
     TableColumn,
@@ -18,22 +17,8 @@ from dagster import (
 from mlops_pipelines.features.sql_project import SqlModel, SqlProject
 from mlops_pipelines.features.store import FeatureStore
 from mlops_pipelines.validation.store import SCHEMA as VALIDATED_SCHEMA
-from mlops_pipelines.validation.store import failing_partitions
+from mlops_pipelines.validation.store import refuse_failed_validations
 from mlops_pipelines.warehouse import WAREHOUSE_POOL, DuckDBWarehouse
-
-
-def _refuse_failed_sources(connection, model: SqlModel) -> None:
-    """Stop before building on a validated table whose latest delivery failed its contract."""
-    for schema, table in model.sources:
-        if schema != VALIDATED_SCHEMA:
-            continue
-        failed = failing_partitions(connection, table)
-        if len(failed):
-            lines = "; ".join(failed["message"].tolist())
-            raise Failure(
-                description=f"{model.name} not built: validated.{table} has partitions that failed "
-                f"their blocking check ({', '.join(failed['partition_key'].astype(str))}): {lines}",
-            )
 
 
 def _sql_model_asset(project: SqlProject, model: SqlModel) -> AssetsDefinition:
@@ -59,11 +44,12 @@ def _sql_model_asset(project: SqlProject, model: SqlModel) -> AssetsDefinition:
     )
     def _model(context: AssetExecutionContext, warehouse: DuckDBWarehouse) -> MaterializeResult:
         with warehouse.connect() as connection:
-            _refuse_failed_sources(connection, model)
-            rows = project.build(connection, model)
-            failures = project.column_test_failures(connection, model)
-            described = connection.execute(f"describe {model.relation}").fetchall()
-            if view is not None:
+            refuse_failed_validations(
+                connection, [t for s, t in model.sources if s == VALIDATED_SCHEMA], model.name
+            )
+            rows, failures = project.build(connection, model)
+            described = connection.execute(f"describe {model.relation}").fetchall() if not failures else []
+            if view is not None and not failures:
                 FeatureStore.record_materialization(connection, view, rows, context.run.run_id)
         docs = {c["name"]: c.get("description", "") for c in model.doc.get("columns", [])}
         if view is not None:

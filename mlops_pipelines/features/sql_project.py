@@ -126,22 +126,36 @@ class SqlProject:
         sql = REF.sub(lambda m: self.models[m.group(1)].relation, model.sql)
         return SOURCE.sub(lambda m: f"{m.group(1)}.{m.group(2)}", sql)
 
-    def build(self, connection: duckdb.DuckDBPyConnection, model: SqlModel) -> int:
-        """(Re)build the model's table atomically and return its row count."""
+    def build(self, connection: duckdb.DuckDBPyConnection, model: SqlModel) -> tuple[int, list[str]]:
+        """Build the model into a candidate table, run its column tests there, and replace the
+        model's table only if they all pass. Returns the row count and the failures (empty when
+        the table was replaced; otherwise the previous table is left as it was)."""
         connection.execute(f"create schema if not exists {model.schema}")
+        candidate = f'{model.schema}."__candidate_{model.name}"'
+        connection.execute(f"create or replace table {candidate} as {self.render(model)}")
+        failures = self.column_test_failures(connection, model, candidate)
+        rows = int(connection.execute(f"select count(*) from {candidate}").fetchall()[0][0])
+        if failures:
+            connection.execute(f"drop table {candidate}")
+            return rows, failures
         connection.execute("begin transaction")
         try:
-            connection.execute(f"create or replace table {model.relation} as {self.render(model)}")
+            connection.execute(f"drop table if exists {model.relation}")
+            connection.execute(f'alter table {candidate} rename to "{model.name}"')
             connection.execute("commit")
         except Exception:
             connection.execute("rollback")
             raise
-        return int(connection.execute(f"select count(*) from {model.relation}").fetchall()[0][0])
+        return rows, []
 
-    def column_test_failures(self, connection: duckdb.DuckDBPyConnection, model: SqlModel) -> list[str]:
-        """Run the YAML column tests (not_null, unique, accepted_values); one line per failure."""
+    def column_test_failures(
+        self, connection: duckdb.DuckDBPyConnection, model: SqlModel, relation: str | None = None
+    ) -> list[str]:
+        """Run the YAML column tests (not_null, unique, accepted_values) on ``relation`` (the model's
+        table by default); one line per failure, naming the model, column, test and row count."""
         failures = []
-        actual = {row[0] for row in connection.execute(f"describe {model.relation}").fetchall()}
+        relation = relation or model.relation
+        actual = {row[0] for row in connection.execute(f"describe {relation}").fetchall()}
         for column in model.documented_columns:
             if column not in actual:
                 failures.append(f"{model.name}.{column}: documented but not produced by the SQL")
@@ -151,13 +165,13 @@ class SqlProject:
                 continue
             for test in column.get("tests", []):
                 if test == "not_null":
-                    sql = f'select count(*) from {model.relation} where "{name}" is null'
+                    sql = f'select count(*) from {relation} where "{name}" is null'
                 elif test == "unique":
-                    sql = (f'select count(*) from (select "{name}" from {model.relation} '
+                    sql = (f'select count(*) from (select "{name}" from {relation} '
                            f'where "{name}" is not null group by 1 having count(*) > 1)')
                 elif isinstance(test, dict) and "accepted_values" in test:
                     values = ", ".join(f"'{v}'" for v in test["accepted_values"])
-                    sql = f'select count(*) from {model.relation} where "{name}" not in ({values})'
+                    sql = f'select count(*) from {relation} where "{name}" not in ({values})'
                 else:
                     raise ValueError(f"{model.path}: unknown column test {test!r} on {name}")
                 bad = int(connection.execute(sql).fetchall()[0][0])

@@ -26,10 +26,10 @@ ROW_ID = "__entity_row"
 
 def to_utc(values: pd.Series) -> pd.Series:
     """Timestamps as UTC instants: aware ones converted, naive ones read as UTC."""
-    stamps = pd.to_datetime(values)
-    if stamps.dt.tz is None:
-        return stamps.dt.tz_localize("UTC")
-    return stamps.dt.tz_convert("UTC")
+    try:
+        return pd.to_datetime(values, utc=True)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"timestamp column {values.name!r}: {exc}") from exc
 
 
 class FeatureStore:

@@ -67,7 +67,7 @@ def read_source_file(path: Path) -> pa.Table:
                 data = archive.read(members[0])
             return _read_csv_bytes(data)
         return _read_csv_bytes(path.read_bytes())
-    except (pa.ArrowInvalid, OSError, zipfile.BadZipFile) as exc:
+    except (pa.ArrowInvalid, OSError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
         raise SourceError(f"{path}: cannot be read: {exc}") from exc
 
 

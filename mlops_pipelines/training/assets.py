@@ -33,6 +33,8 @@ from mlops_pipelines.training.registry import (
     PREVIOUS_CHAMPION,
     MLflowRegistry,
 )
+from mlops_pipelines.validation.contracts import CONTRACTS
+from mlops_pipelines.validation.store import refuse_failed_validations
 from mlops_pipelines.versioning import code_version, git_commit
 from mlops_pipelines.warehouse import WAREHOUSE_POOL, DuckDBWarehouse
 
@@ -72,6 +74,9 @@ def training_dataset(
     views = SqlProject().feature_views()
     store = FeatureStore(warehouse.database_path, views.values())
     with warehouse.connect() as connection:
+        # The training job runs on its own schedule: it must not train on a table whose latest
+        # delivery failed its blocking check, even if the SQL models were not rebuilt since.
+        refuse_failed_validations(connection, list(CONTRACTS), "training_dataset")
         dataset, counts = build_training_dataset(connection, store, config.label_policy)
         connection.execute("create schema if not exists training")
         connection.execute("create or replace table training.training_dataset as select * from dataset")
@@ -386,40 +391,49 @@ def promoted_model(
 ) -> Output[dict]:
     challenger = evaluated_model["challenger_version"]
     evaluated_against = evaluated_model["champion_version"]
-    current_version = mlflow_registry.version_number(CHAMPION)
     failed = [g for g in evaluated_model["gates"] if not g["passed"]]
-    if current_version != evaluated_against:
-        decision, after = "refused", current_version
-        reason = (f"the champion moved from v{evaluated_against} to v{current_version} after the "
-                  "evaluation: evaluate again")
-    elif current_version == challenger:
-        decision, after, reason = "unchanged", current_version, f"v{challenger} is already the champion"
-    elif failed:
-        decision, after = "refused", current_version
-        reason = "; ".join(f"{g['gate']}: {g['reason']}" for g in failed)
-    else:
-        if current_version is not None:
-            mlflow_registry.set_alias(PREVIOUS_CHAMPION, current_version)
-        mlflow_registry.set_alias(CHAMPION, challenger)
-        decision, after = "promoted", challenger
-        reason = "every gate passed: " + "; ".join(g["reason"] for g in evaluated_model["gates"])
     champion_metrics = evaluated_model["champion_metrics"] or {}
-    record = PromotionRecord(
-        dagster_run_id=context.run.run_id,
-        model_name=mlflow_registry.model_name,
-        challenger_version=challenger,
-        champion_before=current_version,
-        champion_after=after,
-        decision=decision,
-        reason=reason,
-        challenger_roc_auc=evaluated_model["challenger_metrics"]["roc_auc"],
-        champion_roc_auc=champion_metrics.get("roc_auc"),
-    )
+    # The warehouse is opened (and its write lock taken) before any alias moves, and a failed
+    # ledger write puts the aliases back: a failed run never leaves a moved champion behind.
     with warehouse.connect() as connection:
-        append_promotion(connection, record)
-    mlflow_registry.client().set_model_version_tag(
-        mlflow_registry.model_name, challenger, "promotion_decision", f"{decision}: {reason}"[:5000]
-    )
+        current_version = mlflow_registry.version_number(CHAMPION)
+        previous_version = mlflow_registry.version_number(PREVIOUS_CHAMPION)
+        if current_version != evaluated_against:
+            decision, after = "refused", current_version
+            reason = (f"the champion moved from v{evaluated_against} to v{current_version} after the "
+                      "evaluation: evaluate again")
+        elif current_version == challenger:
+            decision, after, reason = "unchanged", current_version, f"v{challenger} is already the champion"
+        elif failed:
+            decision, after = "refused", current_version
+            reason = "; ".join(f"{g['gate']}: {g['reason']}" for g in failed)
+        else:
+            decision, after = "promoted", challenger
+            reason = "every gate passed: " + "; ".join(g["reason"] for g in evaluated_model["gates"])
+        record = PromotionRecord(
+            dagster_run_id=context.run.run_id,
+            model_name=mlflow_registry.model_name,
+            challenger_version=challenger,
+            champion_before=current_version,
+            champion_after=after,
+            decision=decision,
+            reason=reason,
+            challenger_roc_auc=evaluated_model["challenger_metrics"]["roc_auc"],
+            champion_roc_auc=champion_metrics.get("roc_auc"),
+        )
+        mlflow_registry.client().set_model_version_tag(
+            mlflow_registry.model_name, challenger, "promotion_decision", f"{decision}: {reason}"[:5000]
+        )
+        if decision == "promoted":
+            if current_version is not None:
+                mlflow_registry.set_alias(PREVIOUS_CHAMPION, current_version)
+            mlflow_registry.set_alias(CHAMPION, challenger)
+        try:
+            append_promotion(connection, record)
+        except Exception:
+            if decision == "promoted":
+                mlflow_registry.restore_aliases({CHAMPION: current_version, PREVIOUS_CHAMPION: previous_version})
+            raise
     log = context.log.info if decision != "refused" else context.log.warning
     log(f"{decision}: {reason}")
     return Output(

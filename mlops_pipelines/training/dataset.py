@@ -63,7 +63,9 @@ select
     o.is_cancelled,
     o.is_diverted,
     o.arr_delay_minutes,
-    o.arr_known_at
+    -- When the label is known; cancelled or diverted flights (labelled only under "as_delayed")
+    -- are taken as known one day after their scheduled departure.
+    coalesce(o.arr_known_at, o.sched_dep_utc + interval 1 day) as label_known_at
 from intermediate.int_flight_outcomes o
 join staging.stg_flights s using (flight_id)
 """
@@ -100,7 +102,7 @@ def build_training_dataset(
     The join runs inside DuckDB (entities never round-trip through pandas), so the full year
     stays well within memory.
 
-    Columns out: ``flight_id``, ``sched_dep_utc``, ``source_month``, ``arr_known_at``, the model
+    Columns out: ``flight_id``, ``sched_dep_utc``, ``source_month``, ``label_known_at``, the model
     inputs of :func:`feature_columns` (VARCHAR or DOUBLE), and ``is_delayed`` (0/1).
     """
     if label_policy not in ("exclude", "as_delayed"):
@@ -127,7 +129,7 @@ def build_training_dataset(
         for name, kind in columns.items()
     )
     dataset = connection.sql(
-        f"select flight_id, {TIMESTAMP}, source_month, arr_known_at, {casts}, {LABEL} from ({joined})"
+        f"select flight_id, {TIMESTAMP}, source_month, label_known_at, {casts}, {LABEL} from ({joined})"
     ).to_arrow_table()
     connection.execute("drop table training_entities")
     rows = dataset.num_rows

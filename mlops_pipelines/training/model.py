@@ -43,7 +43,7 @@ class TimeSplit:
         """Training rows (whose label was known before the holdout began) and holdout rows."""
         start, cut, end = (self.boundary(m) for m in (self.train_start, self.train_end, self.holdout_end))
         departure = frame["sched_dep_utc"]
-        train = frame[(departure >= start) & (departure < cut) & (frame["arr_known_at"] < cut)]
+        train = frame[(departure >= start) & (departure < cut) & (frame["label_known_at"] < cut)]
         holdout = frame[(departure >= cut) & (departure < end)]
         return train, holdout
 

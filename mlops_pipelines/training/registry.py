@@ -86,6 +86,15 @@ class MLflowRegistry(ConfigurableResource):
     def set_alias(self, alias: str, version: str) -> None:
         self.client().set_registered_model_alias(self.model_name, alias, str(version))
 
+    def restore_aliases(self, aliases: dict[str, str | None]) -> None:
+        """Point each alias back at its version, or remove it where it pointed at none."""
+        client = self.client()
+        for alias, version in aliases.items():
+            if version is None:
+                client.delete_registered_model_alias(self.model_name, alias)
+            else:
+                client.set_registered_model_alias(self.model_name, alias, str(version))
+
     def load_sklearn(self, version: str):
         """The scikit-learn pipeline of a version (for scoring probabilities)."""
         mlflow.set_registry_uri(self.tracking_uri)

@@ -83,7 +83,7 @@ class TableContract:
                 if len(self.key) > 1
                 else gxe.ExpectColumnValuesToBeUnique(column=self.key[0]),
                 f"({', '.join(self.key)}) identifies a row; duplicates cannot both be true",
-                column=self.key[0],
+                column=",".join(self.key),
             ),
         )
         return not_null + unique + self.rules + self.extra_rules(partition)

@@ -94,14 +94,30 @@ def _run_expectations(frame: pd.DataFrame, rules: list[Rule], suite_name: str) -
     out = []
     for item in result.results:
         rule = by_id[str(item.expectation_config.meta["rule_index"])]
-        if item.exception_info and item.exception_info.get("raised_exception"):
+        error = _raised(item.exception_info)
+        if error is not None:
             raise RuntimeError(
-                f"rule {rule.name} could not be evaluated: {item.exception_info.get('exception_message')}"
+                f"{suite_name}: rule {rule.name} on column {rule.column} could not be evaluated: {error}"
             )
         payload = dict(item.result or {})
         payload["success"] = bool(item.success)
         out.append((rule, payload))
     return out
+
+
+def _raised(info: dict | None) -> str | None:
+    """The error message GX recorded for an expectation, or None.
+
+    GX 1.x reports it either at the top level or under one key per metric it computed.
+    """
+    if not info:
+        return None
+    if info.get("raised_exception"):
+        return str(info.get("exception_message"))
+    for value in info.values():
+        if isinstance(value, dict) and value.get("raised_exception"):
+            return str(value.get("exception_message"))
+    return None
 
 
 def _cast(raw: pd.Series, kind: str) -> pd.Series:
@@ -177,7 +193,8 @@ def validate_table(
     frame = contract.derive(typed, partition) if contract.derive else typed
 
     row_count = len(frame)
-    for rule, result in _run_expectations(frame, list(contract.all_rules(partition)), contract.table):
+    suite = f"table {contract.table}{_where(partition)}"
+    for rule, result in _run_expectations(frame, list(contract.all_rules(partition)), suite):
         if result["success"]:
             continue
         if rule.level == "table":
@@ -227,7 +244,9 @@ def _where(partition: str | None) -> str:
 def _record(contract: TableContract, partition: str | None, source_file: str, text: pd.DataFrame,
             row: int, rule: str, column: str | None, reason: str) -> dict:
     raw_row = text.loc[row]
-    value = raw_row[column] if column in raw_row.index else None
+    # A rule on several columns (a compound key) is blamed on all of them, values joined by "|".
+    columns = [c for c in (column or "").split(",") if c in raw_row.index]
+    value = "|".join("" if pd.isna(raw_row[c]) else str(raw_row[c]) for c in columns) if columns else None
     return {
         "table_name": contract.table,
         "partition_key": partition or "",
@@ -236,6 +255,6 @@ def _record(contract: TableContract, partition: str | None, source_file: str, te
         "rule": rule,
         "column_name": column or "",
         "reason": reason,
-        "value": None if value is None or pd.isna(value) else str(value),
+        "value": value if value else None,
         "row_json": json.dumps({k: (None if pd.isna(v) else str(v)) for k, v in raw_row.items()}),
     }

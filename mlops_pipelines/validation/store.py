@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import duckdb
 import pandas as pd
+from dagster import Failure
 
 from mlops_pipelines.validation.contracts import DUCKDB_TYPES, TableContract
 from mlops_pipelines.validation.runner import ValidationOutcome
@@ -98,3 +99,15 @@ def failing_partitions(connection: duckdb.DuckDBPyConnection, table: str) -> pd.
         "where table_name = ? and not passed order by partition_key",
         [table],
     ).df()
+
+
+def refuse_failed_validations(connection: duckdb.DuckDBPyConnection, tables: list[str], what: str) -> None:
+    """Stop before building on a validated table whose latest delivery failed its contract."""
+    for table in tables:
+        failed = failing_partitions(connection, table)
+        if len(failed):
+            lines = "; ".join(failed["message"].tolist())
+            raise Failure(
+                description=f"{what} not built: validated.{table} has partitions that failed "
+                f"their blocking check ({', '.join(failed['partition_key'].astype(str))}): {lines}",
+            )
