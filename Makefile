@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 DATA_DIR := $(CURDIR)/data
 export MLOPS_DATA_DIR := $(DATA_DIR)
 export DAGSTER_HOME := $(DATA_DIR)/dagster_home
-# MLflow's SQLite store lives under data/ (see README, "Where things land").
-export MLFLOW_TRACKING_URI ?= sqlite:///$(DATA_DIR)/mlflow.db
+# MLflow's SQLite store under data/ (see README, "Where things land"); MLFLOW_TRACKING_URI, if
+# you set it, points the pipeline at a tracking server instead.
+MLFLOW_URI = $(or $(MLFLOW_TRACKING_URI),sqlite:///$(DATA_DIR)/mlflow.db)
 
 .PHONY: install install-test demo ui mlflow-ui test validate clean
 
@@ -38,7 +39,7 @@ ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml
 
 mlflow-ui: install
-	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_URI) --host 127.0.0.1 --port 5000
 
 validate: install
 	$(BIN)/dagster definitions validate -w workspace.yaml

@@ -17,7 +17,28 @@ from mlops_pipelines.ingest.sources import (
 )
 from mlops_pipelines.paths import ProjectPaths
 
-# Four months, the first four days of each: about 3,600 real flights.
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests own their state: never a tracking server or data folder from the environment."""
+    import os
+    import tempfile
+
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    scratch = tempfile.mkdtemp(prefix="mlops-tests-")
+    os.environ["MLOPS_DATA_DIR"] = os.path.join(scratch, "data")
+    os.environ["DAGSTER_HOME"] = os.path.join(scratch, "dagster_home")
+    os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
+    config._mlops_scratch = scratch  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    scratch = getattr(config, "_mlops_scratch", None)
+    if scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# Four months, the first four days of each: 14,511 real flights.
 SLICE_MONTHS = ("2013-01", "2013-02", "2013-03", "2013-04")
 SLICE_DAYS = ("1", "2", "3", "4")
 
