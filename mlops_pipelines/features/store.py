@@ -38,10 +38,14 @@ class FeatureStore:
     Args:
         database_path: the warehouse file (``data/warehouse.duckdb``).
         views: views to start with (the ones declared in dbt_like_sql/, for instance).
+        memory_limit: DuckDB's memory budget for the store's own connections; larger joins spill
+            to a temporary folder instead of growing the process.
     """
 
-    def __init__(self, database_path: str | Path, views: Sequence[FeatureView] = ()) -> None:
+    def __init__(self, database_path: str | Path, views: Sequence[FeatureView] = (),
+                 memory_limit: str = "1GB") -> None:
         self.database_path = str(database_path)
+        self.memory_limit = memory_limit
         self.views: dict[str, FeatureView] = {}
         for view in views:
             self.register(view)
@@ -144,9 +148,11 @@ class FeatureStore:
         entities[ROW_ID] = range(len(entities))
         sql = self.historical_query(wanted, timestamp_column, full_feature_names)
         own = connection is None
-        con = connection or duckdb.connect(self.database_path, read_only=True)
+        con = connection or duckdb.connect(self.database_path, read_only=self.database_path != ":memory:")
         try:
             con.execute("SET TimeZone = 'UTC'")
+            if own:
+                con.execute(f"SET memory_limit = '{self.memory_limit}'")
             con.register("entities", pa.Table.from_pandas(entities, preserve_index=False))
             result = con.sql(sql).to_arrow_table()
             con.unregister("entities")
