@@ -28,7 +28,7 @@ def parse_ttl(value: str | int | float | None) -> timedelta | None:
 @dataclass(frozen=True)
 class Feature:
     name: str
-    type: str
+    type: str = "float"
     description: str = ""
 
 
