@@ -61,6 +61,36 @@ def _features_list(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_frame(path: str):
+    import pandas as pd
+
+    if path.endswith(".parquet"):
+        return pd.read_parquet(path)
+    if path.endswith(".csv"):
+        return pd.read_csv(path)
+    raise ValueError(f"{path}: expected a .parquet or .csv file")
+
+
+def _features_historical(args: argparse.Namespace) -> int:
+    from mlops_pipelines.resources import build_resources
+
+    paths = ProjectPaths.from_env()
+    if not paths.warehouse_path.exists():
+        raise ValueError(f"no warehouse at {paths.warehouse_path}: run `mlops demo` first")
+    entities = _read_frame(args.entities)
+    store = build_resources(paths)["feature_store"].store()  # type: ignore[attr-defined]
+    features = [f.strip() for f in args.features.split(",") if f.strip()]
+    out = store.get_historical_features(entities, features, args.full_feature_names, args.timestamp_column)
+    if args.out.endswith(".parquet"):
+        out.to_parquet(args.out, index=False)
+    elif args.out.endswith(".csv"):
+        out.to_csv(args.out, index=False)
+    else:
+        raise ValueError(f"{args.out}: expected a .parquet or .csv file")
+    print(f"{len(out)} rows, {len(features)} features -> {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlops", description="The mlops-pipelines lifecycle.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -71,8 +101,22 @@ def main(argv: list[str] | None = None) -> int:
     features = commands.add_parser("features", help="the feature store")
     feature_commands = features.add_subparsers(dest="features_command", required=True)
     feature_commands.add_parser("list", help="registered feature views").set_defaults(func=_features_list)
+    historical = feature_commands.add_parser(
+        "historical", help="point-in-time features for the rows of an entity file")
+    historical.add_argument("--entities", required=True, help="parquet or CSV: join keys and a timestamp")
+    historical.add_argument("--features", required=True, help="view:feature,view:feature,...")
+    historical.add_argument("--out", required=True, help="parquet or CSV to write")
+    historical.add_argument("--timestamp-column", default="event_timestamp",
+                            help="the entities' timestamp column (naive = UTC); default event_timestamp")
+    historical.add_argument("--full-feature-names", action="store_true", help="name columns view__feature")
+    historical.set_defaults(func=_features_historical)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, KeyError, LookupError, FileNotFoundError, OSError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"mlops {args.command}: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from dagster import Definitions
 
-from mlops_pipelines.features.assets import build_sql_assets
+from mlops_pipelines.features.assets import build_sql_assets, online_features_asset
 from mlops_pipelines.features.jobs import build_features_job, features_schedule
 from mlops_pipelines.ingest.assets import raw_assets
 from mlops_pipelines.ingest.jobs import (
@@ -20,7 +20,9 @@ from mlops_pipelines.validation.assets import validated_assets
 def build_definitions(paths: ProjectPaths | None = None) -> Definitions:
     """The whole lifecycle, its resources pointed at ``paths`` (default: $MLOPS_DATA_DIR or ./data)."""
     return Definitions(
-        assets=[*raw_assets, *validated_assets, *build_sql_assets(), *training_assets],
+        assets=[
+            *raw_assets, *validated_assets, *build_sql_assets(), online_features_asset(), *training_assets
+        ],
         jobs=[ingest_flights_job, ingest_reference_job, build_features_job, training_job],
         schedules=[monthly_ingestion_schedule, features_schedule, training_schedule],
         resources=build_resources(paths),

@@ -41,6 +41,10 @@ class ProjectPaths:
         return self.data_dir / "warehouse.duckdb"
 
     @property
+    def online_store_path(self) -> Path:
+        return self.data_dir / "online_store.sqlite"
+
+    @property
     def mlflow_db_path(self) -> Path:
         return self.data_dir / "mlflow.db"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from mlops_pipelines.features.resource import FeatureStoreResource
 from mlops_pipelines.ingest.lake import RawLake
 from mlops_pipelines.paths import ProjectPaths
 from mlops_pipelines.training.registry import MLflowRegistry
@@ -20,6 +21,9 @@ def build_resources(paths: ProjectPaths | None = None) -> dict[str, object]:
     return {
         "raw_lake": RawLake(data_dir=str(paths.data_dir)),
         "warehouse": DuckDBWarehouse(database_path=str(paths.warehouse_path)),
+        "feature_store": FeatureStoreResource(
+            database_path=str(paths.warehouse_path), online_path=str(paths.online_store_path)
+        ),
         "mlflow_registry": MLflowRegistry(
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or paths.mlflow_tracking_uri,
             artifact_location=str(paths.mlflow_artifacts_dir),

@@ -105,3 +105,19 @@ def test_ttl_parsing(text, expected):
 def test_bad_ttl_is_an_error():
     with pytest.raises(ValueError, match="ttl 'soon'"):
         parse_ttl("soon")
+
+
+@pytest.mark.parametrize(
+    ("entities", "error"),
+    [
+        (pd.DataFrame({"carrier": ["AA"], "event_timestamp": [1357000000]}), "holds int64 values, not timestamps"),
+        (pd.DataFrame({"carrier": ["AA"], "event_timestamp": ["yesterday"]}), "timestamp column 'event_timestamp'"),
+        (pd.DataFrame({"carrier": ["AA"], "when": [T("2013-01-01", tz="UTC")]}), "no timestamp column 'event_timestamp'"),
+        (pd.DataFrame({"airline": ["AA"], "event_timestamp": [T("2013-01-01", tz="UTC")]}),
+         r"lacks join keys \['carrier'\] of view 'carrier_stats'"),
+    ],
+    ids=["epoch-integers", "not-a-date", "no-timestamp-column", "missing-join-key"],
+)
+def test_bad_entity_frames_are_named(store, entities, error):
+    with pytest.raises((KeyError, ValueError), match=error):
+        store.get_historical_features(entities, ["carrier_stats:delay"])

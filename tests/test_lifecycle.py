@@ -170,6 +170,33 @@ def test_one_point_in_time_row_by_hand(lifecycle, package_flights, package_csv_d
     assert row["is_delayed"].iloc[0] == int(me["arr_delay"] > 15)
 
 
+def test_online_store_and_cli_agree_with_the_offline_store(lifecycle, tmp_path):
+    store = build_resources(lifecycle.paths)["feature_store"].store()
+    online = store.get_online_features([{"origin": "JFK"}, {"origin": "XXX"}], ["fv_origin_weather:temp_f"])
+    latest = lifecycle.query(
+        "select available_at, temp_f from features.fv_origin_weather where origin = 'JFK' "
+        "order by available_at desc limit 1").iloc[0]
+    assert online["temp_f"].iloc[0] == latest["temp_f"] and pd.isna(online["temp_f"].iloc[1])
+    entities = tmp_path / "entities.csv"
+    pd.DataFrame({"origin": ["JFK", "JFK"], "event_timestamp": [str(latest["available_at"]), "2013-01-01T00:00:00Z"]}
+                 ).to_csv(entities, index=False)
+    out = tmp_path / "out.parquet"
+    env = {**os.environ, "MLOPS_DATA_DIR": str(lifecycle.paths.data_dir)}
+    done = subprocess.run(
+        [sys.executable, "-m", "mlops_pipelines.cli", "features", "historical", "--entities", str(entities),
+         "--features", "fv_origin_weather:temp_f", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    frame = pd.read_parquet(out)
+    assert frame["temp_f"].iloc[0] == latest["temp_f"] and pd.isna(frame["temp_f"].iloc[1])
+    bad = subprocess.run(
+        [sys.executable, "-m", "mlops_pipelines.cli", "features", "historical", "--entities", str(entities),
+         "--features", "fv_origin_weather:nope", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("mlops features: feature view 'fv_origin_weather' has no")
+
+
 def test_rerun_is_idempotent(lifecycle):
     lake_before, counts_before = lifecycle.lake_hashes(), lifecycle.table_counts()
     versions_before = len(lifecycle.registry.versions())

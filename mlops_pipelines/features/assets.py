@@ -7,13 +7,16 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetsDefinition,
+    Config,
     MaterializeResult,
     MetadataValue,
     TableColumn,
     TableSchema,
     asset,
 )
+from pydantic import Field
 
+from mlops_pipelines.features.resource import FeatureStoreResource
 from mlops_pipelines.features.sql_project import SqlModel, SqlProject
 from mlops_pipelines.features.store import FeatureStore
 from mlops_pipelines.validation.store import SCHEMA as VALIDATED_SCHEMA
@@ -91,6 +94,45 @@ def _sql_model_asset(project: SqlProject, model: SqlModel) -> AssetsDefinition:
         )
 
     return _model
+
+
+class OnlineMaterializationConfig(Config):
+    end_ts: str | None = Field(
+        default=None,
+        description="Materialize as of this instant (ISO 8601; naive = UTC). Unset: each view's "
+        "latest event timestamp, the data's own 'now'.",
+    )
+
+
+def online_features_asset(project: SqlProject | None = None) -> AssetsDefinition:
+    """The online store, refreshed after every feature view (incrementally)."""
+    project = project or SqlProject()
+    views = sorted(project.feature_views())
+
+    @asset(
+        name="online_features",
+        group_name="features",
+        deps=views,
+        pool=WAREHOUSE_POOL,
+        kinds={"sqlite"},
+        description="The latest row per entity of every feature view, in a SQLite file in WAL "
+        "mode that the serving process reads.",
+    )
+    def _online(
+        context: AssetExecutionContext, config: OnlineMaterializationConfig, feature_store: FeatureStoreResource
+    ) -> MaterializeResult:
+        store = feature_store.store()
+        processed = store.materialize_online(views, end_ts=config.end_ts)
+        context.log.info(f"online store {feature_store.online_path}: rows read per view {processed}")
+        return MaterializeResult(
+            metadata={
+                "path": MetadataValue.path(feature_store.online_path),
+                "rows_processed": MetadataValue.int(sum(processed.values())),
+                **{f"rows_processed/{name}": MetadataValue.int(n) for name, n in processed.items()},
+            }
+        )
+
+    return _online
 
 
 def build_sql_assets(project: SqlProject | None = None) -> list[AssetsDefinition]:

@@ -11,13 +11,16 @@ naive timestamps are read as UTC.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from mlops_pipelines.features.online import OnlineStore, from_micros, to_micros
 from mlops_pipelines.features.views import FeatureView
 
 REGISTRY_TABLE = "features.registry"
@@ -26,10 +29,52 @@ ROW_ID = "__entity_row"
 
 def to_utc(values: pd.Series) -> pd.Series:
     """Timestamps as UTC instants: aware ones converted, naive ones read as UTC."""
-    try:
+    if pd.api.types.is_datetime64_any_dtype(values):
         return pd.to_datetime(values, utc=True)
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        raise ValueError(
+            f"timestamp column {values.name!r} holds {values.dtype} values, not timestamps "
+            "(datetimes or ISO 8601 strings)"
+        )
+    try:
+        return pd.to_datetime(values, utc=True, format="ISO8601")
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"timestamp column {values.name!r}: {exc}") from exc
+        reason = str(exc).splitlines()[0]
+        raise ValueError(f"timestamp column {values.name!r}: {reason}") from exc
+
+
+def _native(value):
+    """A key value SQLite can bind: numpy scalars become Python ones, NaN/NaT become None."""
+    if value is None:
+        return None
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return value.item() if hasattr(value, "item") else value
+
+
+def event_rows_sql(view: FeatureView, names: Sequence[str], where: str = "") -> str:
+    """One row per (entities, event instant) of ``view``: ``keys, __ts, __created, features``.
+
+    Rows sharing an instant are decided by the latest created timestamp, then by the smallest
+    feature values, so that equal instants never pick a row at random. ``where`` filters on
+    ``__ts`` (e.g. an incremental window).
+    """
+    order = ([f'"{view.created_timestamp}" desc nulls last'] if view.created_timestamp else []) + [
+        f'"{f}" nulls last' for f in names
+    ]
+    keys = ", ".join(f'"{k}"' for k in view.entities)
+    columns = ", ".join(f'"{f}"' for f in names)
+    created = f'"{view.created_timestamp}"::timestamptz' if view.created_timestamp else "null::timestamptz"
+    return (
+        f"select * from (select {keys}, \"{view.event_timestamp}\"::timestamptz as __ts, "
+        f"{created} as __created, {columns} from {view.source} "
+        f"where \"{view.event_timestamp}\" is not null "
+        f'qualify row_number() over (partition by {keys}, "{view.event_timestamp}" '
+        f"order by {', '.join(order)}) = 1) {('where ' + where) if where else ''}"
+    )
 
 
 class FeatureStore:
@@ -43,9 +88,10 @@ class FeatureStore:
     """
 
     def __init__(self, database_path: str | Path, views: Sequence[FeatureView] = (),
-                 memory_limit: str = "1GB") -> None:
+                 memory_limit: str = "1GB", online_path: str | Path | None = None) -> None:
         self.database_path = str(database_path)
         self.memory_limit = memory_limit
+        self.online = OnlineStore(online_path) if online_path else None
         self.views: dict[str, FeatureView] = {}
         for view in views:
             self.register(view)
@@ -80,19 +126,7 @@ class FeatureStore:
         for index, (view_name, names) in enumerate(wanted.items()):
             view = self.views[view_name]
             alias = f"v{index}"
-            order = ([f'"{view.created_timestamp}" desc nulls last'] if view.created_timestamp else []) + [
-                f'"{f}" nulls last' for f in names
-            ]
-            keys = ", ".join(f'"{k}"' for k in view.entities)
-            columns = ", ".join(f'"{f}"' for f in names)
-            # One row per (entities, event instant): latest created timestamp, then the smallest
-            # feature values, so that equal instants never pick a row at random.
-            dedup = (
-                f'select {keys}, "{view.event_timestamp}"::timestamptz as __ts, {columns} '
-                f"from {view.source} where \"{view.event_timestamp}\" is not null "
-                f'qualify row_number() over (partition by {keys}, "{view.event_timestamp}" '
-                f"order by {', '.join(order)}) = 1"
-            )
+            dedup = event_rows_sql(view, names)
             on = " and ".join(f'e."{k}" = {alias}."{k}"' for k in view.entities)
             joins.append(
                 f"asof left join ({dedup}) {alias} on {on} and e.\"{timestamp_column}\" >= {alias}.__ts"
@@ -147,21 +181,135 @@ class FeatureStore:
         entities[timestamp_column] = to_utc(entities[timestamp_column])
         entities[ROW_ID] = range(len(entities))
         sql = self.historical_query(wanted, timestamp_column, full_feature_names)
-        own = connection is None
-        con = connection or duckdb.connect(self.database_path, read_only=self.database_path != ":memory:")
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            if own:
-                con.execute(f"SET memory_limit = '{self.memory_limit}'")
+        with self._connection(connection) as con:
             con.register("entities", pa.Table.from_pandas(entities, preserve_index=False))
             result = con.sql(sql).to_arrow_table()
             con.unregister("entities")
-        finally:
-            if own:
-                con.close()
         frame = result.to_pandas()
         frame.index = entity_df.index
         return frame
+
+    @contextmanager
+    def _connection(self, connection: duckdb.DuckDBPyConnection | None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The caller's connection, or a read-only one of the store's own (closed afterwards)."""
+        if connection is not None:
+            connection.execute("SET TimeZone = 'UTC'")
+            yield connection
+            return
+        own = duckdb.connect(self.database_path, read_only=self.database_path != ":memory:")
+        try:
+            own.execute("SET TimeZone = 'UTC'")
+            own.execute(f"SET memory_limit = '{self.memory_limit}'")
+            yield own
+        finally:
+            own.close()
+
+    def _online(self) -> OnlineStore:
+        if self.online is None:
+            raise ValueError("this FeatureStore has no online store: pass online_path=...")
+        return self.online
+
+    def materialize_online(
+        self,
+        views: Sequence[str] | None = None,
+        end_ts: datetime | pd.Timestamp | str | None = None,
+        connection: duckdb.DuckDBPyConnection | None = None,
+    ) -> dict[str, int]:
+        """Write the latest row per entity of each view, as of ``end_ts``, to the online store.
+
+        Incremental: a view already materialized (same version) only reads rows with an event
+        timestamp after its previous ``end_ts`` and up to the new one; a new version of a view
+        starts over. ``end_ts`` defaults to the latest event timestamp of each view (the data's
+        own "now"); naive values are read as UTC. Returns the rows read per view.
+        """
+        online = self._online()
+        names = list(views) if views is not None else list(self.views)
+        unknown = [n for n in names if n not in self.views]
+        if unknown:
+            raise KeyError(f"feature views {unknown} are not registered (known: {sorted(self.views)})")
+        processed: dict[str, int] = {}
+        with self._connection(connection) as con, online.connect() as lite:
+            for name in names:
+                view = self.views[name]
+                if end_ts is None:
+                    latest = con.sql(
+                        f'select max("{view.event_timestamp}")::timestamptz from {view.source}'
+                    ).fetchall()[0][0]
+                    if latest is None:
+                        processed[name] = 0
+                        continue
+                    until = to_micros(latest)
+                else:
+                    until = to_micros(to_utc(pd.Series([end_ts], name="end_ts")).iloc[0])
+                since = online.watermark(lite, view)
+                if since is None:
+                    online.reset(lite, view)
+                elif until < since:
+                    raise ValueError(
+                        f"feature view {name!r} is materialized up to {from_micros(since)}; "
+                        f"end_ts {from_micros(until)} would go back in time"
+                    )
+                window = f"__ts <= make_timestamp({until}::bigint)::timestamptz"
+                if since is not None:
+                    window += f" and __ts > make_timestamp({since}::bigint)::timestamptz"
+                keys = ", ".join(f'"{k}"' for k in view.entities)
+                order = ", ".join(f'"{f}" nulls last' for f in view.feature_names)
+                columns = ", ".join(f'"{f}"' for f in view.feature_names)
+                latest_sql = (
+                    f"select {keys}, epoch_us(__ts), epoch_us(__created), {columns} "
+                    f"from ({event_rows_sql(view, view.feature_names, window)}) "
+                    f"where {' and '.join(f'{k} is not null' for k in view.entities)} "
+                    f"qualify row_number() over (partition by {keys} order by __ts desc, "
+                    f"__created desc nulls last, {order}) = 1"
+                )
+                rows = con.sql(latest_sql).fetchall()
+                lite.execute("begin")
+                online.upsert(lite, view, rows)
+                online.record(lite, view, until, len(rows))
+                lite.execute("commit")
+                processed[name] = len(rows)
+        return processed
+
+    def get_online_features(
+        self,
+        entity_rows: Sequence[dict] | pd.DataFrame,
+        features: Sequence[str],
+        full_feature_names: bool = False,
+    ) -> pd.DataFrame:
+        """Feature values for each entity row from the online store, in the rows' order.
+
+        Args:
+            entity_rows: dicts (or a frame) holding the join keys of every requested view.
+            features: ``"view:feature"`` references.
+            full_feature_names: name output columns ``view__feature``.
+
+        Returns:
+            The entity rows followed by the features; nulls where the online store has no row
+            for the entity, or only one older than the TTL at the view's materialization instant.
+        """
+        wanted = self.resolve_features(features)
+        frame = pd.DataFrame(list(entity_rows)) if not isinstance(entity_rows, pd.DataFrame) \
+            else entity_rows.reset_index(drop=True)
+        out = frame.copy()
+        seen: dict[str, str] = {}
+        for view_name, names in wanted.items():
+            view = self.views[view_name]
+            missing = [k for k in view.entities if k not in frame.columns]
+            if missing:
+                raise KeyError(f"entity rows lack join keys {missing} of view {view_name!r}")
+            keys = [tuple(_native(v) for v in row) for row in frame[list(view.entities)].itertuples(index=False)]
+            found = self._online().read(view, names, keys)
+            for position, name in enumerate(names):
+                output = f"{view_name}__{name}" if full_feature_names else name
+                if output in seen:
+                    raise ValueError(
+                        f"feature name {name!r} is in views {seen[output]!r} and {view_name!r}: "
+                        "pass full_feature_names=True"
+                    )
+                seen[output] = view_name
+                out[output] = [found[k][position] if k in found else None for k in keys]
+        out.index = entity_rows.index if isinstance(entity_rows, pd.DataFrame) else out.index
+        return out
 
     @staticmethod
     def record_materialization(connection: duckdb.DuckDBPyConnection, view: FeatureView,

@@ -14,8 +14,7 @@ from mlflow.types.schema import ColSpec, Schema
 from pydantic import Field
 from sklearn.inspection import permutation_importance
 
-from mlops_pipelines.features.sql_project import SqlProject
-from mlops_pipelines.features.store import FeatureStore
+from mlops_pipelines.features.resource import FeatureStoreResource
 from mlops_pipelines.governance.ledger import PromotionRecord, append_promotion, record_gates
 from mlops_pipelines.ingest.lake import RawLake
 from mlops_pipelines.training.dataset import (
@@ -70,9 +69,10 @@ def training_dataset(
     config: TrainingDatasetConfig,
     warehouse: DuckDBWarehouse,
     raw_lake: RawLake,
+    feature_store: FeatureStoreResource,
 ) -> Output[dict]:
-    views = SqlProject().feature_views()
-    store = FeatureStore(warehouse.database_path, views.values())
+    store = feature_store.store()
+    views = store.views
     with warehouse.connect() as connection:
         # The training job runs on its own schedule: it must not train on a table whose latest
         # delivery failed its blocking check, even if the SQL models were not rebuilt since.

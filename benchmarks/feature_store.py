@@ -1,0 +1,535 @@
+"""Point-in-time join benchmark: our FeatureStore against pandas.merge_asof and Feast's DuckDB store.
+
+Seeded data (numpy ``default_rng(seed)``): 3 feature views x 2,000,000 rows x 5 float features over
+100,000 entities and a year of event timestamps, each view with a created timestamp, a 30-day TTL
+and exact ties on (entity, event timestamp) with different created timestamps; 1,000,000 entity
+rows in random order with duplicates, unknown entities, rows before any feature row and rows
+exactly on a feature's event timestamp or exactly at its TTL boundary. ``--scale 0.1`` divides
+every count by 10.
+
+Each engine runs in its own subprocess (so its peak RSS is its own, read with ``os.wait4``):
+
+* ours: ``FeatureStore(":memory:", memory_limit="1GB").get_historical_features`` over
+  ``read_parquet(...)`` sources;
+* merge_asof: read, drop tie losers (greatest created timestamp per entity and event timestamp),
+  sort, ``pandas.merge_asof(by="entity_id", direction="backward", tolerance=ttl)`` per view,
+  restore the caller's order;
+* feast: ``feast.FeatureStore.get_historical_features(...).to_df()`` with the ``duckdb`` offline
+  store and ``FileSource`` parquet sources, in a separate venv (``benchmarks/.venv-feast``,
+  created here if missing) so that Feast never enters the project's environment.
+
+The timed part of every engine is: read the entity parquet file, join, get a pandas frame (reading
+the feature parquet files happens inside it too). Data generation, parquet writing, Feast's
+``apply`` and writing each engine's result for the comparison are outside it. Results are compared
+row by row, joined on ``row_id`` (a column of the entity frame), against merge_asof, and every
+engine is checked against a brute-force oracle on a sample of entity rows.
+
+    .venv/bin/python benchmarks/feature_store.py [--scale 0.1] [--seed 7] [--skip-feast] [--explain]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+FEAST_VENV = HERE / ".venv-feast"
+FEAST_REQUIREMENT = "feast[duckdb]==0.67.*"
+
+N_VIEWS = 3
+N_FEATURES = 5
+TTL_DAYS = 30
+ENGINES = ("ours", "merge_asof", "feast")
+
+
+def feature_columns(meta: dict) -> list[str]:
+    return [f"{view}__f{j}" for view in meta["views"] for j in range(meta["n_features"])]
+
+
+# --------------------------------------------------------------------------------------------
+# Data generation (project venv)
+# --------------------------------------------------------------------------------------------
+
+def generate(folder: Path, scale: float, seed: int) -> dict:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    n_entities = int(100_000 * scale)
+    n_rows = int(2_000_000 * scale)
+    n_entity_rows = int(1_000_000 * scale)
+    second = 1_000_000  # microseconds
+    day = 86_400 * second
+    ttl = TTL_DAYS * day
+    start = np.datetime64("2024-01-01T00:00:00", "us").astype(np.int64)
+    year = 366 * day
+
+    def ts(values: np.ndarray) -> pa.Array:
+        return pa.array(values, type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+
+    views, sources = [], {}
+    for v in range(N_VIEWS):
+        entity = rng.integers(0, n_entities, n_rows)
+        event = start + rng.integers(0, year // second, n_rows) * second
+        # Exact ties: 3% of the rows take the (entity, event timestamp) of another row.
+        tied = rng.choice(n_rows, int(0.03 * n_rows), replace=False)
+        donors = rng.integers(0, n_rows, tied.size)
+        entity[tied], event[tied] = entity[donors], event[donors]
+        # Created timestamps: a distinct offset per row (whole milliseconds), so ties never tie twice.
+        created = event + rng.permutation(n_rows).astype(np.int64) * 1_000
+        values = rng.standard_normal((n_rows, N_FEATURES))
+        name = f"v{v}"
+        table = pa.table({
+            "entity_id": pa.array(entity, type=pa.int64()),
+            "event_ts": ts(event),
+            "created_ts": ts(created),
+            **{f"f{j}": pa.array(values[:, j]) for j in range(N_FEATURES)},
+        })
+        path = folder / f"{name}.parquet"
+        pq.write_table(table, path)
+        views.append(name)
+        sources[name] = str(path)
+        if v == 0:
+            first_entity, first_event = entity, event
+
+    # Entity rows: random order, 1% unknown entities, timestamps from 20 days before the first
+    # feature row to 20 days after the last.
+    entity = rng.integers(0, int(n_entities * 1.01), n_entity_rows)
+    when = start - 20 * day + rng.integers(0, (year + 40 * day) // second, n_entity_rows) * second
+    # 3% exactly on a feature row's event timestamp, 2% exactly at its TTL boundary (view v0).
+    on_event = rng.choice(n_entity_rows, int(0.05 * n_entity_rows), replace=False)
+    picked = rng.integers(0, n_rows, on_event.size)
+    entity[on_event] = first_entity[picked]
+    boundary = np.zeros(on_event.size, dtype=bool)
+    boundary[: int(0.02 * n_entity_rows)] = True
+    when[on_event] = first_event[picked] + np.where(boundary, ttl, 0)
+    # 5% duplicates of other entity rows (same entity, same timestamp).
+    copies = rng.choice(n_entity_rows, int(0.05 * n_entity_rows), replace=False)
+    originals = rng.integers(0, n_entity_rows, copies.size)
+    entity[copies], when[copies] = entity[originals], when[originals]
+    entities = pa.table({
+        "row_id": pa.array(np.arange(n_entity_rows), type=pa.int64()),
+        "entity_id": pa.array(entity, type=pa.int64()),
+        "event_timestamp": ts(when),
+    })
+    pq.write_table(entities, folder / "entities.parquet")
+
+    meta = {
+        "scale": scale, "seed": seed, "n_entities": n_entities, "n_rows": n_rows,
+        "n_entity_rows": n_entity_rows, "views": views, "sources": sources,
+        "n_features": N_FEATURES, "ttl_days": TTL_DAYS,
+        "entities": str(folder / "entities.parquet"),
+        "duplicate_entity_rows": int(n_entity_rows - len(set(zip(entity.tolist(), when.tolist(), strict=True)))),
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return meta
+
+
+# --------------------------------------------------------------------------------------------
+# Engines (each in its own subprocess)
+# --------------------------------------------------------------------------------------------
+
+def run_ours(meta: dict, explain: bool = False):
+    from datetime import timedelta
+
+    import pandas as pd
+
+    from mlops_pipelines.features.store import FeatureStore
+    from mlops_pipelines.features.views import Feature, FeatureView
+
+    store = FeatureStore(":memory:", memory_limit="1GB")
+    for name in meta["views"]:
+        store.register(FeatureView(
+            name=name, source=f"read_parquet('{meta['sources'][name]}')", entities=("entity_id",),
+            event_timestamp="event_ts", created_timestamp="created_ts",
+            features=tuple(Feature(f"f{j}") for j in range(meta["n_features"])),
+            ttl=timedelta(days=meta["ttl_days"]),
+        ))
+    refs = [f"{v}:f{j}" for v in meta["views"] for j in range(meta["n_features"])]
+
+    def timed():
+        entity_df = pd.read_parquet(meta["entities"])
+        return store.get_historical_features(entity_df, refs, full_feature_names=True,
+                                             timestamp_column="event_timestamp")
+
+    def profile():
+        import duckdb
+        import pyarrow as pa
+
+        from mlops_pipelines.features.store import ROW_ID, to_utc
+
+        entity_df = pd.read_parquet(meta["entities"])
+        entity_df["event_timestamp"] = to_utc(entity_df["event_timestamp"])
+        entity_df[ROW_ID] = range(len(entity_df))
+        sql = store.historical_query(store.resolve_features(refs), "event_timestamp", True)
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET memory_limit = '{store.memory_limit}'")
+        con.register("entities", pa.Table.from_pandas(entity_df, preserve_index=False))
+        output = Path(meta["entities"]).parent / "profile.json"
+        con.execute("SET enable_profiling = 'json'")
+        con.execute(f"SET profiling_output = '{output}'")
+        started = time.perf_counter()
+        con.sql(sql).to_arrow_table()
+        seconds = time.perf_counter() - started
+        con.execute("SET enable_profiling = 'no_output'")
+        tree = json.loads(output.read_text())
+        query, system = tree.get("query", {}), tree.get("system", {})
+        lines = [f"query {seconds:.2f} s wall (to arrow), {query.get('cpu_time', 0):.2f} s CPU; "
+                 f"peak buffer memory {system.get('peak_buffer_memory', 0) / 2**20:,.0f} MB, "
+                 f"spilled {system.get('peak_temp_dir_size', 0) / 2**20:,.0f} MB; "
+                 "operator times are CPU seconds summed over threads"]
+
+        def walk(node: dict, depth: int) -> None:
+            info = node.get("extra_info") or {}
+            detail = info.get("Function") or info.get("Order By") or ""
+            if "Conditions" in info:
+                detail = " and ".join(info["Conditions"])
+            label = "  " * depth + node.get("type", "?")
+            lines.append(f"{label:<34} {str(detail)[:40]:<40} "
+                         f"{node.get('timing', 0):>7.3f} s {node.get('intermediate_rows', 0):>12,} rows")
+            for sub in node.get("children", []):
+                walk(sub, depth + 1)
+
+        for node in tree.get("operator", []):
+            walk(node, 0)
+        lines.append("SQL: " + sql)
+        return "\n".join(lines)
+
+    return timed, (profile if explain else None)
+
+
+def run_merge_asof(meta: dict, explain: bool = False):
+    import pandas as pd
+
+    tolerance = pd.Timedelta(days=meta["ttl_days"])
+    features = [f"f{j}" for j in range(meta["n_features"])]
+
+    def timed():
+        entity_df = pd.read_parquet(meta["entities"])
+        left = entity_df.assign(__pos=range(len(entity_df))).sort_values("event_timestamp", kind="stable")
+        for name in meta["views"]:
+            right = pd.read_parquet(meta["sources"][name])
+            right = (right.sort_values(["entity_id", "event_ts", "created_ts"])
+                     .drop_duplicates(["entity_id", "event_ts"], keep="last")
+                     .sort_values("event_ts", kind="stable"))
+            right = right[["entity_id", "event_ts", *features]].rename(
+                columns={f: f"{name}__{f}" for f in features})
+            left = pd.merge_asof(left, right, left_on="event_timestamp", right_on="event_ts",
+                                 by="entity_id", direction="backward", tolerance=tolerance,
+                                 allow_exact_matches=True).drop(columns="event_ts")
+        out = left.sort_values("__pos").drop(columns="__pos")
+        out.index = entity_df.index
+        return out
+
+    return timed, None
+
+
+def run_feast(meta: dict, folder: Path, explain: bool = False):
+    from datetime import timedelta
+
+    import pandas as pd
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+    from feast.types import Float64
+
+    repo = folder / "feast_repo"
+    repo.mkdir(exist_ok=True)
+    (repo / "feature_store.yaml").write_text(
+        "project: bench\n"
+        f"registry: {repo / 'registry.db'}\n"
+        "provider: local\n"
+        "offline_store:\n  type: duckdb\n"
+        f"online_store:\n  type: sqlite\n  path: {repo / 'online.db'}\n"
+        "entity_key_serialization_version: 3\n"
+    )
+    store = FeatureStore(repo_path=str(repo))
+    entity = Entity(name="entity", join_keys=["entity_id"], value_type=ValueType.INT64)
+    objects = [entity]
+    for name in meta["views"]:
+        source = FileSource(name=f"{name}_source", path=meta["sources"][name], timestamp_field="event_ts",
+                            created_timestamp_column="created_ts")
+        objects.append(FeatureView(
+            name=name, entities=[entity], ttl=timedelta(days=meta["ttl_days"]), source=source,
+            schema=[Field(name=f"f{j}", dtype=Float64) for j in range(meta["n_features"])],
+            online=False,
+        ))
+    store.apply(objects)
+    refs = [f"{v}:f{j}" for v in meta["views"] for j in range(meta["n_features"])]
+
+    def timed():
+        entity_df = pd.read_parquet(meta["entities"])
+        return store.get_historical_features(entity_df=entity_df, features=refs,
+                                             full_feature_names=True).to_df()
+
+    return timed, None
+
+
+def engine_main(engine: str, folder: Path, explain: bool) -> None:
+    """Runs in the engine's own process: setup, the timed part, then the result to parquet."""
+    import resource
+
+    meta = json.loads((folder / "meta.json").read_text())
+    if engine == "ours":
+        timed, profile = run_ours(meta, explain)
+        if profile is not None:  # a separate, untimed run: EXPLAIN ANALYZE of our SQL only
+            print("RESULT " + json.dumps({"engine": engine, "explain": profile()}), flush=True)
+            return
+    elif engine == "merge_asof":
+        timed, profile = run_merge_asof(meta, explain)
+    else:
+        timed, profile = run_feast(meta, folder, explain)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    frame = timed()
+    seconds = time.perf_counter() - started
+    peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    version = None
+    if engine == "feast":
+        import feast
+
+        version = feast.__version__
+    frame = frame.reset_index(drop=True)
+    frame.to_parquet(folder / f"result_{engine}.parquet", index=False)
+    report = {"engine": engine, "seconds": seconds, "rss_before_kb": before,
+              "rss_peak_self_kb": peak_self, "rows": len(frame), "version": version}
+    print("RESULT " + json.dumps(report), flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Driver (project venv)
+# --------------------------------------------------------------------------------------------
+
+def ensure_feast_venv() -> Path:
+    python = FEAST_VENV / "bin" / "python"
+    check = [str(python), "-c", "import feast, duckdb, ibis"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    print(f"creating {FEAST_VENV} with {FEAST_REQUIREMENT} ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(FEAST_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", FEAST_REQUIREMENT], check=True)
+    subprocess.run(check, check=True)
+    return python
+
+
+def child(python: str, args: list[str], folder: Path, log_name: str,
+          project: bool = True) -> tuple[dict | None, int, str]:
+    """This script in a child process; (its RESULT json, its peak RSS in KB, its log tail).
+
+    The peak RSS comes from wait4's rusage for that child alone. Linux carries the parent's RSS
+    at fork into the child's maxrss, so the driver itself stays small: it imports no numpy or
+    pandas, and generation and comparison run in children too.
+    """
+    command = [python, str(Path(__file__).resolve()), *args, "--dir", str(folder)]
+    env = dict(os.environ)
+    if project:
+        env["PYTHONPATH"] = str(HERE.parent)
+    else:
+        env.pop("PYTHONPATH", None)
+    log = folder / f"{log_name}.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder)
+        _, status, usage = os.wait4(process.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    text = log.read_text()
+    lines = [line for line in text.splitlines() if line.startswith("RESULT ")]
+    tail = "\n".join(text.splitlines()[-25:])
+    if code != 0 or not lines:
+        print(f"[{log_name}] failed (exit {code}):\n{tail}", flush=True)
+        return None, usage.ru_maxrss, tail
+    return json.loads(lines[-1][len("RESULT "):]), usage.ru_maxrss, tail
+
+
+def run_engine(python: str, engine: str, folder: Path) -> dict:
+    report, peak, _ = child(python, ["--engine", engine], folder, engine, project=engine != "feast")
+    if report is None:
+        return {"engine": engine, "failed": True, "peak_kb": peak}
+    report["peak_kb"] = peak
+    return report
+
+
+def micros(values) -> np.ndarray:  # noqa: F821
+    """Timestamps (aware) as int64 microseconds since the epoch, UTC."""
+    import numpy as np
+
+    return values.dt.tz_convert(None).to_numpy().astype("datetime64[us]").astype(np.int64)
+
+
+def oracle(meta: dict, sample: np.ndarray) -> np.ndarray:  # noqa: F821
+    """Brute force for the sampled entity rows: a (sample, features) array with NaN for no match."""
+    import numpy as np
+    import pandas as pd
+
+    entities = pd.read_parquet(meta["entities"])
+    ids = entities["entity_id"].to_numpy()[sample]
+    when = micros(entities["event_timestamp"])[sample]
+    ttl = meta["ttl_days"] * 86_400 * 1_000_000
+    out = np.full((sample.size, len(meta["views"]) * meta["n_features"]), np.nan)
+    for v, name in enumerate(meta["views"]):
+        view = pd.read_parquet(meta["sources"][name])
+        view = view[view["entity_id"].isin(set(ids.tolist()))]
+        groups = {key: frame for key, frame in view.groupby("entity_id")}
+        for i, (entity, at) in enumerate(zip(ids, when, strict=True)):
+            rows = groups.get(entity)
+            if rows is None:
+                continue
+            event, created = micros(rows["event_ts"]), micros(rows["created_ts"])
+            ok = (event <= at) & (at - event <= ttl)
+            if not ok.any():
+                continue
+            best = max(np.flatnonzero(ok), key=lambda k: (event[k], created[k]))
+            start = v * meta["n_features"]
+            names = [f"f{j}" for j in range(meta["n_features"])]
+            out[i, start:start + meta["n_features"]] = rows[names].to_numpy()[best]
+    return out
+
+
+def compare(meta: dict, folder: Path, engines: list[str], seed: int) -> dict:
+    import numpy as np
+    import pandas as pd
+
+    n = meta["n_entity_rows"]
+    columns = feature_columns(meta)
+    entities = pd.read_parquet(meta["entities"])
+    results = {e: pd.read_parquet(folder / f"result_{e}.parquet") for e in engines
+               if (folder / f"result_{e}.parquet").exists()}
+    reference_name = "merge_asof" if "merge_asof" in results else next(iter(results), None)
+    sample = np.random.default_rng(seed + 1).choice(n, min(2_000, n), replace=False)
+    truth = oracle(meta, sample)
+
+    def same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return ((a == b) | (np.isnan(a) & np.isnan(b))).all(axis=1)
+
+    reference = None
+    if reference_name is not None:
+        ref = results[reference_name]
+        positions = np.empty(n, dtype=np.int64)
+        positions[ref["row_id"].to_numpy()] = np.arange(len(ref))
+        reference = ref[columns].to_numpy(dtype=float)[positions]
+    out = {}
+    for engine, frame in results.items():
+        ids = frame["row_id"].to_numpy()
+        counts = np.bincount(ids, minlength=n)
+        values = frame[columns].to_numpy(dtype=float)
+        row = {
+            "rows": len(frame),
+            "dropped": int((counts == 0).sum()),
+            "duplicated": int((counts[counts > 1] - 1).sum()),
+            "order_kept": bool(len(frame) == n and (ids == entities["row_id"].to_numpy()).all()),
+            "entity_ok": bool((frame["entity_id"].to_numpy() == entities["entity_id"].to_numpy()[ids]).all()),
+            "null_rows": int(np.isnan(values).all(axis=1).sum()),
+        }
+        if reference is not None:
+            bad = ~same(values, reference[ids])
+            row["differ"] = int(np.unique(ids[bad]).size)
+        # Oracle: first occurrence of each sampled id.
+        first = np.full(n, -1, dtype=np.int64)
+        first[ids[::-1]] = np.arange(len(ids))[::-1]
+        located = first[sample]
+        present = located >= 0
+        row["oracle_bad"] = int((~same(values[located[present]], truth[present])).sum() + (~present).sum())
+        out[engine] = row
+    out["_reference"] = reference_name
+    out["_sample"] = int(sample.size)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="multiplies every row count (0.1: 10x smaller)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--skip-feast", action="store_true", help="run ours and merge_asof only")
+    parser.add_argument("--explain", action="store_true",
+                        help="also print EXPLAIN ANALYZE of our SQL (a separate, untimed run)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (data, results, logs)")
+    parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)
+    parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--compare", help=argparse.SUPPRESS)
+    parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.engine:
+        engine_main(args.engine, args.dir, args.explain)
+        return
+    if args.generate:
+        started = time.perf_counter()
+        meta = generate(args.dir, args.scale, args.seed)
+        print("RESULT " + json.dumps({"seconds": time.perf_counter() - started, **meta}), flush=True)
+        return
+    if args.compare:
+        meta = json.loads((args.dir / "meta.json").read_text())
+        print("RESULT " + json.dumps(compare(meta, args.dir, args.compare.split(","), args.seed)), flush=True)
+        return
+
+    engines = ["ours", "merge_asof"] + ([] if args.skip_feast else ["feast"])
+    feast_python = None if args.skip_feast else str(ensure_feast_venv())
+    folder = Path(tempfile.mkdtemp(prefix="fs_bench_"))
+    try:
+        meta, _, _ = child(sys.executable, ["--generate", "--scale", str(args.scale), "--seed", str(args.seed)],
+                           folder, "generate")
+        if meta is None:
+            sys.exit(1)
+        print(f"scale {args.scale:g}, seed {args.seed}: {N_VIEWS} views x {meta['n_rows']:,} rows x "
+              f"{N_FEATURES} features, {meta['n_entities']:,} entities, {meta['n_entity_rows']:,} entity rows "
+              f"({meta['duplicate_entity_rows']:,} duplicates), TTL {TTL_DAYS} d; "
+              f"generated in {meta['seconds']:.1f} s (not timed below)", flush=True)
+        reports = {}
+        for engine in engines:
+            python = feast_python if engine == "feast" else sys.executable
+            reports[engine] = r = run_engine(python, engine, folder)
+            if not r.get("failed"):
+                print(f"  {engine}: {r['seconds']:.2f} s, peak RSS {r['peak_kb'] / 1024:,.0f} MB", flush=True)
+        checks, _, _ = child(sys.executable, ["--compare", ",".join(engines), "--seed", str(args.seed)],
+                             folder, "compare")
+        print_table(engines, reports, checks or {"_reference": "(comparison failed)", "_sample": 0})
+        if args.explain:
+            plan, peak, _ = child(sys.executable, ["--engine", "ours", "--explain"], folder, "explain")
+            print("\nEXPLAIN ANALYZE of FeatureStore.historical_query (ours, separate untimed run, "
+                  f"peak RSS {peak / 1024:,.0f} MB):")
+            print(plan["explain"] if plan else "(failed)")
+        if args.keep:
+            print(f"\nkept {folder}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def print_table(engines: list[str], reports: dict, checks: dict) -> None:
+    print(f"\nrow-by-row comparison on row_id against {checks['_reference']}; "
+          f"oracle = brute force on {checks['_sample']:,} sampled entity rows")
+    header = (f"{'engine':<14}{'wall s':>9}{'peak RSS MB':>13}{'RSS at start MB':>17}{'rows':>11}"
+              f"{'dropped':>9}{'dup':>7}{'differ':>8}{'order':>7}{'oracle bad':>12}")
+    print(header)
+    print("-" * len(header))
+    for engine in engines:
+        r, c = reports[engine], checks.get(engine)
+        label = engine if engine != "feast" or r.get("failed") else f"feast {r['version']}"
+        if r.get("failed") or c is None:
+            print(f"{label:<14}{'failed':>9}{r['peak_kb'] / 1024:>13,.0f}")
+            continue
+        print(f"{label:<14}{r['seconds']:>9.2f}{r['peak_kb'] / 1024:>13,.0f}{r['rss_before_kb'] / 1024:>17,.0f}"
+              f"{c['rows']:>11,}{c['dropped']:>9,}{c['duplicated']:>7,}{c.get('differ', 0):>8,}"
+              f"{'yes' if c['order_kept'] else 'no':>7}{c['oracle_bad']:>12,}")
+    ours = reports.get("ours", {})
+    if ours.get("failed") or not ours:
+        return
+    print()
+    for engine, target in (("feast", 8.0), ("merge_asof", 2.0)):
+        r = reports.get(engine)
+        if r and not r.get("failed"):
+            ratio = r["seconds"] / ours["seconds"]
+            memory = r["peak_kb"] / ours["peak_kb"]
+            verdict = "meets" if ratio >= target else "MISSES"
+            print(f"{engine} / ours: time x{ratio:.2f} ({verdict} target x{target:g}), peak RSS x{memory:.2f}")
+    peak_mb = ours["peak_kb"] / 1024
+    print(f"ours peak RSS {peak_mb:,.0f} MB ({'meets' if peak_mb < 1536 else 'MISSES'} target < 1,536 MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""The online store: the latest feature values per entity, in a SQLite file in WAL mode.
+
+WAL lets the serving process read while a materialization writes. Each view is one table keyed by
+its entities; ``_materializations`` keeps, per view, its version and the instant it is current
+as of (the watermark). Values are served as of that watermark: a row older than the view's TTL at
+the watermark reads as null, exactly as the offline store would answer at that instant.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from mlops_pipelines.features.views import FeatureView
+
+
+def to_micros(value: datetime | pd.Timestamp | None) -> int | None:
+    """A UTC instant as microseconds since the epoch (naive values are read as UTC)."""
+    if value is None or pd.isna(value):
+        return None
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return int(stamp.value // 1000)
+
+
+def from_micros(value: int | None) -> pd.Timestamp | None:
+    return None if value is None else pd.Timestamp(value * 1000, tz="UTC")
+
+
+def _table(view: FeatureView) -> str:
+    return f'"fv__{view.name}"'
+
+
+class OnlineStore:
+    """A SQLite file holding the latest row per entity of each materialized view."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=30)
+        try:
+            connection.execute("pragma journal_mode=wal")
+            connection.execute("pragma synchronous=normal")
+            connection.execute(
+                "create table if not exists _materializations (view text primary key, version text, "
+                "watermark_us integer, materialized_at text, rows_processed integer)"
+            )
+            yield connection
+        finally:
+            connection.close()
+
+    def watermark(self, connection: sqlite3.Connection, view: FeatureView) -> int | None:
+        """The instant (µs) the view is current as of, or None when its version was never materialized."""
+        found = connection.execute(
+            "select version, watermark_us from _materializations where view = ?", [view.name]
+        ).fetchall()
+        if not found or found[0][0] != view.version:
+            return None
+        return found[0][1]
+
+    def reset(self, connection: sqlite3.Connection, view: FeatureView) -> None:
+        """Drop the view's table (a new version is materialized from scratch)."""
+        connection.execute(f"drop table if exists {_table(view)}")
+        keys = ", ".join(f'"{k}"' for k in view.entities)
+        features = ", ".join(f'"{f}"' for f in view.feature_names)
+        connection.execute(
+            f"create table {_table(view)} ({keys}, __ts integer not null, __created integer, "
+            f"{features}, primary key ({keys}))"
+        )
+
+    def upsert(self, connection: sqlite3.Connection, view: FeatureView, rows: Sequence[tuple]) -> None:
+        """Insert rows ``(keys..., ts_us, created_us, features...)``; an existing entity is replaced
+        only by a later event, or the same event created later (the offline tie-break)."""
+        if not rows:
+            return
+        names = [*view.entities, "__ts", "__created", *view.feature_names]
+        columns = ", ".join(f'"{n}"' for n in names)
+        keys = ", ".join(f'"{k}"' for k in view.entities)
+        updates = ", ".join(f'"{n}" = excluded."{n}"' for n in names if n not in view.entities)
+        newer = (
+            f"excluded.__ts > {_table(view)}.__ts or (excluded.__ts = {_table(view)}.__ts and "
+            f"coalesce(excluded.__created, -1) > coalesce({_table(view)}.__created, -1))"
+        )
+        connection.executemany(
+            f"insert into {_table(view)} ({columns}) values ({', '.join('?' * len(names))}) "
+            f"on conflict ({keys}) do update set {updates} where {newer}",
+            rows,
+        )
+
+    def record(self, connection: sqlite3.Connection, view: FeatureView, watermark_us: int, rows: int) -> None:
+        connection.execute(
+            "insert or replace into _materializations values (?, ?, ?, ?, ?)",
+            [view.name, view.version, watermark_us, datetime.now(UTC).isoformat(), rows],
+        )
+
+    def read(
+        self, view: FeatureView, names: Sequence[str], keys: Sequence[tuple]
+    ) -> dict[tuple, tuple]:
+        """Feature values by entity key, as of the view's watermark (expired rows left out)."""
+        if not self.path.exists():
+            raise FileNotFoundError(f"online store {self.path} does not exist: run materialize_online first")
+        found: dict[tuple, tuple] = {}
+        with self.connect() as connection:
+            watermark = self.watermark(connection, view)
+            if watermark is None:
+                raise LookupError(
+                    f"feature view {view.name!r} (version {view.version}) is not materialized online"
+                )
+            floor = watermark - int(view.ttl.total_seconds() * 1_000_000) if view.ttl else None
+            key_list = ", ".join(f'"{k}"' for k in view.entities)
+            columns = ", ".join(f'"{n}"' for n in names)
+            unique = list(dict.fromkeys(k for k in keys if all(v is not None for v in k)))
+            width = len(view.entities)
+            # SQLite caps bound parameters per statement; 900 values is safe on every build.
+            step = max(1, 900 // width)
+            for start in range(0, len(unique), step):
+                chunk = unique[start:start + step]
+                placeholders = ", ".join("(" + ", ".join("?" * width) + ")" for _ in chunk)
+                sql = (
+                    f"select {key_list}, __ts, {columns} from {_table(view)} "
+                    f"where ({key_list}) in (values {placeholders})"
+                )
+                for row in connection.execute(sql, [v for k in chunk for v in k]):
+                    if floor is not None and row[width] < floor:
+                        continue
+                    found[tuple(row[:width])] = tuple(row[width + 1:])
+        return found

@@ -1,0 +1,19 @@
+"""The feature store as a Dagster resource: the DuckDB offline store and the SQLite online store."""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from mlops_pipelines.features.sql_project import SqlProject
+from mlops_pipelines.features.store import FeatureStore
+
+
+class FeatureStoreResource(ConfigurableResource):
+    """Feature views of dbt_like_sql/ over the warehouse, with the online store beside it."""
+
+    database_path: str = Field(description="The DuckDB warehouse holding the feature views.")
+    online_path: str = Field(description="The SQLite file of the online store (WAL mode).")
+
+    def store(self) -> FeatureStore:
+        return FeatureStore(self.database_path, SqlProject().feature_views().values(), online_path=self.online_path)
