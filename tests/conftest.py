@@ -17,6 +17,7 @@ from mlops_pipelines.ingest.sources import (
 )
 from mlops_pipelines.paths import ProjectPaths
 
+
 def pytest_configure(config: pytest.Config) -> None:
     """Tests own their state: never a tracking server or data folder from the environment."""
     import os

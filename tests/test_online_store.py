@@ -34,6 +34,7 @@ def store(tmp_path) -> FeatureStore:
     frame = _stats_frame(rng, 3000)
     database = tmp_path / "offline.duckdb"
     with duckdb.connect(str(database)) as con:
+        con.register("frame", frame)
         con.execute("create table stats as select * from frame")
     fs = FeatureStore(database, online_path=tmp_path / "online.sqlite")
     fs.register(FeatureView("stats", "stats", ("carrier", "origin"), "ts",
