@@ -21,6 +21,7 @@ from dagster import DagsterInstance
 
 from mlops_pipelines.definitions import build_definitions
 from mlops_pipelines.lifecycle import QUIET, prepare_dagster_home, run_lifecycle
+from mlops_pipelines.monitoring.profile import ReferenceProfile
 from mlops_pipelines.paths import ProjectPaths
 from mlops_pipelines.resources import build_resources
 from tests.conftest import SLICE_MONTHS, first_days, write_landing_month
@@ -105,13 +106,19 @@ def test_documented_columns_exist_in_every_model(lifecycle):
     assert len(registry) == 6 and (registry["row_count"] > 0).all()
 
 
-def test_champion_loads_in_a_separate_process_and_predicts(lifecycle):
+def test_champion_loads_in_a_separate_process_and_predicts(lifecycle, tmp_path):
     champion = lifecycle.registry.version_by_alias("champion")
     assert str(champion.version) == "1"
     assert champion.tags["train_window"] == "2013-01..2013-02"
     assert champion.tags["holdout_window"] == "2013-03..2013-04"
     ledger = lifecycle.query("select decision, challenger_version from governance.promotion_ledger")
     assert ledger.values.tolist() == [["promoted", "1"]]
+    # The reference profile for monitoring travels with the model.
+    local = lifecycle.registry.client().download_artifacts(champion.run_id, "reference_profile.json", str(tmp_path))
+    profile = ReferenceProfile.from_json(open(local).read())
+    assert {"prediction", "temp_f", "origin_dep_delay_mean_1h"} <= set(profile.numeric)
+    assert set(profile.categorical) == {"carrier", "origin", "dest", "engine_type", "manufacturer"}
+    assert sum(profile.categorical["origin"].counts.values()) == profile.numeric["prediction"].count
     script = (
         "import json, sys, duckdb, mlflow\n"
         "model = mlflow.pyfunc.load_model('models:/flight_delay_15@champion')\n"

@@ -17,6 +17,7 @@ from sklearn.inspection import permutation_importance
 from mlops_pipelines.features.resource import FeatureStoreResource
 from mlops_pipelines.governance.ledger import PromotionRecord, append_promotion, record_gates
 from mlops_pipelines.ingest.lake import RawLake
+from mlops_pipelines.monitoring.profile import build_profile
 from mlops_pipelines.training.dataset import (
     FEATURE_REFS,
     LABEL,
@@ -204,7 +205,13 @@ def trained_model(
     inputs, labels = train[list(columns)], train[LABEL]
     pipeline = build_pipeline(columns, params)
     pipeline.fit(inputs, labels)
-    train_scores = score(labels, pipeline.predict_proba(inputs)[:, 1], config.decision_threshold)
+    train_probabilities = pipeline.predict_proba(inputs)[:, 1]
+    train_scores = score(labels, train_probabilities, config.decision_threshold)
+    # What monitoring compares new months against, kept with the model: features and predictions.
+    profile = build_profile(
+        inputs.assign(prediction=train_probabilities),
+        categorical=[c for c, kind in columns.items() if kind == "str"],
+    )
 
     # Importance on the last training month (never the holdout), by permutation: model-agnostic.
     tail = train[train["sched_dep_utc"] >= split.boundary(config.train_end) - pd.Timedelta(days=30)]
@@ -228,6 +235,7 @@ def trained_model(
                          "feature_view_versions": training_dataset["feature_view_versions"]},
                         "features.json")
         mlflow.log_dict({name: float(value) for name, value in importances}, "permutation_importance.json")
+        mlflow.log_text(profile.to_json(), "reference_profile.json")
         example = inputs.head(5)
         signature = _signature(columns, pipeline.predict_proba(example))
         info = mlflow.sklearn.log_model(
