@@ -91,6 +91,25 @@ def _features_historical(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drift(args: argparse.Namespace) -> int:
+    import json
+
+    from mlops_pipelines.monitoring.drift import detect_drift
+
+    reference, current = _read_frame(args.reference), _read_frame(args.current)
+    categorical = [c.strip() for c in args.categorical.split(",")] if args.categorical else None
+    report = detect_drift(reference, current, categorical=categorical)
+    if args.json:
+        print(json.dumps(report.to_dict(), default=float, indent=2))
+        return 0
+    frame = report.to_frame()[["column", "test", "statistic", "p_value", "psi", "wasserstein_normalised",
+                               "jensen_shannon", "decided_by", "drift", "severity"]]
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"\n{len(report.drifted_columns)} of {len(report.columns)} columns drifted "
+          f"({report.share_drifted:.0%}); dataset drift: {report.dataset_drift}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlops", description="The mlops-pipelines lifecycle.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
                             help="the entities' timestamp column (naive = UTC); default event_timestamp")
     historical.add_argument("--full-feature-names", action="store_true", help="name columns view__feature")
     historical.set_defaults(func=_features_historical)
+    drift = commands.add_parser("drift", help="drift of each column of CURRENT against REFERENCE")
+    drift.add_argument("--reference", required=True, help="parquet or CSV")
+    drift.add_argument("--current", required=True, help="parquet or CSV")
+    drift.add_argument("--categorical", help="comma-separated categorical columns (default: non-numeric ones)")
+    drift.add_argument("--json", action="store_true", help="print the report as JSON")
+    drift.set_defaults(func=_drift)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

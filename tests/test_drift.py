@@ -86,3 +86,19 @@ def test_report_shapes():
     assert report.to_dict()["share_drifted"] == 0.0 and not report.dataset_drift
     with pytest.raises(KeyError, match=r"\['nope'\] are not in both"):
         detect_drift(pd.DataFrame({"x": [1.0]}), pd.DataFrame({"x": [1.0]}), columns=["nope"])
+
+
+def test_cli_reports_json_and_refuses_missing_files(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    pd.DataFrame({"x": RNG.normal(0, 1, 300), "c": ["a", "b", "c"] * 100}).to_parquet(tmp_path / "ref.parquet")
+    pd.DataFrame({"x": RNG.normal(3, 1, 300), "c": ["a", "b", "c"] * 100}).to_csv(tmp_path / "cur.csv", index=False)
+    cli = [sys.executable, "-m", "mlops_pipelines.cli", "drift", "--reference", str(tmp_path / "ref.parquet")]
+    done = subprocess.run([*cli, "--current", str(tmp_path / "cur.csv"), "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["drifted_columns"] == ["x"] and report["share_drifted"] == 0.5
+    missing = subprocess.run([*cli, "--current", str(tmp_path / "nope.csv")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "nope.csv" in missing.stderr.strip().splitlines()[-1]
