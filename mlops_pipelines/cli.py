@@ -110,6 +110,25 @@ def _drift(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    import shutil
+    import time
+    from pathlib import Path
+
+    from mlops_pipelines.monitoring.replay import run_replay, write_timeline
+
+    folder = Path(args.data_dir).resolve() if args.data_dir else ProjectPaths.from_env().data_dir / "replay"
+    if folder.exists():
+        shutil.rmtree(folder)  # the replay owns this folder and always starts from empty
+    started = time.perf_counter()
+    timeline = run_replay(ProjectPaths(folder), args.start, args.end, args.initial_months)
+    written = write_timeline(timeline, folder / "reports")
+    print(timeline.drop(columns=["top_drifted"]).to_string(index=False))
+    print(f"\ntimeline: {', '.join(str(p) for p in written.values())}")
+    print(f"wall time {time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlops", description="The mlops-pipelines lifecycle.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -135,6 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     drift.add_argument("--categorical", help="comma-separated categorical columns (default: non-numeric ones)")
     drift.add_argument("--json", action="store_true", help="print the report as JSON")
     drift.set_defaults(func=_drift)
+    simulate = commands.add_parser("simulate", help="replay months one by one: drift, sensor, retraining")
+    simulate.add_argument("--start", default="2013-01", metavar="YYYY-MM")
+    simulate.add_argument("--end", default="2013-12", metavar="YYYY-MM")
+    simulate.add_argument("--initial-months", type=int, default=3,
+                          help="months ingested before the first champion (trained on all but the last)")
+    simulate.add_argument("--data-dir", help="the replay's own folder, emptied first (default: data/replay)")
+    simulate.set_defaults(func=_simulate)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -10,6 +10,8 @@ from mlops_pipelines.ingest.jobs import (
     ingest_reference_job,
     monthly_ingestion_schedule,
 )
+from mlops_pipelines.monitoring.assets import drift_report_job, monitoring_assets
+from mlops_pipelines.monitoring.sensors import drift_sensor
 from mlops_pipelines.paths import ProjectPaths
 from mlops_pipelines.resources import build_resources
 from mlops_pipelines.training.assets import training_assets
@@ -21,10 +23,12 @@ def build_definitions(paths: ProjectPaths | None = None) -> Definitions:
     """The whole lifecycle, its resources pointed at ``paths`` (default: $MLOPS_DATA_DIR or ./data)."""
     return Definitions(
         assets=[
-            *raw_assets, *validated_assets, *build_sql_assets(), online_features_asset(), *training_assets
+            *raw_assets, *validated_assets, *build_sql_assets(), online_features_asset(), *training_assets,
+            *monitoring_assets,
         ],
-        jobs=[ingest_flights_job, ingest_reference_job, build_features_job, training_job],
+        jobs=[ingest_flights_job, ingest_reference_job, build_features_job, training_job, drift_report_job],
         schedules=[monthly_ingestion_schedule, features_schedule, training_schedule],
+        sensors=[drift_sensor],
         resources=build_resources(paths),
     )
 

@@ -9,6 +9,8 @@ flight be disrupted" model. No row is dropped silently: the counts go to the ass
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -96,11 +98,14 @@ def build_training_dataset(
     store: FeatureStore,
     label_policy: str = "exclude",
     feature_refs: tuple[str, ...] = FEATURE_REFS,
+    months: Sequence[str] | None = None,
 ) -> tuple[pa.Table, DatasetCounts]:
     """Labelled flights with their point-in-time features, ordered by scheduled departure.
 
     The join runs inside DuckDB (entities never round-trip through pandas), so the full year
     stays well within memory.
+
+    ``months`` (``YYYY-MM`` ingestion partitions) limits the rows, e.g. to one month for monitoring.
 
     Columns out: ``flight_id``, ``sched_dep_utc``, ``source_month``, ``label_known_at``, the model
     inputs of :func:`feature_columns` (VARCHAR or DOUBLE), and ``is_delayed`` (0/1).
@@ -109,15 +114,20 @@ def build_training_dataset(
         raise ValueError(f"label_policy {label_policy!r}: expected 'exclude' or 'as_delayed'")
     delayed = f"coalesce(arr_delay_minutes > {DELAY_THRESHOLD_MINUTES}, true)"
     keep = "arr_delay_minutes is not null" if label_policy == "exclude" else "true"
+    in_months = "true"
+    if months is not None:
+        if not all(re.fullmatch(r"\d{4}-\d{2}", m) for m in months):
+            raise ValueError(f"months {list(months)}: expected YYYY-MM")
+        in_months = "source_month in (" + ", ".join(f"'{m}'" for m in months) + ")" if months else "false"
     connection.execute(
         f"create or replace temp table training_entities as "
         f"select *, cast({delayed} as bigint) as {LABEL}, "
         f"row_number() over (order by sched_dep_utc, flight_id) - 1 as {ROW_ID} "
-        f"from ({ENTITY_SQL}) where {keep}"
+        f"from ({ENTITY_SQL}) where {keep} and {in_months}"
     )
     flights, cancelled, diverted, unlabelled = connection.execute(
         "select count(*), count(*) filter (where is_cancelled), count(*) filter (where is_diverted), "
-        f"count(*) filter (where arr_delay_minutes is null) from ({ENTITY_SQL})"
+        f"count(*) filter (where arr_delay_minutes is null) from ({ENTITY_SQL}) where {in_months}"
     ).fetchall()[0]
     joined = store.historical_query(
         store.resolve_features(feature_refs), TIMESTAMP, full_feature_names=False,

@@ -34,22 +34,24 @@ class MLflowRegistry(ConfigurableResource):
     def client(self) -> MlflowClient:
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
-    def _experiment_id(self) -> str:
+    def _experiment_id(self, name: str | None = None) -> str:
         client = self.client()
-        experiment = client.get_experiment_by_name(self.experiment_name)
+        name = name or self.experiment_name
+        experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        Path(self.artifact_location).mkdir(parents=True, exist_ok=True)
-        return client.create_experiment(
-            self.experiment_name, artifact_location=Path(self.artifact_location).resolve().as_uri()
-        )
+        folder = Path(self.artifact_location) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return client.create_experiment(name, artifact_location=folder.resolve().as_uri())
 
     @contextmanager
-    def start_run(self, run_name: str, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
+    def start_run(self, run_name: str, tags: dict[str, str] | None = None,
+                  experiment_name: str | None = None) -> Iterator[mlflow.ActiveRun]:
         """An active MLflow run that is always ended (FINISHED, or FAILED if the body raised)."""
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
-        run = mlflow.start_run(experiment_id=self._experiment_id(), run_name=run_name, tags=tags or {})
+        run = mlflow.start_run(experiment_id=self._experiment_id(experiment_name), run_name=run_name,
+                               tags=tags or {})
         try:
             yield run
         except BaseException:
@@ -59,7 +61,15 @@ class MLflowRegistry(ConfigurableResource):
 
     def run_url(self, run_id: str) -> str:
         """Where the run is shown by ``mlflow ui`` (README: ``make mlflow-ui``)."""
-        return f"http://127.0.0.1:5000/#/experiments/{self._experiment_id()}/runs/{run_id}"
+        experiment = self.client().get_run(run_id).info.experiment_id
+        return f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{run_id}"
+
+    def download_text(self, run_id: str, artifact: str) -> str:
+        """The text of a run's artifact (e.g. ``reference_profile.json``)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            return Path(self.client().download_artifacts(run_id, artifact, folder)).read_text()
 
     def version_by_alias(self, alias: str) -> ModelVersion | None:
         try:
