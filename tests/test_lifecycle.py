@@ -239,6 +239,24 @@ def test_worse_challenger_is_refused_and_champion_kept(lifecycle):
     assert not dict(gates.values.tolist())["no_regression"]
 
 
+def test_drift_report_for_a_month(lifecycle):
+    result = lifecycle.run_job("monitor_drift", partition_key="2013-04")
+    assert result.success
+    metadata = {k: v.value for k, v in result.asset_materializations_for_node("drift_report")[0].metadata.items()}
+    assert metadata["champion_version"] == 1
+    assert 0.0 <= metadata["share_drifted"] <= 1.0
+    assert 0.5 < metadata["roc_auc"] < 1.0 and metadata["label_coverage"] == 1.0
+    html = (lifecycle.paths.data_dir / "reports" / "drift_2013-04.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "temp_f" in html
+    summary = lifecycle.query("select * from monitoring.drift_summary")
+    assert summary["partition_key"].tolist() == ["2013-04"] and summary["rows"][0] == metadata["rows"]
+    columns = lifecycle.query("select \"column\", drift from monitoring.column_drift where partition_key = '2013-04'")
+    assert "prediction" in set(columns["column"]) and int(columns["drift"].sum()) == metadata["drifted_column_count"]
+    # A second run for the same month replaces its rows.
+    assert lifecycle.run_job("monitor_drift", partition_key="2013-04").success
+    assert len(lifecycle.query("select * from monitoring.drift_summary")) == 1
+
+
 def test_corrupted_month_stops_at_the_blocking_check(lifecycle, flights_by_month):
     bad = first_days(flights_by_month["2013-02"])
     bad = bad.set_column(bad.schema.get_field_index("arr_delay"), "arr_delay", pa.nulls(bad.num_rows, pa.string()))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,12 +93,13 @@ def run_replay(
     if frozen is None:
         raise RuntimeError("replay: the first model did not pass its gates; no champion to monitor")
     frozen_model = registry.load_sklearn(frozen)
-    frozen_columns = json.loads(registry.version_by_alias(CHAMPION).tags["feature_columns"])
+    frozen_columns = list(json.loads(registry.version_by_alias(CHAMPION).tags["feature_columns"]))
     echo(f"  first champion v{frozen}: trained on {months[0]}..{months[initial_months - 2]}, "
          f"holdout {first_holdout}")
 
     rows, cursor = [], None
     for month in months[initial_months:]:
+        started = time.perf_counter()
         run("ingest_flights", month)
         run("build_features")
         result = run("monitor_drift", month)
@@ -131,7 +133,8 @@ def run_replay(
         rows.append(row)
         echo(f"  {month}: drift {row['drift_share']:.2f}, champion v{row['champion_version']} "
              f"ROC AUC {row['champion_roc_auc']:.4f} vs frozen {row['frozen_roc_auc']:.4f}"
-             + (f"; retrain ({row['why']}) -> {decision}, champion v{row['champion_after']}" if requests else ""))
+             + (f"; retrain ({row['why']}) -> {decision}, champion v{row['champion_after']}" if requests else "")
+            + f" [{time.perf_counter() - started:.0f} s]")
     return pd.DataFrame(rows)
 
 
