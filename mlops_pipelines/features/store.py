@@ -43,6 +43,17 @@ def to_utc(values: pd.Series) -> pd.Series:
         raise ValueError(f"timestamp column {values.name!r}: {reason}") from exc
 
 
+def _output_name(view_name: str, name: str, full_feature_names: bool, seen: dict[str, str]) -> str:
+    """The output column of a feature; a name already taken by another view is an error."""
+    output = f"{view_name}__{name}" if full_feature_names else name
+    if output in seen:
+        raise ValueError(
+            f"feature name {name!r} is in views {seen[output]!r} and {view_name!r}: pass full_feature_names=True"
+        )
+    seen[output] = view_name
+    return output
+
+
 def _native(value):
     """A key value SQLite can bind: numpy scalars become Python ones, NaN/NaT become None."""
     if value is None:
@@ -136,13 +147,7 @@ class FeatureStore:
                 if view.ttl else ""
             )
             for name in names:
-                output = f"{view_name}__{name}" if full_feature_names else name
-                if output in seen:
-                    raise ValueError(
-                        f"feature name {name!r} is in views {seen[output]!r} and {view_name!r}: "
-                        "pass full_feature_names=True"
-                    )
-                seen[output] = view_name
+                output = _output_name(view_name, name, full_feature_names, seen)
                 selected.append(f'case when {alias}.__ts is not null{ttl} then {alias}."{name}" end as "{output}"')
         return (
             f"select e.* exclude ({ROW_ID}), {', '.join(selected)} from {entities} e "
@@ -300,13 +305,7 @@ class FeatureStore:
             keys = [tuple(_native(v) for v in row) for row in frame[list(view.entities)].itertuples(index=False)]
             found = self._online().read(view, names, keys)
             for position, name in enumerate(names):
-                output = f"{view_name}__{name}" if full_feature_names else name
-                if output in seen:
-                    raise ValueError(
-                        f"feature name {name!r} is in views {seen[output]!r} and {view_name!r}: "
-                        "pass full_feature_names=True"
-                    )
-                seen[output] = view_name
+                output = _output_name(view_name, name, full_feature_names, seen)
                 out[output] = [found[k][position] if k in found else None for k in keys]
         out.index = entity_rows.index if isinstance(entity_rows, pd.DataFrame) else out.index
         return out

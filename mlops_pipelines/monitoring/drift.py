@@ -141,6 +141,17 @@ def binned_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return counts / counts.sum() if counts.sum() else counts.astype("float64")
 
 
+def decide(rule: DriftThresholds, smaller_side: int, p_value: float, alpha: float, distance_value: float,
+           distance_threshold: float, distance_name: str, null_share_change: float) -> tuple[bool, str]:
+    """The drift flag and what decided it: the test on small samples, the distance on large ones,
+    and a large enough change in missing values in any case."""
+    if abs(null_share_change) >= rule.null_share:
+        return True, "null_share"
+    if smaller_side <= rule.large_sample:
+        return bool(p_value < alpha), "p_value"
+    return bool(distance_value >= distance_threshold), distance_name
+
+
 def _severity(value: float | None) -> str:
     if value is None or np.isnan(value) or value < 0.1:
         return "low"
@@ -161,12 +172,8 @@ def numeric_drift(column: str, reference: pd.Series, current: pd.Series,
     ref_shares, cur_shares = binned_shares(ref, edges), binned_shares(cur, edges)
     psi_value = psi(ref_shares, cur_shares)
     js = jensen_shannon(ref_shares, cur_shares)
-    if min(ref.size, cur.size) <= thresholds.large_sample:
-        drift, decided = bool(test.pvalue < alpha), "p_value"
-    else:
-        drift, decided = bool(normalised >= thresholds.wasserstein), "wasserstein"
-    if abs(cur_null - ref_null) >= thresholds.null_share:
-        drift, decided = True, "null_share"
+    drift, decided = decide(thresholds, min(ref.size, cur.size), test.pvalue, alpha,
+                            normalised, thresholds.wasserstein, "wasserstein", cur_null - ref_null)
     return ColumnDrift(column, "numeric", "ks", float(test.statistic), float(test.pvalue), psi_value,
                        normalised, js, decided, drift, _severity(psi_value), int(ref.size), int(cur.size),
                        ref_null, cur_null)
@@ -195,12 +202,8 @@ def categorical_drift(column: str, reference: pd.Series, current: pd.Series,
     ref_shares, cur_shares = ref_counts / ref_n, cur_counts / cur_n
     psi_value = psi(ref_shares, cur_shares)
     js = jensen_shannon(ref_shares, cur_shares)
-    if min(ref_n, cur_n) <= thresholds.large_sample:
-        drift, decided = bool(p_value < alpha), "p_value"
-    else:
-        drift, decided = bool(js >= thresholds.jensen_shannon), "jensen_shannon"
-    if abs(cur_null - ref_null) >= thresholds.null_share:
-        drift, decided = True, "null_share"
+    drift, decided = decide(thresholds, min(ref_n, cur_n), p_value, alpha,
+                            js, thresholds.jensen_shannon, "jensen_shannon", cur_null - ref_null)
     return ColumnDrift(column, "categorical", "chi2", float(statistic), float(p_value), psi_value, None, js,
                        decided, drift, _severity(psi_value), ref_n, cur_n, ref_null, cur_null)
 

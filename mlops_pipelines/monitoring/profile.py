@@ -26,6 +26,7 @@ from mlops_pipelines.monitoring.drift import (
     _untested,
     binned_shares,
     categorical_drift,
+    decide,
     jensen_shannon,
     psi,
     quantile_edges,
@@ -122,12 +123,8 @@ def _numeric_from_profile(name: str, ref: NumericProfile, current: pd.Series, ru
     ref_counts = np.asarray(ref.bin_counts, dtype="float64")
     ref_shares, cur_shares = ref_counts / ref_counts.sum(), binned_shares(cur, edges)
     psi_value, js = psi(ref_shares, cur_shares), jensen_shannon(ref_shares, cur_shares)
-    if min(n, m) <= rule.large_sample:
-        drift, decided = bool(p_value < alpha), "p_value"
-    else:
-        drift, decided = bool(normalised >= rule.wasserstein), "wasserstein"
-    if abs(cur_null - ref_null) >= rule.null_share:
-        drift, decided = True, "null_share"
+    drift, decided = decide(rule, min(n, m), p_value, alpha, normalised, rule.wasserstein, "wasserstein",
+                            cur_null - ref_null)
     return ColumnDrift(name, "numeric", "ks", statistic, p_value, psi_value, normalised, js, decided, drift,
                        _severity(psi_value), n, int(m), ref_null, cur_null)
 
