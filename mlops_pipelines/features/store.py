@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -142,10 +142,12 @@ class FeatureStore:
             joins.append(
                 f"asof left join ({dedup}) {alias} on {on} and e.\"{timestamp_column}\" >= {alias}.__ts"
             )
-            ttl = (
-                f" and e.\"{timestamp_column}\" - {alias}.__ts <= interval '{int(view.ttl.total_seconds())} seconds'"
-                if view.ttl else ""
-            )
+            # "event >= entity time - TTL" compares instants; subtracting instants per row and
+            # comparing intervals costs several times more in DuckDB.
+            ttl = ""
+            if view.ttl:
+                micros = round(view.ttl / timedelta(microseconds=1))
+                ttl = f" and {alias}.__ts >= e.\"{timestamp_column}\" - interval '{micros} microseconds'"
             for name in names:
                 output = _output_name(view_name, name, full_feature_names, seen)
                 selected.append(f'case when {alias}.__ts is not null{ttl} then {alias}."{name}" end as "{output}"')
