@@ -24,7 +24,8 @@ the feature parquet files happens inside it too). Data generation, parquet writi
 row by row, joined on ``row_id`` (a column of the entity frame), against merge_asof, and every
 engine is checked against a brute-force oracle on a sample of entity rows.
 
-    .venv/bin/python benchmarks/feature_store.py [--scale 0.1] [--seed 7] [--skip-feast] [--explain]
+    .venv/bin/python benchmarks/feature_store.py [--scale 0.1] [--repeat 3] [--seed 7]
+        [--skip-feast] [--explain] [--keep]
 """
 
 from __future__ import annotations
@@ -314,7 +315,10 @@ def ensure_feast_venv() -> Path:
         return python
     print(f"creating {FEAST_VENV} with {FEAST_REQUIREMENT} ...", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(FEAST_VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", FEAST_REQUIREMENT], check=True)
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", FEAST_REQUIREMENT],
+                             capture_output=True, text=True)
+    if install.returncode != 0:
+        sys.exit(f"pip install {FEAST_REQUIREMENT} failed:\n{install.stdout}{install.stderr}")
     subprocess.run(check, check=True)
     return python
 
