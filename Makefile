@@ -16,12 +16,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+# config/constraints.txt pins every package to the versions the demo and tests were measured with
+# (regenerate: .venv/bin/pip freeze --exclude-editable > config/constraints.txt).
+$(VENV)/.installed: pyproject.toml config/constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c config/constraints.txt -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c config/constraints.txt -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
