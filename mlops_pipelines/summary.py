@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import duckdb
 
+from mlops_pipelines.features.sql_project import SqlProject
 from mlops_pipelines.paths import ProjectPaths
 from mlops_pipelines.resources import build_resources
 from mlops_pipelines.training.registry import CHAMPION, MLflowRegistry
+from mlops_pipelines.validation.contracts import CONTRACTS
 from mlops_pipelines.warehouse import table_exists
 
-LAYERS = (
-    ("validated", ("flights", "weather", "planes", "airports", "airlines")),
-    ("staging", ("stg_flights", "stg_weather", "stg_planes", "stg_airports")),
-    ("intermediate", ("int_flight_outcomes",)),
-    ("features", ("fv_origin_weather", "fv_plane", "fv_carrier_arrival_delays",
-                  "fv_route_arrival_delays", "fv_origin_departure_delays", "fv_tail_departures")),
-    ("training", ("training_dataset",)),
-)
+
+def layers() -> list[tuple[str, str]]:
+    """(schema, table) of every layer, in lifecycle order: contracts, then the SQL models."""
+    models = SqlProject().models.values()
+    order = {"staging": 0, "intermediate": 1, "features": 2}
+    sql = sorted(((m.schema, m.name) for m in models), key=lambda st: (order.get(st[0], 3), st[1]))
+    return [("validated", t) for t in CONTRACTS] + sql + [("training", "training_dataset")]
 
 
 def collect_summary(paths: ProjectPaths) -> dict:
@@ -24,11 +25,10 @@ def collect_summary(paths: ProjectPaths) -> dict:
     summary: dict = {"rows": {}, "quarantine": {}, "status": [], "ledger": [], "champion": None}
     if paths.warehouse_path.exists():
         with duckdb.connect(str(paths.warehouse_path), read_only=True) as connection:
-            for schema, tables in LAYERS:
-                for table in tables:
-                    if table_exists(connection, schema, table):
-                        count = connection.execute(f"select count(*) from {schema}.{table}").fetchall()[0][0]
-                        summary["rows"][f"{schema}.{table}"] = int(count)
+            for schema, table in layers():
+                if table_exists(connection, schema, table):
+                    count = connection.execute(f"select count(*) from {schema}.{table}").fetchall()[0][0]
+                    summary["rows"][f"{schema}.{table}"] = int(count)
             if table_exists(connection, "validated", "validation_status"):
                 summary["rows_in"] = {
                     table: int(rows) for table, rows in connection.execute(

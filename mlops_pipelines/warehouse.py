@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 from dagster import ConfigurableResource
 from pydantic import Field
 
@@ -40,11 +39,6 @@ class DuckDBWarehouse(ConfigurableResource):
             yield connection
         finally:
             connection.close()
-
-    def query(self, sql: str, parameters: list | None = None) -> pd.DataFrame:
-        """Run a read-only query and return a frame (for summaries and tests)."""
-        with self.connect(read_only=True) as connection:
-            return connection.execute(sql, parameters or []).df()
 
 
 def table_exists(connection: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:

@@ -30,6 +30,13 @@ def test_gate_decisions(auc, folds, champion, failed):
     assert all(d.reason for d in decisions)
 
 
+def test_a_champion_that_cannot_be_scored_is_never_replaced():
+    decisions = evaluate_gates(0.80, STABLE, None, POLICY, champion_unscorable="champion v3: missing ['seats']")
+    assert [(d.gate, d.passed) for d in decisions] == [
+        ("absolute_floor", True), ("no_regression", False), ("fold_stability", True)]
+    assert decisions[1].reason == "champion v3: missing ['seats']"
+
+
 def test_refusal_reason_names_both_scores():
     decision = evaluate_gates(0.74, STABLE, 0.75, POLICY)[1]
     assert not decision.passed

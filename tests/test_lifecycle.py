@@ -20,6 +20,7 @@ import pytest
 from dagster import DagsterInstance
 
 from mlops_pipelines.definitions import build_definitions
+from mlops_pipelines.features.sql_project import SqlProject
 from mlops_pipelines.lifecycle import QUIET, prepare_dagster_home, run_lifecycle
 from mlops_pipelines.monitoring.profile import ReferenceProfile
 from mlops_pipelines.paths import ProjectPaths
@@ -99,9 +100,10 @@ def test_every_stage_ran_and_rows_per_layer(lifecycle, package_flights):
 
 
 def test_documented_columns_exist_in_every_model(lifecycle):
-    failures = lifecycle.query(
-        "select * from information_schema.tables where table_schema in ('staging','intermediate','features')")
-    assert len(failures) == 12  # 11 models + the feature registry
+    project = SqlProject()
+    with duckdb.connect(str(lifecycle.paths.warehouse_path), read_only=True) as con:
+        failures = {name: project.column_test_failures(con, model) for name, model in project.models.items()}
+    assert failures == {name: [] for name in project.models} and len(failures) == 11
     registry = lifecycle.query("select name, version, row_count from features.registry order by name")
     assert len(registry) == 6 and (registry["row_count"] > 0).all()
 

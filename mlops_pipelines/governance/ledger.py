@@ -6,11 +6,9 @@ run's rows instead of duplicating them; a new run appends.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import duckdb
-import pandas as pd
 
 from mlops_pipelines.training.gates import GateDecision
 
@@ -75,12 +73,3 @@ def append_promotion(connection: duckdb.DuckDBPyConnection, record: PromotionRec
          record.champion_after, record.decision, record.reason, record.challenger_roc_auc,
          record.champion_roc_auc],
     )
-
-
-def read_ledger(connection: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    _ensure(connection)
-    return connection.execute(f"select * from {SCHEMA}.promotion_ledger order by decided_at").df()
-
-
-def gates_json(decisions: list[GateDecision]) -> str:
-    return json.dumps([d.to_dict() for d in decisions])

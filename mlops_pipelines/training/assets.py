@@ -25,7 +25,7 @@ from mlops_pipelines.training.dataset import (
     build_training_dataset,
     feature_columns,
 )
-from mlops_pipelines.training.gates import GateDecision, GatePolicy, evaluate_gates
+from mlops_pipelines.training.gates import GatePolicy, evaluate_gates
 from mlops_pipelines.training.model import ModelParams, TimeSplit, build_pipeline, fold_auc, score
 from mlops_pipelines.training.registry import (
     CHALLENGER,
@@ -335,15 +335,11 @@ def evaluated_model(
             champion_scores = score(holdout[LABEL], model.predict_proba(holdout[list(columns)])[:, 1], threshold)
             champion_note = f"champion v{champion.version} scored on the same {len(holdout)} rows"
     policy = GatePolicy(config.roc_auc_floor, config.max_regression, config.fold_auc_floor, config.max_fold_spread)
-    if champion is not None and champion_scores is None:
-        # A champion we cannot compare against is never silently replaced.
-        decisions = evaluate_gates(challenger_scores["roc_auc"], challenger_folds, None, policy)
-        decisions[1] = GateDecision("no_regression", False, None, None, champion_note)
-    else:
-        decisions = evaluate_gates(
-            challenger_scores["roc_auc"], challenger_folds,
-            champion_scores["roc_auc"] if champion_scores else None, policy,
-        )
+    decisions = evaluate_gates(
+        challenger_scores["roc_auc"], challenger_folds,
+        champion_scores["roc_auc"] if champion_scores else None, policy,
+        champion_unscorable=champion_note if champion is not None and champion_scores is None else None,
+    )
     all_passed = all(d.passed for d in decisions)
     with warehouse.connect() as connection:
         record_gates(connection, context.run.run_id, mlflow_registry.model_name, challenger_version,

@@ -39,8 +39,13 @@ def evaluate_gates(
     challenger_folds: dict[str, float],
     champion_auc: float | None,
     policy: GatePolicy,
+    champion_unscorable: str | None = None,
 ) -> list[GateDecision]:
-    """Every gate's decision for a challenger, given the champion's AUC on the same rows (or None)."""
+    """Every gate's decision for a challenger, given the champion's AUC on the same rows (or None).
+
+    ``champion_unscorable`` says why an existing champion could not be scored on these rows: a
+    champion we cannot compare against is never silently replaced, so ``no_regression`` fails.
+    """
     decisions = [
         GateDecision(
             "absolute_floor",
@@ -51,7 +56,9 @@ def evaluate_gates(
             f"{'>=' if challenger_auc >= policy.roc_auc_floor else '<'} floor {policy.roc_auc_floor:.4f}",
         )
     ]
-    if champion_auc is None:
+    if champion_unscorable:
+        decisions.append(GateDecision("no_regression", False, None, None, champion_unscorable))
+    elif champion_auc is None:
         decisions.append(
             GateDecision("no_regression", True, None, None, "no current champion: nothing to regress against")
         )
