@@ -10,7 +10,7 @@ export DAGSTER_HOME := $(DATA_DIR)/dagster_home
 # you set it, points the pipeline at a tracking server instead.
 MLFLOW_URI = $(or $(MLFLOW_TRACKING_URI),sqlite:///$(DATA_DIR)/mlflow.db)
 
-.PHONY: install install-test demo ui mlflow-ui test validate clean
+.PHONY: install install-test demo ui serve mlflow-ui test validate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml
+
+serve: install
+	$(BIN)/mlops serve --host 127.0.0.1 --port 8000
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_URI) --host 127.0.0.1 --port 5000

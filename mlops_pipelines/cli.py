@@ -129,6 +129,110 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mlops_pipelines.serving.app import ServingSettings, create_app
+
+    settings = ServingSettings.from_paths(ProjectPaths.from_env(), poll_seconds=args.poll_seconds)
+    print(f"mlops serve: http://{args.host}:{args.port} (model {settings.model_name}, registry "
+          f"{settings.tracking_uri}, online store {settings.online_store_path})")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
+                access_log=False)
+    return 0
+
+
+def _control():
+    import os
+
+    from mlops_pipelines.serving.control import DeploymentControl
+
+    paths = ProjectPaths.from_env()
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or paths.mlflow_tracking_uri
+    return paths, DeploymentControl(uri, "flight_delay_15", paths.deployment_outbox)
+
+
+def _record(paths: ProjectPaths, control, event) -> None:
+    """Print the event and copy the outbox into the ledger when the warehouse is free."""
+    import duckdb
+
+    print(f"{event.decision}: {event.reason} (champion {event.champion_before} -> {event.champion_after}, "
+          f"strategy {event.strategy}, share {event.share:g}; event {event.event_id})")
+    if not paths.warehouse_path.exists():
+        return
+    from mlops_pipelines.serving.control import import_outbox
+
+    try:
+        with duckdb.connect(str(paths.warehouse_path)) as connection:
+            import_outbox(connection, control.outbox)
+    except duckdb.IOException:
+        print("the warehouse is busy: the event stays in the outbox and reaches the ledger on the next "
+              "deployment_controller run", file=sys.stderr)
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    paths, control = _control()
+    ramp = tuple(float(s) for s in args.ramp.split(",")) if args.ramp else None
+    event = control.deploy(args.strategy, args.challenger_alias, args.share, args.sample_size, ramp)
+    _record(paths, control, event)
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    paths, control = _control()
+    _record(paths, control, control.rollback(args.reason))
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    paths, control = _control()
+    _record(paths, control, control.promote(args.alias, args.reason))
+    return 0
+
+
+def _deployment(_args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    _paths, control = _control()
+    print(json.dumps({"aliases": control.aliases(), "deployment": asdict(control.deployment())}, indent=2))
+    return 0
+
+
+def _lineage(args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+    from pathlib import Path
+
+    _paths, control = _control()
+    client, name = control.client, control.model_name
+    from mlflow.exceptions import MlflowException
+
+    version = control.aliases().get(args.version, args.version)
+    try:
+        found = client.get_model_version(name, version)
+    except MlflowException:
+        raise LookupError(f"{name!r} has no version or alias {args.version!r}") from None
+    run = client.get_run(found.run_id)
+    with tempfile.TemporaryDirectory() as folder:
+        features = json.loads(Path(client.download_artifacts(found.run_id, "features.json", folder)).read_text())
+    out = {
+        "model": name, "version": str(found.version),
+        "aliases": [a for a, v in control.aliases().items() if v == str(found.version)],
+        "created": found.creation_timestamp, "mlflow_run_id": found.run_id,
+        "dagster_run_id": found.tags.get("dagster_run_id"),
+        "code": {"code_version": found.tags.get("code_version"), "git_commit": found.tags.get("git_commit")},
+        "data": {"training_set_sha256": found.tags.get("data_sha256"), "train_window": found.tags.get("train_window"),
+                 "holdout_window": found.tags.get("holdout_window")},
+        "features": features,
+        "params": run.data.params,
+        "metrics": {k: v for k, v in sorted(run.data.metrics.items())},
+        "gates": {k.removeprefix("gate."): v for k, v in run.data.tags.items() if k.startswith("gate.")},
+    }
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlops", description="The mlops-pipelines lifecycle.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +265,31 @@ def main(argv: list[str] | None = None) -> int:
                           help="months ingested before the first champion (trained on all but the last)")
     simulate.add_argument("--data-dir", help="the replay's own folder, emptied first (default: data/replay)")
     simulate.set_defaults(func=_simulate)
+    serve = commands.add_parser("serve", help="the prediction service (FastAPI): /predict, /health, /ready, /metrics")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--poll-seconds", type=float, default=2.0, help="registry poll interval (alias changes)")
+    serve.add_argument("--log-level", default="warning")
+    serve.set_defaults(func=_serve)
+    deploy = commands.add_parser("deploy", help="serve a challenger beside the champion: shadow, canary, ab")
+    deploy.add_argument("--strategy", required=True, choices=["single", "shadow", "canary", "ab"])
+    deploy.add_argument("--challenger-alias", default="challenger")
+    deploy.add_argument("--share", type=float, help="challenger's share: canary start (default: first ramp "
+                        "step), ab split (0.5), shadow sample (1.0)")
+    deploy.add_argument("--sample-size", type=int, default=0, help="ab: labelled predictions per arm")
+    deploy.add_argument("--ramp", help="canary steps, e.g. 0.05,0.25,0.5,1 (the last promotes)")
+    deploy.set_defaults(func=_deploy)
+    rollback = commands.add_parser("rollback", help="end a running experiment, or put the previous champion back")
+    rollback.add_argument("--reason", default="rolled back by hand")
+    rollback.set_defaults(func=_rollback)
+    promote = commands.add_parser("promote", help="make the version of an alias the champion")
+    promote.add_argument("--alias", default="challenger")
+    promote.add_argument("--reason", default="promoted by hand")
+    promote.set_defaults(func=_promote)
+    commands.add_parser("deployment", help="aliases and the deployment record").set_defaults(func=_deployment)
+    lineage = commands.add_parser("lineage", help="what a model version was built from: data, code, features")
+    lineage.add_argument("version", help="version number or alias")
+    lineage.set_defaults(func=_lineage)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

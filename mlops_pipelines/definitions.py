@@ -14,6 +14,7 @@ from mlops_pipelines.monitoring.assets import drift_report_job, monitoring_asset
 from mlops_pipelines.monitoring.sensors import drift_sensor
 from mlops_pipelines.paths import ProjectPaths
 from mlops_pipelines.resources import build_resources
+from mlops_pipelines.serving.assets import prediction_log_sensor, progressive_delivery_job, serving_assets
 from mlops_pipelines.training.assets import training_assets
 from mlops_pipelines.training.jobs import training_job, training_schedule
 from mlops_pipelines.validation.assets import validated_assets
@@ -24,11 +25,12 @@ def build_definitions(paths: ProjectPaths | None = None) -> Definitions:
     return Definitions(
         assets=[
             *raw_assets, *validated_assets, *build_sql_assets(), online_features_asset(), *training_assets,
-            *monitoring_assets,
+            *monitoring_assets, *serving_assets,
         ],
-        jobs=[ingest_flights_job, ingest_reference_job, build_features_job, training_job, drift_report_job],
+        jobs=[ingest_flights_job, ingest_reference_job, build_features_job, training_job, drift_report_job,
+              progressive_delivery_job],
         schedules=[monthly_ingestion_schedule, features_schedule, training_schedule],
-        sensors=[drift_sensor],
+        sensors=[drift_sensor, prediction_log_sensor],
         resources=build_resources(paths),
     )
 

@@ -57,5 +57,15 @@ class ProjectPaths:
         return self.data_dir / "mlartifacts"
 
     @property
+    def prediction_log_dir(self) -> Path:
+        """Parquet files of every answer ``mlops serve`` gave (written by the serving process)."""
+        return self.data_dir / "prediction_log"
+
+    @property
+    def deployment_outbox(self) -> Path:
+        """Deployment events waiting to be copied into the promotion ledger."""
+        return self.data_dir / "serving" / "deployment_events.jsonl"
+
+    @property
     def dagster_home(self) -> Path:
         return self.data_dir / "dagster_home"

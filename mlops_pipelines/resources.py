@@ -7,6 +7,7 @@ import os
 from mlops_pipelines.features.resource import FeatureStoreResource
 from mlops_pipelines.ingest.lake import RawLake
 from mlops_pipelines.paths import ProjectPaths
+from mlops_pipelines.serving.assets import ServingFiles
 from mlops_pipelines.training.registry import MLflowRegistry
 from mlops_pipelines.warehouse import DuckDBWarehouse
 
@@ -27,5 +28,8 @@ def build_resources(paths: ProjectPaths | None = None) -> dict[str, object]:
         "mlflow_registry": MLflowRegistry(
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or paths.mlflow_tracking_uri,
             artifact_location=str(paths.mlflow_artifacts_dir),
+        ),
+        "serving_files": ServingFiles(
+            prediction_log_dir=str(paths.prediction_log_dir), deployment_outbox=str(paths.deployment_outbox)
         ),
     }

@@ -7,7 +7,6 @@ Dagster instance in a temporary directory. The tests run in file order and build
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -17,54 +16,11 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 import pytest
-from dagster import DagsterInstance
 
-from mlops_pipelines.definitions import build_definitions
 from mlops_pipelines.features.sql_project import SqlProject
-from mlops_pipelines.lifecycle import QUIET, prepare_dagster_home, run_lifecycle
 from mlops_pipelines.monitoring.profile import ReferenceProfile
-from mlops_pipelines.paths import ProjectPaths
 from mlops_pipelines.resources import build_resources
-from tests.conftest import SLICE_MONTHS, first_days, write_landing_month
-
-SMALL_TRAINING = {
-    "ops": {
-        "trained_model": {"config": {"train_end": "2013-03", "holdout_end": "2013-05", "max_iter": 80}},
-        "evaluated_model": {"config": {"roc_auc_floor": 0.6, "fold_auc_floor": 0.55, "max_fold_spread": 0.2}},
-    }
-}
-
-
-class Lifecycle:
-    def __init__(self, root):
-        self.paths = ProjectPaths(root / "data")
-        # The project's own dagster.yaml (warehouse pool of one slot), in a temporary home.
-        self.instance = DagsterInstance.local_temp(str(prepare_dagster_home(self.paths)))
-        self.defs = build_definitions(self.paths)
-        self.registry = build_resources(self.paths)["mlflow_registry"]
-
-    def run(self, months=SLICE_MONTHS):
-        return run_lifecycle(self.paths, months, echo=lambda _: None, defs=self.defs,
-                             instance=self.instance, run_config={"training": SMALL_TRAINING})
-
-    def run_job(self, name, run_config=None, partition_key=None):
-        return self.defs.resolve_job_def(name).execute_in_process(
-            instance=self.instance, run_config={**QUIET, **(run_config or {})},
-            partition_key=partition_key, raise_on_error=False)
-
-    def query(self, sql):
-        with duckdb.connect(str(self.paths.warehouse_path), read_only=True) as con:
-            con.execute("set TimeZone='UTC'")
-            return con.execute(sql).df()
-
-    def table_counts(self):
-        tables = self.query("select table_schema, table_name from information_schema.tables")
-        return {f"{s}.{t}": int(self.query(f"select count(*) n from {s}.{t}")["n"][0])
-                for s, t in tables.itertuples(index=False)}
-
-    def lake_hashes(self):
-        return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted((self.paths.data_dir / "lake").rglob("*")) if p.is_file()}
+from tests.conftest import SLICE_MONTHS, SMALL_TRAINING, Lifecycle, first_days, write_landing_month
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ def from_micros(value: int | None) -> pd.Timestamp | None:
     return None if value is None else pd.Timestamp(value * 1000, tz="UTC")
 
 
-def _table(view: FeatureView) -> str:
+def view_table(view: FeatureView) -> str:
     return f'"fv__{view.name}"'
 
 
@@ -68,11 +68,11 @@ class OnlineStore:
 
     def reset(self, connection: sqlite3.Connection, view: FeatureView) -> None:
         """Drop the view's table (a new version is materialized from scratch)."""
-        connection.execute(f"drop table if exists {_table(view)}")
+        connection.execute(f"drop table if exists {view_table(view)}")
         keys = ", ".join(f'"{k}"' for k in view.entities)
         features = ", ".join(f'"{f}"' for f in view.feature_names)
         connection.execute(
-            f"create table {_table(view)} ({keys}, __ts integer not null, __created integer, "
+            f"create table {view_table(view)} ({keys}, __ts integer not null, __created integer, "
             f"{features}, primary key ({keys}))"
         )
 
@@ -86,11 +86,11 @@ class OnlineStore:
         keys = ", ".join(f'"{k}"' for k in view.entities)
         updates = ", ".join(f'"{n}" = excluded."{n}"' for n in names if n not in view.entities)
         newer = (
-            f"excluded.__ts > {_table(view)}.__ts or (excluded.__ts = {_table(view)}.__ts and "
-            f"coalesce(excluded.__created, -1) > coalesce({_table(view)}.__created, -1))"
+            f"excluded.__ts > {view_table(view)}.__ts or (excluded.__ts = {view_table(view)}.__ts and "
+            f"coalesce(excluded.__created, -1) > coalesce({view_table(view)}.__created, -1))"
         )
         connection.executemany(
-            f"insert into {_table(view)} ({columns}) values ({', '.join('?' * len(names))}) "
+            f"insert into {view_table(view)} ({columns}) values ({', '.join('?' * len(names))}) "
             f"on conflict ({keys}) do update set {updates} where {newer}",
             rows,
         )
@@ -125,7 +125,7 @@ class OnlineStore:
                 chunk = unique[start:start + step]
                 placeholders = ", ".join("(" + ", ".join("?" * width) + ")" for _ in chunk)
                 sql = (
-                    f"select {key_list}, __ts, {columns} from {_table(view)} "
+                    f"select {key_list}, __ts, {columns} from {view_table(view)} "
                     f"where ({key_list}) in (values {placeholders})"
                 )
                 for row in connection.execute(sql, [v for k in chunk for v in k]):

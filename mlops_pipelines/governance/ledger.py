@@ -22,10 +22,16 @@ class PromotionRecord:
     challenger_version: str
     champion_before: str | None
     champion_after: str | None
-    decision: str  # promoted | refused | unchanged
+    decision: str  # promoted | refused | unchanged | deployed | ramped | held | rolled_back
     reason: str
     challenger_roc_auc: float | None
     champion_roc_auc: float | None
+    strategy: str | None = None
+    """Deployment strategy the step belongs to (single, shadow, canary, ab), when it is one."""
+    share: float | None = None
+    """Challenger's traffic share after the step."""
+    statistics: str | None = None
+    """JSON of the numbers behind a deployment decision (counts, rates, test statistics)."""
 
 
 def _ensure(connection: duckdb.DuckDBPyConnection) -> None:
@@ -42,6 +48,9 @@ def _ensure(connection: duckdb.DuckDBPyConnection) -> None:
             champion_before varchar, champion_after varchar, decision varchar, reason varchar,
             challenger_roc_auc double, champion_roc_auc double, decided_at timestamptz)"""
     )
+    # Deployment steps (serving) share the ledger; older warehouses gain the columns in place.
+    for column, kind in (("strategy", "varchar"), ("share", "double"), ("statistics", "varchar")):
+        connection.execute(f"alter table {SCHEMA}.promotion_ledger add column if not exists {column} {kind}")
 
 
 def record_gates(
@@ -68,8 +77,10 @@ def append_promotion(connection: duckdb.DuckDBPyConnection, record: PromotionRec
         f"delete from {SCHEMA}.promotion_ledger where dagster_run_id = ?", [record.dagster_run_id]
     )
     connection.execute(
-        f"insert into {SCHEMA}.promotion_ledger values (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+        f"insert into {SCHEMA}.promotion_ledger (dagster_run_id, model_name, challenger_version, "
+        "champion_before, champion_after, decision, reason, challenger_roc_auc, champion_roc_auc, "
+        "decided_at, strategy, share, statistics) values (?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?)",
         [record.dagster_run_id, record.model_name, record.challenger_version, record.champion_before,
          record.champion_after, record.decision, record.reason, record.challenger_roc_auc,
-         record.champion_roc_auc],
+         record.champion_roc_auc, record.strategy, record.share, record.statistics],
     )

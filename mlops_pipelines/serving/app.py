@@ -1,0 +1,304 @@
+"""The HTTP app: ``POST /predict``, ``GET /health``, ``GET /ready``, ``GET /metrics`` and token-guarded
+admin endpoints (``/admin/reload``, ``/admin/deploy``, ``/admin/rollback``).
+
+A request is answered from one snapshot of the serving state (see ``models.py``): which arm answers
+each item follows the deployment record; a challenger that fails falls back to the champion for
+that item, so the caller still gets an answer and the failure is logged and counted. The answer is
+logged off the request path; shadow scoring runs after the response is sent.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from mlops_pipelines.features.sql_project import SqlProject
+from mlops_pipelines.paths import ProjectPaths
+from mlops_pipelines.serving.control import DeploymentControl
+from mlops_pipelines.serving.deployment import challenger_answers, shadow_scores
+from mlops_pipelines.serving.flight_features import OnlineFeatureReader
+from mlops_pipelines.serving.metrics import ServingMetrics
+from mlops_pipelines.serving.models import ModelManager, ServingState
+from mlops_pipelines.serving.prediction_log import PredictionLogWriter
+from mlops_pipelines.serving.schema import PredictRequest
+
+log = logging.getLogger(__name__)
+
+ADMIN_TOKEN_ENV = "MLOPS_ADMIN_TOKEN"
+
+
+@dataclass
+class ServingSettings:
+    """Where the app reads models and features and writes its log."""
+
+    tracking_uri: str
+    online_store_path: Path
+    prediction_log_dir: Path
+    deployment_outbox: Path
+    model_name: str = "flight_delay_15"
+    poll_seconds: float = 2.0
+    """How often the registry is read for alias and deployment changes."""
+    max_body_bytes: int = 1_000_000
+    admin_token: str | None = field(default=None, repr=False)
+    """Admin endpoints answer 403 without it; unset disables them."""
+
+    @classmethod
+    def from_paths(cls, paths: ProjectPaths, **overrides: Any) -> ServingSettings:
+        values: dict[str, Any] = {
+            "tracking_uri": os.environ.get("MLFLOW_TRACKING_URI") or paths.mlflow_tracking_uri,
+            "online_store_path": paths.online_store_path,
+            "prediction_log_dir": paths.prediction_log_dir,
+            "deployment_outbox": paths.deployment_outbox,
+            "admin_token": os.environ.get(ADMIN_TOKEN_ENV) or None,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+def _error(status: int, detail: Any) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def create_app(settings: ServingSettings) -> FastAPI:
+    """The serving app; models load at startup and follow the registry from then on."""
+    metrics = ServingMetrics()
+    manager = ModelManager(
+        settings.tracking_uri, settings.model_name, settings.poll_seconds,
+        on_load_failure=lambda alias, version: metrics.load_failures.labels(alias, version).inc(),
+    )
+    writer = PredictionLogWriter(settings.prediction_log_dir, on_write=metrics.log_rows.inc,
+                                 on_drop=metrics.log_dropped.inc)
+    reader = OnlineFeatureReader(settings.online_store_path, SqlProject().feature_views().values())
+
+    def publish(state: ServingState) -> None:
+        metrics.model_info.clear()
+        for alias, model in state.models.items():
+            metrics.model_info.labels(alias, model.version).set(1)
+        metrics.ready.set(1 if state.champion is not None else 0)
+
+    def refresh() -> ServingState:
+        state = manager.refresh()
+        publish(state)
+        return state
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        await run_in_threadpool(refresh)
+        manager.on_refresh = publish
+        manager.start()
+        writer.start()
+        try:
+            yield
+        finally:
+            manager.stop()
+            writer.close()
+
+    app = FastAPI(title="mlops-pipelines serving", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.manager = manager
+    app.state.writer = writer
+
+    def authorized(request: Request) -> JSONResponse | None:
+        if not settings.admin_token:
+            return _error(403, f"admin endpoints are disabled: set {ADMIN_TOKEN_ENV} for the server")
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), settings.admin_token.encode()):
+            return _error(403, "missing or wrong admin token (Authorization: Bearer <token>)")
+        return None
+
+    @app.get("/health")
+    async def health() -> dict:
+        """The process is up (it may not be ready: see /ready)."""
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        state = manager.state
+        body = {
+            "ready": state.champion is not None,
+            "deployment": state.deployment.describe(),
+            "deployment_id": state.deployment.deployment_id,
+            "models": {a: {"version": m.version, "run_id": m.run_id, "loaded_at": m.loaded_at.isoformat()}
+                       for a, m in state.models.items()},
+            "errors": state.errors,
+            "checked_at": state.checked_at.isoformat() if state.checked_at else None,
+        }
+        return JSONResponse(body, status_code=200 if state.champion is not None else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        started = time.perf_counter()
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            metrics.requests.labels("rejected").inc()
+            return _error(413, f"request body of {len(body)} bytes is over the limit of {settings.max_body_bytes}")
+        try:
+            parsed = PredictRequest.model_validate_json(body)
+        except ValidationError as error:
+            metrics.requests.labels("invalid").inc()
+            return _error(422, [
+                {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"], "type": e["type"]}
+                for e in error.errors(include_url=False, include_context=False)
+            ])
+        state = manager.state  # one snapshot for the whole request: a swap never splits it
+        champion = state.champion
+        if champion is None:
+            metrics.requests.labels("unavailable").inc()
+            return _error(503, f"no champion model is loaded: {state.errors}")
+        challenger = state.challenger
+        request_id = parsed.request_id or uuid.uuid4().hex
+        deployment = state.deployment
+        try:
+            if parsed.flights is not None:
+                columns = list(dict.fromkeys([*champion.columns, *(challenger.columns if challenger else [])]))
+                rows = reader.rows(parsed.flights, columns)
+                keys = [f.flight_id for f in parsed.flights]
+                flight_ids: Sequence[str | None] = keys
+                departures = [f.sched_dep.astimezone(UTC) for f in parsed.flights]
+            else:
+                rows = parsed.features
+                keys = parsed.keys or [request_id] * len(rows)
+                flight_ids = [None] * len(rows)
+                departures = [None] * len(rows)
+        except (LookupError, FileNotFoundError) as error:
+            metrics.requests.labels("unavailable").inc()
+            return _error(503, f"online features unavailable: {error}")
+
+        arms = ["champion"] * len(rows)
+        probabilities: list[float | None] = [None] * len(rows)
+        challenger_scores: list[float | None] = [None] * len(rows)
+        challenger_errors: list[str | None] = [None] * len(rows)
+        if challenger is not None and deployment.strategy in ("canary", "ab"):
+            chosen = [i for i, key in enumerate(keys) if challenger_answers(deployment, key)]
+            if chosen:
+                try:
+                    scored = challenger.predict([rows[i] for i in chosen])
+                    for i, p in zip(chosen, scored, strict=True):
+                        arms[i], probabilities[i], challenger_scores[i] = "challenger", float(p), float(p)
+                except Exception as error:  # a failing challenger must never fail the request
+                    reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+                    metrics.challenger_errors.labels(challenger.version).inc(len(chosen))
+                    for i in chosen:
+                        arms[i], challenger_errors[i] = "champion_fallback", reason
+        rest = [i for i, p in enumerate(probabilities) if p is None]
+        if rest:
+            try:
+                scored = champion.predict([rows[i] for i in rest])
+            except (KeyError, ValueError, TypeError) as error:
+                metrics.requests.labels("invalid").inc()
+                return _error(422, f"the model cannot score this input: {error}")
+            for i, p in zip(rest, scored, strict=True):
+                probabilities[i] = float(p)
+        predictions = []
+        for i, p in enumerate(probabilities):
+            model = challenger if arms[i] == "challenger" else champion
+            predictions.append({
+                "probability": p, "model_version": model.version, "alias": model.alias, "arm": arms[i],
+                "key": keys[i], "flight_id": flight_ids[i],
+            })
+            if parsed.return_features:
+                predictions[-1]["features"] = {c: rows[i].get(c) for c in model.columns}
+            metrics.predictions.labels(arms[i], model.version).inc()
+        latency = time.perf_counter() - started
+        metrics.latency.observe(latency)
+        metrics.requests.labels("ok").inc()
+        content = json.dumps({"request_id": request_id, "predictions": predictions,
+                              "deployment": deployment.describe()})
+
+        def log_rows() -> None:
+            """After the response: shadow scores, then the rows to the log queue."""
+            if challenger is not None and deployment.strategy == "shadow":
+                shadowed = [i for i, key in enumerate(keys) if shadow_scores(deployment, key)]
+                if shadowed:
+                    try:
+                        for i, p in zip(shadowed, challenger.predict([rows[i] for i in shadowed]), strict=True):
+                            challenger_scores[i] = float(p)
+                        metrics.shadow_predictions.inc(len(shadowed))
+                    except Exception as error:  # shadow failures are logged, never returned
+                        metrics.challenger_errors.labels(challenger.version).inc(len(shadowed))
+                        for i in shadowed:
+                            challenger_errors[i] = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+            now = datetime.now(UTC)
+            for i, prediction in enumerate(predictions):
+                writer.append({
+                    "request_id": request_id, "item": i, "logged_at": now, "key": keys[i],
+                    "flight_id": flight_ids[i], "sched_dep_utc": departures[i],
+                    "deployment_id": deployment.deployment_id, "strategy": deployment.strategy,
+                    "arm": prediction["arm"], "model_alias": prediction["alias"],
+                    "model_version": prediction["model_version"], "probability": prediction["probability"],
+                    "latency_ms": latency * 1000.0,
+                    "challenger_version": challenger.version if challenger is not None else None,
+                    "challenger_probability": _finite(challenger_scores[i]),
+                    "challenger_error": challenger_errors[i],
+                    "features": json.dumps({c: rows[i].get(c) for c in champion.columns}, default=str),
+                })
+
+        return Response(content, media_type="application/json", background=BackgroundTask(log_rows))
+
+    @app.post("/admin/reload")
+    async def reload(request: Request) -> JSONResponse:
+        """Read the registry now instead of at the next poll."""
+        if (denied := authorized(request)) is not None:
+            return denied
+        state = await run_in_threadpool(refresh)
+        return JSONResponse({"deployment": state.deployment.describe(),
+                             "models": {a: m.version for a, m in state.models.items()}, "errors": state.errors})
+
+    def control() -> DeploymentControl:
+        return DeploymentControl(settings.tracking_uri, settings.model_name, settings.deployment_outbox)
+
+    @app.post("/admin/deploy")
+    async def deploy(request: Request) -> JSONResponse:
+        """Body: ``{"strategy": "canary", "challenger_alias": "challenger", "share": 0.1, "sample_size": 0}``."""
+        if (denied := authorized(request)) is not None:
+            return denied
+        try:
+            body = await request.json()
+            event = await run_in_threadpool(
+                control().deploy, body["strategy"], body.get("challenger_alias", "challenger"), body.get("share"),
+                int(body.get("sample_size", 0)), None, "http-admin",
+            )
+        except (KeyError, ValueError, LookupError, TypeError) as error:
+            return _error(422, f"cannot deploy: {error}")
+        state = await run_in_threadpool(refresh)
+        return JSONResponse({"event": event.event_id, "deployment": state.deployment.describe()})
+
+    @app.post("/admin/rollback")
+    async def rollback(request: Request) -> JSONResponse:
+        if (denied := authorized(request)) is not None:
+            return denied
+        try:
+            event = await run_in_threadpool(control().rollback, "rolled back through the admin endpoint", "http-admin")
+        except (LookupError, ValueError) as error:
+            return _error(422, f"cannot roll back: {error}")
+        state = await run_in_threadpool(refresh)
+        return JSONResponse({"event": event.event_id, "decision": event.decision,
+                             "deployment": state.deployment.describe(),
+                             "models": {a: m.version for a, m in state.models.items()}})
+
+    return app

@@ -1,0 +1,253 @@
+"""Dagster side of serving: load the prediction log, join the labels, run progressive delivery.
+
+``prediction_log`` copies new log files (written by ``mlops serve``) into ``serving.predictions``
+and rebuilds ``serving.prediction_outcomes``: each prediction with its flight's label once the
+flight has arrived. ``deployment_controller`` reads those outcomes for the running deployment,
+decides (``controller.decide``), carries the decision out in the registry, and writes it with its
+statistics to the promotion ledger. A sensor starts both when the serving process logs new rows.
+"""
+
+import json
+import math
+from pathlib import Path
+
+from dagster import (
+    AssetExecutionContext,
+    AssetSelection,
+    Config,
+    ConfigurableResource,
+    DefaultSensorStatus,
+    MaterializeResult,
+    MetadataValue,
+    RunRequest,
+    SensorEvaluationContext,
+    SkipReason,
+    asset,
+    define_asset_job,
+    sensor,
+)
+from pydantic import Field
+
+from mlops_pipelines.serving.control import DeploymentControl, import_outbox
+from mlops_pipelines.serving.controller import ArmStats, DeliveryPolicy, decide
+from mlops_pipelines.serving.deployment import Deployment
+from mlops_pipelines.serving.sequential import ArmOutcomes
+from mlops_pipelines.training.registry import MLflowRegistry
+from mlops_pipelines.warehouse import WAREHOUSE_POOL, DuckDBWarehouse, table_exists
+
+
+class ServingFiles(ConfigurableResource):
+    """Files the serving process writes and the pipeline reads."""
+
+    prediction_log_dir: str = Field(description="Folder of the prediction log's parquet files.")
+    deployment_outbox: str = Field(description="JSON-lines file of deployment events not yet in the ledger.")
+
+
+def log_files(folder: str | Path) -> list[Path]:
+    """Complete log files (temporary ones are still being written)."""
+    return sorted(Path(folder).glob("date=*/*.parquet"))
+
+
+PREDICTIONS_DDL = """create table if not exists serving.predictions (
+    request_id varchar, item integer, logged_at timestamptz, key varchar, flight_id varchar,
+    sched_dep_utc timestamptz, deployment_id varchar, strategy varchar, arm varchar, model_alias varchar,
+    model_version varchar, probability double, latency_ms double, challenger_version varchar,
+    challenger_probability double, challenger_error varchar, features varchar, source_file varchar)"""
+
+OUTCOMES_SQL = """
+create or replace table serving.prediction_outcomes as
+select
+    p.*,
+    o.arr_delay_minutes,
+    -- The label exists once the flight has arrived (or its outcome is otherwise known).
+    case when o.arr_delay_minutes is not null and coalesce(o.arr_known_at, o.sched_dep_utc) <= now()
+         then cast(o.arr_delay_minutes > 15 as integer) end as is_delayed
+from serving.predictions p
+left join intermediate.int_flight_outcomes o using (flight_id)
+"""
+
+
+@asset(
+    group_name="serving",
+    deps=["int_flight_outcomes"],
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb", "parquet"},
+    description="The serving process's prediction log in the warehouse (serving.predictions), joined "
+    "with the flights' outcomes once known (serving.prediction_outcomes).",
+)
+def prediction_log(context: AssetExecutionContext, warehouse: DuckDBWarehouse,
+                   serving_files: ServingFiles) -> MaterializeResult:
+    files = log_files(serving_files.prediction_log_dir)
+    with warehouse.connect() as connection:
+        connection.execute("create schema if not exists serving")
+        connection.execute(PREDICTIONS_DDL)
+        loaded = {row[0] for row in connection.execute(
+            "select distinct source_file from serving.predictions").fetchall()}
+        new = [f for f in files if str(f) not in loaded]
+        for path in new:  # file by file: a re-run skips what is already in, so loading is idempotent
+            connection.execute(
+                "insert into serving.predictions by name select *, ? as source_file "
+                "from read_parquet(?, hive_partitioning = false)",
+                [str(path), str(path)],
+            )
+        connection.execute(OUTCOMES_SQL)
+        total, labelled, by_arm = connection.execute(
+            "select count(*), count(is_delayed), "
+            "coalesce(string_agg(distinct arm, ', '), '') from serving.prediction_outcomes"
+        ).fetchall()[0]
+    context.log.info(f"loaded {len(new)} new log files; {total} predictions, {labelled} labelled")
+    return MaterializeResult(metadata={
+        "new_files": MetadataValue.int(len(new)),
+        "predictions": MetadataValue.int(int(total)),
+        "labelled": MetadataValue.int(int(labelled)),
+        "arms": MetadataValue.text(by_arm),
+    })
+
+
+ARM_SQL = """
+with rows as (
+    select *,
+        case when strategy = 'shadow' then 'champion' when arm = 'challenger' then 'challenger'
+             when arm = 'champion_fallback' then 'fallback' else 'champion' end as side
+    from serving.prediction_outcomes where deployment_id = ?
+)
+select
+    -- champion: every answer it gave (in shadow: all of them)
+    count(*) filter (where side in ('champion', 'fallback')) as champion_answered,
+    quantile_cont(latency_ms, 0.99) filter (where side = 'champion') as champion_p99,
+    -- challenger: answers, attempts (answers + failures), in shadow its own scores
+    count(*) filter (where side = 'challenger'
+                     or (strategy = 'shadow' and challenger_probability is not null)) as challenger_answered,
+    count(*) filter (where side in ('challenger', 'fallback')
+                     or (strategy = 'shadow' and (challenger_probability is not null
+                                                  or challenger_error is not null))) as challenger_attempts,
+    count(*) filter (where challenger_error is not null) as challenger_errors,
+    quantile_cont(latency_ms, 0.99) filter (where side = 'challenger') as challenger_p99,
+    count(*) filter (where side = 'challenger' and logged_at >= ?::timestamptz) as challenger_this_step
+from rows
+"""
+
+LOSS_SQL = """
+select
+    list(power(probability - is_delayed, 2)) filter (where is_delayed is not null and side = 'champion'),
+    list(power(coalesce(case when strategy = 'shadow' then challenger_probability end, probability)
+               - is_delayed, 2))
+        filter (where is_delayed is not null and
+                (side = 'challenger' or (strategy = 'shadow' and challenger_probability is not null)))
+from (
+    select *, case when strategy = 'shadow' then 'champion' when arm = 'challenger' then 'challenger'
+                   when arm = 'champion_fallback' then 'fallback' else 'champion' end as side
+    from serving.prediction_outcomes where deployment_id = ?
+)
+"""
+
+
+def arm_statistics(connection, deployment: Deployment) -> tuple[ArmStats, ArmStats]:
+    """Champion and challenger statistics of the running deployment, from prediction_outcomes."""
+    (champion_answered, champion_p99, challenger_answered, attempts, errors, challenger_p99,
+     this_step) = connection.execute(
+        ARM_SQL, [deployment.deployment_id, deployment.updated_at or "1970-01-01"]).fetchall()[0]
+    champion_losses, challenger_losses = connection.execute(LOSS_SQL, [deployment.deployment_id]).fetchall()[0]
+    champion = ArmStats(
+        answered=int(champion_answered), attempts=int(champion_answered), errors=0,
+        p99_latency_ms=float(champion_p99) if champion_p99 is not None else math.nan,
+        losses=ArmOutcomes.of(list(champion_losses or [])),
+    )
+    challenger = ArmStats(
+        answered=int(challenger_answered), attempts=int(attempts), errors=int(errors),
+        p99_latency_ms=float(challenger_p99) if challenger_p99 is not None else math.nan,
+        losses=ArmOutcomes.of(list(challenger_losses or [])),
+        answered_this_step=int(this_step),
+    )
+    return champion, challenger
+
+
+class DeliveryPolicyConfig(Config):
+    """The controller's thresholds (see ``controller.DeliveryPolicy``)."""
+
+    min_requests: int = Field(default=200, description="Challenger answers per canary step before ramping.")
+    min_error_sample: int = Field(default=20, description="Challenger attempts before its error rate is read.")
+    max_error_rate: float = Field(default=0.01, description="Share of challenger attempts that may fail.")
+    max_latency_ratio: float = Field(default=2.0, description="Challenger p99 / champion p99 allowed.")
+    min_outcomes: int = Field(default=100, description="Labelled outcomes per arm before the quality test.")
+    alpha: float = Field(default=0.05, description="Error rate of the sequential quality test.")
+    margin: float = Field(default=0.005, description="Non-inferiority margin on the Brier score.")
+
+
+@asset(
+    group_name="serving",
+    deps=[prediction_log],
+    pool=WAREHOUSE_POOL,
+    kinds={"mlflow", "duckdb"},
+    description="Progressive delivery: ramps a canary while it is no worse than the champion, promotes it "
+    "when shown non-inferior, rolls it back on errors, latency or worse quality; every step to the ledger.",
+)
+def deployment_controller(
+    context: AssetExecutionContext,
+    config: DeliveryPolicyConfig,
+    warehouse: DuckDBWarehouse,
+    mlflow_registry: MLflowRegistry,
+    serving_files: ServingFiles,
+) -> MaterializeResult:
+    policy = DeliveryPolicy(**config.model_dump())
+    control = DeploymentControl(mlflow_registry.tracking_uri, mlflow_registry.model_name,
+                                serving_files.deployment_outbox)
+    try:
+        deployment = control.deployment()
+    except Exception as error:  # no registered model yet: nothing to control
+        return MaterializeResult(metadata={"decision": MetadataValue.text(f"none: {error}")})
+    with warehouse.connect() as connection:
+        if deployment.strategy == "single" or not table_exists(connection, "serving", "prediction_outcomes"):
+            champion, challenger = ArmStats(), ArmStats()
+        else:
+            champion, challenger = arm_statistics(connection, deployment)
+    decision = decide(deployment, champion, challenger, policy)
+    event_id = f"dagster-{context.run.run_id}"
+    if decision.action == "rollback" or decision.action == "conclude":
+        control.end_experiment(decision.reason, decision.statistics, "deployment_controller", event_id)
+    elif decision.action == "promote":
+        control.promote(deployment.challenger_alias or "challenger", decision.reason, decision.statistics,
+                        "deployment_controller", event_id)
+    elif decision.action in ("ramp", "hold"):
+        if decision.action == "ramp":
+            control.set_share(decision.share, decision.reason, decision.statistics, "deployment_controller", event_id)
+    with warehouse.connect() as connection:
+        imported = import_outbox(connection, serving_files.deployment_outbox)
+    context.log.info(f"{deployment.describe()}: {decision.action} ({decision.reason})")
+    return MaterializeResult(metadata={
+        "deployment": MetadataValue.text(deployment.describe()),
+        "deployment_id": MetadataValue.text(deployment.deployment_id),
+        "decision": MetadataValue.text(decision.action),
+        "reason": MetadataValue.text(decision.reason),
+        "share_after": MetadataValue.float(float(decision.share)),
+        "challenger_answered": MetadataValue.int(challenger.answered),
+        "challenger_errors": MetadataValue.int(challenger.errors),
+        "labelled_champion": MetadataValue.int(champion.losses.n),
+        "labelled_challenger": MetadataValue.int(challenger.losses.n),
+        "statistics": MetadataValue.json(json.loads(json.dumps(decision.statistics, default=str))),
+        "ledger_events_imported": MetadataValue.int(imported),
+    })
+
+
+serving_assets = [prediction_log, deployment_controller]
+
+progressive_delivery_job = define_asset_job(
+    "progressive_delivery",
+    selection=AssetSelection.assets(prediction_log, deployment_controller),
+    description="Load the prediction log, join labels, and take the next deployment step.",
+)
+
+
+@sensor(job=progressive_delivery_job, minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING)
+def prediction_log_sensor(context: SensorEvaluationContext, serving_files: ServingFiles) -> RunRequest | SkipReason:
+    """Runs progressive delivery when the serving process has logged new predictions.
+
+    Reads only the log folder (never the warehouse); the cursor is the newest file's mtime (ns),
+    so files of every serving process count, whatever their names.
+    """
+    files = log_files(serving_files.prediction_log_dir)
+    newest = max((f.stat().st_mtime_ns for f in files), default=0)
+    if newest <= int(context.cursor or 0):
+        return SkipReason("no new prediction log files")
+    context.update_cursor(str(newest))
+    return RunRequest(run_key=f"prediction-log:{newest}")

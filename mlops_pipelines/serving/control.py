@@ -1,0 +1,185 @@
+"""Deployment actions: deploy a strategy, promote, roll back, stop an experiment.
+
+Each action changes the registry (the deployment tags, or the ``champion`` alias) and appends an
+event to the deployment outbox, a JSON-lines file under ``data/serving/``: the serving process may
+act (admin endpoints) but never opens the warehouse, so events reach the promotion ledger when a
+warehouse writer imports the outbox (the CLI does it at once; the ``deployment_controller`` asset
+on every run). Import is idempotent by event id.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mlops_pipelines.governance.ledger import PromotionRecord, append_promotion
+from mlops_pipelines.serving.deployment import Deployment
+from mlops_pipelines.training.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
+
+
+@dataclass(frozen=True)
+class DeploymentEvent:
+    """One deployment step, in the promotion ledger's terms."""
+
+    event_id: str
+    model_name: str
+    decision: str  # deployed | ramped | held | promoted | rolled_back
+    reason: str
+    strategy: str
+    share: float
+    champion_before: str | None
+    champion_after: str | None
+    challenger_version: str | None
+    statistics: dict
+    decided_by: str
+    decided_at: str
+
+    def record(self) -> PromotionRecord:
+        return PromotionRecord(
+            dagster_run_id=self.event_id, model_name=self.model_name,
+            challenger_version=self.challenger_version or "", champion_before=self.champion_before,
+            champion_after=self.champion_after, decision=self.decision,
+            reason=f"{self.reason} (by {self.decided_by})", challenger_roc_auc=None, champion_roc_auc=None,
+            strategy=self.strategy, share=self.share, statistics=json.dumps(self.statistics, sort_keys=True),
+        )
+
+
+class DeploymentControl:
+    """The registry side of deployments for one registered model."""
+
+    def __init__(self, tracking_uri: str, model_name: str, outbox: str | Path) -> None:
+        self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+        self.model_name = model_name
+        self.outbox = Path(outbox)
+
+    # -- reading -------------------------------------------------------------------------------
+    def aliases(self) -> dict[str, str]:
+        try:
+            return {k: str(v) for k, v in self.client.get_registered_model(self.model_name).aliases.items()}
+        except MlflowException as error:
+            raise LookupError(f"registered model {self.model_name!r} not found: run mlops demo first") from error
+
+    def deployment(self) -> Deployment:
+        return Deployment.from_tags(dict(self.client.get_registered_model(self.model_name).tags))
+
+    # -- writing -------------------------------------------------------------------------------
+    def _write(self, deployment: Deployment) -> None:
+        for key, value in deployment.to_tags().items():
+            self.client.set_registered_model_tag(self.model_name, key, value)
+
+    def _event(self, decision: str, reason: str, deployment: Deployment, before: str | None,
+               after: str | None, challenger: str | None, statistics: dict | None, by: str,
+               event_id: str | None) -> DeploymentEvent:
+        event = DeploymentEvent(
+            event_id=event_id or f"{by}-{uuid.uuid4().hex[:12]}", model_name=self.model_name,
+            decision=decision, reason=reason, strategy=deployment.strategy, share=deployment.share,
+            champion_before=before, champion_after=after, challenger_version=challenger,
+            statistics=statistics or {}, decided_by=by,
+            decided_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        self.outbox.parent.mkdir(parents=True, exist_ok=True)
+        # One short line per write with O_APPEND: concurrent writers never interleave.
+        with self.outbox.open("a") as out:
+            out.write(json.dumps(asdict(event), sort_keys=True) + "\n")
+        return event
+
+    def deploy(self, strategy: str, challenger_alias: str | None = CHALLENGER, share: float | None = None,
+               sample_size: int = 0, ramp: tuple[float, ...] | None = None, by: str = "cli") -> DeploymentEvent:
+        """Start a strategy (``single`` ends any experiment). Checks the aliases exist first."""
+        aliases = self.aliases()
+        if CHAMPION not in aliases:
+            raise LookupError(f"registered model {self.model_name!r} has no {CHAMPION!r} alias yet")
+        current = self.deployment()
+        if strategy == "single":
+            challenger_alias, share = None, 0.0
+        else:
+            if not challenger_alias or challenger_alias not in aliases:
+                raise LookupError(f"alias {challenger_alias!r} of {self.model_name!r} points at no version")
+            if aliases[challenger_alias] == aliases[CHAMPION]:
+                raise ValueError(f"alias {challenger_alias!r} is the champion (version {aliases[CHAMPION]})")
+        ramp = ramp or current.ramp
+        if share is None:
+            share = {"canary": ramp[0], "ab": 0.5, "shadow": 1.0}.get(strategy, 0.0)
+        deployment = current.renewed(by, strategy=strategy, challenger_alias=challenger_alias, share=share,
+                                     sample_size=sample_size, ramp=tuple(ramp))
+        self._write(deployment)
+        challenger = aliases.get(challenger_alias) if challenger_alias else None
+        return self._event("deployed", f"deployment {deployment.describe()}", deployment, aliases[CHAMPION],
+                           aliases[CHAMPION], challenger, {"deployment_id": deployment.deployment_id}, by, None)
+
+    def set_share(self, share: float, reason: str, statistics: dict, by: str,
+                  event_id: str | None = None) -> DeploymentEvent:
+        """Ramp (or hold) the challenger's share within the running deployment."""
+        current = self.deployment()
+        aliases = self.aliases()
+        deployment = current.renewed(by, share=share)
+        self._write(deployment)
+        decision = "ramped" if share != current.share else "held"
+        return self._event(decision, reason, deployment, aliases.get(CHAMPION), aliases.get(CHAMPION),
+                           aliases.get(current.challenger_alias or ""), statistics, by, event_id)
+
+    def end_experiment(self, reason: str, statistics: dict | None = None, by: str = "cli",
+                       event_id: str | None = None) -> DeploymentEvent:
+        """Send all traffic back to the champion (the challenger stops serving)."""
+        current = self.deployment()
+        aliases = self.aliases()
+        deployment = current.renewed(by, strategy="single", challenger_alias=None, share=0.0)
+        self._write(deployment)
+        return self._event("rolled_back", reason, deployment, aliases.get(CHAMPION), aliases.get(CHAMPION),
+                           aliases.get(current.challenger_alias or ""), statistics, by, event_id)
+
+    def promote(self, alias: str = CHALLENGER, reason: str = "promoted by hand", statistics: dict | None = None,
+                by: str = "cli", event_id: str | None = None) -> DeploymentEvent:
+        """Point ``champion`` at the version of ``alias``; the old one becomes ``previous_champion``."""
+        aliases = self.aliases()
+        if alias not in aliases:
+            raise LookupError(f"alias {alias!r} of {self.model_name!r} points at no version")
+        before, after = aliases.get(CHAMPION), aliases[alias]
+        if before == after:
+            raise ValueError(f"version {after} is already the champion")
+        if before is not None:
+            self.client.set_registered_model_alias(self.model_name, PREVIOUS_CHAMPION, before)
+        self.client.set_registered_model_alias(self.model_name, CHAMPION, after)
+        deployment = self.deployment().renewed(by, strategy="single", challenger_alias=None, share=0.0)
+        self._write(deployment)
+        return self._event("promoted", reason, deployment, before, after, after, statistics, by, event_id)
+
+    def rollback(self, reason: str = "rolled back by hand", by: str = "cli") -> DeploymentEvent:
+        """End a running experiment; with none running, put the previous champion back."""
+        if self.deployment().strategy != "single":
+            return self.end_experiment(reason, by=by)
+        aliases = self.aliases()
+        previous, current = aliases.get(PREVIOUS_CHAMPION), aliases.get(CHAMPION)
+        if previous is None:
+            raise LookupError(f"{self.model_name!r} has no {PREVIOUS_CHAMPION!r}: nothing to roll back to")
+        self.client.set_registered_model_alias(self.model_name, CHAMPION, previous)
+        if current is not None:
+            self.client.set_registered_model_alias(self.model_name, PREVIOUS_CHAMPION, current)
+        deployment = self.deployment()
+        return self._event("rolled_back", reason, deployment, current, previous, current, {}, by, None)
+
+
+def import_outbox(connection: duckdb.DuckDBPyConnection, outbox: str | Path) -> int:
+    """Append the outbox's events to ``governance.promotion_ledger`` (idempotent); returns events read."""
+    path = Path(outbox)
+    if not path.exists():
+        return 0
+    count = 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        event = DeploymentEvent(**json.loads(line))
+        append_promotion(connection, event.record())
+        connection.execute(
+            "update governance.promotion_ledger set decided_at = ?::timestamptz where dagster_run_id = ?",
+            [event.decided_at, event.event_id],
+        )
+        count += 1
+    return count

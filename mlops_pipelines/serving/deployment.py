@@ -1,0 +1,125 @@
+"""The deployment record: which models serve, and how traffic is split between them.
+
+Kept as tags of the registered model (``deployment.*``) so that it lives beside the aliases it
+names, is shown by the MLflow UI, and reaches the serving process in the same registry call that
+reads the aliases. The CLI (``mlops deploy``, ``mlops rollback``) and the progressive-delivery
+controller edit it; serving only reads it.
+
+Strategies:
+- ``single``: the champion answers every request.
+- ``shadow``: the champion answers; the challenger also scores a share of requests (``share``,
+  1.0 = all), logged, never returned.
+- ``canary``: a share of keys is answered by the challenger; the controller ramps the share.
+- ``ab``: a fixed split, until ``sample_size`` labelled predictions per arm are logged.
+
+Routing is sticky: a key (the flight id, or the caller's key) hashes to a point in [0, 1), and the
+challenger answers when that point is below ``share``. Ramping the share up keeps every key that
+already had the challenger; a new deployment id reshuffles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+
+STRATEGIES = ("single", "shadow", "canary", "ab")
+TAG_PREFIX = "deployment."
+DEFAULT_RAMP = (0.05, 0.25, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A deployment of the ``champion_alias`` model, optionally beside a challenger."""
+
+    strategy: str = "single"
+    champion_alias: str = "champion"
+    challenger_alias: str | None = None
+    share: float = 0.0
+    """Challenger's share of keys (canary, ab) or of requests scored in shadow; 0.1 = 10%."""
+    sample_size: int = 0
+    """ab only: labelled predictions per arm before the test is read."""
+    ramp: tuple[float, ...] = DEFAULT_RAMP
+    """canary only: the shares the controller steps through; the last step promotes."""
+    deployment_id: str = "initial"
+    updated_at: str = ""
+    updated_by: str = ""
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"deployment strategy {self.strategy!r}: expected one of {', '.join(STRATEGIES)}")
+        if not 0.0 <= self.share <= 1.0:
+            raise ValueError(f"deployment share {self.share}: expected a fraction in [0, 1]")
+        if self.strategy != "single" and not self.challenger_alias:
+            raise ValueError(f"deployment strategy {self.strategy!r} needs a challenger alias")
+        if self.strategy == "ab" and self.sample_size <= 0:
+            raise ValueError("deployment strategy 'ab' needs a planned sample size (--sample-size) > 0")
+        if any(not 0.0 < s <= 1.0 for s in self.ramp) or list(self.ramp) != sorted(self.ramp):
+            raise ValueError(f"canary ramp {self.ramp}: expected increasing fractions in (0, 1]")
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """The aliases the serving process must hold loaded."""
+        if self.strategy == "single" or not self.challenger_alias:
+            return (self.champion_alias,)
+        return (self.champion_alias, self.challenger_alias)
+
+    def describe(self) -> str:
+        if self.strategy == "single":
+            return f"single:{self.champion_alias}"
+        return f"{self.strategy}:{self.champion_alias}+{self.challenger_alias}@{self.share:g}"
+
+    def to_tags(self) -> dict[str, str]:
+        values = asdict(self)
+        values["ramp"] = ",".join(f"{s:g}" for s in self.ramp)
+        return {TAG_PREFIX + k: "" if v is None else str(v) for k, v in values.items()}
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> Deployment:
+        """The record in a registered model's tags (``single`` on the champion when there is none)."""
+        found = {k[len(TAG_PREFIX):]: v for k, v in tags.items() if k.startswith(TAG_PREFIX)}
+        if not found:
+            return cls()
+        return cls(
+            strategy=found.get("strategy", "single"),
+            champion_alias=found.get("champion_alias") or "champion",
+            challenger_alias=found.get("challenger_alias") or None,
+            share=float(found.get("share") or 0.0),
+            sample_size=int(found.get("sample_size") or 0),
+            ramp=tuple(float(s) for s in found["ramp"].split(",")) if found.get("ramp") else DEFAULT_RAMP,
+            deployment_id=found.get("deployment_id") or "initial",
+            updated_at=found.get("updated_at", ""),
+            updated_by=found.get("updated_by", ""),
+        )
+
+    def renewed(self, by: str, **changes: object) -> Deployment:
+        """A new record (new id when the strategy or challenger changes, so routing reshuffles)."""
+        changed = replace(self, **changes)
+        same_experiment = (changed.strategy, changed.challenger_alias) == (self.strategy, self.challenger_alias)
+        return replace(
+            changed,
+            deployment_id=self.deployment_id if same_experiment else uuid.uuid4().hex[:12],
+            updated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            updated_by=by,
+        )
+
+
+def routing_point(deployment_id: str, key: str) -> float:
+    """A uniform point in [0, 1) for ``key``, stable for the life of a deployment."""
+    digest = hashlib.blake2b(f"{deployment_id}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def challenger_answers(deployment: Deployment, key: str) -> bool:
+    """Whether the challenger answers this key (canary, ab)."""
+    if deployment.strategy not in ("canary", "ab") or deployment.share <= 0.0:
+        return False
+    return routing_point(deployment.deployment_id, key) < deployment.share
+
+
+def shadow_scores(deployment: Deployment, key: str) -> bool:
+    """Whether the challenger also scores this key in shadow."""
+    if deployment.strategy != "shadow" or deployment.share <= 0.0:
+        return False
+    return deployment.share >= 1.0 or routing_point(deployment.deployment_id, key) < deployment.share

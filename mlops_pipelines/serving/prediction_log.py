@@ -1,0 +1,122 @@
+"""The prediction log: every answer the serving process gives, written off the request path.
+
+Requests put rows on an in-memory queue; a writer thread flushes them in batches (every
+``flush_seconds`` or ``batch_rows`` rows) to parquet files under ``data/prediction_log/``, each
+written to a temporary name and renamed, so a reader never sees half a file. The serving process
+owns these files; the ``prediction_log`` asset loads them into the warehouse (single writer).
+A full queue drops rows and counts them rather than slow a request down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+SCHEMA = pa.schema([
+    ("request_id", pa.string()),
+    ("item", pa.int32()),
+    ("logged_at", pa.timestamp("us", tz="UTC")),
+    ("key", pa.string()),
+    ("flight_id", pa.string()),
+    ("sched_dep_utc", pa.timestamp("us", tz="UTC")),
+    ("deployment_id", pa.string()),
+    ("strategy", pa.string()),
+    ("arm", pa.string()),
+    ("model_alias", pa.string()),
+    ("model_version", pa.string()),
+    ("probability", pa.float64()),
+    ("latency_ms", pa.float64()),
+    ("challenger_version", pa.string()),
+    ("challenger_probability", pa.float64()),
+    ("challenger_error", pa.string()),
+    ("features", pa.string()),
+])
+"""One row per answered item. ``challenger_*``: the challenger's own score where it scored the item
+(canary/ab arm, or shadow), and its error when it failed and the champion answered instead."""
+
+
+class PredictionLogWriter:
+    """Batches rows to parquet files in ``folder`` from a background thread."""
+
+    def __init__(self, folder: str | Path, flush_seconds: float = 1.0, batch_rows: int = 5000,
+                 max_queue: int = 200_000, on_write: Callable[[int], None] | None = None,
+                 on_drop: Callable[[int], None] | None = None) -> None:
+        self.folder = Path(folder)
+        self.flush_seconds = flush_seconds
+        self.batch_rows = batch_rows
+        self.max_queue = max_queue
+        self._queue: queue.SimpleQueue[dict] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._prefix = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._sequence = 0
+        self._on_write = on_write
+        self._on_drop = on_drop
+
+    def append(self, row: dict) -> None:
+        if self._queue.qsize() >= self.max_queue:
+            if self._on_drop is not None:
+                self._on_drop(1)
+            return
+        self._queue.put(row)
+
+    def _drain(self) -> list[dict]:
+        rows: list[dict] = []
+        while len(rows) < self.batch_rows:
+            try:
+                rows.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return rows
+
+    def flush(self) -> int:
+        """Write what is queued now; returns the rows written."""
+        written = 0
+        while rows := self._drain():
+            self._write(rows)
+            written += len(rows)
+        return written
+
+    def _write(self, rows: list[dict]) -> None:
+        day = rows[0]["logged_at"].strftime("%Y-%m-%d")
+        folder = self.folder / f"date={day}"
+        folder.mkdir(parents=True, exist_ok=True)
+        self._sequence += 1
+        final = folder / f"{self._prefix}-{self._sequence:06d}.parquet"
+        temporary = final.with_suffix(".parquet.tmp")
+        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), temporary)
+        temporary.rename(final)
+        if self._on_write is not None:
+            self._on_write(len(rows))
+
+    def start(self) -> None:
+        def loop() -> None:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    self.flush()
+                except Exception:  # keep logging later rows; the failed batch is reported
+                    log.exception("prediction log: a batch could not be written to %s", self.folder)
+                self._stop.wait(max(0.0, self.flush_seconds - (time.monotonic() - started)))
+
+        self._thread = threading.Thread(target=loop, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the thread and write everything still queued."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.flush()

@@ -1,0 +1,88 @@
+"""The request and response bodies of ``POST /predict``, validated by pydantic.
+
+A request carries either ``flights`` (what a user knows before departure; the app looks up the
+rest of the features in the online store) or ``features`` (ready model input vectors, for callers
+with their own features). Sizes are bounded so that one request cannot hold the server.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+MAX_ITEMS = 1000
+"""Most flights or feature vectors in one request."""
+
+Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=8)]
+Airport = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Z0-9]{3,4}$")]
+
+
+class Flight(BaseModel):
+    """A scheduled flight as known before departure."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    carrier: Code = Field(description="Two-letter carrier code, e.g. B6.")
+    flight: int = Field(ge=1, le=99999, description="Flight number.")
+    tailnum: str | None = Field(default=None, max_length=10, description="Aircraft tail number, if assigned.")
+    origin: Airport = Field(description="Origin airport (FAA code), e.g. JFK.")
+    dest: Airport = Field(description="Destination airport (FAA code).")
+    sched_dep: AwareDatetime = Field(
+        description="Scheduled departure, ISO 8601 with the origin's UTC offset, e.g. 2013-02-03T07:00:00-05:00."
+    )
+    distance: float = Field(gt=0, le=20000, description="Great-circle distance, miles.")
+
+    @property
+    def flight_id(self) -> str:
+        """The warehouse's flight key (local scheduled date and time, carrier, number, origin)."""
+        local = self.sched_dep
+        return f"{local:%Y-%m-%dT%H%M}_{self.carrier}{self.flight}_{self.origin}"
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str | None = Field(default=None, max_length=128, description="Caller's id, echoed back.")
+    flights: list[Flight] | None = Field(default=None, min_length=1, max_length=MAX_ITEMS)
+    features: list[dict[str, Any]] | None = Field(
+        default=None, min_length=1, max_length=MAX_ITEMS,
+        description="Ready model inputs: one object per row, keyed by the model signature's columns.",
+    )
+    return_features: bool = Field(default=False, description="Echo each item's model input in the answer.")
+    keys: list[str] | None = Field(
+        default=None, max_length=MAX_ITEMS,
+        description="Routing keys for `features` rows (sticky arm per key); default: the request id.",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PredictRequest:
+        if (self.flights is None) == (self.features is None):
+            raise ValueError("give exactly one of 'flights' or 'features'")
+        if self.keys is not None and (self.features is None or len(self.keys) != len(self.features)):
+            raise ValueError("'keys' needs 'features' and one key per feature row")
+        return self
+
+
+class Prediction(BaseModel):
+    probability: float = Field(description="Probability of an arrival delay over 15 minutes.")
+    model_version: str
+    alias: str = Field(description="Registry alias of the model that answered.")
+    arm: str = Field(description="champion, challenger, or champion_fallback (the challenger failed).")
+    key: str
+    flight_id: str | None = None
+    features: dict[str, Any] | None = None
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    predictions: list[Prediction]
+    deployment: str
+
+
+class ModelStatus(BaseModel):
+    alias: str
+    version: str | None
+    loaded_at: datetime | None
+    error: str | None = None

@@ -1,0 +1,389 @@
+"""Serving end to end: a real uvicorn server over the slice's registry and online store, real
+requests, real Dagster runs of progressive delivery.
+
+One module fixture builds the lifecycle on the slice (champion = version 1), materializes an online
+store as of a past instant, and starts `mlops serve`'s app on a free port. The tests then run in
+file order, each leaving the deployment back on `single`.
+"""
+
+import json
+import math
+import socket
+import threading
+import time
+
+import duckdb
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import uvicorn
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+from mlops_pipelines.features.sql_project import SqlProject
+from mlops_pipelines.features.store import FeatureStore
+from mlops_pipelines.serving.app import ServingSettings, create_app
+from mlops_pipelines.serving.control import DeploymentControl
+from mlops_pipelines.serving.schema import MAX_ITEMS
+from mlops_pipelines.training.assets import SKOPS_TRUSTED_TYPES
+from mlops_pipelines.training.dataset import FEATURE_REFS, LABEL, SCHEDULE_FEATURES, feature_columns
+from mlops_pipelines.training.model import ModelParams, build_pipeline
+from tests.conftest import Lifecycle, first_days, write_landing_month
+
+TOKEN = "test-admin-token"
+INSTANT = pd.Timestamp("2013-04-03 16:00", tz="UTC")
+MODEL = "flight_delay_15"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    def __init__(self, life: Lifecycle, online_path, port: int) -> None:
+        self.life = life
+        self.settings = ServingSettings.from_paths(life.paths, online_store_path=online_path, poll_seconds=0.2,
+                                                   admin_token=TOKEN)
+        self.app = create_app(self.settings)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        self.control = DeploymentControl(life.registry.tracking_uri, MODEL, life.paths.deployment_outbox)
+
+    def reload(self) -> dict:
+        answer = self.client.post("/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def flush_log(self) -> None:
+        self.app.state.writer.flush()
+
+    def predict(self, flights, **extra) -> dict:
+        answer = self.client.post("/predict", json={"flights": flights, **extra})
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def register(self, pipeline, columns: dict[str, str], required: list[str]) -> str:
+        """Log and register a pipeline as a new version of the model; returns its version."""
+        mlflow.set_tracking_uri(self.life.registry.tracking_uri)
+        mlflow.set_registry_uri(self.life.registry.tracking_uri)
+        signature = ModelSignature(inputs=Schema([
+            ColSpec("string" if kind == "str" else "double", name, required=name in required)
+            for name, kind in columns.items()
+        ]))
+        with mlflow.start_run(experiment_id=self.life.registry._experiment_id()):
+            info = mlflow.sklearn.log_model(pipeline, name="model", signature=signature, registered_model_name=MODEL,
+                                            skops_trusted_types=SKOPS_TRUSTED_TYPES)
+        return str(info.registered_model_version)
+
+    def ledger(self) -> pd.DataFrame:
+        return self.life.query("select * from governance.promotion_ledger where strategy is not null "
+                               "order by decided_at, dagster_run_id")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, flights_by_month):
+    life = Lifecycle(tmp_path_factory.mktemp("serving"))
+    for month, table in flights_by_month.items():
+        write_landing_month(life.paths.landing_dir, month, first_days(table))
+    assert life.run().success
+    # The online store as of a past instant, in its own file.
+    online = life.paths.data_dir / "online_at_instant.sqlite"
+    store = FeatureStore(life.paths.warehouse_path, SqlProject().feature_views().values(), online_path=online)
+    store.materialize_online(end_ts=INSTANT)
+    served = Served(life, online, _free_port())
+    served.store = store
+    served.thread.start()
+    for _ in range(300):
+        if served.server.started:
+            break
+        time.sleep(0.1)
+    assert served.client.get("/ready").status_code == 200
+    yield served
+    served.server.should_exit = True
+    served.thread.join(timeout=10)
+
+
+def _flights(life: Lifecycle, where: str, limit: int) -> pd.DataFrame:
+    return life.query(f"""
+        select flight_id, carrier, flight_number, tailnum, origin, dest, distance_miles, sched_dep_utc,
+               year, month, day, sched_dep_hour_local, sched_dep_minute_local,
+               isodow(make_date(year, month, day)) as day_of_week
+        from staging.stg_flights where {where} order by flight_id limit {limit}""")
+
+
+def _requests(flights: pd.DataFrame) -> list[dict]:
+    """Flights as a user knows them: local scheduled departure with its offset."""
+    out = []
+    for f in flights.itertuples(index=False):
+        local = pd.Timestamp(year=f.year, month=f.month, day=f.day, hour=f.sched_dep_hour_local,
+                             minute=f.sched_dep_minute_local).tz_localize("America/New_York")
+        out.append({"carrier": f.carrier, "flight": int(f.flight_number),
+                    "tailnum": None if pd.isna(f.tailnum) else f.tailnum, "origin": f.origin, "dest": f.dest,
+                    "sched_dep": local.isoformat(), "distance": float(f.distance_miles)})
+    return out
+
+
+def _same(a, b) -> bool:
+    missing = lambda v: v is None or (isinstance(v, float) and math.isnan(v))  # noqa: E731
+    if missing(a) or missing(b):
+        return missing(a) and missing(b)
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    return float(a) == float(b)
+
+
+def test_served_features_and_probabilities_equal_the_batch_path(served):
+    flights = _flights(served.life, "sched_dep_utc > timestamptz '2013-04-03 16:00:00+00'", 80)
+    answer = served.predict(_requests(flights), return_features=True)
+    # The batch path: point-in-time features of the same flights at the same instant.
+    entities = flights[["carrier", "origin", "dest", "tailnum"]].assign(event_timestamp=INSTANT)
+    batch = served.store.get_historical_features(entities, list(FEATURE_REFS))
+    batch["sched_dep_hour_local"] = flights["sched_dep_hour_local"].astype(float)
+    batch["day_of_week"] = flights["day_of_week"].astype(float)
+    batch["distance_miles"] = flights["distance_miles"].astype(float)
+    columns = feature_columns()
+    champion = served.life.registry.load_sklearn(served.life.registry.version_number("champion"))
+    inputs = pd.DataFrame({c: batch[c].astype("object" if k == "str" else "float64") for c, k in columns.items()})
+    expected = champion.predict_proba(inputs)[:, 1]
+    predictions = answer["predictions"]
+    assert [p["flight_id"] for p in predictions] == flights["flight_id"].tolist()
+    mismatches = [(i, c, p["features"][c], batch[c].iloc[i]) for i, p in enumerate(predictions)
+                  for c in columns if not _same(p["features"][c], batch[c].iloc[i])]
+    assert mismatches == []
+    assert [p["probability"] for p in predictions] == expected.tolist()
+    # The online store held real values, not only nulls: weather and carrier delays are filled.
+    assert sum(p["features"]["temp_f"] is not None for p in predictions) == len(predictions)
+    assert all(p["model_version"] == "1" and p["arm"] == "champion" for p in predictions)
+
+
+def test_bad_requests_get_clear_errors(served):
+    flight = _requests(_flights(served.life, "true", 1))[0]
+    naive = served.client.post("/predict", json={"flights": [{**flight, "sched_dep": "2013-04-03T09:00:00"}]})
+    assert naive.status_code == 422
+    assert naive.json()["detail"][0]["field"] == "flights.0.sched_dep"
+    negative = served.client.post("/predict", json={"flights": [{**flight, "distance": -3}]})
+    assert negative.json()["detail"][0]["field"] == "flights.0.distance"
+    both = served.client.post("/predict", json={"flights": [flight], "features": [{}]})
+    assert both.status_code == 422 and "exactly one" in both.json()["detail"][0]["message"]
+    too_many = served.client.post("/predict", json={"flights": [flight] * (MAX_ITEMS + 1)})
+    assert too_many.status_code == 422 and too_many.json()["detail"][0]["field"] == "flights"
+    huge = served.client.post("/predict", content=b"{" + b" " * 1_100_000 + b"}")
+    assert huge.status_code == 413
+    missing = served.client.post("/predict", json={"features": [{"carrier": "B6"}]})
+    assert missing.status_code == 422 and "required model input" in missing.json()["detail"]
+    for path in ("/admin/reload", "/admin/rollback"):
+        assert served.client.post(path).status_code == 403
+        assert served.client.post(path, headers={"Authorization": "Bearer wrong"}).status_code == 403
+
+
+def test_a_stream_of_requests_sees_no_failure_across_promotion_and_rollback(served):
+    registry = served.life.registry
+    v1 = registry.version_by_alias("champion")
+    # A second version (the same artifacts), made the challenger.
+    v2 = registry.client().create_model_version(MODEL, v1.source, v1.run_id)
+    registry.set_alias("challenger", v2.version)
+    request = _requests(_flights(served.life, "true", 3))
+    answers: list[tuple[int, list[str]]] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        with httpx.Client(base_url=str(served.client.base_url), timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    r = client.post("/predict", json={"flights": request})
+                    answers.append((r.status_code, [p["model_version"] for p in r.json()["predictions"]]
+                                    if r.status_code == 200 else []))
+                except httpx.HTTPError as error:
+                    answers.append((-1, [str(error)]))
+
+    threads = [threading.Thread(target=stream) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    served.control.promote("challenger", "test promotion")
+    deadline = time.time() + 15
+    while time.time() < deadline and not (answers and answers[-1][1] == [str(v2.version)] * 3):
+        time.sleep(0.05)
+    promoted_at = len(answers)
+    served.control.rollback("test rollback")
+    deadline = time.time() + 15
+    while time.time() < deadline and not (answers[-1][1] == ["1"] * 3 and len(answers) > promoted_at + 20):
+        time.sleep(0.05)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert len(answers) > 50
+    assert [a for a in answers if a[0] != 200] == []  # zero failed requests
+    versions = [a[1][0] for a in answers]
+    assert all(len(set(a[1])) == 1 for a in answers)  # one request, one model
+    # v1, then v2 after the promotion, then v1 again after the rollback.
+    compressed = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
+    assert compressed == ["1", str(v2.version), "1"]
+    assert registry.version_number("champion") == "1"
+    assert registry.version_number("previous_champion") == str(v2.version)
+
+
+def _training_frame(life: Lifecycle) -> pd.DataFrame:
+    return life.query("select * from training.training_dataset")
+
+
+def _flipped_model(life: Lifecycle):
+    """A model that predicts badly: trained on inverted labels."""
+    frame = _training_frame(life)
+    columns = feature_columns()
+    pipeline = build_pipeline(columns, ModelParams(max_iter=40, seed=1))
+    return pipeline.fit(frame[list(columns)], 1 - frame[LABEL]), columns
+
+
+def test_canary_splits_ten_percent_of_keys_stickily_and_shadow_never_changes_answers(served):
+    registry = served.life.registry
+    flipped, columns = _flipped_model(served.life)
+    bad = served.register(flipped, columns, list(SCHEDULE_FEATURES))
+    registry.set_alias("challenger", bad)
+    vector = served.predict(_requests(_flights(served.life, "true", 1)), return_features=True)
+    row = vector["predictions"][0]["features"]
+    single = served.client.post("/predict", json={"features": [row]}).json()["predictions"][0]
+
+    served.control.deploy("canary", "challenger", share=0.1)
+    served.reload()
+    keys = [f"key-{i}" for i in range(10_000)]
+    arms: list[str] = []
+    for start in range(0, len(keys), MAX_ITEMS):
+        chunk = keys[start:start + MAX_ITEMS]
+        answer = served.client.post("/predict", json={"features": [row] * len(chunk), "keys": chunk}).json()
+        arms += [p["arm"] for p in answer["predictions"]]
+    share = arms.count("challenger") / len(arms)
+    assert abs(share - 0.1) < 4 * math.sqrt(0.1 * 0.9 / len(keys))
+    again = served.client.post("/predict", json={"features": [row] * 1000, "keys": keys[:1000]}).json()
+    assert [p["arm"] for p in again["predictions"]] == arms[:1000]
+    challenger_answer = next(p for p in again["predictions"] if p["arm"] == "challenger")
+    assert challenger_answer["model_version"] == bad and challenger_answer["probability"] != single["probability"]
+
+    deployed = served.client.post("/admin/deploy", json={"strategy": "shadow", "challenger_alias": "challenger"},
+                                  headers={"Authorization": f"Bearer {TOKEN}"})
+    assert deployed.status_code == 200 and deployed.json()["deployment"] == "shadow:champion+challenger@1"
+    shadowed = served.client.post("/predict", json={"features": [row] * 200, "keys": keys[:200],
+                                                    "request_id": "shadow-check"}).json()
+    assert {(p["arm"], p["model_version"], p["probability"]) for p in shadowed["predictions"]} == {
+        ("champion", single["model_version"], single["probability"])}
+    served.flush_log()
+    time.sleep(0.3)
+    served.flush_log()
+    log = duckdb.sql(f"select probability, challenger_version, challenger_probability from "
+                     f"read_parquet('{served.life.paths.prediction_log_dir}/*/*.parquet', hive_partitioning = false) "
+                     f"where request_id = 'shadow-check'").df()
+    assert len(log) == 200 and (log["probability"] == single["probability"]).all()
+    assert (log["challenger_version"] == bad).all() and log["challenger_probability"].notna().all()
+    assert (log["challenger_probability"] != log["probability"]).all()
+    served.control.deploy("single")
+    served.reload()
+
+
+def _run_controller(served) -> tuple[bool, dict]:
+    result = served.life.run_job("progressive_delivery", run_config={
+        "ops": {"deployment_controller": {"config": {"min_requests": 50, "min_outcomes": 100}}}})
+    metadata = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key.to_user_string() == "deployment_controller":
+            metadata = {k: v.value for k, v in materialization.metadata.items()}
+    return result.success, metadata
+
+
+def test_a_healthy_canary_is_ramped_to_the_next_step(served):
+    registry = served.life.registry
+    twin = registry.client().create_model_version(MODEL, registry.version_by_alias("champion").source,
+                                                  registry.version_by_alias("champion").run_id)
+    registry.set_alias("challenger", twin.version)
+    served.control.deploy("canary", "challenger", share=0.25, ramp=(0.25, 0.5, 1.0))
+    served.reload()
+    flights = _requests(_flights(served.life, "day = 1 and month = 2", 400))
+    for start in range(0, len(flights), 50):
+        served.predict(flights[start:start + 50])
+    served.flush_log()
+    success, metadata = _run_controller(served)
+    assert success and metadata["decision"] == "ramp" and metadata["share_after"] == 0.5, metadata
+    assert served.control.deployment().share == 0.5
+    last = served.ledger().iloc[-1]
+    assert (last["decision"], last["share"], last["strategy"]) == ("ramped", 0.5, "canary")
+    statistics = json.loads(last["statistics"])
+    assert statistics["challenger"]["answered"] >= 50 and statistics["challenger"]["errors"] == 0
+    served.control.deploy("single")
+
+
+def test_a_challenger_that_raises_is_rolled_back_and_no_request_fails(served):
+    frame = _training_frame(served.life)
+    # A model that needs an input serving does not have: it raises on every request.
+    columns = {**feature_columns(), "runway_condition": "float"}
+    frame["runway_condition"] = np.random.default_rng(0).random(len(frame))
+    broken = build_pipeline(columns, ModelParams(max_iter=10)).fit(frame[list(columns)], frame[LABEL])
+    version = served.register(broken, columns, [*SCHEDULE_FEATURES, "runway_condition"])
+    served.life.registry.set_alias("challenger", version)
+    served.control.deploy("canary", "challenger", share=0.5)
+    state = served.reload()
+    assert state["models"]["challenger"] == version
+    flights = _requests(_flights(served.life, "day = 2", 200))
+    arms = []
+    for start in range(0, len(flights), 20):
+        arms += [p["arm"] for p in served.predict(flights[start:start + 20])["predictions"]]
+    assert set(arms) == {"champion", "champion_fallback"} and 60 < arms.count("champion_fallback") < 140
+    metrics = served.client.get("/metrics").text
+    assert f'mlops_challenger_errors_total{{model_version="{version}"}} {arms.count("champion_fallback")}.0' in metrics
+    served.flush_log()
+    success, metadata = _run_controller(served)
+    assert success and metadata["decision"] == "rollback"
+    assert served.control.deployment().strategy == "single"
+    last = served.ledger().iloc[-1]
+    assert last["decision"] == "rolled_back" and last["challenger_version"] == version
+    assert f"challenger failed {arms.count('champion_fallback')} of {arms.count('champion_fallback')}" \
+        in last["reason"]
+    assert json.loads(last["statistics"])["challenger_error_rate"] == 1.0
+
+
+def test_a_challenger_that_predicts_badly_is_rolled_back_on_labelled_outcomes(served):
+    flipped, columns = _flipped_model(served.life)
+    version = served.register(flipped, columns, list(SCHEDULE_FEATURES))
+    served.life.registry.set_alias("challenger", version)
+    served.control.deploy("canary", "challenger", share=0.5, ramp=(0.5, 1.0))
+    served.reload()
+    flights = _requests(_flights(served.life, "day in (3, 4) and month = 3", 1200))
+    for start in range(0, len(flights), 100):
+        served.predict(flights[start:start + 100])
+    served.flush_log()
+    success, metadata = _run_controller(served)
+    assert success and metadata["decision"] == "rollback", metadata
+    assert "Brier score worse" in metadata["reason"]
+    statistics = metadata["statistics"]
+    assert statistics["harm_test"]["p_value"] < 0.05 and statistics["harm_test"]["difference"] > 0.05
+    assert min(statistics["champion"]["losses"]["n"], statistics["challenger"]["losses"]["n"]) >= 100
+    assert served.control.deployment().strategy == "single"
+    assert served.life.registry.version_number("champion") == "1"
+    last = served.ledger().iloc[-1]
+    assert last["decision"] == "rolled_back" and "Brier score worse" in last["reason"]
+    # The log reached the warehouse once: a second run loads nothing new.
+    before = served.life.query("select count(*) n from serving.predictions")["n"][0]
+    _run_controller(served)
+    assert served.life.query("select count(*) n from serving.predictions")["n"][0] == before
+
+
+def test_a_version_that_fails_to_load_leaves_the_old_one_serving(served):
+    registry = served.life.registry
+    broken = registry.client().create_model_version(MODEL, str(served.life.paths.data_dir / "no-such-model"),
+                                                    registry.version_by_alias("champion").run_id)
+    registry.set_alias("champion", broken.version)
+    try:
+        state = served.reload()
+        assert state["models"]["champion"] == "1" and "failed to load" in state["errors"]["champion"]
+        ready = served.client.get("/ready")
+        assert ready.status_code == 200 and "failed to load" in ready.json()["errors"]["champion"]
+        metrics = served.client.get("/metrics").text
+        assert f'mlops_model_load_failures_total{{alias="champion",model_version="{broken.version}"}} 1.0' in metrics
+        answer = served.predict(_requests(_flights(served.life, "true", 2)))
+        assert {p["model_version"] for p in answer["predictions"]} == {"1"}
+    finally:
+        registry.set_alias("champion", "1")

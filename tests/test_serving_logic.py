@@ -1,0 +1,207 @@
+"""Serving's pure parts: the fast scorer, sticky routing, the sequential test, the controller."""
+
+import math
+import random
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from dagster import RunRequest, SkipReason, build_sensor_context
+
+from mlops_pipelines.serving.assets import ServingFiles, prediction_log_sensor
+from mlops_pipelines.serving.controller import ArmStats, DeliveryPolicy, decide
+from mlops_pipelines.serving.deployment import Deployment, challenger_answers, routing_point, shadow_scores
+from mlops_pipelines.serving.predictor import LoadedModel
+from mlops_pipelines.serving.sequential import ArmOutcomes, msprt
+from mlops_pipelines.training.model import ModelParams, build_pipeline
+
+COLUMNS = {"carrier": "str", "origin": "str", "hour": "float", "temp": "float", "delay_mean": "float"}
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(7)
+    n = 4000
+    frame = pd.DataFrame({
+        "carrier": rng.choice(["AA", "B6", "DL", "UA", None], n),
+        "origin": rng.choice(["EWR", "JFK", "LGA"], n),
+        "hour": rng.integers(5, 23, n).astype(float),
+        "temp": np.where(rng.random(n) < 0.1, np.nan, rng.normal(50, 15, n)),
+        "delay_mean": rng.normal(10, 20, n),
+    })
+    logit = 0.08 * (frame["hour"] - 12) + 0.04 * frame["delay_mean"] + (frame["carrier"] == "B6") * 0.7
+    labels = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    pipeline = build_pipeline(COLUMNS, ModelParams(max_iter=60, seed=3)).fit(frame, labels)
+    return pipeline, frame
+
+
+def test_fast_scoring_equals_the_pipeline_bit_for_bit(fitted):
+    pipeline, frame = fitted
+    model = LoadedModel("champion", "1", None, list(COLUMNS), ["origin", "hour"], pipeline)
+    assert model._forest is not None  # the fast path is the one under test
+    probe = pd.concat([frame.head(300), pd.DataFrame([
+        # an unseen carrier, a missing one, a missing number, an unseen airport
+        {"carrier": "ZZ", "origin": "JFK", "hour": 7.0, "temp": np.nan, "delay_mean": 3.0},
+        {"carrier": None, "origin": "EWR", "hour": 22.0, "temp": 80.0, "delay_mean": -5.0},
+        {"carrier": "AA", "origin": "XXX", "hour": 0.0, "temp": np.nan, "delay_mean": np.nan},
+    ])], ignore_index=True)
+    rows = probe.astype(object).where(probe.notna(), None).to_dict("records")
+    expected = pipeline.predict_proba(probe)[:, 1]
+    assert np.array_equal(model.predict(rows), expected)  # batch (> 16 rows)
+    assert [model.predict([row])[0] for row in rows[-20:]] == expected[-20:].tolist()  # one by one
+
+
+def test_a_required_input_missing_names_row_and_column(fitted):
+    pipeline, _ = fitted
+    model = LoadedModel("champion", "1", None, list(COLUMNS), ["carrier", "origin", "hour"], pipeline)
+    with pytest.raises(KeyError, match=r"row 1: required model input \['hour'\]"):
+        model.predict([{"carrier": "AA", "origin": "JFK", "hour": 5.0}, {"carrier": "AA", "origin": "JFK"}])
+
+
+def test_canary_share_is_close_to_target_and_sticky():
+    deployment = Deployment("canary", challenger_alias="challenger", share=0.1, deployment_id="d1")
+    keys = [f"flight-{i}" for i in range(10_000)]
+    arms = [challenger_answers(deployment, k) for k in keys]
+    share = sum(arms) / len(keys)
+    # 4 standard deviations of a binomial share at n=10,000: 0.012.
+    assert abs(share - 0.1) < 4 * math.sqrt(0.1 * 0.9 / 10_000)
+    assert arms == [challenger_answers(deployment, k) for k in keys]  # the same key, the same arm
+    # Ramping up keeps every key that already had the challenger.
+    wider = Deployment("canary", challenger_alias="challenger", share=0.25, deployment_id="d1")
+    assert all(challenger_answers(wider, k) for k, a in zip(keys, arms, strict=True) if a)
+    # A new deployment reshuffles.
+    other = Deployment("canary", challenger_alias="challenger", share=0.1, deployment_id="d2")
+    assert arms != [challenger_answers(other, k) for k in keys]
+
+
+def test_routing_point_is_uniform():
+    points = np.array([routing_point("x", str(i)) for i in range(20_000)])
+    assert points.min() >= 0 and points.max() < 1
+    counts, _ = np.histogram(points, bins=10, range=(0, 1))
+    assert counts.min() > 1800 and counts.max() < 2200
+
+
+def test_shadow_never_routes_and_single_never_scores_a_challenger():
+    shadow = Deployment("shadow", challenger_alias="challenger", share=1.0)
+    assert not any(challenger_answers(shadow, str(i)) for i in range(1000))
+    assert all(shadow_scores(shadow, str(i)) for i in range(1000))
+    single = Deployment()
+    assert not any(challenger_answers(single, str(i)) or shadow_scores(single, str(i)) for i in range(1000))
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"strategy": "blue"}, "expected one of"),
+    ({"strategy": "canary"}, "needs a challenger alias"),
+    ({"strategy": "canary", "challenger_alias": "c", "share": 1.5}, "expected a fraction"),
+    ({"strategy": "ab", "challenger_alias": "c", "share": 0.5}, "planned sample size"),
+    ({"ramp": (0.5, 0.25)}, "increasing fractions"),
+])
+def test_bad_deployment_records_are_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        Deployment(**bad)
+
+
+def test_deployment_record_round_trips_through_tags():
+    record = Deployment("canary", challenger_alias="challenger", share=0.25, ramp=(0.1, 0.5, 1.0),
+                        deployment_id="abc", updated_at="2026-01-01T00:00:00+00:00", updated_by="cli")
+    assert Deployment.from_tags({**record.to_tags(), "unrelated": "x"}) == record
+    assert Deployment.from_tags({}) == Deployment()
+
+
+def _null_looks(rng: random.Random, looks: int, per_look: int, naive: bool) -> bool:
+    """One experiment with no true difference, checked after every batch: did it ever reject?"""
+    a: list[float] = []
+    b: list[float] = []
+    for _ in range(looks):
+        a += [float(rng.random() < 0.2) for _ in range(per_look)]
+        b += [float(rng.random() < 0.2) for _ in range(per_look)]
+        arm_a, arm_b = ArmOutcomes.of(a), ArmOutcomes.of(b)
+        if naive:
+            z = (arm_b.mean - arm_a.mean) / math.sqrt(arm_a.variance / arm_a.n + arm_b.variance / arm_b.n)
+            if abs(z) > 1.96:
+                return True
+        elif msprt(arm_a, arm_b, tau=0.05).p_value < 0.05:
+            return True
+    return False
+
+
+def test_msprt_keeps_its_error_rate_under_repeated_looks_where_a_z_test_does_not():
+    rng = random.Random(11)
+    runs = 300
+    sequential = sum(_null_looks(rng, 30, 40, naive=False) for _ in range(runs)) / runs
+    naive = sum(_null_looks(rng, 30, 40, naive=True) for _ in range(runs)) / runs
+    assert sequential <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / runs)
+    assert naive > 0.15  # the same data, checked 30 times with a fixed-sample test
+
+
+def test_msprt_detects_a_real_difference():
+    rng = random.Random(5)
+    champion = ArmOutcomes.of([float(rng.random() < 0.15) for _ in range(2000)])
+    challenger = ArmOutcomes.of([float(rng.random() < 0.25) for _ in range(2000)])
+    result = msprt(champion, challenger, tau=0.05)
+    assert result.difference > 0.05 and result.p_value < 1e-6
+
+
+def _arm(answered=0, attempts=None, errors=0, p99=2.0, losses=(), step=None):
+    return ArmStats(answered=answered, attempts=answered if attempts is None else attempts, errors=errors,
+                    p99_latency_ms=p99, losses=ArmOutcomes.of(list(losses)),
+                    answered_this_step=answered if step is None else step)
+
+
+CANARY = Deployment("canary", challenger_alias="challenger", share=0.05, deployment_id="d", ramp=(0.05, 0.25, 1.0))
+GOOD = [0.1, 0.2, 0.15, 0.12] * 50  # 200 Brier losses around 0.14
+BAD = [0.4, 0.5, 0.45, 0.35] * 50
+MANY_GOOD = GOOD * 10  # non-inferiority within 0.005 needs more outcomes than spotting harm
+
+
+@pytest.mark.parametrize("deployment, champion, challenger, action, share, reason", [
+    # nothing running
+    (Deployment(), _arm(), _arm(), "none", 0.0, "no experiment"),
+    # every challenger attempt failed: roll back on errors before anything else
+    (CANARY, _arm(500), _arm(0, attempts=30, errors=30), "rollback", 0.0, "failed 30 of 30"),
+    # errors within 1%: not a reason
+    (CANARY, _arm(500), _arm(10, attempts=10, errors=0, step=10), "hold", 0.05, "10 of 200"),
+    # slow challenger: p99 40 ms against 3 ms
+    (CANARY, _arm(500, p99=3.0), _arm(300, p99=40.0), "rollback", 0.0, "p99 latency"),
+    # clearly worse Brier once labelled
+    (CANARY, _arm(500, losses=GOOD), _arm(300, losses=BAD), "rollback", 0.0, "Brier score worse"),
+    # enough answers at 5%, no harm: next step
+    (CANARY, _arm(500, losses=GOOD), _arm(300, losses=GOOD), "ramp", 0.25, "no worse at share 0.05"),
+    # at the last step before 100%: 200 outcomes per arm cannot show non-inferiority yet, 2,000 can
+    (Deployment("canary", challenger_alias="challenger", share=0.25, deployment_id="d", ramp=(0.05, 0.25, 1.0)),
+     _arm(500, losses=GOOD), _arm(300, losses=GOOD), "hold", 0.25, "not yet shown non-inferior"),
+    (Deployment("canary", challenger_alias="challenger", share=0.25, deployment_id="d", ramp=(0.05, 0.25, 1.0)),
+     _arm(5000, losses=MANY_GOOD), _arm(3000, losses=MANY_GOOD), "promote", 1.0, "non-inferior"),
+    # ...but without labels it waits
+    (Deployment("canary", challenger_alias="challenger", share=0.25, deployment_id="d", ramp=(0.05, 0.25, 1.0)),
+     _arm(500), _arm(300), "hold", 0.25, "waiting for 100 labelled"),
+    # ab before its planned sample: hold; after it, no improvement: conclude (champion stays)
+    (Deployment("ab", challenger_alias="challenger", share=0.5, sample_size=1000), _arm(300, losses=GOOD),
+     _arm(300, losses=GOOD), "hold", 0.5, "of 1000 planned"),
+    (Deployment("ab", challenger_alias="challenger", share=0.5, sample_size=150), _arm(300, losses=GOOD),
+     _arm(300, losses=GOOD), "conclude", 0.0, "no significant improvement"),
+    # shadow never promotes itself
+    (Deployment("shadow", challenger_alias="challenger", share=1.0), _arm(300, losses=GOOD),
+     _arm(300, losses=GOOD), "hold", 1.0, "never promoted automatically"),
+])
+def test_controller_decisions(deployment, champion, challenger, action, share, reason):
+    decision = decide(deployment, champion, challenger, DeliveryPolicy())
+    assert (decision.action, decision.share) == (action, share)
+    assert reason in decision.reason
+
+
+def test_prediction_log_sensor_runs_once_per_new_file(tmp_path):
+    files = ServingFiles(prediction_log_dir=str(tmp_path / "log"), deployment_outbox=str(tmp_path / "out.jsonl"))
+    empty = prediction_log_sensor(build_sensor_context(resources={"serving_files": files}))
+    assert isinstance(empty, SkipReason)
+    day = tmp_path / "log" / "date=2026-01-01"
+    day.mkdir(parents=True)
+    pq.write_table(pa.table({"x": [1]}), day / "a.parquet")
+    (day / "b.parquet.tmp").write_bytes(b"half written")  # never counted
+    context = build_sensor_context(resources={"serving_files": files})
+    first = prediction_log_sensor(context)
+    assert isinstance(first, RunRequest) and context.cursor == str((day / "a.parquet").stat().st_mtime_ns)
+    again = prediction_log_sensor(build_sensor_context(cursor=context.cursor, resources={"serving_files": files}))
+    assert isinstance(again, SkipReason)
