@@ -60,6 +60,7 @@ class Served:
         return answer.json()
 
     def flush_log(self) -> None:
+        time.sleep(0.3)  # the last response's log rows are queued just after it is sent
         self.app.state.writer.flush()
 
     def predict(self, flights, **extra) -> dict:
@@ -188,42 +189,44 @@ def test_a_stream_of_requests_sees_no_failure_across_promotion_and_rollback(serv
     v2 = registry.client().create_model_version(MODEL, v1.source, v1.run_id)
     registry.set_alias("challenger", v2.version)
     request = _requests(_flights(served.life, "true", 3))
-    answers: list[tuple[int, list[str]]] = []
+    answers: list[tuple[int, int, list[str]]] = []  # (thread, status, versions)
     stop = threading.Event()
 
-    def stream() -> None:
+    def stream(thread: int) -> None:
         with httpx.Client(base_url=str(served.client.base_url), timeout=30) as client:
             while not stop.is_set():
                 try:
                     r = client.post("/predict", json={"flights": request})
-                    answers.append((r.status_code, [p["model_version"] for p in r.json()["predictions"]]
-                                    if r.status_code == 200 else []))
+                    answers.append((thread, r.status_code, [p["model_version"] for p in r.json()["predictions"]]
+                                    if r.status_code == 200 else [r.text]))
                 except httpx.HTTPError as error:
-                    answers.append((-1, [str(error)]))
+                    answers.append((thread, -1, [str(error)]))
 
-    threads = [threading.Thread(target=stream) for _ in range(3)]
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
     time.sleep(0.5)
     served.control.promote("challenger", "test promotion")
     deadline = time.time() + 15
-    while time.time() < deadline and not (answers and answers[-1][1] == [str(v2.version)] * 3):
+    while time.time() < deadline and not (answers and answers[-1][2] == [str(v2.version)] * 3):
         time.sleep(0.05)
     promoted_at = len(answers)
     served.control.rollback("test rollback")
     deadline = time.time() + 15
-    while time.time() < deadline and not (answers[-1][1] == ["1"] * 3 and len(answers) > promoted_at + 20):
+    while time.time() < deadline and not (answers[-1][2] == ["1"] * 3 and len(answers) > promoted_at + 20):
         time.sleep(0.05)
     stop.set()
     for t in threads:
         t.join()
     assert len(answers) > 50
-    assert [a for a in answers if a[0] != 200] == []  # zero failed requests
-    versions = [a[1][0] for a in answers]
-    assert all(len(set(a[1])) == 1 for a in answers)  # one request, one model
-    # v1, then v2 after the promotion, then v1 again after the rollback.
-    compressed = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
-    assert compressed == ["1", str(v2.version), "1"]
+    assert [a for a in answers if a[1] != 200] == []  # zero failed requests
+    assert all(len(set(a[2])) == 1 for a in answers)  # one request, one model
+    # Each client's requests are sequential: each saw v1, then v2 after the promotion, then v1 again
+    # after the rollback (a swap never goes back and forth).
+    for thread in range(3):
+        versions = [a[2][0] for a in answers if a[0] == thread]
+        compressed = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
+        assert compressed == ["1", str(v2.version), "1"], (thread, compressed)
     assert registry.version_number("champion") == "1"
     assert registry.version_number("previous_champion") == str(v2.version)
 
@@ -271,8 +274,6 @@ def test_canary_splits_ten_percent_of_keys_stickily_and_shadow_never_changes_ans
                                                     "request_id": "shadow-check"}).json()
     assert {(p["arm"], p["model_version"], p["probability"]) for p in shadowed["predictions"]} == {
         ("champion", single["model_version"], single["probability"])}
-    served.flush_log()
-    time.sleep(0.3)
     served.flush_log()
     log = duckdb.sql(f"select probability, challenger_version, challenger_probability from "
                      f"read_parquet('{served.life.paths.prediction_log_dir}/*/*.parquet', hive_partitioning = false) "
@@ -365,6 +366,13 @@ def test_a_challenger_that_predicts_badly_is_rolled_back_on_labelled_outcomes(se
     assert served.life.registry.version_number("champion") == "1"
     last = served.ledger().iloc[-1]
     assert last["decision"] == "rolled_back" and "Brier score worse" in last["reason"]
+    # Live monitoring saw it too: the flipped model's Brier on labelled answers is far worse.
+    live = served.life.query("select model_version, arm, labelled, brier from serving.live_performance")
+    challenger_brier = live[(live["model_version"] == version) & (live["arm"] == "challenger")]["brier"].iloc[0]
+    champion_brier = live[(live["model_version"] == "1") & (live["arm"] == "champion")]["brier"].max()
+    assert challenger_brier > champion_brier + 0.1
+    drift = served.life.query('select "column", drift from serving.live_drift')
+    assert "prediction" in drift["column"].tolist() and len(drift) == len(feature_columns()) + 1
     # The log reached the warehouse once: a second run loads nothing new.
     before = served.life.query("select count(*) n from serving.predictions")["n"][0]
     _run_controller(served)

@@ -11,6 +11,8 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetSelection,
@@ -28,11 +30,13 @@ from dagster import (
 )
 from pydantic import Field
 
+from mlops_pipelines.monitoring.profile import ReferenceProfile, detect_drift_from_profile
 from mlops_pipelines.serving.control import DeploymentControl, import_outbox
 from mlops_pipelines.serving.controller import ArmStats, DeliveryPolicy, decide
 from mlops_pipelines.serving.deployment import Deployment
 from mlops_pipelines.serving.sequential import ArmOutcomes
-from mlops_pipelines.training.registry import MLflowRegistry
+from mlops_pipelines.training.model import score
+from mlops_pipelines.training.registry import CHAMPION, MLflowRegistry
 from mlops_pipelines.warehouse import WAREHOUSE_POOL, DuckDBWarehouse, table_exists
 
 
@@ -229,12 +233,96 @@ def deployment_controller(
     })
 
 
-serving_assets = [prediction_log, deployment_controller]
+def _rounded(value: float | None) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+class LiveMonitoringConfig(Config):
+    window_hours: float = Field(default=24.0, description="Served answers logged in the last N hours are checked.")
+    min_rows: int = Field(default=200, description="Fewest answers worth a drift test.")
+    share_threshold: float = Field(default=0.3, description="Share of drifted columns that counts as drift.")
+    decision_threshold: float = Field(default=0.35, description="Probability above which a delay is predicted.")
+
+
+PERFORMANCE_SQL = """
+select model_version, arm, count(*) as answered, count(is_delayed) as labelled,
+       list(probability) filter (where is_delayed is not null) as probabilities,
+       list(is_delayed) filter (where is_delayed is not null) as labels
+from serving.prediction_outcomes
+where logged_at >= now() - to_milliseconds(cast(? * 3600000 as bigint))
+group by all order by model_version, arm
+"""
+
+
+@asset(
+    group_name="serving",
+    deps=[prediction_log],
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb"},
+    description="What serving saw lately: live quality per model version and arm once labels arrive "
+    "(serving.live_performance), and drift of the served inputs and predictions against the champion's "
+    "reference profile (serving.live_drift).",
+)
+def live_monitoring(context: AssetExecutionContext, config: LiveMonitoringConfig, warehouse: DuckDBWarehouse,
+                    mlflow_registry: MLflowRegistry) -> MaterializeResult:
+    with warehouse.connect() as connection:
+        if not table_exists(connection, "serving", "prediction_outcomes"):
+            return MaterializeResult(metadata={"answers": MetadataValue.int(0)})
+        groups = connection.execute(PERFORMANCE_SQL, [config.window_hours]).fetchall()
+        champion = mlflow_registry.version_by_alias(CHAMPION)
+        served = connection.execute(
+            "select features, probability from serving.prediction_outcomes where model_version = ? "
+            "and arm in ('champion', 'champion_fallback') "
+            "and logged_at >= now() - to_milliseconds(cast(? * 3600000 as bigint))",
+            [str(champion.version) if champion else "", config.window_hours],
+        ).fetchall()
+    performance = []
+    for version, arm, answered, labelled, probabilities, labels in groups:
+        scores = score(np.asarray(labels), np.asarray(probabilities), config.decision_threshold) if labelled else {}
+        performance.append({"model_version": version, "arm": arm, "answered": answered, "labelled": labelled,
+                            "brier": scores.get("brier"), "roc_auc": scores.get("roc_auc"),
+                            "positive_rate": scores.get("positive_rate"),
+                            "mean_prediction": float(sum(probabilities) / labelled) if labelled else None})
+    metadata: dict = {"answers": MetadataValue.int(sum(p["answered"] for p in performance))}
+    if performance:
+        lines = [f"| {p['model_version']} | {p['arm']} | {p['answered']} | {p['labelled']} | "
+                 f"{_rounded(p['brier'])} | {_rounded(p['roc_auc'])} |" for p in performance]
+        metadata["performance"] = MetadataValue.md(
+            "| version | arm | answered | labelled | Brier | ROC AUC |\n|---|---|---|---|---|---|\n" + "\n".join(lines))
+    drift_rows: list[dict] = []
+    if champion is not None and len(served) >= config.min_rows:
+        profile = ReferenceProfile.from_json(mlflow_registry.download_text(champion.run_id, "reference_profile.json"))
+        current = pd.DataFrame([json.loads(f) for f, _ in served])
+        current["prediction"] = [p for _, p in served]
+        report = detect_drift_from_profile(profile, current, share_threshold=config.share_threshold)
+        drift_rows = report.to_frame().assign(champion_version=str(champion.version)).to_dict("records")
+        metadata.update({
+            "share_drifted": MetadataValue.float(round(report.share_drifted, 6)),
+            "dataset_drift": MetadataValue.bool(report.dataset_drift),
+            "drifted_columns": MetadataValue.text(", ".join(report.drifted_columns)),
+            "drift_rows": MetadataValue.int(len(served)),
+        })
+    with warehouse.connect() as connection:
+        connection.execute("create schema if not exists serving")
+        connection.register("performance_frame", pd.DataFrame(performance, columns=[
+            "model_version", "arm", "answered", "labelled", "brier", "roc_auc", "positive_rate", "mean_prediction"]))
+        connection.execute("create or replace table serving.live_performance as "
+                           "select *, now() as checked_at from performance_frame")
+        if drift_rows:
+            connection.register("drift_frame", pd.DataFrame(drift_rows))
+            connection.execute("create or replace table serving.live_drift as "
+                               "select *, now() as checked_at from drift_frame")
+    context.log.info(f"live monitoring: {len(served)} champion answers in {config.window_hours} h")
+    return MaterializeResult(metadata=metadata)
+
+
+serving_assets = [prediction_log, deployment_controller, live_monitoring]
 
 progressive_delivery_job = define_asset_job(
     "progressive_delivery",
-    selection=AssetSelection.assets(prediction_log, deployment_controller),
-    description="Load the prediction log, join labels, and take the next deployment step.",
+    selection=AssetSelection.assets(prediction_log, deployment_controller, live_monitoring),
+    description="Load the prediction log, join labels, take the next deployment step, check live quality "
+    "and drift.",
 )
 
 

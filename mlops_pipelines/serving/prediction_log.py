@@ -62,6 +62,8 @@ class PredictionLogWriter:
         self._thread: threading.Thread | None = None
         self._prefix = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._sequence = 0
+        # One flush at a time: a caller's flush() returns only after a batch the thread drained is on disk.
+        self._flush_lock = threading.Lock()
         self._on_write = on_write
         self._on_drop = on_drop
 
@@ -84,9 +86,10 @@ class PredictionLogWriter:
     def flush(self) -> int:
         """Write what is queued now; returns the rows written."""
         written = 0
-        while rows := self._drain():
-            self._write(rows)
-            written += len(rows)
+        with self._flush_lock:
+            while rows := self._drain():
+                self._write(rows)
+                written += len(rows)
         return written
 
     def _write(self, rows: list[dict]) -> None:
