@@ -130,10 +130,14 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
 
     from mlops_pipelines.serving.app import ServingSettings, create_app
 
+    # Model downloads on alias changes would otherwise draw progress bars into the server's log.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings = ServingSettings.from_paths(ProjectPaths.from_env(), poll_seconds=args.poll_seconds)
     print(f"mlops serve: http://{args.host}:{args.port} (model {settings.model_name}, registry "
           f"{settings.tracking_uri}, online store {settings.online_store_path})")

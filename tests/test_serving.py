@@ -324,6 +324,7 @@ def test_a_challenger_that_raises_is_rolled_back_and_no_request_fails(served):
     frame["runway_condition"] = np.random.default_rng(0).random(len(frame))
     broken = build_pipeline(columns, ModelParams(max_iter=10)).fit(frame[list(columns)], frame[LABEL])
     version = served.register(broken, columns, [*SCHEDULE_FEATURES, "runway_condition"])
+    served.broken_version = version
     served.life.registry.set_alias("challenger", version)
     served.control.deploy("canary", "challenger", share=0.5)
     state = served.reload()
@@ -344,6 +345,24 @@ def test_a_challenger_that_raises_is_rolled_back_and_no_request_fails(served):
     assert f"challenger failed {arms.count('champion_fallback')} of {arms.count('champion_fallback')}" \
         in last["reason"]
     assert json.loads(last["statistics"])["challenger_error_rate"] == 1.0
+
+
+def test_a_champion_that_fails_to_predict_is_answered_for_by_the_previous_one(served):
+    registry = served.life.registry
+    registry.set_alias("champion", served.broken_version)  # e.g. promoted by hand, by mistake
+    try:
+        state = served.reload()
+        assert state["models"]["champion"] == served.broken_version
+        answer = served.predict(_requests(_flights(served.life, "true", 5)))
+        assert {(p["arm"], p["model_version"]) for p in answer["predictions"]} == {("previous_champion", "1")}
+        ready = served.client.get("/ready").json()
+        assert ready["previous_champion"] == "1"
+        assert "runway_condition" in ready["predict_errors"][f"champion v{served.broken_version}"]
+        metrics = served.client.get("/metrics").text
+        assert f'mlops_champion_errors_total{{model_version="{served.broken_version}"}} 5.0' in metrics
+    finally:
+        registry.set_alias("champion", "1")
+        served.reload()
 
 
 def test_a_challenger_that_predicts_badly_is_rolled_back_on_labelled_outcomes(served):

@@ -115,6 +115,8 @@ def create_app(settings: ServingSettings) -> FastAPI:
             manager.stop()
             writer.close()
 
+    predict_errors: dict[str, str] = {}
+    """Last prediction failure per champion version (shown in /ready)."""
     app = FastAPI(title="mlops-pipelines serving", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.manager = manager
     app.state.writer = writer
@@ -142,6 +144,8 @@ def create_app(settings: ServingSettings) -> FastAPI:
             "models": {a: {"version": m.version, "run_id": m.run_id, "loaded_at": m.loaded_at.isoformat()}
                        for a, m in state.models.items()},
             "errors": state.errors,
+            "predict_errors": predict_errors,
+            "previous_champion": state.previous_champion.version if state.previous_champion else None,
             "checked_at": state.checked_at.isoformat() if state.checked_at else None,
         }
         return JSONResponse(body, status_code=200 if state.champion is not None else 503)
@@ -206,17 +210,37 @@ def create_app(settings: ServingSettings) -> FastAPI:
                     for i in chosen:
                         arms[i], challenger_errors[i] = "champion_fallback", reason
         rest = [i for i, p in enumerate(probabilities) if p is None]
+        answering = {i: champion for i in rest}
         if rest:
             try:
                 scored = champion.predict([rows[i] for i in rest])
-            except (KeyError, ValueError, TypeError) as error:
-                metrics.requests.labels("invalid").inc()
-                return _error(422, f"the model cannot score this input: {error}")
+            except Exception as error:
+                # A champion that cannot score a request the one before it could is the model's fault,
+                # not the caller's: the previous champion (still in memory) answers instead.
+                fallback = state.previous_champion
+                reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+                metrics.champion_errors.labels(champion.version).inc(len(rest))
+                predict_errors[f"{champion.alias} v{champion.version}"] = reason
+                try:
+                    if fallback is None:
+                        raise error
+                    scored = fallback.predict([rows[i] for i in rest])
+                except (KeyError, ValueError, TypeError):
+                    metrics.requests.labels("invalid").inc()
+                    return _error(422, f"the model cannot score this input: {reason}")
+                except Exception:
+                    log.exception("champion and previous champion failed")
+                    metrics.requests.labels("error").inc()
+                    return _error(500, f"the champion failed to predict: {reason}")
+                log.error("champion version %s failed (%s); previous champion %s answered",
+                          champion.version, reason, fallback.version)
+                for i in rest:
+                    arms[i], answering[i] = "previous_champion", fallback
             for i, p in zip(rest, scored, strict=True):
                 probabilities[i] = float(p)
         predictions = []
         for i, p in enumerate(probabilities):
-            model = challenger if arms[i] == "challenger" else champion
+            model = challenger if arms[i] == "challenger" else answering[i]
             predictions.append({
                 "probability": p, "model_version": model.version, "alias": model.alias, "arm": arms[i],
                 "key": keys[i], "flight_id": flight_ids[i],
@@ -231,7 +255,7 @@ def create_app(settings: ServingSettings) -> FastAPI:
                               "deployment": deployment.describe()})
 
         def log_rows() -> None:
-            """After the response: shadow scores, then the rows to the log queue."""
+            """Shadow scores (if any), then the rows to the log queue."""
             if challenger is not None and deployment.strategy == "shadow":
                 shadowed = [i for i, key in enumerate(keys) if shadow_scores(deployment, key)]
                 if shadowed:
@@ -258,7 +282,11 @@ def create_app(settings: ServingSettings) -> FastAPI:
                     "features": json.dumps({c: rows[i].get(c) for c in champion.columns}, default=str),
                 })
 
-        return Response(content, media_type="application/json", background=BackgroundTask(log_rows))
+        if challenger is not None and deployment.strategy == "shadow":
+            # Shadow scoring costs a second model: it runs after the response is sent.
+            return Response(content, media_type="application/json", background=BackgroundTask(log_rows))
+        log_rows()  # only queue appends: cheaper inline than a hop to the thread pool
+        return Response(content, media_type="application/json")
 
     @app.post("/admin/reload")
     async def reload(request: Request) -> JSONResponse:

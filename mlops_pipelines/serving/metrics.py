@@ -19,6 +19,8 @@ class ServingMetrics:
                                    ["arm", "model_version"], registry=r)
         self.challenger_errors = Counter("mlops_challenger_errors", "Challenger failures (the champion answered)",
                                          ["model_version"], registry=r)
+        self.champion_errors = Counter("mlops_champion_errors", "Champion failures (the previous champion answered)",
+                                       ["model_version"], registry=r)
         self.shadow_predictions = Counter("mlops_shadow_predictions", "Items scored in shadow", registry=r)
         self.load_failures = Counter("mlops_model_load_failures", "Model versions that failed to load",
                                      ["alias", "model_version"], registry=r)

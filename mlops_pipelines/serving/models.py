@@ -34,6 +34,8 @@ class ServingState:
     errors: dict[str, str] = field(default_factory=dict)
     """alias -> why its wanted version is not the one serving (load failure, missing alias)."""
     checked_at: datetime | None = None
+    previous_champion: LoadedModel | None = None
+    """The champion this one replaced, still in memory: it answers if the new one fails to predict."""
 
     @property
     def champion(self) -> LoadedModel | None:
@@ -102,7 +104,7 @@ class ModelManager:
             except MlflowException as error:
                 self.state = ServingState(current.deployment, current.models,
                                           {**current.errors, "registry": str(error).splitlines()[0]},
-                                          datetime.now(UTC))
+                                          datetime.now(UTC), current.previous_champion)
                 return self.state
             try:
                 deployment = Deployment.from_tags(dict(registered.tags))
@@ -144,7 +146,11 @@ class ModelManager:
                     log.error("alias %s: %s", alias, reason)
                     if held is not None:
                         models[alias] = held
-            self.state = ServingState(deployment, models, errors, datetime.now(UTC))
+            previous = current.previous_champion
+            old, new = current.champion, models.get(deployment.champion_alias)
+            if old is not None and new is not None and new.version != old.version:
+                previous = old
+            self.state = ServingState(deployment, models, errors, datetime.now(UTC), previous)
             return self.state
 
     def start(self) -> None:

@@ -69,7 +69,8 @@ class Prediction(BaseModel):
     probability: float = Field(description="Probability of an arrival delay over 15 minutes.")
     model_version: str
     alias: str = Field(description="Registry alias of the model that answered.")
-    arm: str = Field(description="champion, challenger, or champion_fallback (the challenger failed).")
+    arm: str = Field(description="champion; challenger; champion_fallback (the challenger failed); "
+                     "previous_champion (the champion failed to predict).")
     key: str
     flight_id: str | None = None
     features: dict[str, Any] | None = None
