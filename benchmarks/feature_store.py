@@ -170,39 +170,43 @@ def run_ours(meta: dict, explain: bool = False):
         entity_df = pd.read_parquet(meta["entities"])
         entity_df["event_timestamp"] = to_utc(entity_df["event_timestamp"])
         entity_df[ROW_ID] = range(len(entity_df))
-        sql = store.historical_query(store.resolve_features(refs), "event_timestamp", True)
+        # The queries get_historical_features runs: one per view (it then restores the order).
+        queries = store.view_queries(store.resolve_features(refs), "event_timestamp", True)
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
         con.execute(f"SET memory_limit = '{store.memory_limit}'")
         con.register("entities", pa.Table.from_pandas(entity_df, preserve_index=False))
         output = Path(meta["entities"]).parent / "profile.json"
-        con.execute("SET enable_profiling = 'json'")
-        con.execute(f"SET profiling_output = '{output}'")
-        started = time.perf_counter()
-        con.sql(sql).to_arrow_table()
-        seconds = time.perf_counter() - started
-        con.execute("SET enable_profiling = 'no_output'")
-        tree = json.loads(output.read_text())
-        query, system = tree.get("query", {}), tree.get("system", {})
-        lines = [f"query {seconds:.2f} s wall (to arrow), {query.get('cpu_time', 0):.2f} s CPU; "
-                 f"peak buffer memory {system.get('peak_buffer_memory', 0) / 2**20:,.0f} MB, "
-                 f"spilled {system.get('peak_temp_dir_size', 0) / 2**20:,.0f} MB; "
-                 "operator times are CPU seconds summed over threads"]
+        lines = []
+        for number, sql in enumerate(queries):
+            con.execute("SET enable_profiling = 'json'")
+            con.execute(f"SET profiling_output = '{output}'")
+            started = time.perf_counter()
+            con.sql(sql).to_arrow_table()
+            seconds = time.perf_counter() - started
+            con.execute("SET enable_profiling = 'no_output'")
+            tree = json.loads(output.read_text())
+            query, system = tree.get("query", {}), tree.get("system", {})
+            lines.append(f"view query {number}: {seconds:.2f} s wall (to arrow), {query.get('cpu_time', 0):.2f} s CPU; "
+                         f"peak buffer memory {system.get('peak_buffer_memory', 0) / 2**20:,.0f} MB, "
+                         f"spilled {system.get('peak_temp_dir_size', 0) / 2**20:,.0f} MB; "
+                         "operator times are CPU seconds summed over threads")
 
-        def walk(node: dict, depth: int) -> None:
-            info = node.get("extra_info") or {}
-            detail = info.get("Function") or info.get("Order By") or ""
-            if "Conditions" in info:
-                detail = " and ".join(info["Conditions"])
-            label = "  " * depth + node.get("type", "?")
-            lines.append(f"{label:<34} {str(detail)[:40]:<40} "
-                         f"{node.get('timing', 0):>7.3f} s {node.get('intermediate_rows', 0):>12,} rows")
-            for sub in node.get("children", []):
-                walk(sub, depth + 1)
+            def walk(node: dict, depth: int) -> None:
+                info = node.get("extra_info") or {}
+                detail = info.get("Function") or info.get("Order By") or ""
+                if "Conditions" in info:  # a list, or one string for a single condition
+                    conditions = info["Conditions"]
+                    detail = conditions if isinstance(conditions, str) else " and ".join(conditions)
+                label = "  " * depth + node.get("type", "?")
+                lines.append(f"{label:<34} {str(detail)[:40]:<40} "
+                             f"{node.get('timing', 0):>7.3f} s {node.get('intermediate_rows', 0):>12,} rows")
+                for sub in node.get("children", []):
+                    walk(sub, depth + 1)
 
-        for node in tree.get("operator", []):
-            walk(node, 0)
-        lines.append("SQL: " + sql)
+            for node in tree.get("operator", []):
+                walk(node, 0)
+        lines.append("SQL of the first view: " + queries[0])
         return "\n".join(lines)
 
     return timed, (profile if explain else None)
@@ -516,7 +520,7 @@ def main() -> None:
         print_table(engines, reports, checks or {"_reference": "(comparison failed)", "_sample": 0})
         if args.explain:
             plan, peak, _ = child(sys.executable, ["--engine", "ours", "--explain"], folder, "explain")
-            print("\nEXPLAIN ANALYZE of FeatureStore.historical_query (ours, separate untimed run, "
+            print("\nEXPLAIN ANALYZE of FeatureStore.view_queries (ours, separate untimed run, "
                   f"peak RSS {peak / 1024:,.0f} MB):")
             print(plan["explain"] if plan else "(failed)")
         if args.keep:

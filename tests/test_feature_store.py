@@ -122,3 +122,39 @@ def test_bad_ttl_is_an_error():
 def test_bad_entity_frames_are_named(store, entities, error):
     with pytest.raises((KeyError, ValueError), match=error):
         store.get_historical_features(entities, ["carrier_stats:delay"])
+
+
+def test_ties_are_decided_only_where_they_occur():
+    """Tied (keys, event instant) groups go through the de-duplication, the others straight to the
+    join: both must give the spec's row (latest created, then the smallest value, NULLs last).
+    Also: -infinity event timestamps (matched only without a TTL), nanosecond entity timestamps,
+    and a NULL entity timestamp (no match, row kept)."""
+    con = duckdb.connect()
+    con.execute("set TimeZone='UTC'")
+    con.execute("create table f (k varchar, k2 int, ts timestamptz, created timestamptz, x double)")
+    con.execute("""insert into f values
+        ('a', 1, '2020-01-01 10:00+00', '2020-01-01 10:00+00', 1.0),  -- untied
+        ('a', 1, '2020-01-01 12:00+00', '2020-01-01 12:00+00', 2.0),  -- tie: later created wins
+        ('a', 1, '2020-01-01 12:00+00', '2020-01-01 12:05+00', 3.0),
+        ('a', 2, '2020-01-01 12:00+00', '2020-01-01 12:05+00', 6.0),  -- tie on created too: smallest
+        ('a', 2, '2020-01-01 12:00+00', '2020-01-01 12:05+00', 5.0),
+        ('a', 2, '2020-01-01 12:00+00', '2020-01-01 12:05+00', NULL),
+        ('a', 2, '2020-01-01 12:00+00', NULL, 4.0),                   -- NULL created loses
+        ('b', 1, '-infinity', NULL, 8.0),
+        ('b', 1, 'infinity', NULL, 9.0),                              -- never at or before
+        (NULL, 1, '2020-01-01 00:00+00', NULL, 7.0)                   -- NULL key: matches nothing
+    """)
+    entities = pd.DataFrame({
+        "k": ["a", "a", "a", "b", "a", None, "a"],
+        "k2": [1, 1, 2, 1, 1, 1, 1],
+        "event_timestamp": pd.to_datetime(
+            ["2020-01-01 11:00", "2020-01-01 12:00", "2020-01-01 13:00", "2020-01-01 13:00",
+             "2020-01-01 09:00", "2020-01-01 13:00", None], utc=True).as_unit("ns"),
+    }, index=list("ABCDEFG"))
+    for ttl, expected in ((None, [1.0, 3.0, 5.0, 8.0, None, None, None]),
+                          (timedelta(hours=2), [1.0, 3.0, 5.0, None, None, None, None])):
+        store = FeatureStore(":memory:")
+        store.register(FeatureView("f", "f", ("k", "k2"), "ts", (Feature("x"),), ttl=ttl, created_timestamp="created"))
+        out = store.get_historical_features(entities, ["f:x"], connection=con)
+        assert list(out.index) == list("ABCDEFG")
+        assert [None if pd.isna(v) else v for v in out["x"]] == expected, ttl
