@@ -275,9 +275,10 @@ def test_canary_splits_ten_percent_of_keys_stickily_and_shadow_never_changes_ans
     assert {(p["arm"], p["model_version"], p["probability"]) for p in shadowed["predictions"]} == {
         ("champion", single["model_version"], single["probability"])}
     served.flush_log()
-    log = duckdb.sql(f"select probability, challenger_version, challenger_probability from "
-                     f"read_parquet('{served.life.paths.prediction_log_dir}/*/*.parquet', hive_partitioning = false) "
-                     f"where request_id = 'shadow-check'").df()
+    with duckdb.connect() as con:
+        log = con.sql(f"select probability, challenger_version, challenger_probability from "
+                      f"read_parquet('{served.life.paths.prediction_log_dir}/*/*.parquet', hive_partitioning = false) "
+                      f"where request_id = 'shadow-check'").df()
     assert len(log) == 200 and (log["probability"] == single["probability"]).all()
     assert (log["challenger_version"] == bad).all() and log["challenger_probability"].notna().all()
     assert (log["challenger_probability"] != log["probability"]).all()

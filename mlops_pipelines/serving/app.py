@@ -9,6 +9,7 @@ logged off the request path; shadow scoring runs after the response is sent.
 
 from __future__ import annotations
 
+import gc
 import hmac
 import json
 import logging
@@ -16,10 +17,9 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,50 @@ def _error(status: int, detail: Any) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
+Answer = tuple[int, bytes, Callable[[], None] | None]
+"""Status, JSON body, and work to run once the response is sent (or None)."""
+
+
+def _fail(status: int, detail: Any) -> Answer:
+    return status, json.dumps({"detail": detail}).encode(), None
+
+
+class PredictFastPath:
+    """Pure ASGI middleware: ``POST /predict`` goes straight to its handler, skipping routing and
+    FastAPI's request machinery (about a quarter of the CPU of a one-row request, profiled);
+    every other request passes through to the app."""
+
+    def __init__(self, app: Any, answer: Callable[[bytes, float], Answer], too_large: Callable[[int], Answer],
+                 limit: int) -> None:
+        self.app, self.answer, self.too_large, self.limit = app, answer, too_large, limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        chunks: list[bytes] = []
+        size, more = 0, True
+        result: Answer | None = None
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:  # stop reading: the rest is never held in memory
+                result = self.too_large(size)
+                break
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        status, content, after = result or self.answer(b"".join(chunks), started)
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]})
+        await send({"type": "http.response.body", "body": content})
+        if after is not None:
+            await run_in_threadpool(after)
+
+
 def _finite(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
@@ -106,6 +150,9 @@ def create_app(settings: ServingSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         await run_in_threadpool(refresh)
+        # Everything loaded so far (libraries, models) lives for the whole process: keeping it out
+        # of the garbage collector's full passes removes their pauses from the latency tail.
+        gc.freeze()
         manager.on_refresh = publish
         manager.start()
         writer.start()
@@ -114,6 +161,7 @@ def create_app(settings: ServingSettings) -> FastAPI:
         finally:
             manager.stop()
             writer.close()
+            gc.unfreeze()
 
     predict_errors: dict[str, str] = {}
     """Last prediction failure per champion version (shown in /ready)."""
@@ -154,18 +202,19 @@ def create_app(settings: ServingSettings) -> FastAPI:
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/predict")
-    async def predict(request: Request) -> Response:
-        started = time.perf_counter()
-        body = await request.body()
+    def too_large(size: int) -> Answer:
+        metrics.requests.labels("rejected").inc()
+        return _fail(413, f"request body of {size} bytes or more is over the limit of {settings.max_body_bytes}")
+
+    def answer(body: bytes, started: float) -> Answer:
+        """``POST /predict``: status, JSON body, and work to run after the response (or None)."""
         if len(body) > settings.max_body_bytes:
-            metrics.requests.labels("rejected").inc()
-            return _error(413, f"request body of {len(body)} bytes is over the limit of {settings.max_body_bytes}")
+            return too_large(len(body))
         try:
             parsed = PredictRequest.model_validate_json(body)
         except ValidationError as error:
             metrics.requests.labels("invalid").inc()
-            return _error(422, [
+            return _fail(422, [
                 {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"], "type": e["type"]}
                 for e in error.errors(include_url=False, include_context=False)
             ])
@@ -173,7 +222,7 @@ def create_app(settings: ServingSettings) -> FastAPI:
         champion = state.champion
         if champion is None:
             metrics.requests.labels("unavailable").inc()
-            return _error(503, f"no champion model is loaded: {state.errors}")
+            return _fail(503, f"no champion model is loaded: {state.errors}")
         challenger = state.challenger
         request_id = parsed.request_id or uuid.uuid4().hex
         deployment = state.deployment
@@ -183,7 +232,7 @@ def create_app(settings: ServingSettings) -> FastAPI:
                 rows = reader.rows(parsed.flights, columns)
                 keys = [f.flight_id for f in parsed.flights]
                 flight_ids: Sequence[str | None] = keys
-                departures = [f.sched_dep.astimezone(UTC) for f in parsed.flights]
+                departures = [int(f.sched_dep.timestamp() * 1_000_000) for f in parsed.flights]
             else:
                 rows = parsed.features
                 keys = parsed.keys or [request_id] * len(rows)
@@ -191,7 +240,7 @@ def create_app(settings: ServingSettings) -> FastAPI:
                 departures = [None] * len(rows)
         except (LookupError, FileNotFoundError) as error:
             metrics.requests.labels("unavailable").inc()
-            return _error(503, f"online features unavailable: {error}")
+            return _fail(503, f"online features unavailable: {error}")
 
         arms = ["champion"] * len(rows)
         probabilities: list[float | None] = [None] * len(rows)
@@ -227,11 +276,11 @@ def create_app(settings: ServingSettings) -> FastAPI:
                     scored = fallback.predict([rows[i] for i in rest])
                 except (KeyError, ValueError, TypeError):
                     metrics.requests.labels("invalid").inc()
-                    return _error(422, f"the model cannot score this input: {reason}")
+                    return _fail(422, f"the model cannot score this input: {reason}")
                 except Exception:
                     log.exception("champion and previous champion failed")
                     metrics.requests.labels("error").inc()
-                    return _error(500, f"the champion failed to predict: {reason}")
+                    return _fail(500, f"the champion failed to predict: {reason}")
                 log.error("champion version %s failed (%s); previous champion %s answered",
                           champion.version, reason, fallback.version)
                 for i in rest:
@@ -267,26 +316,32 @@ def create_app(settings: ServingSettings) -> FastAPI:
                         metrics.challenger_errors.labels(challenger.version).inc(len(shadowed))
                         for i in shadowed:
                             challenger_errors[i] = f"{type(error).__name__}: {error}".splitlines()[0][:300]
-            now = datetime.now(UTC)
+            now = time.time_ns() // 1000
+            challenger_version = challenger.version if challenger is not None else None
             for i, prediction in enumerate(predictions):
-                writer.append({
-                    "request_id": request_id, "item": i, "logged_at": now, "key": keys[i],
-                    "flight_id": flight_ids[i], "sched_dep_utc": departures[i],
-                    "deployment_id": deployment.deployment_id, "strategy": deployment.strategy,
-                    "arm": prediction["arm"], "model_alias": prediction["alias"],
-                    "model_version": prediction["model_version"], "probability": prediction["probability"],
-                    "latency_ms": latency * 1000.0,
-                    "challenger_version": challenger.version if challenger is not None else None,
-                    "challenger_probability": _finite(challenger_scores[i]),
-                    "challenger_error": challenger_errors[i],
-                    "features": json.dumps({c: rows[i].get(c) for c in champion.columns}, default=str),
-                })
+                # In the order of prediction_log.SCHEMA; instants as microseconds since the epoch.
+                writer.append((
+                    request_id, i, now, keys[i], flight_ids[i], departures[i], deployment.deployment_id,
+                    deployment.strategy, prediction["arm"], prediction["alias"], prediction["model_version"],
+                    prediction["probability"], latency * 1000.0, challenger_version,
+                    _finite(challenger_scores[i]), challenger_errors[i],
+                    {c: rows[i].get(c) for c in champion.columns},
+                ))
 
         if challenger is not None and deployment.strategy == "shadow":
             # Shadow scoring costs a second model: it runs after the response is sent.
-            return Response(content, media_type="application/json", background=BackgroundTask(log_rows))
+            return 200, content.encode(), log_rows
         log_rows()  # only queue appends: cheaper inline than a hop to the thread pool
-        return Response(content, media_type="application/json")
+        return 200, content.encode(), None
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        """Documented here; requests are answered by the ``PredictFastPath`` middleware, same handler."""
+        status, content, after = answer(await request.body(), time.perf_counter())
+        return Response(content, status_code=status, media_type="application/json",
+                        background=BackgroundTask(after) if after is not None else None)
+
+    app.add_middleware(PredictFastPath, answer=answer, too_large=too_large, limit=settings.max_body_bytes)
 
     @app.post("/admin/reload")
     async def reload(request: Request) -> JSONResponse:

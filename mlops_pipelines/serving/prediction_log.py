@@ -9,6 +9,7 @@ A full queue drops rows and counts them rather than slow a request down.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -43,7 +44,9 @@ SCHEMA = pa.schema([
     ("challenger_error", pa.string()),
     ("features", pa.string()),
 ])
-"""One row per answered item. ``challenger_*``: the challenger's own score where it scored the item
+"""One row per answered item, appended as a tuple in this order (instants as epoch microseconds;
+``features`` as a dict, serialized to JSON by the writer).
+``challenger_*``: the challenger's own score where it scored the item
 (canary/ab arm, or shadow), and its error when it failed and the champion answered instead."""
 
 
@@ -57,7 +60,7 @@ class PredictionLogWriter:
         self.flush_seconds = flush_seconds
         self.batch_rows = batch_rows
         self.max_queue = max_queue
-        self._queue: queue.SimpleQueue[dict] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._prefix = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -67,15 +70,15 @@ class PredictionLogWriter:
         self._on_write = on_write
         self._on_drop = on_drop
 
-    def append(self, row: dict) -> None:
+    def append(self, row: tuple) -> None:
         if self._queue.qsize() >= self.max_queue:
             if self._on_drop is not None:
                 self._on_drop(1)
             return
         self._queue.put(row)
 
-    def _drain(self) -> list[dict]:
-        rows: list[dict] = []
+    def _drain(self) -> list[tuple]:
+        rows: list[tuple] = []
         while len(rows) < self.batch_rows:
             try:
                 rows.append(self._queue.get_nowait())
@@ -92,14 +95,21 @@ class PredictionLogWriter:
                 written += len(rows)
         return written
 
-    def _write(self, rows: list[dict]) -> None:
-        day = rows[0]["logged_at"].strftime("%Y-%m-%d")
+    def _write(self, rows: list[tuple]) -> None:
+        # Column by column from tuples: far less time holding the GIL than a list of dicts,
+        # which matters because the request handlers share the interpreter with this thread.
+        # The model input comes as a dict and is serialized here, off the request path.
+        rows = [(*row[:-1], json.dumps(row[-1], default=str)) for row in rows]
+        by_column = zip(*rows, strict=True)
+        columns = [pa.array(values, type=field.type) for values, field in zip(by_column, SCHEMA, strict=True)]
+        table = pa.Table.from_arrays(columns, schema=SCHEMA)
+        day = datetime.fromtimestamp(rows[0][2] / 1_000_000, UTC).strftime("%Y-%m-%d")
         folder = self.folder / f"date={day}"
         folder.mkdir(parents=True, exist_ok=True)
         self._sequence += 1
         final = folder / f"{self._prefix}-{self._sequence:06d}.parquet"
         temporary = final.with_suffix(".parquet.tmp")
-        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), temporary)
+        pq.write_table(table, temporary)
         temporary.rename(final)
         if self._on_write is not None:
             self._on_write(len(rows))

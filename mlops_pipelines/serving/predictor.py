@@ -106,29 +106,70 @@ def _compile(pipeline: Any) -> _Encoding | None:
 
 
 class _Forest:
-    """All trees of a fitted binary HistGradientBoostingClassifier as flat arrays."""
+    """All trees of a fitted binary HistGradientBoostingClassifier as flat arrays, walked together.
+
+    Each step moves every tree one level down with a handful of numpy operations:
+    - numeric splits read the row through ``x2 = [x with NaN -> +inf, x with NaN -> -inf]`` at a
+      per-node column (``+inf`` for nodes sending missing values right, ``-inf`` for left), so
+      ``value <= threshold`` alone sends a missing value the way scikit-learn does;
+    - categorical splits look up a per-node table of 257 directions (256 category codes, then
+      "missing, negative or out of range"), built from the node's bitset, the known categories and
+      its missing-value direction;
+    - leaves point at themselves, so a tree that has arrived stays put.
+    """
+
+    MISSING_CODE = 256
 
     def __init__(self, classifier: HistGradientBoostingClassifier) -> None:
         trees = [iteration[0] for iteration in classifier._predictors]
-        offsets = np.cumsum([0] + [len(t.nodes) for t in trees[:-1]])
-        bitset_offsets = np.cumsum([0] + [len(t.raw_left_cat_bitsets) for t in trees[:-1]])
+        sizes = [len(t.nodes) for t in trees]
+        offsets = np.cumsum([0] + sizes[:-1]).astype(np.intp)
+        bitset_offsets = np.cumsum([0] + [len(t.raw_left_cat_bitsets) for t in trees[:-1]]).astype(np.intp)
         nodes = np.concatenate([t.nodes for t in trees])
-        repeat = np.repeat(np.arange(len(trees)), [len(t.nodes) for t in trees])
-        self.roots = offsets.astype(np.intp)
-        self.feature = nodes["feature_idx"].astype(np.intp)
-        self.threshold = nodes["num_threshold"].astype(np.float64)
-        self.missing_left = nodes["missing_go_to_left"].astype(bool)
-        self.left = (nodes["left"].astype(np.intp) + offsets[repeat]).astype(np.intp)
-        self.right = (nodes["right"].astype(np.intp) + offsets[repeat]).astype(np.intp)
-        self.leaf = nodes["is_leaf"].astype(bool)
+        owner = np.repeat(np.arange(len(trees)), sizes)
+        index = np.arange(len(nodes), dtype=np.intp)
+        leaf = nodes["is_leaf"].astype(bool)
+        left = np.where(leaf, index, nodes["left"].astype(np.intp) + offsets[owner])
+        right = np.where(leaf, index, nodes["right"].astype(np.intp) + offsets[owner])
+        # children[node, go_left]: row 0 = right child, row 1 = left child.
+        self.children = np.stack([right, left], axis=1)
+        self.children_flat = self.children.ravel()  # [2 * node + go_left]
+        self.is_leaf = leaf
+        self.n_features = int(classifier._bin_mapper.n_bins_non_missing_.shape[0])
+        feature = nodes["feature_idx"].astype(np.intp)
+        missing_left = nodes["missing_go_to_left"].astype(bool)
+        self.feature = feature
+        self.numeric_column = feature + missing_left * self.n_features
+        self.threshold = np.where(leaf, np.inf, nodes["num_threshold"].astype(np.float64))
+        self.roots = offsets
         self.value = nodes["value"].astype(np.float64)
-        self.categorical = nodes["is_categorical"].astype(bool)
-        self.bitset = (nodes["bitset_idx"].astype(np.intp) + bitset_offsets[repeat]).astype(np.intp)
-        raw = [t.raw_left_cat_bitsets for t in trees if len(t.raw_left_cat_bitsets)]
-        self.left_bits = np.concatenate(raw).astype(np.int64) if raw else np.zeros((1, 8), np.int64)
-        known, f_idx_map = classifier._bin_mapper.make_known_categories_bitsets()
-        self.known_bits = known.astype(np.int64) if len(known) else np.zeros((1, 8), np.int64)
-        self.f_idx_map = f_idx_map.astype(np.intp)
+        categorical = nodes["is_categorical"].astype(bool) & ~leaf
+        self.categorical = categorical
+        self.has_categorical = bool(categorical.any())
+        # One direction table per categorical node (row 0 unused, for numeric nodes).
+        self.table_row = np.zeros(len(nodes), dtype=np.intp)
+        rows = np.flatnonzero(categorical)
+        self.table_row[rows] = np.arange(1, len(rows) + 1)
+        table = np.zeros((len(rows) + 1, self.MISSING_CODE + 1), dtype=bool)
+        if len(rows):
+            raw = np.concatenate([t.raw_left_cat_bitsets for t in trees if len(t.raw_left_cat_bitsets)])
+            known, f_idx_map = classifier._bin_mapper.make_known_categories_bitsets()
+            codes = np.arange(self.MISSING_CODE)
+            bit = lambda bits: ((bits[:, codes >> 5] >> (codes & 31)) & 1).astype(bool)  # noqa: E731
+            in_left = bit(raw.astype(np.int64)[nodes["bitset_idx"][rows].astype(np.intp) + bitset_offsets[owner[rows]]])
+            is_known = bit(known.astype(np.int64)[f_idx_map.astype(np.intp)[feature[rows]]])
+            missing = missing_left[rows][:, None]
+            # scikit-learn: in the left bitset -> left; else known -> right; else (unknown) as missing.
+            table[1:, :self.MISSING_CODE] = np.where(in_left, True, np.where(is_known, False, missing))
+            table[1:, self.MISSING_CODE] = missing_left[rows]
+        self.table = table
+        # For the one-row walk: categorical nodes never pass the numeric test (threshold -inf on
+        # the NaN -> +inf column), numeric nodes read row 0 of the table (all False), so one
+        # expression "numeric test OR table lookup" decides every node without a branch.
+        self.table_flat = table.ravel()
+        self.table_base = self.table_row * (self.MISSING_CODE + 1)
+        self.one_row_column = np.where(categorical, feature, self.numeric_column)
+        self.one_row_threshold = np.where(categorical, -np.inf, self.threshold)
         self.baseline = float(classifier._baseline_prediction.ravel()[0])
         self.max_depth = max(t.get_max_depth() for t in trees)
 
@@ -139,29 +180,29 @@ class _Forest:
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """The summed leaf values plus baseline for each row of ``x`` (rows x features, float64)."""
-        rows = np.arange(x.shape[0])[:, None]
-        node = np.broadcast_to(self.roots, (x.shape[0], len(self.roots))).copy()
-        for _ in range(self.max_depth + 1):
-            leaf = self.leaf[node]
-            if leaf.all():
-                break
-            value = x[rows, self.feature[node]]
-            missing = np.isnan(value)
-            missing_left = self.missing_left[node]
-            go_left = value <= self.threshold[node]
-            categorical = self.categorical[node] & ~missing
-            if categorical.any():
-                # scikit-learn casts the value to uint8 and looks it up in 8 x 32-bit bitsets.
-                code = np.where(categorical & (value >= 0), value, 0).astype(np.int64) & 0xFF
-                word, bit = code >> 5, code & 31
-                in_left = (self.left_bits[self.bitset[node], word] >> bit) & 1
-                known = (self.known_bits[self.f_idx_map[self.feature[node]], word] >> bit) & 1
-                categorical_left = np.where(
-                    value < 0, missing_left, np.where(in_left == 1, True, np.where(known == 1, False, missing_left))
-                )
-                go_left = np.where(categorical, categorical_left, go_left)
-            go_left = np.where(missing, missing_left, go_left)
-            node = np.where(leaf, node, np.where(go_left, self.left[node], self.right[node]))
+        n = x.shape[0]
+        if x.shape[1] != self.n_features:
+            raise ValueError(f"the trees read {self.n_features} columns, the row has {x.shape[1]}")
+        missing = np.isnan(x)
+        x2 = np.concatenate([np.where(missing, np.inf, x), np.where(missing, -np.inf, x)], axis=1)
+        rows = np.arange(n)[:, None]
+        if self.has_categorical:
+            # scikit-learn casts a category value to uint8; NaN and negatives read as missing.
+            usable = np.isfinite(x) & (x >= 0)
+            codes = np.where(usable, np.where(usable, x, 0).astype(np.int64) & 0xFF, self.MISSING_CODE)
+        if n == 1:
+            node = self._walk_one(x2[0], codes[0] if self.has_categorical else None)[None, :]
+        else:
+            node = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
+            for _ in range(self.max_depth):
+                go_left = x2[rows, self.numeric_column[node]] <= self.threshold[node]
+                if self.has_categorical:
+                    table_row = self.table_row[node]
+                    on_categorical = table_row > 0
+                    if on_categorical.any():
+                        split = self.table[table_row, codes[rows, self.feature[node]]]
+                        go_left = np.where(on_categorical, split, go_left)
+                node = self.children[node, go_left.astype(np.intp)]
         values = self.value[node]
         # Tree by tree from the baseline, as scikit-learn adds them: the same float in the end.
         if x.shape[0] > 16:
@@ -176,6 +217,19 @@ class _Forest:
                 total += v
             out[r] = total
         return out
+
+    def _walk_one(self, x2: np.ndarray, codes: np.ndarray | None) -> np.ndarray:
+        """The leaf of every tree for one row: the same rules with 1-D ``take`` (the serving case,
+        where numpy's per-call overhead is most of the cost)."""
+        node = self.roots
+        for step in range(self.max_depth):
+            go_left = x2.take(self.one_row_column.take(node)) <= self.one_row_threshold.take(node)
+            if codes is not None:
+                go_left |= self.table_flat.take(self.table_base.take(node) + codes.take(self.feature.take(node)))
+            node = self.children_flat.take(2 * node + go_left)
+            if step % 4 == 3 and self.is_leaf.take(node).all():
+                break
+        return node
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return expit(self.raw(x))
