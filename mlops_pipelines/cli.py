@@ -147,13 +147,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _control():
-    import os
-
+    from mlops_pipelines.resources import build_resources
     from mlops_pipelines.serving.control import DeploymentControl
 
     paths = ProjectPaths.from_env()
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or paths.mlflow_tracking_uri
-    return paths, DeploymentControl(uri, "flight_delay_15", paths.deployment_outbox)
+    registry = build_resources(paths)["mlflow_registry"]
+    return paths, DeploymentControl(registry.tracking_uri, registry.model_name, paths.deployment_outbox)
 
 
 def _record(paths: ProjectPaths, control, event) -> None:

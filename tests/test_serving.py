@@ -26,6 +26,7 @@ from mlops_pipelines.features.sql_project import SqlProject
 from mlops_pipelines.features.store import FeatureStore
 from mlops_pipelines.serving.app import ServingSettings, create_app
 from mlops_pipelines.serving.control import DeploymentControl
+from mlops_pipelines.serving.models import ModelManager
 from mlops_pipelines.serving.schema import MAX_ITEMS
 from mlops_pipelines.training.assets import SKOPS_TRUSTED_TYPES
 from mlops_pipelines.training.dataset import FEATURE_REFS, LABEL, SCHEDULE_FEATURES, feature_columns
@@ -361,6 +362,10 @@ def test_a_champion_that_fails_to_predict_is_answered_for_by_the_previous_one(se
         assert "runway_condition" in ready["predict_errors"][f"champion v{served.broken_version}"]
         metrics = served.client.get("/metrics").text
         assert f'mlops_champion_errors_total{{model_version="{served.broken_version}"}} 5.0' in metrics
+        # A process started now has seen no swap: it takes the registry's previous_champion instead.
+        registry.set_alias("previous_champion", "1")
+        fresh = ModelManager(registry.tracking_uri, MODEL).refresh()
+        assert fresh.champion.version == served.broken_version and fresh.previous_champion.version == "1"
     finally:
         registry.set_alias("champion", "1")
         served.reload()
@@ -380,7 +385,7 @@ def test_a_challenger_that_predicts_badly_is_rolled_back_on_labelled_outcomes(se
     assert success and metadata["decision"] == "rollback", metadata
     assert "Brier score worse" in metadata["reason"]
     statistics = metadata["statistics"]
-    assert statistics["harm_test"]["p_value"] < 0.05 and statistics["harm_test"]["difference"] > 0.05
+    assert statistics["quality_test"]["p_value"] < 0.05 and statistics["quality_test"]["difference"] > 0.05
     assert min(statistics["champion"]["losses"]["n"], statistics["challenger"]["losses"]["n"]) >= 100
     assert served.control.deployment().strategy == "single"
     assert served.life.registry.version_number("champion") == "1"
@@ -415,3 +420,16 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_serving(served):
         assert {p["model_version"] for p in answer["predictions"]} == {"1"}
     finally:
         registry.set_alias("champion", "1")
+    # A canary whose challenger cannot load: its share is answered by the champion and logged as
+    # challenger failures, which the controller then sees.
+    registry.set_alias("challenger", broken.version)
+    served.control.deploy("canary", "challenger", share=0.5)
+    state = served.reload()
+    assert "challenger" not in state["models"] and "failed to load" in state["errors"]["challenger"]
+    answer = served.predict(_requests(_flights(served.life, "day = 4", 120)))
+    arms = [p["arm"] for p in answer["predictions"]]
+    assert set(arms) == {"champion", "champion_fallback"}
+    assert {p["model_version"] for p in answer["predictions"]} == {"1"}
+    served.flush_log()
+    success, metadata = _run_controller(served)
+    assert success and metadata["decision"] == "rollback" and "failed" in metadata["reason"], metadata

@@ -154,6 +154,8 @@ CANARY = Deployment("canary", challenger_alias="challenger", share=0.05, deploym
 GOOD = [0.1, 0.2, 0.15, 0.12] * 50  # 200 Brier losses around 0.14
 BAD = [0.4, 0.5, 0.45, 0.35] * 50
 MANY_GOOD = GOOD * 10  # non-inferiority within 0.005 needs more outcomes than spotting harm
+BETTER = [v - 0.05 for v in MANY_GOOD]
+SLIGHTLY_WORSE = [v + 0.003 for v in MANY_GOOD]  # worse, but within the 0.005 margin
 
 
 @pytest.mark.parametrize("deployment, champion, challenger, action, share, reason", [
@@ -161,14 +163,19 @@ MANY_GOOD = GOOD * 10  # non-inferiority within 0.005 needs more outcomes than s
     (Deployment(), _arm(), _arm(), "none", 0.0, "no experiment"),
     # every challenger attempt failed: roll back on errors before anything else
     (CANARY, _arm(500), _arm(0, attempts=30, errors=30), "rollback", 0.0, "failed 30 of 30"),
-    # errors within 1%: not a reason
-    (CANARY, _arm(500), _arm(10, attempts=10, errors=0, step=10), "hold", 0.05, "10 of 200"),
+    # 1 failure in 200 attempts (0.5%) is within 1%: no rollback, and 199 answers are not yet a step
+    (CANARY, _arm(500), _arm(199, attempts=200, errors=1), "hold", 0.05, "199 of 200"),
+    # 3 failures in 200 attempts (1.5%) is not
+    (CANARY, _arm(500), _arm(197, attempts=200, errors=3), "rollback", 0.0, "failed 3 of 200"),
     # slow challenger: p99 40 ms against 3 ms
     (CANARY, _arm(500, p99=3.0), _arm(300, p99=40.0), "rollback", 0.0, "p99 latency"),
     # clearly worse Brier once labelled
     (CANARY, _arm(500, losses=GOOD), _arm(300, losses=BAD), "rollback", 0.0, "Brier score worse"),
+    # clearly better, or worse only within the margin: never a rollback
+    (CANARY, _arm(5000, losses=MANY_GOOD), _arm(3000, losses=BETTER), "ramp", 0.25, "without a breach"),
+    (CANARY, _arm(5000, losses=MANY_GOOD), _arm(3000, losses=SLIGHTLY_WORSE), "ramp", 0.25, "without a breach"),
     # enough answers at 5%, no harm: next step
-    (CANARY, _arm(500, losses=GOOD), _arm(300, losses=GOOD), "ramp", 0.25, "no worse at share 0.05"),
+    (CANARY, _arm(500, losses=GOOD), _arm(300, losses=GOOD), "ramp", 0.25, "300 answers at share 0.05"),
     # at the last step before 100%: 200 outcomes per arm cannot show non-inferiority yet, 2,000 can
     (Deployment("canary", challenger_alias="challenger", share=0.25, deployment_id="d", ramp=(0.05, 0.25, 1.0)),
      _arm(500, losses=GOOD), _arm(300, losses=GOOD), "hold", 0.25, "not yet shown non-inferior"),

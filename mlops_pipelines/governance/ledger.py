@@ -22,7 +22,7 @@ class PromotionRecord:
     challenger_version: str
     champion_before: str | None
     champion_after: str | None
-    decision: str  # promoted | refused | unchanged | deployed | ramped | held | rolled_back
+    decision: str  # promoted | refused | unchanged | deployed | ramped | rolled_back | concluded
     reason: str
     challenger_roc_auc: float | None
     champion_roc_auc: float | None

@@ -27,7 +27,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from mlops_pipelines.features.sql_project import SqlProject
@@ -91,8 +90,8 @@ class PredictFastPath:
     every other request passes through to the app."""
 
     def __init__(self, app: Any, answer: Callable[[bytes, float], Answer], too_large: Callable[[int], Answer],
-                 limit: int) -> None:
-        self.app, self.answer, self.too_large, self.limit = app, answer, too_large, limit
+                 on_error: Callable[[], None], limit: int) -> None:
+        self.app, self.answer, self.too_large, self.on_error, self.limit = app, answer, too_large, on_error, limit
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
@@ -113,7 +112,12 @@ class PredictFastPath:
                 break
             chunks.append(chunk)
             more = message.get("more_body", False)
-        status, content, after = result or self.answer(b"".join(chunks), started)
+        try:
+            status, content, after = result or self.answer(b"".join(chunks), started)
+        except Exception as error:  # an unexpected failure is still an answer, counted as an error
+            log.exception("POST /predict failed")
+            self.on_error()
+            status, content, after = _fail(500, f"internal error: {type(error).__name__}: {error}")
         await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]})
         await send({"type": "http.response.body", "body": content})
@@ -142,10 +146,10 @@ def create_app(settings: ServingSettings) -> FastAPI:
             metrics.model_info.labels(alias, model.version).set(1)
         metrics.ready.set(1 if state.champion is not None else 0)
 
+    manager.on_refresh = publish
+
     def refresh() -> ServingState:
-        state = manager.refresh()
-        publish(state)
-        return state
+        return manager.refresh()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -153,7 +157,6 @@ def create_app(settings: ServingSettings) -> FastAPI:
         # Everything loaded so far (libraries, models) lives for the whole process: keeping it out
         # of the garbage collector's full passes removes their pauses from the latency tail.
         gc.freeze()
-        manager.on_refresh = publish
         manager.start()
         writer.start()
         try:
@@ -246,6 +249,13 @@ def create_app(settings: ServingSettings) -> FastAPI:
         probabilities: list[float | None] = [None] * len(rows)
         challenger_scores: list[float | None] = [None] * len(rows)
         challenger_errors: list[str | None] = [None] * len(rows)
+        if challenger is None and deployment.strategy in ("canary", "ab"):
+            # The deployment wants a challenger this process could not load: the items it would have
+            # answered are logged as its failures, so the controller sees them and rolls it back.
+            missing = state.errors.get(deployment.challenger_alias or "", "challenger not loaded")
+            for i, key in enumerate(keys):
+                if challenger_answers(deployment, key):
+                    arms[i], challenger_errors[i] = "champion_fallback", f"not loaded: {missing}"[:300]
         if challenger is not None and deployment.strategy in ("canary", "ab"):
             chosen = [i for i, key in enumerate(keys) if challenger_answers(deployment, key)]
             if chosen:
@@ -260,12 +270,19 @@ def create_app(settings: ServingSettings) -> FastAPI:
                         arms[i], challenger_errors[i] = "champion_fallback", reason
         rest = [i for i, p in enumerate(probabilities) if p is None]
         answering = {i: champion for i in rest}
+        if rest and parsed.features is not None:
+            # A ready vector that lacks a required input is the caller's mistake, not the model's.
+            try:
+                champion.check_rows([rows[i] for i in rest])
+            except KeyError as error:
+                metrics.requests.labels("invalid").inc()
+                return _fail(422, f"the model cannot score this input: {error.args[0]}")
         if rest:
             try:
                 scored = champion.predict([rows[i] for i in rest])
             except Exception as error:
-                # A champion that cannot score a request the one before it could is the model's fault,
-                # not the caller's: the previous champion (still in memory) answers instead.
+                # The champion failed on input the server built or checked: the model's fault. The
+                # previous champion (kept in memory) answers instead, if there is one.
                 fallback = state.previous_champion
                 reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
                 metrics.champion_errors.labels(champion.version).inc(len(rest))
@@ -274,13 +291,11 @@ def create_app(settings: ServingSettings) -> FastAPI:
                     if fallback is None:
                         raise error
                     scored = fallback.predict([rows[i] for i in rest])
-                except (KeyError, ValueError, TypeError):
-                    metrics.requests.labels("invalid").inc()
-                    return _fail(422, f"the model cannot score this input: {reason}")
                 except Exception:
-                    log.exception("champion and previous champion failed")
+                    log.exception("champion failed to predict, and no previous champion could answer")
                     metrics.requests.labels("error").inc()
-                    return _fail(500, f"the champion failed to predict: {reason}")
+                    return _fail(503, f"the champion (version {champion.version}) failed to predict and no "
+                                 f"previous champion could answer: {reason}")
                 log.error("champion version %s failed (%s); previous champion %s answered",
                           champion.version, reason, fallback.version)
                 for i in rest:
@@ -334,20 +349,16 @@ def create_app(settings: ServingSettings) -> FastAPI:
         log_rows()  # only queue appends: cheaper inline than a hop to the thread pool
         return 200, content.encode(), None
 
-    @app.post("/predict")
-    async def predict(request: Request) -> Response:
-        """Documented here; requests are answered by the ``PredictFastPath`` middleware, same handler."""
-        status, content, after = answer(await request.body(), time.perf_counter())
-        return Response(content, status_code=status, media_type="application/json",
-                        background=BackgroundTask(after) if after is not None else None)
-
-    app.add_middleware(PredictFastPath, answer=answer, too_large=too_large, limit=settings.max_body_bytes)
+    # POST /predict is answered by this middleware (documented in the README and the module docstring).
+    app.add_middleware(PredictFastPath, answer=answer, too_large=too_large,
+                       on_error=metrics.requests.labels("error").inc, limit=settings.max_body_bytes)
 
     @app.post("/admin/reload")
     async def reload(request: Request) -> JSONResponse:
         """Read the registry now instead of at the next poll."""
         if (denied := authorized(request)) is not None:
             return denied
+        manager.retry_failed()  # an explicit reload tries failed versions again at once
         state = await run_in_threadpool(refresh)
         return JSONResponse({"deployment": state.deployment.describe(),
                              "models": {a: m.version for a, m in state.models.items()}, "errors": state.errors})

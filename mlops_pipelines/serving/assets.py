@@ -32,9 +32,10 @@ from pydantic import Field
 
 from mlops_pipelines.monitoring.profile import ReferenceProfile, detect_drift_from_profile
 from mlops_pipelines.serving.control import DeploymentControl, import_outbox
-from mlops_pipelines.serving.controller import ArmStats, DeliveryPolicy, decide
+from mlops_pipelines.serving.controller import ArmStats, Decision, DeliveryPolicy, decide
 from mlops_pipelines.serving.deployment import Deployment
 from mlops_pipelines.serving.sequential import ArmOutcomes
+from mlops_pipelines.training.dataset import DELAY_THRESHOLD_MINUTES
 from mlops_pipelines.training.model import score
 from mlops_pipelines.training.registry import CHAMPION, MLflowRegistry
 from mlops_pipelines.warehouse import WAREHOUSE_POOL, DuckDBWarehouse, table_exists
@@ -58,14 +59,14 @@ PREDICTIONS_DDL = """create table if not exists serving.predictions (
     model_version varchar, probability double, latency_ms double, challenger_version varchar,
     challenger_probability double, challenger_error varchar, features varchar, source_file varchar)"""
 
-OUTCOMES_SQL = """
+OUTCOMES_SQL = f"""
 create or replace table serving.prediction_outcomes as
 select
     p.*,
     o.arr_delay_minutes,
     -- The label exists once the flight has arrived (or its outcome is otherwise known).
     case when o.arr_delay_minutes is not null and coalesce(o.arr_known_at, o.sched_dep_utc) <= now()
-         then cast(o.arr_delay_minutes > 15 as integer) end as is_delayed
+         then cast(o.arr_delay_minutes > {DELAY_THRESHOLD_MINUTES} as integer) end as is_delayed
 from serving.predictions p
 left join intermediate.int_flight_outcomes o using (flight_id)
 """
@@ -132,17 +133,23 @@ from rows
 """
 
 LOSS_SQL = """
-select
-    list(power(probability - is_delayed, 2)) filter (where is_delayed is not null and side = 'champion'),
-    list(power(coalesce(case when strategy = 'shadow' then challenger_probability end, probability)
-               - is_delayed, 2))
-        filter (where is_delayed is not null and
-                (side = 'challenger' or (strategy = 'shadow' and challenger_probability is not null)))
-from (
+-- The unit is the flight (the routing key), not the request: a flight asked about many times is one
+-- outcome per arm, its first prediction, or repeated questions would shrink the variance.
+with sides as (
     select *, case when strategy = 'shadow' then 'champion' when arm = 'challenger' then 'challenger'
                    when arm = 'champion_fallback' then 'fallback' else 'champion' end as side
-    from serving.prediction_outcomes where deployment_id = ?
+    from serving.prediction_outcomes where deployment_id = ? and is_delayed is not null
+),
+firsts as (
+    select * from sides
+    qualify row_number() over (partition by key, side order by logged_at, request_id, item) = 1
 )
+select
+    list(power(probability - is_delayed, 2)) filter (where side = 'champion'),
+    list(power(coalesce(case when strategy = 'shadow' then challenger_probability end, probability)
+               - is_delayed, 2))
+        filter (where side = 'challenger' or (strategy = 'shadow' and challenger_probability is not null))
+from firsts
 """
 
 
@@ -196,10 +203,9 @@ def deployment_controller(
     policy = DeliveryPolicy(**config.model_dump())
     control = DeploymentControl(mlflow_registry.tracking_uri, mlflow_registry.model_name,
                                 serving_files.deployment_outbox)
-    try:
-        deployment = control.deployment()
-    except Exception as error:  # no registered model yet: nothing to control
-        return MaterializeResult(metadata={"decision": MetadataValue.text(f"none: {error}")})
+    if mlflow_registry.version_by_alias(CHAMPION) is None:  # nothing trained yet: nothing to control
+        return MaterializeResult(metadata={"decision": MetadataValue.text("none: no champion yet")})
+    deployment = control.deployment()
     with warehouse.connect() as connection:
         if deployment.strategy == "single" or not table_exists(connection, "serving", "prediction_outcomes"):
             champion, challenger = ArmStats(), ArmStats()
@@ -207,14 +213,23 @@ def deployment_controller(
             champion, challenger = arm_statistics(connection, deployment)
     decision = decide(deployment, champion, challenger, policy)
     event_id = f"dagster-{context.run.run_id}"
-    if decision.action == "rollback" or decision.action == "conclude":
-        control.end_experiment(decision.reason, decision.statistics, "deployment_controller", event_id)
-    elif decision.action == "promote":
-        control.promote(deployment.challenger_alias or "challenger", decision.reason, decision.statistics,
-                        "deployment_controller", event_id)
-    elif decision.action in ("ramp", "hold"):
-        if decision.action == "ramp":
-            control.set_share(decision.share, decision.reason, decision.statistics, "deployment_controller", event_id)
+    by, expected = "deployment_controller", deployment.deployment_id
+    try:
+        if decision.action in ("rollback", "conclude"):
+            control.end_experiment(decision.reason, decision.statistics, by, event_id, expected_id=expected,
+                                   decision="rolled_back" if decision.action == "rollback" else "concluded")
+        elif decision.action == "promote":
+            control.promote(reason=decision.reason, statistics=decision.statistics, by=by, event_id=event_id,
+                            version=deployment.challenger_version, expected_id=expected)
+        elif decision.action == "ramp":
+            control.set_share(decision.share, decision.reason, decision.statistics, by, event_id, expected_id=expected)
+    except ValueError as error:
+        # e.g. retraining already made the tested version champion: the experiment has nothing left to do.
+        control.end_experiment(f"{decision.action} not possible: {error}", decision.statistics, by, event_id,
+                               decision="concluded", expected_id=expected)
+    except LookupError as error:  # the deployment changed while it was being judged: leave it alone
+        context.log.warning(str(error))
+        decision = Decision("none", deployment.share, str(error), decision.statistics)
     with warehouse.connect() as connection:
         imported = import_outbox(connection, serving_files.deployment_outbox)
     context.log.info(f"{deployment.describe()}: {decision.action} ({decision.reason})")

@@ -30,7 +30,7 @@ class DeploymentEvent:
 
     event_id: str
     model_name: str
-    decision: str  # deployed | ramped | held | promoted | rolled_back
+    decision: str  # deployed | ramped | promoted | rolled_back | concluded
     reason: str
     strategy: str
     share: float
@@ -69,6 +69,14 @@ class DeploymentControl:
     def deployment(self) -> Deployment:
         return Deployment.from_tags(dict(self.client.get_registered_model(self.model_name).tags))
 
+    def _current(self, expected_id: str | None) -> Deployment:
+        """The record, checked to be the one a decision was made about (when ``expected_id`` is given)."""
+        current = self.deployment()
+        if expected_id is not None and current.deployment_id != expected_id:
+            raise LookupError(f"the deployment changed (now {current.deployment_id}, judged {expected_id}): "
+                              "nothing done")
+        return current
+
     # -- writing -------------------------------------------------------------------------------
     def _write(self, deployment: Deployment) -> None:
         for key, value in deployment.to_tags().items():
@@ -97,6 +105,7 @@ class DeploymentControl:
         if CHAMPION not in aliases:
             raise LookupError(f"registered model {self.model_name!r} has no {CHAMPION!r} alias yet")
         current = self.deployment()
+        challenger_version = None
         if strategy == "single":
             challenger_alias, share = None, 0.0
         else:
@@ -104,50 +113,60 @@ class DeploymentControl:
                 raise LookupError(f"alias {challenger_alias!r} of {self.model_name!r} points at no version")
             if aliases[challenger_alias] == aliases[CHAMPION]:
                 raise ValueError(f"alias {challenger_alias!r} is the champion (version {aliases[CHAMPION]})")
+            challenger_version = aliases[challenger_alias]
         ramp = ramp or current.ramp
         if share is None:
             share = {"canary": ramp[0], "ab": 0.5, "shadow": 1.0}.get(strategy, 0.0)
-        deployment = current.renewed(by, strategy=strategy, challenger_alias=challenger_alias, share=share,
+        deployment = current.renewed(by, strategy=strategy, challenger_alias=challenger_alias,
+                                     challenger_version=challenger_version, share=share,
                                      sample_size=sample_size, ramp=tuple(ramp))
         self._write(deployment)
-        challenger = aliases.get(challenger_alias) if challenger_alias else None
         return self._event("deployed", f"deployment {deployment.describe()}", deployment, aliases[CHAMPION],
-                           aliases[CHAMPION], challenger, {"deployment_id": deployment.deployment_id}, by, None)
+                           aliases[CHAMPION], challenger_version, {"deployment_id": deployment.deployment_id},
+                           by, None)
 
     def set_share(self, share: float, reason: str, statistics: dict, by: str,
-                  event_id: str | None = None) -> DeploymentEvent:
-        """Ramp (or hold) the challenger's share within the running deployment."""
-        current = self.deployment()
+                  event_id: str | None = None, expected_id: str | None = None) -> DeploymentEvent:
+        """Ramp the challenger's share within the running deployment."""
+        current = self._current(expected_id)
         aliases = self.aliases()
         deployment = current.renewed(by, share=share)
         self._write(deployment)
-        decision = "ramped" if share != current.share else "held"
-        return self._event(decision, reason, deployment, aliases.get(CHAMPION), aliases.get(CHAMPION),
-                           aliases.get(current.challenger_alias or ""), statistics, by, event_id)
+        return self._event("ramped", reason, deployment, aliases.get(CHAMPION), aliases.get(CHAMPION),
+                           current.challenger_version, statistics, by, event_id)
 
     def end_experiment(self, reason: str, statistics: dict | None = None, by: str = "cli",
-                       event_id: str | None = None) -> DeploymentEvent:
-        """Send all traffic back to the champion (the challenger stops serving)."""
-        current = self.deployment()
+                       event_id: str | None = None, decision: str = "rolled_back",
+                       expected_id: str | None = None) -> DeploymentEvent:
+        """Send all traffic back to the champion (the challenger stops serving); ``decision`` is
+        ``rolled_back``, or ``concluded`` for an A/B test that ended without a winner."""
+        current = self._current(expected_id)
         aliases = self.aliases()
-        deployment = current.renewed(by, strategy="single", challenger_alias=None, share=0.0)
+        deployment = current.renewed(by, strategy="single", challenger_alias=None, challenger_version=None,
+                                     share=0.0)
         self._write(deployment)
-        return self._event("rolled_back", reason, deployment, aliases.get(CHAMPION), aliases.get(CHAMPION),
-                           aliases.get(current.challenger_alias or ""), statistics, by, event_id)
+        return self._event(decision, reason, deployment, aliases.get(CHAMPION), aliases.get(CHAMPION),
+                           current.challenger_version, statistics, by, event_id)
 
     def promote(self, alias: str = CHALLENGER, reason: str = "promoted by hand", statistics: dict | None = None,
-                by: str = "cli", event_id: str | None = None) -> DeploymentEvent:
-        """Point ``champion`` at the version of ``alias``; the old one becomes ``previous_champion``."""
+                by: str = "cli", event_id: str | None = None, version: str | None = None,
+                expected_id: str | None = None) -> DeploymentEvent:
+        """Point ``champion`` at ``version`` (default: the version of ``alias``); the old one becomes
+        ``previous_champion``; the deployment goes back to ``single``."""
+        self._current(expected_id)
         aliases = self.aliases()
-        if alias not in aliases:
-            raise LookupError(f"alias {alias!r} of {self.model_name!r} points at no version")
-        before, after = aliases.get(CHAMPION), aliases[alias]
+        if version is None:
+            if alias not in aliases:
+                raise LookupError(f"alias {alias!r} of {self.model_name!r} points at no version")
+            version = aliases[alias]
+        before, after = aliases.get(CHAMPION), str(version)
         if before == after:
             raise ValueError(f"version {after} is already the champion")
         if before is not None:
             self.client.set_registered_model_alias(self.model_name, PREVIOUS_CHAMPION, before)
         self.client.set_registered_model_alias(self.model_name, CHAMPION, after)
-        deployment = self.deployment().renewed(by, strategy="single", challenger_alias=None, share=0.0)
+        deployment = self.deployment().renewed(by, strategy="single", challenger_alias=None,
+                                               challenger_version=None, share=0.0)
         self._write(deployment)
         return self._event("promoted", reason, deployment, before, after, after, statistics, by, event_id)
 
@@ -172,9 +191,9 @@ def import_outbox(connection: duckdb.DuckDBPyConnection, outbox: str | Path) -> 
     if not path.exists():
         return 0
     count = 0
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
+    for line in path.read_text().splitlines(keepends=True):
+        if not line.endswith("\n") or not line.strip():
+            continue  # a line still being written is taken on the next import
         event = DeploymentEvent(**json.loads(line))
         append_promotion(connection, event.record())
         connection.execute(

@@ -7,11 +7,12 @@ Order of checks, first match wins:
 1. errors: the challenger failed on more than ``max_error_rate`` of its attempts -> roll back;
 2. latency: its p99 is over ``max_latency_ratio`` x the champion's (and ``latency_slack_ms`` more)
    -> roll back;
-3. quality, once both arms have ``min_outcomes`` labelled predictions: the always-valid mSPRT
-   (``sequential.py``) on the difference of Brier scores says the challenger is worse -> roll back;
+3. quality, once both arms have ``min_outcomes`` labelled flights (the first prediction per flight
+   and arm): the always-valid mSPRT (``sequential.py``) of "Brier difference == margin" shows the
+   challenger worse by more than ``margin`` -> roll back;
 4. canary: with ``min_requests`` answered by the challenger at this step, ramp to the next step;
-   the step to 100% is a promotion and needs the challenger shown non-inferior (same test, against
-   ``margin``), else it holds there;
+   the step to 100% is a promotion and needs the same test to show the challenger non-inferior
+   (difference below ``margin``), else it holds there;
 5. ab: when both arms reach the planned ``sample_size`` outcomes, promote if the challenger is
    better, else end the test; shadow: hold (never promoted automatically).
 """
@@ -68,10 +69,6 @@ class Decision:
     reason: str
     statistics: dict
 
-    @property
-    def changes_deployment(self) -> bool:
-        return self.action in ("ramp", "promote", "rollback", "conclude")
-
 
 def _statistics(champion: ArmStats, challenger: ArmStats, extra: dict) -> dict:
     def arm(stats: ArmStats) -> dict:
@@ -107,16 +104,17 @@ def decide(deployment: Deployment, champion: ArmStats, challenger: ArmStats,
     labelled = min(champion.losses.n, challenger.losses.n) >= policy.min_outcomes
     non_inferior = False
     if labelled:
-        harm = msprt(champion.losses, challenger.losses, 0.0, policy.tau)
-        inferiority = msprt(champion.losses, challenger.losses, policy.margin, policy.tau)
-        stats["harm_test"] = harm.to_dict()
-        stats["non_inferiority_test"] = inferiority.to_dict()
-        if harm.difference > 0 and harm.p_value < policy.alpha:
-            return Decision("rollback", 0.0, f"challenger Brier score worse by {harm.difference:.4f} "
-                            f"(always-valid p={harm.p_value:.2g} < {policy.alpha}; "
+        # One always-valid test of "challenger - champion Brier == margin": rejected above the
+        # margin, the challenger is worse than tolerated (roll back); below it, non-inferior.
+        test = msprt(champion.losses, challenger.losses, policy.margin, policy.tau)
+        stats["quality_test"] = test.to_dict()
+        decided = test.p_value < policy.alpha
+        if decided and test.difference > policy.margin:
+            return Decision("rollback", 0.0, f"challenger Brier score worse by {test.difference:.4f}, beyond the "
+                            f"{policy.margin} margin (always-valid p={test.p_value:.2g} < {policy.alpha}; "
                             f"n={challenger.losses.n} vs {champion.losses.n})",
                             _statistics(champion, challenger, stats))
-        non_inferior = inferiority.difference < policy.margin and inferiority.p_value < policy.alpha
+        non_inferior = decided and test.difference < policy.margin
         stats["non_inferior"] = non_inferior
     summary = _statistics(champion, challenger, stats)
     if deployment.strategy == "canary":
@@ -127,14 +125,14 @@ def decide(deployment: Deployment, champion: ArmStats, challenger: ArmStats,
             return Decision("hold", share, f"{challenger.answered_this_step} of {policy.min_requests} challenger "
                             f"answers at share {share:g}", summary)
         if steps[0] < 1.0:
-            return Decision("ramp", steps[0], f"no worse at share {share:g} "
-                            f"({challenger.answered_this_step} answers, {challenger.errors} errors)", summary)
+            return Decision("ramp", steps[0], f"{challenger.answered_this_step} answers at share {share:g} "
+                            f"without a breach (errors, latency, quality so far)", summary)
         if not labelled:
             return Decision("hold", share, f"ready to promote, waiting for {policy.min_outcomes} labelled "
                             f"outcomes per arm (have {champion.losses.n} and {challenger.losses.n})", summary)
         if non_inferior:
             return Decision("promote", 1.0, f"non-inferior within {policy.margin} Brier "
-                            f"(always-valid p={stats['non_inferiority_test']['p_value']:.2g})", summary)
+                            f"(always-valid p={stats['quality_test']['p_value']:.2g})", summary)
         return Decision("hold", share, "not yet shown non-inferior", summary)
     if deployment.strategy == "ab":
         if min(champion.losses.n, challenger.losses.n) < deployment.sample_size:

@@ -1,6 +1,6 @@
 """The deployment record: which models serve, and how traffic is split between them.
 
-Kept as tags of the registered model (``deployment.*``) so that it lives beside the aliases it
+Kept as one JSON tag ``deployment`` of the registered model, so that it lives beside the aliases it
 names, is shown by the MLflow UI, and reaches the serving process in the same registry call that
 reads the aliases. The CLI (``mlops deploy``, ``mlops rollback``) and the progressive-delivery
 controller edit it; serving only reads it.
@@ -20,12 +20,13 @@ already had the challenger; a new deployment id reshuffles.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 
 STRATEGIES = ("single", "shadow", "canary", "ab")
-TAG_PREFIX = "deployment."
+TAG = "deployment"
 DEFAULT_RAMP = (0.05, 0.25, 0.5, 1.0)
 
 
@@ -36,6 +37,9 @@ class Deployment:
     strategy: str = "single"
     champion_alias: str = "champion"
     challenger_alias: str | None = None
+    challenger_version: str | None = None
+    """The version under test, pinned when the deployment starts: retraining may move the alias,
+    never the experiment."""
     share: float = 0.0
     """Challenger's share of keys (canary, ab) or of requests scored in shadow; 0.1 = 10%."""
     sample_size: int = 0
@@ -71,32 +75,23 @@ class Deployment:
         return f"{self.strategy}:{self.champion_alias}+{self.challenger_alias}@{self.share:g}"
 
     def to_tags(self) -> dict[str, str]:
-        values = asdict(self)
-        values["ramp"] = ",".join(f"{s:g}" for s in self.ramp)
-        return {TAG_PREFIX + k: "" if v is None else str(v) for k, v in values.items()}
+        """The record as one registry tag: written in one call, so a reader never sees half of it."""
+        return {TAG: json.dumps(asdict(self), sort_keys=True)}
 
     @classmethod
     def from_tags(cls, tags: dict[str, str]) -> Deployment:
         """The record in a registered model's tags (``single`` on the champion when there is none)."""
-        found = {k[len(TAG_PREFIX):]: v for k, v in tags.items() if k.startswith(TAG_PREFIX)}
-        if not found:
+        if TAG not in tags:
             return cls()
-        return cls(
-            strategy=found.get("strategy", "single"),
-            champion_alias=found.get("champion_alias") or "champion",
-            challenger_alias=found.get("challenger_alias") or None,
-            share=float(found.get("share") or 0.0),
-            sample_size=int(found.get("sample_size") or 0),
-            ramp=tuple(float(s) for s in found["ramp"].split(",")) if found.get("ramp") else DEFAULT_RAMP,
-            deployment_id=found.get("deployment_id") or "initial",
-            updated_at=found.get("updated_at", ""),
-            updated_by=found.get("updated_by", ""),
-        )
+        values = json.loads(tags[TAG])
+        values["ramp"] = tuple(values.get("ramp") or DEFAULT_RAMP)
+        return cls(**values)
 
     def renewed(self, by: str, **changes: object) -> Deployment:
         """A new record (new id when the strategy or challenger changes, so routing reshuffles)."""
         changed = replace(self, **changes)
-        same_experiment = (changed.strategy, changed.challenger_alias) == (self.strategy, self.challenger_alias)
+        experiment = ("strategy", "challenger_alias", "challenger_version")
+        same_experiment = all(getattr(changed, name) == getattr(self, name) for name in experiment)
         return replace(
             changed,
             deployment_id=self.deployment_id if same_experiment else uuid.uuid4().hex[:12],

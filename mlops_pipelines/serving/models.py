@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,8 +22,12 @@ from mlflow.tracking import MlflowClient
 
 from mlops_pipelines.serving.deployment import Deployment
 from mlops_pipelines.serving.predictor import LoadedModel
+from mlops_pipelines.training.registry import PREVIOUS_CHAMPION
 
 log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 60.0
+"""How long a version that failed to load waits before the poller tries it again."""
 
 
 @dataclass(frozen=True)
@@ -87,12 +92,13 @@ class ModelManager:
         self._on_load_failure = on_load_failure
         self._loader = loader
         self.on_refresh: Callable[[ServingState], None] | None = None
-        """Called with the new state after every background poll (e.g. to publish metrics)."""
+        """Called with the new state after every refresh, under its lock (e.g. to publish metrics)."""
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # A version that failed to load is not retried on every poll, only when it changes.
-        self._failed: dict[str, tuple[str, str]] = {}
+        # A version that failed to load is retried only every RETRY_SECONDS (or on /admin/reload),
+        # not on every poll: alias -> (version, reason, when).
+        self._failed: dict[str, tuple[str, str, float]] = {}
 
     def refresh(self) -> ServingState:
         """Read aliases and the deployment record; load what changed; swap the state in one step."""
@@ -108,7 +114,7 @@ class ModelManager:
                 return self.state
             try:
                 deployment = Deployment.from_tags(dict(registered.tags))
-            except ValueError as error:
+            except (ValueError, TypeError) as error:
                 # A malformed record must not stop serving: keep the last good one.
                 deployment = current.deployment
                 errors_extra = {"deployment": str(error)}
@@ -118,7 +124,9 @@ class ModelManager:
             models: dict[str, LoadedModel] = {}
             errors: dict[str, str] = dict(errors_extra)
             for alias in deployment.aliases:
-                version = aliases.get(alias)
+                # The challenger is the version pinned by the deployment, wherever its alias has moved.
+                pinned = deployment.challenger_version if alias == deployment.challenger_alias else None
+                version = pinned or aliases.get(alias)
                 held = current.models.get(alias)
                 if version is None:
                     errors[alias] = f"alias {alias!r} of {self.model_name!r} points at no version"
@@ -128,8 +136,9 @@ class ModelManager:
                 if held is not None and held.version == str(version):
                     models[alias] = held
                     continue
-                if self._failed.get(alias, (None, None))[0] == str(version):
-                    errors[alias] = self._failed[alias][1]
+                failed_version, _reason, failed_at = self._failed.get(alias, (None, None, 0.0))
+                if failed_version == str(version) and time.monotonic() - failed_at < RETRY_SECONDS:
+                    errors[alias] = _reason
                     if held is not None:
                         models[alias] = held
                     continue
@@ -139,7 +148,7 @@ class ModelManager:
                     log.info("loaded %s version %s as %s", self.model_name, version, alias)
                 except Exception as error:  # any failure to load must leave the old model serving
                     reason = f"version {version} failed to load: {type(error).__name__}: {error}".splitlines()[0]
-                    self._failed[alias] = (str(version), reason)
+                    self._failed[alias] = (str(version), reason, time.monotonic())
                     errors[alias] = reason
                     if self._on_load_failure is not None:
                         self._on_load_failure(alias, str(version))
@@ -150,17 +159,38 @@ class ModelManager:
             old, new = current.champion, models.get(deployment.champion_alias)
             if old is not None and new is not None and new.version != old.version:
                 previous = old
+            elif previous is None and new is not None:
+                previous = self._registry_fallback(aliases, new.version)
             self.state = ServingState(deployment, models, errors, datetime.now(UTC), previous)
+            if self.on_refresh is not None:  # under the lock: two refreshes never publish out of order
+                self.on_refresh(self.state)
             return self.state
+
+    def _registry_fallback(self, aliases: dict, champion_version: str) -> LoadedModel | None:
+        """The registry's ``previous_champion``, loaded once: the fallback of a freshly started
+        process, which has not seen a swap of its own."""
+        version = aliases.get(PREVIOUS_CHAMPION)
+        if version is None or str(version) == champion_version:
+            return None
+        if self._failed.get(PREVIOUS_CHAMPION, (None, None, 0.0))[0] == str(version):
+            return None
+        try:
+            return self._loader(self.tracking_uri, self.model_name, PREVIOUS_CHAMPION, str(version))
+        except Exception as error:  # no fallback is a weaker service, not a broken one
+            self._failed[PREVIOUS_CHAMPION] = (str(version), f"{type(error).__name__}: {error}", time.monotonic())
+            log.warning("previous champion version %s could not be loaded as a fallback: %s", version, error)
+            return None
+
+    def retry_failed(self) -> None:
+        """Forget versions that failed to load, so the next refresh tries them again."""
+        self._failed.clear()
 
     def start(self) -> None:
         """Poll the registry in a daemon thread until :meth:`stop`."""
         def loop() -> None:
             while not self._stop.wait(self.poll_seconds):
                 try:
-                    state = self.refresh()
-                    if self.on_refresh is not None:
-                        self.on_refresh(state)
+                    self.refresh()
                 except Exception:  # the poller must survive a registry hiccup; the next poll retries
                     log.exception("registry poll failed")
 

@@ -4,7 +4,8 @@ Requests put rows on an in-memory queue; a writer thread flushes them in batches
 ``flush_seconds`` or ``batch_rows`` rows) to parquet files under ``data/prediction_log/``, each
 written to a temporary name and renamed, so a reader never sees half a file. The serving process
 owns these files; the ``prediction_log`` asset loads them into the warehouse (single writer).
-A full queue drops rows and counts them rather than slow a request down.
+A full queue drops rows and counts them rather than slow a request down; so does a batch that
+cannot be written.
 """
 
 from __future__ import annotations
@@ -91,7 +92,13 @@ class PredictionLogWriter:
         written = 0
         with self._flush_lock:
             while rows := self._drain():
-                self._write(rows)
+                try:
+                    self._write(rows)
+                except Exception:  # later rows still get their chance; these are counted as lost
+                    log.exception("prediction log: %d rows could not be written to %s", len(rows), self.folder)
+                    if self._on_drop is not None:
+                        self._on_drop(len(rows))
+                    continue
                 written += len(rows)
         return written
 
@@ -118,10 +125,7 @@ class PredictionLogWriter:
         def loop() -> None:
             while not self._stop.is_set():
                 started = time.monotonic()
-                try:
-                    self.flush()
-                except Exception:  # keep logging later rows; the failed batch is reported
-                    log.exception("prediction log: a batch could not be written to %s", self.folder)
+                self.flush()
                 self._stop.wait(max(0.0, self.flush_seconds - (time.monotonic() - started)))
 
         self._thread = threading.Thread(target=loop, name="prediction-log", daemon=True)

@@ -7,7 +7,6 @@ with their own features). Sizes are bounded so that one request cannot hold the 
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -63,27 +62,3 @@ class PredictRequest(BaseModel):
         if self.keys is not None and (self.features is None or len(self.keys) != len(self.features)):
             raise ValueError("'keys' needs 'features' and one key per feature row")
         return self
-
-
-class Prediction(BaseModel):
-    probability: float = Field(description="Probability of an arrival delay over 15 minutes.")
-    model_version: str
-    alias: str = Field(description="Registry alias of the model that answered.")
-    arm: str = Field(description="champion; challenger; champion_fallback (the challenger failed); "
-                     "previous_champion (the champion failed to predict).")
-    key: str
-    flight_id: str | None = None
-    features: dict[str, Any] | None = None
-
-
-class PredictResponse(BaseModel):
-    request_id: str
-    predictions: list[Prediction]
-    deployment: str
-
-
-class ModelStatus(BaseModel):
-    alias: str
-    version: str | None
-    loaded_at: datetime | None
-    error: str | None = None
