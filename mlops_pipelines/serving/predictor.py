@@ -184,7 +184,9 @@ class _Forest:
         if x.shape[1] != self.n_features:
             raise ValueError(f"the trees read {self.n_features} columns, the row has {x.shape[1]}")
         missing = np.isnan(x)
-        x2 = np.concatenate([np.where(missing, np.inf, x), np.where(missing, -np.inf, x)], axis=1)
+        x2 = np.concatenate([x, x], axis=1)
+        x2[:, :self.n_features][missing] = np.inf
+        x2[:, self.n_features:][missing] = -np.inf
         rows = np.arange(n)[:, None]
         if self.has_categorical:
             # scikit-learn casts a category value to uint8; NaN and negatives read as missing.
