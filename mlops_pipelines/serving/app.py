@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import hmac
-import json
 import logging
 import math
 import os
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -81,7 +81,7 @@ Answer = tuple[int, bytes, Callable[[], None] | None]
 
 
 def _fail(status: int, detail: Any) -> Answer:
-    return status, json.dumps({"detail": detail}).encode(), None
+    return status, orjson.dumps({"detail": detail}, default=str), None
 
 
 class PredictFastPath:
@@ -321,8 +321,9 @@ def create_app(settings: ServingSettings) -> PredictFastPath:
         latency = time.perf_counter() - started
         metrics.latency.observe(latency)
         metrics.requests.labels("ok").inc()
-        content = json.dumps({"request_id": request_id, "predictions": predictions,
-                              "deployment": deployment.describe()})
+        # orjson: ~10x faster than json here, and NaN becomes null (valid JSON) in echoed features.
+        content = orjson.dumps({"request_id": request_id, "predictions": predictions,
+                                "deployment": deployment.describe()}, default=str)
 
         def log_rows() -> None:
             """Shadow scores (if any), then the rows to the log queue."""
@@ -351,9 +352,9 @@ def create_app(settings: ServingSettings) -> PredictFastPath:
 
         if challenger is not None and deployment.strategy == "shadow":
             # Shadow scoring costs a second model: it runs after the response is sent.
-            return 200, content.encode(), log_rows
+            return 200, content, log_rows
         log_rows()  # only queue appends: cheaper inline than a hop to the thread pool
-        return 200, content.encode(), None
+        return 200, content, None
 
 
     @app.post("/admin/reload")
