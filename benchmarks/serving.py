@@ -86,11 +86,10 @@ TOLERANCE = 1e-12
 # Load generator (``--generate``: its own process, standard library only)
 # --------------------------------------------------------------------------------------------
 
-def session_cpu_seconds(session: int) -> float:
-    """User + system CPU seconds of every live process of the session ``session`` (a server started
-    with ``start_new_session=True`` and its workers)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+def session_processes(session: int) -> list[tuple[str, list[str]]]:
+    """(pid, the fields of /proc/PID/stat after the command name) of every live process of the
+    session ``session`` (a server started with ``start_new_session=True`` and its workers)."""
+    found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -101,8 +100,13 @@ def session_cpu_seconds(session: int) -> float:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
         if int(fields[3]) == session:
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
+            found.append((entry, fields))
+    return found
+
+
+def session_cpu_seconds(session: int) -> float:
+    """User + system CPU seconds of every live process of the session ``session``."""
+    return sum(int(f[11]) + int(f[12]) for _, f in session_processes(session)) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(ordered: list[int], q: float) -> float:
@@ -350,15 +354,9 @@ def http(port: int, method: str, path: str, body: bytes | None = None, timeout: 
 def rss_mb(session: int) -> float:
     """Resident memory of every process of a server's session, in MB."""
     total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid, _fields in session_processes(session):
         try:
-            with open(f"/proc/{entry}/stat") as handle:
-                stat = handle.read()
-            if int(stat[stat.rindex(")") + 2:].split()[3]) != session:
-                continue
-            with open(f"/proc/{entry}/status") as handle:
+            with open(f"/proc/{pid}/status") as handle:
                 for line in handle:
                     if line.startswith("VmRSS:"):
                         total += int(line.split()[1])
