@@ -277,10 +277,12 @@ def test_canary_splits_ten_percent_of_keys_stickily_and_shadow_never_changes_ans
         ("champion", single["model_version"], single["probability"])}
     served.flush_log()
     with duckdb.connect() as con:
-        log = con.sql(f"select probability, challenger_version, challenger_probability from "
+        log = con.sql(f"select probability, model_ms, latency_ms, challenger_version, challenger_probability from "
                       f"read_parquet('{served.life.paths.prediction_log_dir}/*/*.parquet', hive_partitioning = false) "
                       f"where request_id = 'shadow-check'").df()
     assert len(log) == 200 and (log["probability"] == single["probability"]).all()
+    # The answering model's own time is logged beside the request's, and is part of it.
+    assert (log["model_ms"] > 0).all() and (log["model_ms"] <= log["latency_ms"]).all()
     assert (log["challenger_version"] == bad).all() and log["challenger_probability"].notna().all()
     assert (log["challenger_probability"] != log["probability"]).all()
     served.control.deploy("single")

@@ -255,6 +255,9 @@ def create_app(settings: ServingSettings) -> PredictFastPath:
         probabilities: list[float | None] = [None] * len(rows)
         challenger_scores: list[float | None] = [None] * len(rows)
         challenger_errors: list[str | None] = [None] * len(rows)
+        # Time of the predict call that answered each item: the controller's latency rule compares
+        # arms by this, not by the request's latency, which both arms share in a mixed batch.
+        model_ms: list[float | None] = [None] * len(rows)
         if challenger is None and deployment.strategy in ("canary", "ab"):
             # The deployment wants a challenger this process could not load: the items it would have
             # answered are logged as its failures, so the controller sees them and rolls it back.
@@ -266,9 +269,12 @@ def create_app(settings: ServingSettings) -> PredictFastPath:
             chosen = [i for i, key in enumerate(keys) if challenger_answers(deployment, key)]
             if chosen:
                 try:
+                    called = time.perf_counter()
                     scored = challenger.predict([rows[i] for i in chosen])
+                    took = (time.perf_counter() - called) * 1000.0
                     for i, p in zip(chosen, scored, strict=True):
                         arms[i], probabilities[i], challenger_scores[i] = "challenger", float(p), float(p)
+                        model_ms[i] = took
                 except Exception as error:  # a failing challenger must never fail the request
                     reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
                     metrics.challenger_errors.labels(challenger.version).inc(len(chosen))
@@ -284,6 +290,7 @@ def create_app(settings: ServingSettings) -> PredictFastPath:
                 metrics.requests.labels("invalid").inc()
                 return _fail(422, f"the model cannot score this input: {error.args[0]}")
         if rest:
+            called = time.perf_counter()
             try:
                 scored = champion.predict([rows[i] for i in rest])
             except Exception as error:
@@ -306,8 +313,9 @@ def create_app(settings: ServingSettings) -> PredictFastPath:
                           champion.version, reason, fallback.version)
                 for i in rest:
                     arms[i], answering[i] = "previous_champion", fallback
+            took = (time.perf_counter() - called) * 1000.0
             for i, p in zip(rest, scored, strict=True):
-                probabilities[i] = float(p)
+                probabilities[i], model_ms[i] = float(p), took
         predictions = []
         for i, p in enumerate(probabilities):
             model = challenger if arms[i] == "challenger" else answering[i]
@@ -345,7 +353,7 @@ def create_app(settings: ServingSettings) -> PredictFastPath:
                 writer.append((
                     request_id, i, now, keys[i], flight_ids[i], departures[i], deployment.deployment_id,
                     deployment.strategy, prediction["arm"], prediction["alias"], prediction["model_version"],
-                    prediction["probability"], latency * 1000.0, challenger_version,
+                    prediction["probability"], latency * 1000.0, model_ms[i], challenger_version,
                     _finite(challenger_scores[i]), challenger_errors[i],
                     {c: rows[i].get(c) for c in champion.columns},
                 ))

@@ -56,7 +56,7 @@ def log_files(folder: str | Path) -> list[Path]:
 PREDICTIONS_DDL = """create table if not exists serving.predictions (
     request_id varchar, item integer, logged_at timestamptz, key varchar, flight_id varchar,
     sched_dep_utc timestamptz, deployment_id varchar, strategy varchar, arm varchar, model_alias varchar,
-    model_version varchar, probability double, latency_ms double, challenger_version varchar,
+    model_version varchar, probability double, latency_ms double, model_ms double, challenger_version varchar,
     challenger_probability double, challenger_error varchar, features varchar, source_file varchar)"""
 
 OUTCOMES_SQL = f"""
@@ -86,6 +86,7 @@ def prediction_log(context: AssetExecutionContext, warehouse: DuckDBWarehouse,
     with warehouse.connect() as connection:
         connection.execute("create schema if not exists serving")
         connection.execute(PREDICTIONS_DDL)
+        connection.execute("alter table serving.predictions add column if not exists model_ms double")
         loaded = {row[0] for row in connection.execute(
             "select distinct source_file from serving.predictions").fetchall()}
         new = [f for f in files if str(f) not in loaded]
@@ -119,7 +120,8 @@ with rows as (
 select
     -- champion: every answer it gave (in shadow: all of them)
     count(*) filter (where side in ('champion', 'fallback')) as champion_answered,
-    quantile_cont(latency_ms, 0.99) filter (where side = 'champion') as champion_p99,
+    -- Each arm's own predict time (logs written before it existed: the request's latency).
+    quantile_cont(coalesce(model_ms, latency_ms), 0.99) filter (where side = 'champion') as champion_p99,
     -- challenger: answers, attempts (answers + failures), in shadow its own scores
     count(*) filter (where side = 'challenger'
                      or (strategy = 'shadow' and challenger_probability is not null)) as challenger_answered,
@@ -127,7 +129,7 @@ select
                      or (strategy = 'shadow' and (challenger_probability is not null
                                                   or challenger_error is not null))) as challenger_attempts,
     count(*) filter (where challenger_error is not null) as challenger_errors,
-    quantile_cont(latency_ms, 0.99) filter (where side = 'challenger') as challenger_p99,
+    quantile_cont(coalesce(model_ms, latency_ms), 0.99) filter (where side = 'challenger') as challenger_p99,
     count(*) filter (where side = 'challenger' and logged_at >= ?::timestamptz) as challenger_this_step
 from rows
 """

@@ -40,13 +40,15 @@ SCHEMA = pa.schema([
     ("model_version", pa.string()),
     ("probability", pa.float64()),
     ("latency_ms", pa.float64()),
+    ("model_ms", pa.float64()),
     ("challenger_version", pa.string()),
     ("challenger_probability", pa.float64()),
     ("challenger_error", pa.string()),
     ("features", pa.string()),
 ])
 """One row per answered item, appended as a tuple in this order (instants as epoch microseconds;
-``features`` as a dict, serialized to JSON by the writer).
+``features`` as a dict, serialized to JSON by the writer). ``latency_ms``: the whole request;
+``model_ms``: the predict call that answered the item.
 ``challenger_*``: the challenger's own score where it scored the item
 (canary/ab arm, or shadow), and its error when it failed and the champion answered instead."""
 
