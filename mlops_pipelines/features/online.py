@@ -107,29 +107,38 @@ class OnlineStore:
         """Feature values by entity key, as of the view's watermark (expired rows left out)."""
         if not self.path.exists():
             raise FileNotFoundError(f"online store {self.path} does not exist: run materialize_online first")
-        found: dict[tuple, tuple] = {}
         with self.connect() as connection:
             watermark = self.watermark(connection, view)
             if watermark is None:
                 raise LookupError(
                     f"feature view {view.name!r} (version {view.version}) is not materialized online"
                 )
-            floor = watermark - int(view.ttl.total_seconds() * 1_000_000) if view.ttl else None
-            key_list = ", ".join(f'"{k}"' for k in view.entities)
-            columns = ", ".join(f'"{n}"' for n in names)
-            unique = list(dict.fromkeys(k for k in keys if all(v is not None for v in k)))
-            width = len(view.entities)
-            # SQLite caps bound parameters per statement; 900 values is safe on every build.
-            step = max(1, 900 // width)
-            for start in range(0, len(unique), step):
-                chunk = unique[start:start + step]
-                placeholders = ", ".join("(" + ", ".join("?" * width) + ")" for _ in chunk)
-                sql = (
-                    f"select {key_list}, __ts, {columns} from {view_table(view)} "
-                    f"where ({key_list}) in (values {placeholders})"
-                )
-                for row in connection.execute(sql, [v for k in chunk for v in k]):
-                    if floor is not None and row[width] < floor:
-                        continue
-                    found[tuple(row[:width])] = tuple(row[width + 1:])
-        return found
+            return read_rows(connection, view, names, keys, watermark)
+
+
+def read_rows(connection: sqlite3.Connection, view: FeatureView, names: Sequence[str], keys: Sequence[tuple],
+              watermark: int) -> dict[tuple, tuple]:
+    """Feature values by entity key from an open connection, as of ``watermark`` (µs): rows older
+    than the view's TTL at the watermark are left out, null keys match nothing."""
+    unique = list(dict.fromkeys(k for k in keys if all(v is not None for v in k)))
+    if not unique:
+        return {}
+    width = len(view.entities)
+    floor = watermark - int(view.ttl.total_seconds() * 1_000_000) if view.ttl else None
+    key_list = ", ".join(f'"{k}"' for k in view.entities)
+    columns = ", ".join(f'"{n}"' for n in names)
+    found: dict[tuple, tuple] = {}
+    # SQLite caps bound parameters per statement; 900 values is safe on every build.
+    step = max(1, 900 // width)
+    for start in range(0, len(unique), step):
+        chunk = unique[start:start + step]
+        if width == 1:
+            where = f'"{view.entities[0]}" in ({", ".join("?" * len(chunk))})'
+        else:
+            where = f"({key_list}) in (values {', '.join('(' + ', '.join('?' * width) + ')' for _ in chunk)})"
+        sql = f"select {key_list}, __ts, {columns} from {view_table(view)} where {where}"
+        for row in connection.execute(sql, [v for k in chunk for v in k]):
+            if floor is not None and row[width] < floor:
+                continue
+            found[tuple(row[:width])] = tuple(row[width + 1:])
+    return found

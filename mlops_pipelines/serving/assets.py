@@ -110,13 +110,16 @@ def prediction_log(context: AssetExecutionContext, warehouse: DuckDBWarehouse,
     })
 
 
-ARM_SQL = """
-with rows as (
-    select *,
-        case when strategy = 'shadow' then 'champion' when arm = 'challenger' then 'challenger'
-             when arm = 'champion_fallback' then 'fallback' else 'champion' end as side
-    from serving.prediction_outcomes where deployment_id = ?
-)
+# Which arm a logged answer counts for: in shadow the champion answered every one; a fallback is
+# a challenger attempt the champion answered.
+SIDES_SQL = """
+select *, case when strategy = 'shadow' then 'champion' when arm = 'challenger' then 'challenger'
+               when arm = 'champion_fallback' then 'fallback' else 'champion' end as side
+from serving.prediction_outcomes where deployment_id = ?
+"""
+
+ARM_SQL = f"""
+with rows as ({SIDES_SQL})
 select
     -- champion: every answer it gave (in shadow: all of them)
     count(*) filter (where side in ('champion', 'fallback')) as champion_answered,
@@ -134,16 +137,11 @@ select
 from rows
 """
 
-LOSS_SQL = """
+LOSS_SQL = f"""
 -- The unit is the flight (the routing key), not the request: a flight asked about many times is one
 -- outcome per arm, its first prediction, or repeated questions would shrink the variance.
-with sides as (
-    select *, case when strategy = 'shadow' then 'champion' when arm = 'challenger' then 'challenger'
-                   when arm = 'champion_fallback' then 'fallback' else 'champion' end as side
-    from serving.prediction_outcomes where deployment_id = ? and is_delayed is not null
-),
-firsts as (
-    select * from sides
+with firsts as (
+    select * from ({SIDES_SQL}) where is_delayed is not null
     qualify row_number() over (partition by key, side order by logged_at, request_id, item) = 1
 )
 select

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlops_pipelines.features.online import view_table
+from mlops_pipelines.features.online import read_rows
 from mlops_pipelines.features.views import FeatureView
 from mlops_pipelines.serving.schema import Flight
 
@@ -101,39 +101,12 @@ class OnlineFeatureReader:
                     raise LookupError(
                         f"feature view {view_name!r} (version {view.version}) is not materialized online"
                     )
-                found = self._read(connection, view, names, watermark, flights)
-                for row, flight in zip(out, flights, strict=True):
-                    values = found.get(tuple(getattr(flight, ENTITY_FIELDS[k]) for k in view.entities))
+                keys = [tuple(getattr(f, ENTITY_FIELDS[k]) for k in view.entities) for f in flights]
+                found = read_rows(connection, view, names, keys, watermark)
+                for row, key in zip(out, keys, strict=True):
+                    values = found.get(key)
                     for position, name in enumerate(names):
                         row[name] = None if values is None else values[position]
         finally:
             connection.execute("commit")
         return out
-
-    @staticmethod
-    def _read(connection: sqlite3.Connection, view: FeatureView, names: list[str], watermark: int,
-              flights: Sequence[Flight]) -> dict[tuple, tuple]:
-        keys = list(dict.fromkeys(
-            tuple(getattr(f, ENTITY_FIELDS[k]) for k in view.entities) for f in flights
-        ))
-        keys = [k for k in keys if all(v is not None for v in k)]
-        if not keys:
-            return {}
-        width = len(view.entities)
-        floor = watermark - int(view.ttl.total_seconds() * 1_000_000) if view.ttl else None
-        key_list = ", ".join(f'"{k}"' for k in view.entities)
-        columns = ", ".join(f'"{n}"' for n in names)
-        found: dict[tuple, tuple] = {}
-        step = max(1, 900 // width)
-        for start in range(0, len(keys), step):
-            chunk = keys[start:start + step]
-            if width == 1:
-                where = f'"{view.entities[0]}" in ({", ".join("?" * len(chunk))})'
-            else:
-                where = f"({key_list}) in (values {', '.join('(' + ', '.join('?' * width) + ')' for _ in chunk)})"
-            sql = f"select {key_list}, __ts, {columns} from {view_table(view)} where {where}"
-            for row in connection.execute(sql, [v for k in chunk for v in k]):
-                if floor is not None and row[width] < floor:
-                    continue
-                found[tuple(row[:width])] = tuple(row[width + 1:])
-        return found
