@@ -10,7 +10,9 @@ every count by 10.
 Each engine runs in its own subprocess (so its peak RSS is its own, read with ``os.wait4``):
 
 * ours: ``FeatureStore(":memory:", memory_limit="1GB").get_historical_features`` over
-  ``read_parquet(...)`` sources;
+  ``read_parquet('file')`` sources (which the store reads with Arrow);
+* ours_duckdb: the same with ``read_parquet(['file'])`` sources, which DuckDB reads (as it reads
+  the warehouse's tables in the lifecycle);
 * merge_asof: read, drop tie losers (greatest created timestamp per entity and event timestamp),
   sort, ``pandas.merge_asof(by="entity_id", direction="backward", tolerance=ttl)`` per view,
   restore the caller's order;
@@ -47,7 +49,7 @@ FEAST_REQUIREMENT = "feast[duckdb]==0.67.*"
 N_VIEWS = 3
 N_FEATURES = 5
 TTL_DAYS = 30
-ENGINES = ("ours", "merge_asof", "feast")
+ENGINES = ("ours", "ours_duckdb", "merge_asof", "feast")
 
 
 def feature_columns(meta: dict) -> list[str]:
@@ -138,7 +140,7 @@ def generate(folder: Path, scale: float, seed: int) -> dict:
 # Engines (each in its own subprocess)
 # --------------------------------------------------------------------------------------------
 
-def run_ours(meta: dict, explain: bool = False):
+def run_ours(meta: dict, explain: bool = False, duckdb_reader: bool = False):
     from datetime import timedelta
 
     import pandas as pd
@@ -147,9 +149,11 @@ def run_ours(meta: dict, explain: bool = False):
     from mlops_pipelines.features.views import Feature, FeatureView
 
     store = FeatureStore(":memory:", memory_limit="1GB")
+    # A list of one file is DuckDB's to read; one file alone is read by Arrow (FeatureStore).
+    source = "read_parquet(['{}'])" if duckdb_reader else "read_parquet('{}')"
     for name in meta["views"]:
         store.register(FeatureView(
-            name=name, source=f"read_parquet('{meta['sources'][name]}')", entities=("entity_id",),
+            name=name, entities=("entity_id",), source=source.format(meta["sources"][name]),
             event_timestamp="event_ts", created_timestamp="created_ts",
             features=tuple(Feature(f"f{j}") for j in range(meta["n_features"])),
             ttl=timedelta(days=meta["ttl_days"]),
@@ -162,51 +166,39 @@ def run_ours(meta: dict, explain: bool = False):
                                              timestamp_column="event_timestamp")
 
     def profile():
+        """The steps of get_historical_features one after another, each timed (wall and CPU)."""
+        import resource
+
         import duckdb
-        import pyarrow as pa
 
-        from mlops_pipelines.features.store import ROW_ID, to_utc
+        from mlops_pipelines.features import point_in_time
+        from mlops_pipelines.features.store import entity_rows, read_view_rows, to_utc
 
-        entity_df = pd.read_parquet(meta["entities"])
-        entity_df["event_timestamp"] = to_utc(entity_df["event_timestamp"])
-        entity_df[ROW_ID] = range(len(entity_df))
-        # The queries get_historical_features runs: one per view (it then restores the order).
-        queries = store.view_queries(store.resolve_features(refs), "event_timestamp", True)
+        lines = []
+
+        def step(label, work):
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            started, cpu = time.perf_counter(), usage.ru_utime + usage.ru_stime
+            result = work()
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            lines.append(f"{label:<34} {time.perf_counter() - started:6.3f} s wall "
+                         f"{usage.ru_utime + usage.ru_stime - cpu:6.3f} s CPU")
+            return result
+
+        entity_df = step("read entities (pandas)", lambda: pd.read_parquet(meta["entities"]))
+        stamps = step("entity timestamps to UTC", lambda: to_utc(entity_df["event_timestamp"]))
+        entities = step("entity rows", lambda: entity_rows({"entity_id": entity_df["entity_id"]}, stamps))
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"SET memory_limit = '{store.memory_limit}'")
-        con.register("entities", pa.Table.from_pandas(entity_df, preserve_index=False))
-        output = Path(meta["entities"]).parent / "profile.json"
-        lines = []
-        for number, sql in enumerate(queries):
-            con.execute("SET enable_profiling = 'json'")
-            con.execute(f"SET profiling_output = '{output}'")
-            started = time.perf_counter()
-            con.sql(sql).to_arrow_table()
-            seconds = time.perf_counter() - started
-            con.execute("SET enable_profiling = 'no_output'")
-            tree = json.loads(output.read_text())
-            query, system = tree.get("query", {}), tree.get("system", {})
-            lines.append(f"view query {number}: {seconds:.2f} s wall (to arrow), {query.get('cpu_time', 0):.2f} s CPU; "
-                         f"peak buffer memory {system.get('peak_buffer_memory', 0) / 2**20:,.0f} MB, "
-                         f"spilled {system.get('peak_temp_dir_size', 0) / 2**20:,.0f} MB; "
-                         "operator times are CPU seconds summed over threads")
-
-            def walk(node: dict, depth: int) -> None:
-                info = node.get("extra_info") or {}
-                detail = info.get("Function") or info.get("Order By") or ""
-                if "Conditions" in info:  # a list, or one string for a single condition
-                    conditions = info["Conditions"]
-                    detail = conditions if isinstance(conditions, str) else " and ".join(conditions)
-                label = "  " * depth + node.get("type", "?")
-                lines.append(f"{label:<34} {str(detail)[:40]:<40} "
-                             f"{node.get('timing', 0):>7.3f} s {node.get('intermediate_rows', 0):>12,} rows")
-                for sub in node.get("children", []):
-                    walk(sub, depth + 1)
-
-            for node in tree.get("operator", []):
-                walk(node, 0)
-        lines.append("SQL of the first view: " + queries[0])
+        for name, names in store.resolve_features(refs).items():
+            view = store.views[name]
+            table = step(f"{name}: read (Arrow)", lambda view=view, names=names: read_view_rows(con, view, names))
+            ttl = round(view.ttl / timedelta(microseconds=1))
+            rows, chosen = step(f"{name}: match rows", lambda table=table, view=view, names=names, ttl=ttl:
+                                point_in_time.match_rows(table, entities, view.entities, names, ttl, True))
+            step(f"{name}: take features", lambda rows=rows, names=names, chosen=chosen:
+                 point_in_time.take_pandas(rows, names, chosen))
+        lines.append("(one thread, one step after another; get_historical_features joins two views at a time)")
         return "\n".join(lines)
 
     return timed, (profile if explain else None)
@@ -282,9 +274,9 @@ def engine_main(engine: str, folder: Path, explain: bool) -> None:
     import resource
 
     meta = json.loads((folder / "meta.json").read_text())
-    if engine == "ours":
-        timed, profile = run_ours(meta, explain)
-        if profile is not None:  # a separate, untimed run: EXPLAIN ANALYZE of our SQL only
+    if engine in ("ours", "ours_duckdb"):
+        timed, profile = run_ours(meta, explain, duckdb_reader=engine == "ours_duckdb")
+        if profile is not None:  # a separate, untimed run: the steps one by one
             print("RESULT " + json.dumps({"engine": engine, "explain": profile()}), flush=True)
             return
     elif engine == "merge_asof":
@@ -474,7 +466,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per engine (median reported)")
     parser.add_argument("--skip-feast", action="store_true", help="run ours and merge_asof only")
     parser.add_argument("--explain", action="store_true",
-                        help="also print EXPLAIN ANALYZE of our SQL (a separate, untimed run)")
+                        help="also time the steps of ours one by one (a separate, untimed run)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (data, results, logs)")
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
@@ -494,7 +486,7 @@ def main() -> None:
         print("RESULT " + json.dumps(compare(meta, args.dir, args.compare.split(","), args.seed)), flush=True)
         return
 
-    engines = ["ours", "merge_asof"] + ([] if args.skip_feast else ["feast"])
+    engines = ["ours", "ours_duckdb", "merge_asof"] + ([] if args.skip_feast else ["feast"])
     feast_python = None if args.skip_feast else str(ensure_feast_venv())
     folder = Path(tempfile.mkdtemp(prefix="fs_bench_"))
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start "
@@ -520,7 +512,7 @@ def main() -> None:
         print_table(engines, reports, checks or {"_reference": "(comparison failed)", "_sample": 0})
         if args.explain:
             plan, peak, _ = child(sys.executable, ["--engine", "ours", "--explain"], folder, "explain")
-            print("\nEXPLAIN ANALYZE of FeatureStore.view_queries (ours, separate untimed run, "
+            print("\nThe steps of ours (a separate, untimed run, "
                   f"peak RSS {peak / 1024:,.0f} MB):")
             print(plan["explain"] if plan else "(failed)")
         if args.keep:
@@ -560,6 +552,9 @@ def print_table(engines: list[str], reports: dict, checks: dict) -> None:
             memory = r["peak_kb"] / ours["peak_kb"]
             verdict = "meets" if ratio >= target else "MISSES"
             print(f"{engine} / ours: time x{ratio:.2f} ({verdict} target x{target:g}), peak RSS x{memory:.2f}")
+    duck, feast = reports.get("ours_duckdb", {}), reports.get("feast", {})
+    if duck and not duck.get("failed") and feast and not feast.get("failed"):
+        print(f"feast / ours_duckdb (views read by DuckDB): time x{feast['seconds'] / duck['seconds']:.2f}")
     peak_mb = ours["peak_kb"] / 1024
     print(f"ours peak RSS {peak_mb:,.0f} MB ({'meets' if peak_mb < 1536 else 'MISSES'} target < 1,536 MB)")
 

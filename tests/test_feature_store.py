@@ -125,10 +125,10 @@ def test_bad_entity_frames_are_named(store, entities, error):
 
 
 def test_ties_are_decided_only_where_they_occur():
-    """Tied (keys, event instant) groups go through the de-duplication, the others straight to the
-    join: both must give the spec's row (latest created, then the smallest value, NULLs last).
-    Also: -infinity event timestamps (matched only without a TTL), nanosecond entity timestamps,
-    and a NULL entity timestamp (no match, row kept)."""
+    """Rows tied on (keys, event instant) give the spec's row (latest created, then the smallest
+    value, NULLs last) and untied rows are untouched by that. Also: -infinity event timestamps
+    (matched only without a TTL), nanosecond entity timestamps, and a NULL entity timestamp (no
+    match, row kept)."""
     con = duckdb.connect()
     con.execute("set TimeZone='UTC'")
     con.execute("create table f (k varchar, k2 int, ts timestamptz, created timestamptz, x double)")
@@ -158,3 +158,69 @@ def test_ties_are_decided_only_where_they_occur():
         out = store.get_historical_features(entities, ["f:x"], connection=con)
         assert list(out.index) == list("ABCDEFG")
         assert [None if pd.isna(v) else v for v in out["x"]] == expected, ttl
+
+
+def test_parquet_sources_read_by_arrow_agree_with_duckdb(tmp_path):
+    """A ``read_parquet('file')`` view is read by Arrow, a table by DuckDB: the same rows give the
+    same answers, whatever the file's timestamp types (naive nanoseconds read as UTC, dates) and
+    feature types (string, integer, timestamp; NULL where nothing matches)."""
+    con = duckdb.connect()
+    con.execute("set TimeZone='UTC'")
+    con.execute("""create table f as select * from (values
+        (1, '2020-01-01 10:00:00.000000999'::timestamp_ns, '2020-01-01'::date, 'x', 5, '2019-05-01 00:00'::timestamp),
+        (1, '2020-01-01 12:00:00'::timestamp_ns, '2020-01-02'::date, NULL, 6, NULL),
+        (2, '2020-01-01 11:00:00'::timestamp_ns, '2020-01-01'::date, 'z', NULL, '2019-05-03 00:00'::timestamp),
+        (NULL, '2020-01-01 09:00:00'::timestamp_ns, '2020-01-01'::date, 'w', 7, NULL)
+    ) v(k, ts, day, label, count, seen)""")
+    path = tmp_path / "f.parquet"
+    con.execute(f"copy f to '{path}' (format parquet)")
+    entities = pd.DataFrame({
+        "k": pd.array([1, 1, 1, 2, 3, None], dtype="Int64"),
+        "event_timestamp": pd.to_datetime(["2020-01-01 10:00:00.000001", "2020-01-01 10:00", "2020-01-01 13:00",
+                                           "2020-01-01 11:00-05:00", "2020-01-01 13:00", "2020-01-01 13:00"],
+                                          utc=True, format="ISO8601"),
+    })
+    features = (Feature("label", "str"), Feature("count", "int"), Feature("seen"))
+    answers = {}
+    for source in ("f", f"read_parquet('{path}')"):
+        for event in ("ts", "day"):
+            store = FeatureStore(":memory:")
+            store.register(FeatureView("f", source, ("k",), event, features, ttl=timedelta(days=1)))
+            out = store.get_historical_features(entities, ["f:label", "f:count", "f:seen"], connection=con)
+            answers[source, event] = [[None if pd.isna(v) else v for v in out[c]] for c in ("label", "count", "seen")]
+    first, third = pd.Timestamp("2019-05-01"), pd.Timestamp("2019-05-03")
+    # The first row's event is 999 ns past 10:00: DuckDB's cast rounds it to 10:00:00.000001, and
+    # so does the Arrow reader; an entity row at 10:00:00 sees nothing yet.
+    assert answers["f", "ts"] == [["x", None, None, "z", None, None], [5, None, 6, None, None, None],
+                                  [first, None, None, third, None, None]]
+    assert answers[f"read_parquet('{path}')", "ts"] == answers["f", "ts"]
+    # As dates, 2020-01-01 is midnight UTC: every asked instant that day sees the rows dated then.
+    assert answers["f", "day"] == [["x", "x", "x", "z", None, None], [5, 5, 5, None, None, None],
+                                   [first, first, first, third, None, None]]
+    assert answers[f"read_parquet('{path}')", "day"] == answers["f", "day"]
+
+
+def test_parquet_source_missing_a_column_is_named(tmp_path):
+    path = tmp_path / "f.parquet"
+    pd.DataFrame({"k": [1], "ts": pd.to_datetime(["2020-01-01"], utc=True)}).to_parquet(path)
+    store = FeatureStore(":memory:")
+    store.register(FeatureView("f", f"read_parquet('{path}')", ("k",), "ts", (Feature("x"),)))
+    entities = pd.DataFrame({"k": [1], "event_timestamp": pd.to_datetime(["2020-01-02"], utc=True)})
+    with pytest.raises(KeyError, match=r"feature view 'f': .*f.parquet has no columns \['x'\]"):
+        store.get_historical_features(entities, ["f:x"])
+
+
+def test_entity_keys_of_another_type_are_cast_or_refused():
+    con = duckdb.connect()
+    con.execute("set TimeZone='UTC'")
+    con.execute("create table f as select 7::bigint as k, '2020-01-01'::timestamptz as ts, 1.5 as x")
+    store = FeatureStore(":memory:")
+    store.register(FeatureView("f", "f", ("k",), "ts", (Feature("x"),)))
+    at = pd.to_datetime(["2020-01-02"] * 2, utc=True)
+    for keys in (pd.array([7, 8], dtype="int32"), [7.0, None], ["7", "8"]):  # cast to the view's BIGINT
+        out = store.get_historical_features(pd.DataFrame({"k": keys, "event_timestamp": at}), ["f:x"], connection=con)
+        assert [None if pd.isna(v) else v for v in out["x"]] == [1.5, None], keys
+    for keys, kind in (([7.5, 1.0], "double"), (["seven", "7"], "(large_)?string")):
+        with pytest.raises(ValueError, match=f"join key 'k': entity values of type {kind} cannot be compared "
+                                             "with the view's int64"):
+            store.get_historical_features(pd.DataFrame({"k": keys, "event_timestamp": at}), ["f:x"], connection=con)

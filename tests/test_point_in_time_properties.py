@@ -128,3 +128,103 @@ def test_matches_brute_force(data):
                 assert pd.isna(got), (view, entity, got)
             else:
                 assert got == expect[view], (view, entity, got, expect[view])
+
+
+# Key and time encodings: the join numbers keys and instants before it sorts (offsets of small
+# integer keys, dictionary codes for others, numbered pairs when two columns' ranges multiply
+# past 2**62; steps of the data's own time grid, or ranks when the span is too wide, as with
+# +/-infinity). Every path must give the same answers.
+MICROS = 1_000_000
+BASE_MICROS = int(BASE.value // 1000)
+KEY_KINDS = {
+    "int": (("k1",), lambda k: (k,), "bigint"),
+    "wide int": (("k1",), lambda k: (k * 2**40 + 7,), "bigint"),
+    "string": (("k1",), lambda k: (f"key {k}",), "varchar"),
+    "wide pair": (("k1", "k2"), lambda k: (k * 2**30, -k * 2**30), "bigint"),
+}
+INFINITY = float("inf")
+
+
+def _micros_sql(value) -> str:
+    if value in (INFINITY, -INFINITY):
+        return f"'{'-' if value < 0 else ''}infinity'::timestamptz"
+    return f"make_timestamp({value}::bigint)::timestamptz"
+
+
+def _reference(rows, key, at: int, ttl: int | None):
+    """The spec over integer microseconds (+/-inf for infinite instants)."""
+    if key is None:
+        return None
+    best = None
+    for row_key, ts, created, x in rows:
+        if row_key != key or ts > at or (ttl is not None and at - ts > ttl):
+            continue
+        rank = (ts, -INFINITY if created is None else created, -x)
+        if best is None or rank > best[0]:
+            best = (rank, x)
+    return None if best is None else best[1]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_key_and_time_encodings_match_brute_force(data, tmp_path_factory):
+    key_kind = data.draw(st.sampled_from(sorted(KEY_KINDS)), label="keys")
+    time_kind = data.draw(st.sampled_from(["minutes", "microseconds", "far apart", "infinity"]), label="times")
+    from_parquet = data.draw(st.booleans(), label="parquet source")
+    ttl_minutes = data.draw(st.sampled_from([None, 30, 90]), label="ttl minutes")
+    key_columns, encode, sql_type = KEY_KINDS[key_kind]
+
+    def instant() -> int:
+        minutes = data.draw(st.integers(0, 12)) * 15
+        extra = data.draw(st.integers(0, 3)) if time_kind != "minutes" else 0
+        return BASE_MICROS + minutes * 60 * MICROS + extra
+
+    rows = []
+    for _ in range(data.draw(st.integers(0, 20), label="feature rows")):
+        created = data.draw(st.one_of(st.none(), st.integers(0, 2)))
+        ts = instant()
+        rows.append((encode(data.draw(st.sampled_from([1, 2, 3]))), ts,
+                     None if created is None else ts + created * MICROS, float(data.draw(st.integers(-3, 3)))))
+    if time_kind == "far apart":  # a span of ~146,000 years in microseconds
+        rows += [(encode(1), 2**62 + 1, None, 9.0), (encode(2), BASE_MICROS - 2**55, None, 8.0)]
+    if time_kind == "infinity":
+        rows += [(encode(1), INFINITY, None, 9.0), (encode(2), -INFINITY, None, 8.0)]
+
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    key_sql = ", ".join(f"{k} {sql_type}" for k in key_columns)
+    con.execute(f"create table f ({key_sql}, ts timestamptz, created timestamptz, x double)")
+    for key, ts, created, x in rows:
+        values = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in key)
+        created_sql = "null" if created is None else _micros_sql(created)
+        con.execute(f"insert into f values ({values}, {_micros_sql(ts)}, {created_sql}, {x})")
+    source = "f"
+    if from_parquet:
+        path = tmp_path_factory.mktemp("parquet") / "f.parquet"
+        con.execute(f"copy f to '{path}' (format parquet)")
+        source = f"read_parquet('{path}')"
+    ttl = timedelta(minutes=ttl_minutes) if ttl_minutes else None
+    store = FeatureStore(":memory:")
+    store.register(FeatureView("f", source, key_columns, "ts", (Feature("x"),), ttl=ttl, created_timestamp="created"))
+
+    asked = []
+    for _ in range(data.draw(st.integers(1, 10), label="entity rows")):
+        number = data.draw(st.sampled_from([1, 2, 3, 4, None]))
+        at = instant() + data.draw(st.sampled_from([-2 * 60, 0, 0, 7, 24 * 60])) * 60 * MICROS
+        asked.append((None if number is None else encode(number), at))
+    frame = pd.DataFrame({
+        column: pd.array([None if key is None else key[i] for key, _ in asked],
+                         dtype="string" if sql_type == "varchar" else "Int64")
+        for i, column in enumerate(key_columns)
+    })
+    frame["event_timestamp"] = pd.to_datetime([at for _, at in asked], unit="us", utc=True)
+    out = store.get_historical_features(frame, ["f:x"], connection=con)
+
+    ttl_micros = ttl_minutes * 60 * MICROS if ttl_minutes else None
+    for i, (key, at) in enumerate(asked):
+        expected = _reference(rows, key, at, ttl_micros)
+        got = out["x"].iloc[i]
+        if expected is None:
+            assert pd.isna(got), (key_kind, time_kind, key, at, got)
+        else:
+            assert got == expected, (key_kind, time_kind, key, at, got, expected)

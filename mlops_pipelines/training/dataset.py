@@ -17,11 +17,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlops_pipelines.features.store import ROW_ID, FeatureStore
+from mlops_pipelines.features.store import FeatureStore, entity_rows, to_utc
 
 DELAY_THRESHOLD_MINUTES = 15
 LABEL = "is_delayed"
 TIMESTAMP = "sched_dep_utc"
+ROW_ID = "__entity_row"
 
 # Known before departure from the schedule itself: no feature view needed.
 SCHEDULE_FEATURES = {
@@ -129,18 +130,24 @@ def build_training_dataset(
         "select count(*), count(*) filter (where is_cancelled), count(*) filter (where is_diverted), "
         f"count(*) filter (where arr_delay_minutes is null) from ({ENTITY_SQL}) where {in_months}"
     ).fetchall()[0]
-    joined = store.historical_query(
-        store.resolve_features(feature_refs), TIMESTAMP, full_feature_names=False,
-        entities="training_entities",
-    )
+    # The same point-in-time join as FeatureStore.get_historical_features, on Arrow columns.
+    wanted = store.resolve_features(feature_refs)
+    entities = connection.sql(f"select * exclude ({ROW_ID}) from training_entities order by {ROW_ID}").to_arrow_table()
+    rows = entity_rows({k: entities.column(k) for k in store.entity_keys(wanted)},
+                       to_utc(entities.column(TIMESTAMP).to_pandas().rename(TIMESTAMP)))
+    features = store.join_features(connection, rows, wanted, full_feature_names=False)
+    joined = pa.Table.from_arrays([*entities.columns, *features.columns],
+                                  names=[*entities.column_names, *features.column_names])
     columns = feature_columns(feature_refs)
     casts = ", ".join(
         f'cast("{name}" as {"varchar" if kind == "str" else "double"}) as "{name}"'
         for name, kind in columns.items()
     )
+    connection.register("__training_joined", joined)
     dataset = connection.sql(
-        f"select flight_id, {TIMESTAMP}, source_month, label_known_at, {casts}, {LABEL} from ({joined})"
+        f"select flight_id, {TIMESTAMP}, source_month, label_known_at, {casts}, {LABEL} from __training_joined"
     ).to_arrow_table()
+    connection.unregister("__training_joined")
     connection.execute("drop table training_entities")
     rows = dataset.num_rows
     result = DatasetCounts(
