@@ -207,13 +207,15 @@ def match_rows(features: pa.Table, entities: EntityRows, keys: Sequence[str], na
     # so that position gets the run's winner.
     tied = np.flatnonzero(sorted_features[1:] == sorted_features[:-1])
     if len(tied):
-        last_of_run = np.ones(len(sorted_features), dtype=bool)
-        last_of_run[tied] = False
-        run_end = np.flatnonzero(last_of_run)
         in_run = np.zeros(len(sorted_features), dtype=bool)
         in_run[tied] = in_run[tied + 1] = True
-        positions = np.flatnonzero(in_run)  # every position in a run of two or more
-        group = run_end[np.searchsorted(run_end, positions)]
+        positions = np.flatnonzero(in_run)  # every position in a run of two or more, in order
+        # A run ends where the next position does not continue it; each position's group is
+        # its run's last position.
+        is_end = np.ones(len(positions), dtype=bool)
+        is_end[:-1] = sorted_features[positions[:-1]] != sorted_features[positions[1:]]
+        ends = positions[is_end]
+        group = ends[np.cumsum(is_end) - is_end]
         ends, winners = _tie_winners(features, feature_rows[positions], group, names, has_created)
         feature_rows[ends] = winners
 
@@ -265,27 +267,26 @@ def take_arrow(features: pa.Table, names: Sequence[str], chosen: np.ndarray) -> 
 def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray) -> dict[str, np.ndarray | pd.Series]:
     """``names`` of the ``chosen`` rows as pandas would hold them (NaN or None for no row).
 
-    Float columns are gathered chunk by chunk straight into their final numpy array: one
-    allocation per column, where Arrow would take (a copy of every chunk concatenated, then the
-    rows), mask and convert to pandas.
+    Float columns are gathered straight into their final numpy array: one new array per column,
+    where Arrow would take (after concatenating the chunks), mask and convert to pandas, three.
     """
     floats = [n for n in names if pa.types.is_floating(features.schema.field(n).type) and features.num_rows]
     columns: dict[str, np.ndarray | pd.Series] = {}
-    layouts: dict[tuple[int, ...], list[tuple[np.ndarray, np.ndarray]]] = {}
+    where = np.maximum(chosen, 0)
     missing = chosen < 0
+    joined: dict[np.dtype, np.ndarray] = {}  # one buffer per dtype, reused column after column
     for name in floats:
         column = features.column(name)
-        layout = tuple(len(chunk) for chunk in column.chunks)
-        if layout not in layouts:  # which entity rows take which row of which chunk
-            parts, start = [], 0
-            for length in layout:
-                inside = np.flatnonzero((chosen >= start) & (chosen < start + length))
-                parts.append((inside, chosen[inside] - start))
-                start += length
-            layouts[layout] = parts
-        out = np.empty(len(chosen), dtype=column.type.to_pandas_dtype())
-        for chunk, (inside, rows) in zip(column.chunks, layouts[layout], strict=True):
-            out[inside] = chunk.to_numpy(zero_copy_only=False)[rows]  # NULLs are NaN
+        if column.num_chunks == 1:
+            values = column.chunk(0).to_numpy(zero_copy_only=False)  # NULLs are NaN
+        else:
+            dtype = np.dtype(column.type.to_pandas_dtype())
+            values = joined.setdefault(dtype, np.empty(features.num_rows, dtype=dtype))
+            start = 0
+            for chunk in column.chunks:
+                values[start:start + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+                start += len(chunk)
+        out = values.take(where)
         out[missing] = np.nan
         columns[name] = out
     others = [n for n in names if n not in columns]
