@@ -7,7 +7,9 @@ rows in random order with duplicates, unknown entities, rows before any feature 
 exactly on a feature's event timestamp or exactly at its TTL boundary. ``--scale 0.1`` divides
 every count by 10.
 
-Each engine runs in its own subprocess (so its peak RSS is its own, read with ``os.wait4``):
+Each run of an engine is a fresh subprocess (so its peak RSS is its own, read with ``os.wait4``),
+and the engines take turns, round after round (``--repeat``), so that all of them sample the same
+stretches of a shared machine:
 
 * ours: ``FeatureStore(":memory:", memory_limit="1GB").get_historical_features`` over
   ``read_parquet('file')`` sources (which the store reads with Arrow);
@@ -26,7 +28,7 @@ the feature parquet files happens inside it too). Data generation, parquet writi
 row by row, joined on ``row_id`` (a column of the entity frame), against merge_asof, and every
 engine is checked against a brute-force oracle on a sample of entity rows.
 
-    .venv/bin/python benchmarks/feature_store.py [--scale 0.1] [--repeat 3] [--seed 7]
+    .venv/bin/python benchmarks/feature_store.py [--scale 0.1] [--repeat 5] [--seed 7]
         [--skip-feast] [--explain] [--keep]
 """
 
@@ -347,18 +349,32 @@ def child(python: str, args: list[str], folder: Path, log_name: str,
     return json.loads(lines[-1][len("RESULT "):]), usage.ru_maxrss, tail
 
 
-def run_engine(python: str, engine: str, folder: Path, repeat: int) -> dict:
-    """``repeat`` fresh processes; median and best wall time, the largest peak RSS of them."""
-    runs, peaks = [], []
+def run_engines(pythons: dict[str, str], folder: Path, repeat: int) -> dict[str, dict]:
+    """``repeat`` rounds, each running every engine once in a fresh process, so that every engine
+    samples the same stretches of a shared machine; per engine the median and best wall time and
+    the largest peak RSS."""
+    runs: dict[str, list[dict]] = {engine: [] for engine in pythons}
+    peaks: dict[str, list[int]] = {engine: [] for engine in pythons}
+    failed: set[str] = set()
     for _ in range(repeat):
-        report, peak, _ = child(python, ["--engine", engine], folder, engine, project=engine != "feast")
-        peaks.append(peak)
-        if report is None:
-            return {"engine": engine, "failed": True, "peak_kb": max(peaks)}
-        runs.append(report)
-    times = sorted(r["seconds"] for r in runs)
-    return {**runs[-1], "seconds": times[len(times) // 2], "best": times[0], "times": times,
-            "peak_kb": max(peaks)}
+        for engine, python in pythons.items():
+            if engine in failed:
+                continue
+            report, peak, _ = child(python, ["--engine", engine], folder, engine, project=engine != "feast")
+            peaks[engine].append(peak)
+            if report is None:
+                failed.add(engine)
+            else:
+                runs[engine].append(report)
+    reports = {}
+    for engine in pythons:
+        if engine in failed:
+            reports[engine] = {"engine": engine, "failed": True, "peak_kb": max(peaks[engine])}
+            continue
+        times = sorted(r["seconds"] for r in runs[engine])
+        reports[engine] = {**runs[engine][-1], "seconds": times[len(times) // 2], "best": times[0],
+                           "times": times, "peak_kb": max(peaks[engine])}
+    return reports
 
 
 def micros(values) -> np.ndarray:  # noqa: F821
@@ -463,7 +479,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every row count (0.1: 10x smaller)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per engine (median reported)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="rounds; each runs every engine once, in turn (medians reported)")
     parser.add_argument("--skip-feast", action="store_true", help="run ours and merge_asof only")
     parser.add_argument("--explain", action="store_true",
                         help="also time the steps of ours one by one (a separate, untimed run)")
@@ -500,13 +517,13 @@ def main() -> None:
               f"{N_FEATURES} features, {meta['n_entities']:,} entities, {meta['n_entity_rows']:,} entity rows "
               f"({meta['duplicate_entity_rows']:,} duplicates), TTL {TTL_DAYS} d; "
               f"generated in {meta['seconds']:.1f} s (not timed below)", flush=True)
-        reports = {}
-        for engine in engines:
-            python = feast_python if engine == "feast" else sys.executable
-            reports[engine] = r = run_engine(python, engine, folder, args.repeat)
+        pythons = {engine: feast_python if engine == "feast" else sys.executable for engine in engines}
+        reports = run_engines(pythons, folder, args.repeat)
+        for engine, r in reports.items():
             if not r.get("failed"):
-                print(f"  {engine}: {', '.join(f'{t:.2f}' for t in r['times'])} s, "
-                      f"peak RSS {r['peak_kb'] / 1024:,.0f} MB; load average {os.getloadavg()[0]:.2f}", flush=True)
+                print(f"  {engine}: {', '.join(f'{t:.2f}' for t in r['times'])} s (sorted), "
+                      f"peak RSS {r['peak_kb'] / 1024:,.0f} MB", flush=True)
+        print(f"  load average {os.getloadavg()[0]:.2f} at the end", flush=True)
         checks, _, _ = child(sys.executable, ["--compare", ",".join(engines), "--seed", str(args.seed)],
                              folder, "compare")
         print_table(engines, reports, checks or {"_reference": "(comparison failed)", "_sample": 0})

@@ -149,7 +149,32 @@ def _time_codes(feature_micros: np.ndarray, entities: EntityRows, room: int) -> 
 def _tie_winners(features: pa.Table, rows: np.ndarray, group_of_row: np.ndarray, names: Sequence[str],
                  has_created: bool) -> tuple[np.ndarray, np.ndarray]:
     """Among feature rows sharing keys and event time (``rows``, grouped by ``group_of_row``):
-    each group and its winning row (latest created, then smallest feature values, NULLs last)."""
+    each group and its winning row (latest created, then smallest feature values, NULLs last).
+
+    The created timestamp decides most groups alone; only groups whose latest created
+    timestamp is shared (or that have none) are ranked on their feature values too.
+    """
+    decided_groups, decided_rows = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    if has_created:
+        created = features.column(CREATED).take(pa.array(rows))
+        ranked = pc.sort_indices(pa.table({"group": pa.array(group_of_row), CREATED: created}),
+                                 sort_keys=[("group", "ascending", "at_end"), (CREATED, "descending", "at_end")])
+        ranked = ranked.to_numpy()
+        groups = group_of_row[ranked]
+        first = np.ones(len(ranked), dtype=bool)
+        first[1:] = groups[1:] != groups[:-1]
+        stamps = pc.cast(created, pa.int64()).take(pa.array(ranked))
+        present = stamps.is_valid().to_numpy(zero_copy_only=False)
+        values = pc.fill_null(stamps, 0).to_numpy(zero_copy_only=False)
+        # The runner-up (second row of a group) ties the winner: both NULL, or equal stamps.
+        runner_up = np.flatnonzero(~first[1:] & first[:-1]) + 1
+        shared = (present[runner_up] == present[runner_up - 1]) & (values[runner_up] == values[runner_up - 1])
+        undecided = np.isin(group_of_row, groups[runner_up[shared]])
+        decided = first & ~np.isin(groups, groups[runner_up[shared]])
+        decided_groups, decided_rows = groups[decided], rows[ranked[decided]]
+        if not undecided.any():
+            return decided_groups, decided_rows
+        rows, group_of_row = rows[undecided], group_of_row[undecided]
     columns = {"group": pa.array(group_of_row)}
     order = [("group", "ascending", "at_end")]
     if has_created:
@@ -162,7 +187,7 @@ def _tie_winners(features: pa.Table, rows: np.ndarray, group_of_row: np.ndarray,
     groups = group_of_row[ranked]
     first = np.ones(len(ranked), dtype=bool)
     first[1:] = groups[1:] != groups[:-1]
-    return groups[first], rows[ranked[first]]
+    return np.concatenate([decided_groups, groups[first]]), np.concatenate([decided_rows, rows[ranked[first]]])
 
 
 def match_rows(features: pa.Table, entities: EntityRows, keys: Sequence[str], names: Sequence[str],
