@@ -12,9 +12,7 @@ and the engines take turns, round after round (``--repeat``), so that all of the
 stretches of a shared machine:
 
 * ours: ``FeatureStore(":memory:", memory_limit="1GB").get_historical_features`` over
-  ``read_parquet('file')`` sources (which the store reads with Arrow);
-* ours_duckdb: the same with ``read_parquet(['file'])`` sources, which DuckDB reads (as it reads
-  the warehouse's tables in the lifecycle);
+  ``read_parquet(...)`` sources;
 * merge_asof: read, drop tie losers (greatest created timestamp per entity and event timestamp),
   sort, ``pandas.merge_asof(by="entity_id", direction="backward", tolerance=ttl)`` per view,
   restore the caller's order;
@@ -51,7 +49,7 @@ FEAST_REQUIREMENT = "feast[duckdb]==0.67.*"
 N_VIEWS = 3
 N_FEATURES = 5
 TTL_DAYS = 30
-ENGINES = ("ours", "ours_duckdb", "merge_asof", "feast")
+ENGINES = ("ours", "merge_asof", "feast")
 
 
 def feature_columns(meta: dict) -> list[str]:
@@ -142,7 +140,7 @@ def generate(folder: Path, scale: float, seed: int) -> dict:
 # Engines (each in its own subprocess)
 # --------------------------------------------------------------------------------------------
 
-def run_ours(meta: dict, explain: bool = False, duckdb_reader: bool = False):
+def run_ours(meta: dict, explain: bool = False):
     from datetime import timedelta
 
     import pandas as pd
@@ -151,11 +149,9 @@ def run_ours(meta: dict, explain: bool = False, duckdb_reader: bool = False):
     from mlops_pipelines.features.views import Feature, FeatureView
 
     store = FeatureStore(":memory:", memory_limit="1GB")
-    # A list of one file is DuckDB's to read; one file alone is read by Arrow (FeatureStore).
-    source = "read_parquet(['{}'])" if duckdb_reader else "read_parquet('{}')"
     for name in meta["views"]:
         store.register(FeatureView(
-            name=name, entities=("entity_id",), source=source.format(meta["sources"][name]),
+            name=name, source=f"read_parquet('{meta['sources'][name]}')", entities=("entity_id",),
             event_timestamp="event_ts", created_timestamp="created_ts",
             features=tuple(Feature(f"f{j}") for j in range(meta["n_features"])),
             ttl=timedelta(days=meta["ttl_days"]),
@@ -192,9 +188,11 @@ def run_ours(meta: dict, explain: bool = False, duckdb_reader: bool = False):
         entities = step("entity rows", lambda: entity_rows({"entity_id": entity_df["entity_id"]}, stamps))
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET memory_limit = '{store.memory_limit}'")
         for name, names in store.resolve_features(refs).items():
             view = store.views[name]
-            table = step(f"{name}: read (Arrow)", lambda view=view, names=names: read_view_rows(con, view, names))
+            table = step(f"{name}: read (DuckDB to Arrow)",
+                         lambda view=view, names=names: read_view_rows(con, view, names))
             ttl = round(view.ttl / timedelta(microseconds=1))
             rows, chosen = step(f"{name}: match rows", lambda table=table, view=view, names=names, ttl=ttl:
                                 point_in_time.match_rows(table, entities, view.entities, names, ttl, True))
@@ -276,8 +274,8 @@ def engine_main(engine: str, folder: Path, explain: bool) -> None:
     import resource
 
     meta = json.loads((folder / "meta.json").read_text())
-    if engine in ("ours", "ours_duckdb"):
-        timed, profile = run_ours(meta, explain, duckdb_reader=engine == "ours_duckdb")
+    if engine == "ours":
+        timed, profile = run_ours(meta, explain)
         if profile is not None:  # a separate, untimed run: the steps one by one
             print("RESULT " + json.dumps({"engine": engine, "explain": profile()}), flush=True)
             return
@@ -503,7 +501,7 @@ def main() -> None:
         print("RESULT " + json.dumps(compare(meta, args.dir, args.compare.split(","), args.seed)), flush=True)
         return
 
-    engines = ["ours", "ours_duckdb", "merge_asof"] + ([] if args.skip_feast else ["feast"])
+    engines = ["ours", "merge_asof"] + ([] if args.skip_feast else ["feast"])
     feast_python = None if args.skip_feast else str(ensure_feast_venv())
     folder = Path(tempfile.mkdtemp(prefix="fs_bench_"))
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start "
@@ -569,9 +567,6 @@ def print_table(engines: list[str], reports: dict, checks: dict) -> None:
             memory = r["peak_kb"] / ours["peak_kb"]
             verdict = "meets" if ratio >= target else "MISSES"
             print(f"{engine} / ours: time x{ratio:.2f} ({verdict} target x{target:g}), peak RSS x{memory:.2f}")
-    duck, feast = reports.get("ours_duckdb", {}), reports.get("feast", {})
-    if duck and not duck.get("failed") and feast and not feast.get("failed"):
-        print(f"feast / ours_duckdb (views read by DuckDB): time x{feast['seconds'] / duck['seconds']:.2f}")
     peak_mb = ours["peak_kb"] / 1024
     print(f"ours peak RSS {peak_mb:,.0f} MB ({'meets' if peak_mb < 1536 else 'MISSES'} target < 1,536 MB)")
 
