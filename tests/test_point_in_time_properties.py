@@ -132,7 +132,7 @@ def test_matches_brute_force(data):
 
 # Key and time encodings: the join numbers keys and instants before it sorts (offsets of small
 # integer keys, dictionary codes for others, numbered pairs when two columns' ranges multiply
-# past 2**62; steps of the data's own time grid, or ranks when the span is too wide, as with
+# past 2**32; steps of the data's own time grid, or ranks when the span is too wide, as with
 # +/-infinity). Every path must give the same answers.
 MICROS = 1_000_000
 BASE_MICROS = int(BASE.value // 1000)
@@ -141,6 +141,8 @@ KEY_KINDS = {
     "wide int": (("k1",), lambda k: (k * 2**40 + 7,), "bigint"),
     "string": (("k1",), lambda k: (f"key {k}",), "varchar"),
     "wide pair": (("k1", "k2"), lambda k: (k * 2**30, -k * 2**30), "bigint"),
+    # Two ranges of ~2**30 each: their product fits in 62 bits but leaves no room for times.
+    "mid pair": (("k1", "k2"), lambda k: (k * 2**29, 5 - k * 2**29), "bigint"),
 }
 INFINITY = float("inf")
 

@@ -104,11 +104,12 @@ def key_codes(features: pa.Table, entities: EntityRows, keys: Sequence[str]) -> 
     for column in keys[1:]:
         more_features, more_entities, more = _column_codes(features.column(column), entities.keys[column], column)
         unknown = (entity_codes < 0) | (more_entities < 0)
-        if count * more < 2**62:
+        # Keys take at most 32 bits, so that key and time (at most 32 bits too) share one word.
+        if count * more <= 2**32:
             feature_codes = feature_codes * more + more_features
             entity_codes = np.where(unknown, -1, entity_codes * more + more_entities)
             count *= more
-        else:  # too many combinations to number: number the ones that occur
+        else:  # too many combinations to number: number the ones that occur (at most one per row)
             combined, uniques = pd.factorize(pd.MultiIndex.from_arrays([feature_codes, more_features]))
             asked = uniques.get_indexer(pd.MultiIndex.from_arrays([entity_codes, more_entities]))
             feature_codes, entity_codes, count = combined.astype(np.int64), np.where(unknown, -1, asked), len(uniques)
