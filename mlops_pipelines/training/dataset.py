@@ -22,7 +22,6 @@ from mlops_pipelines.features.store import FeatureStore, entity_rows, to_utc
 DELAY_THRESHOLD_MINUTES = 15
 LABEL = "is_delayed"
 TIMESTAMP = "sched_dep_utc"
-ROW_ID = "__entity_row"
 
 # Known before departure from the schedule itself: no feature view needed.
 SCHEDULE_FEATURES = {
@@ -122,8 +121,7 @@ def build_training_dataset(
         in_months = "source_month in (" + ", ".join(f"'{m}'" for m in months) + ")" if months else "false"
     connection.execute(
         f"create or replace temp table training_entities as "
-        f"select *, cast({delayed} as bigint) as {LABEL}, "
-        f"row_number() over (order by sched_dep_utc, flight_id) - 1 as {ROW_ID} "
+        f"select *, cast({delayed} as bigint) as {LABEL} "
         f"from ({ENTITY_SQL}) where {keep} and {in_months}"
     )
     flights, cancelled, diverted, unlabelled = connection.execute(
@@ -132,10 +130,10 @@ def build_training_dataset(
     ).fetchall()[0]
     # The same point-in-time join as FeatureStore.get_historical_features, on Arrow columns.
     wanted = store.resolve_features(feature_refs)
-    entities = connection.sql(f"select * exclude ({ROW_ID}) from training_entities order by {ROW_ID}").to_arrow_table()
-    rows = entity_rows({k: entities.column(k) for k in store.entity_keys(wanted)},
-                       to_utc(entities.column(TIMESTAMP).to_pandas().rename(TIMESTAMP)))
-    features = store.join_features(connection, rows, wanted, full_feature_names=False)
+    entities = connection.sql(f"select * from training_entities order by {TIMESTAMP}, flight_id").to_arrow_table()
+    points = entity_rows({k: entities.column(k) for k in store.entity_keys(wanted)},
+                         to_utc(entities.column(TIMESTAMP).to_pandas().rename(TIMESTAMP)))
+    features = store.join_features(connection, points, wanted, full_feature_names=False)
     joined = pa.Table.from_arrays([*entities.columns, *features.columns],
                                   names=[*entities.column_names, *features.column_names])
     columns = feature_columns(feature_refs)
