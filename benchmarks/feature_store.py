@@ -192,10 +192,10 @@ def run_ours(meta: dict, explain: bool = False):
         for name, names in store.resolve_features(refs).items():
             view = store.views[name]
             table = step(f"{name}: read (DuckDB to Arrow)",
-                         lambda view=view, names=names: read_view_rows(con, view, names))
+                         lambda view=view: read_view_rows(con, view, view.feature_names))
             ttl = round(view.ttl / timedelta(microseconds=1))
-            rows, chosen = step(f"{name}: match rows", lambda table=table, view=view, names=names, ttl=ttl:
-                                point_in_time.match_rows(table, entities, view.entities, names, ttl, True))
+            rows, chosen = step(f"{name}: match rows", lambda table=table, view=view, ttl=ttl:
+                                point_in_time.match_rows(table, entities, view.entities, view.feature_names, ttl, True))
             step(f"{name}: take features", lambda rows=rows, names=names, chosen=chosen:
                  point_in_time.take_pandas(rows, names, chosen))
         lines.append("(one thread, one step after another; get_historical_features joins two views at a time)")

@@ -102,3 +102,27 @@ def test_reading_a_view_never_materialized_is_an_error(store):
     store.register(FeatureView("other", "stats", ("carrier",), "ts", (Feature("delay"),)))
     with pytest.raises(LookupError, match="'other'.*is not materialized online"):
         store.get_online_features([{"carrier": "AA"}], ["other:delay"])
+
+
+def test_ties_pick_the_same_row_whatever_is_asked(tmp_path):
+    """Rows tied on event and created timestamps are decided by all the view's features in their
+    declared order, not by those asked for: asking for one feature, for both, or the online store
+    gives values of the same row."""
+    database = tmp_path / "ties.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("set TimeZone = 'UTC'")
+        con.execute("""create table t as select * from (values
+            ('AA', '2013-03-01 10:00+00'::timestamptz, 2.0::double, 0.1::double),
+            ('AA', '2013-03-01 10:00+00'::timestamptz, 1.0, 0.9),   -- smallest delay: wins
+            ('UA', '2013-03-01 10:00+00'::timestamptz, NULL, 0.0),  -- NULL delay: loses
+            ('UA', '2013-03-01 10:00+00'::timestamptz, 5.0, 0.7)
+        ) v(carrier, ts, delay, share)""")
+    fs = FeatureStore(database, online_path=tmp_path / "online.sqlite")
+    fs.register(FeatureView("t", "t", ("carrier",), "ts", (Feature("delay"), Feature("share"))))
+    entities = pd.DataFrame({"carrier": ["AA", "UA"], "event_timestamp": pd.Timestamp("2013-03-01 11:00", tz="UTC")})
+    share_alone = fs.get_historical_features(entities, ["t:share"])["share"].tolist()
+    both = fs.get_historical_features(entities, ["t:delay", "t:share"])
+    fs.materialize_online(["t"], end_ts=pd.Timestamp("2013-03-01 11:00", tz="UTC"))
+    online = fs.get_online_features([{"carrier": "AA"}, {"carrier": "UA"}], ["t:share"])
+    assert share_alone == both["share"].tolist() == online["share"].tolist() == [0.9, 0.7]
+    assert both["delay"].tolist() == [1.0, 5.0]

@@ -13,7 +13,7 @@ aggregate on top; here sorts and searches over plain integers take ~0.1 s (bench
 
 Semantics are those of :mod:`mlops_pipelines.features.store`: latest event <= entity time,
 within the TTL (inclusive), ties on (keys, event time) to the latest created timestamp (NULL
-last), then to the smallest feature values (NULL last).
+last), then to the smallest feature values in the view's declared order (NULL last).
 """
 
 from __future__ import annotations
@@ -197,10 +197,12 @@ def match_rows(features: pa.Table, entities: EntityRows, keys: Sequence[str], na
 
     Args:
         features: the view's rows: ``keys``, ``__ts`` (event time, TIMESTAMP(us) in UTC),
-            ``__created`` (when ``has_created``) and ``names`` (ties are decided on them).
+            ``__created`` (when ``has_created``) and ``names``.
         entities: the entity rows.
         keys: the view's join key columns (in both).
-        names: the feature columns asked for.
+        names: all the view's features in their declared order: ties are decided on them, not
+            only on those asked for, so that every request (and the online store) picks the
+            same row.
         ttl_micros: the TTL in microseconds, or None.
         has_created: whether ``features`` has a ``__created`` column to break ties on.
 
@@ -322,10 +324,10 @@ def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray) ->
     return {n: columns[n] for n in names}
 
 
-def join_view(features: pa.Table, entities: EntityRows, keys: Sequence[str], names: Sequence[str],
-              ttl_micros: int | None, has_created: bool, as_pandas: bool = False) -> dict:
-    """The point-in-time join of one view: ``names`` for each entity row, in the entity rows'
-    order, as Arrow columns (nulls for no row) or, with ``as_pandas``, pandas-ready arrays. See
-    :func:`match_rows` for the arguments."""
-    features, chosen = match_rows(features, entities, keys, names, ttl_micros, has_created)
+def join_view(features: pa.Table, entities: EntityRows, keys: Sequence[str], view_features: Sequence[str],
+              names: Sequence[str], ttl_micros: int | None, has_created: bool, as_pandas: bool = False) -> dict:
+    """The point-in-time join of one view: ``names`` (some of ``view_features``) for each entity
+    row, in the entity rows' order, as Arrow columns (nulls for no row) or, with ``as_pandas``,
+    pandas-ready arrays. See :func:`match_rows` for the other arguments."""
+    features, chosen = match_rows(features, entities, keys, view_features, ttl_micros, has_created)
     return take_pandas(features, names, chosen) if as_pandas else take_arrow(features, names, chosen)

@@ -3,7 +3,9 @@
 Semantics (those of Feast's point-in-time join, without its faults): for each entity row and each
 view, the feature row with the greatest event timestamp <= the entity timestamp, within the TTL
 (inclusive) when there is one; ties on the event timestamp go to the greatest created timestamp,
-then deterministically. Every entity row comes back exactly once, in the caller's order,
+then to the smallest values of the view's features in their declared order (all of them,
+whatever was asked for, so that every request and the online store pick the same row). Every
+entity row comes back exactly once, in the caller's order,
 duplicates included, with nulls where nothing matches. Timestamps are compared as UTC instants;
 naive timestamps are read as UTC.
 """
@@ -202,10 +204,12 @@ class FeatureStore:
                 if len(running) >= workers:
                     wait(running, return_when=FIRST_COMPLETED)
                 view = self.views[view_name]
-                table = read_view_rows(connection, view, names)
+                # Every declared feature is read, asked for or not: ties are decided on all of them.
+                table = read_view_rows(connection, view, view.feature_names)
                 ttl = min(round(view.ttl / timedelta(microseconds=1)), 2**60) if view.ttl else None
-                pending.append(pool.submit(point_in_time.join_view, table, entities, view.entities, names,
-                                           ttl, view.created_timestamp is not None, as_pandas))
+                pending.append(pool.submit(point_in_time.join_view, table, entities, view.entities,
+                                           view.feature_names, names, ttl, view.created_timestamp is not None,
+                                           as_pandas))
                 del table
             columns = {}
             for (view_name, names), future in zip(wanted.items(), pending, strict=True):
