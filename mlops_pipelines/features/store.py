@@ -118,7 +118,7 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
     """
     try:
         # One record batch per DuckDB thread instead of one per million rows: fewer chunks to
-        # concatenate later, and ~5-10% faster to fetch.
+        # concatenate later (the fetch itself took as long either way).
         return connection.sql(feature_table_sql(view, names)).to_arrow_table(batch_size=1 << 40)
     except duckdb.Error as exc:
         raise ValueError(f"feature view {view.name!r}: reading {view.source}: {str(exc).splitlines()[0]}") from exc
