@@ -126,3 +126,17 @@ def test_ties_pick_the_same_row_whatever_is_asked(tmp_path):
     online = fs.get_online_features([{"carrier": "AA"}, {"carrier": "UA"}], ["t:share"])
     assert share_alone == both["share"].tolist() == online["share"].tolist() == [0.9, 0.7]
     assert both["delay"].tolist() == [1.0, 5.0]
+
+
+def test_decimal_features_are_served_as_doubles(tmp_path):
+    database = tmp_path / "decimal.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("set TimeZone = 'UTC'")
+        con.execute("create table d as select 'AA' as carrier, '2013-03-01 10:00+00'::timestamptz as ts, "
+                    "12.25::decimal(6, 2) as delay")
+    fs = FeatureStore(database, online_path=tmp_path / "online.sqlite")
+    fs.register(FeatureView("d", "d", ("carrier",), "ts", (Feature("delay"),)))
+    assert fs.materialize_online(["d"], end_ts=pd.Timestamp("2013-03-01 11:00", tz="UTC")) == {"d": 1}
+    assert fs.get_online_features([{"carrier": "AA"}], ["d:delay"])["delay"].tolist() == [12.25]
+    entities = pd.DataFrame({"carrier": ["AA"], "event_timestamp": [pd.Timestamp("2013-03-01 11:00", tz="UTC")]})
+    assert float(fs.get_historical_features(entities, ["d:delay"])["delay"].iloc[0]) == 12.25

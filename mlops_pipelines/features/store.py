@@ -323,7 +323,11 @@ class FeatureStore:
                     window += f" and __ts > make_timestamp({since}::bigint)::timestamptz"
                 keys = ", ".join(f'"{k}"' for k in view.entities)
                 order = ", ".join(f'"{f}" nulls last' for f in view.feature_names)
-                columns = ", ".join(f'"{f}"' for f in view.feature_names)
+                # SQLite cannot store DECIMAL values (Python Decimal): they are served as DOUBLE.
+                quoted = [f'"{f}"' for f in view.feature_names]
+                kinds = con.sql(f"select {', '.join(quoted)} from {view.source} limit 0").types
+                columns = ", ".join(f"{q}::double" if str(kind).startswith("DECIMAL") else q
+                                    for q, kind in zip(quoted, kinds, strict=True))
                 latest_sql = (
                     f"select {keys}, epoch_us(__ts), epoch_us(__created), {columns} "
                     f"from ({event_rows_sql(view, view.feature_names, window)}) "
