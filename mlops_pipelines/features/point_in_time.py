@@ -9,7 +9,7 @@ than ``np.argsort``); when no bits are left, ``argsort`` does it.
 
 Why not DuckDB's ASOF join: on 2,000,000 feature rows against 1,000,000 entity rows its
 partitioned sort takes ~0.4 s per view on two cores, and deciding ties needs a window or a hash
-aggregate on top; here sorts and searches over plain integers take ~0.1 s (benchmarks/RESULTS.md).
+aggregate on top; here sorts and searches over plain integers take ~0.12 s (benchmarks/RESULTS.md).
 
 Semantics are those of :mod:`mlops_pipelines.features.store`: latest event <= entity time,
 within the TTL (inclusive), ties on (keys, event time) to the latest created timestamp (NULL
@@ -309,7 +309,9 @@ def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray) ->
             values = column.chunk(0).to_numpy(zero_copy_only=False)  # NULLs are NaN
         else:
             dtype = np.dtype(column.type.to_pandas_dtype())
-            values = joined.setdefault(dtype, np.empty(features.num_rows, dtype=dtype))
+            if dtype not in joined:
+                joined[dtype] = np.empty(features.num_rows, dtype=dtype)
+            values = joined[dtype]
             start = 0
             for chunk in column.chunks:
                 values[start:start + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
