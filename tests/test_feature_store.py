@@ -224,3 +224,30 @@ def test_entity_keys_of_another_type_are_cast_or_refused():
         with pytest.raises(ValueError, match=f"join key 'k': entity values of type {kind} cannot be compared "
                                              "with the view's int64"):
             store.get_historical_features(pd.DataFrame({"k": keys, "event_timestamp": at}), ["f:x"], connection=con)
+
+
+def test_arrow_and_pandas_outputs_agree():
+    """The training set takes the Arrow output of the join (nulls), get_historical_features the
+    pandas one (floats gathered straight into numpy): the same rows, the same values."""
+    from mlops_pipelines.features.store import entity_rows, to_utc
+
+    con = duckdb.connect()
+    con.execute("set TimeZone='UTC'")
+    con.execute("""create table f as select k, '2020-01-01'::timestamptz + to_hours(i) as ts,
+        case when i % 7 = 0 then null else i * 0.5 end as x, i::int as n, 'v' || i as s
+        from range(200) t(i), (values (1), (2), (3)) v(k)""")
+    store = FeatureStore(":memory:")
+    store.register(FeatureView("f", "f", ("k",), "ts", (Feature("x"), Feature("n"), Feature("s")),
+                               ttl=timedelta(hours=5)))
+    entities = pd.DataFrame({
+        "k": pd.array([1, 2, 3, 4, None, 1, 2] * 20, dtype="Int64"),
+        "event_timestamp": pd.Timestamp("2019-12-31 22:00", tz="UTC") + pd.to_timedelta(range(140), unit="h") * 1.7,
+    })
+    refs = ["f:x", "f:n", "f:s"]
+    expected = store.get_historical_features(entities, refs, connection=con)
+    points = entity_rows({"k": entities["k"]}, to_utc(entities["event_timestamp"]))
+    arrow = store.join_features(con, points, store.resolve_features(refs), False).to_pandas()
+    for column in ("x", "n", "s"):
+        assert [None if pd.isna(v) else v for v in arrow[column]] == \
+            [None if pd.isna(v) else v for v in expected[column]], column
+    assert expected["x"].notna().sum() > 50 and expected["x"].isna().sum() > 20  # both kinds present
