@@ -18,7 +18,6 @@ last), then to the smallest feature values in the view's declared order (NULL la
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -130,21 +129,28 @@ def _time_codes(feature_micros: np.ndarray, entities: EntityRows, room: int) -> 
         offsets = feature_micros - first
         step = max(int(np.gcd.reduce(offsets)), 1)
         span = (last - first) // step
-    if -(2**61) < first and last < 2**61 and _bits(span + 1) <= room:
-        offsets //= step
-        asked = entities.micros - first
-        unmatched = asked < 0
-        unmatched |= ~entities.valid
-        asked[unmatched] = 0
-        # floor(asked / step), capped: a row after the last event still finds the last event.
-        asked //= step
-        np.minimum(asked, span, out=asked)
-        asked[unmatched] = -1
-        return offsets, asked, span + 1
+        if _bits(span + 1) <= room:
+            offsets //= step
+            asked = entities.micros - first
+            unmatched = asked < 0
+            unmatched |= ~entities.valid
+            asked[unmatched] = 0
+            # floor(asked / step), capped: a row after the last event still finds the last event.
+            asked //= step
+            np.minimum(asked, span, out=asked)
+            asked[unmatched] = -1
+            return offsets, asked, span + 1
     distinct = np.unique(feature_micros)
     ranks = np.searchsorted(distinct, feature_micros).astype(np.int64)
     asked = np.searchsorted(distinct, entities.micros, side="right").astype(np.int64) - 1
     return ranks, np.where(entities.valid, asked, -1), len(distinct)
+
+
+def _group_starts(groups: np.ndarray) -> np.ndarray:
+    """True where a run of equal ``groups`` (sorted by group) begins."""
+    starts = np.ones(len(groups), dtype=bool)
+    starts[1:] = groups[1:] != groups[:-1]
+    return starts
 
 
 def _tie_winners(features: pa.Table, rows: np.ndarray, group_of_row: np.ndarray, names: Sequence[str],
@@ -162,16 +168,16 @@ def _tie_winners(features: pa.Table, rows: np.ndarray, group_of_row: np.ndarray,
                                  sort_keys=[("group", "ascending", "at_end"), (CREATED, "descending", "at_end")])
         ranked = ranked.to_numpy()
         groups = group_of_row[ranked]
-        first = np.ones(len(ranked), dtype=bool)
-        first[1:] = groups[1:] != groups[:-1]
+        first = _group_starts(groups)
         stamps = pc.cast(created, pa.int64()).take(pa.array(ranked))
         present = stamps.is_valid().to_numpy(zero_copy_only=False)
         values = pc.fill_null(stamps, 0).to_numpy(zero_copy_only=False)
         # The runner-up (second row of a group) ties the winner: both NULL, or equal stamps.
         runner_up = np.flatnonzero(~first[1:] & first[:-1]) + 1
         shared = (present[runner_up] == present[runner_up - 1]) & (values[runner_up] == values[runner_up - 1])
-        undecided = np.isin(group_of_row, groups[runner_up[shared]])
-        decided = first & ~np.isin(groups, groups[runner_up[shared]])
+        open_groups = groups[runner_up[shared]]
+        undecided = np.isin(group_of_row, open_groups)
+        decided = first & ~np.isin(groups, open_groups)
         decided_groups, decided_rows = groups[decided], rows[ranked[decided]]
         if not undecided.any():
             return decided_groups, decided_rows
@@ -186,18 +192,18 @@ def _tie_winners(features: pa.Table, rows: np.ndarray, group_of_row: np.ndarray,
         order.append((f"f{index}", "ascending", "at_end"))
     ranked = pc.sort_indices(pa.table(columns), sort_keys=order).to_numpy()
     groups = group_of_row[ranked]
-    first = np.ones(len(ranked), dtype=bool)
-    first[1:] = groups[1:] != groups[:-1]
+    first = _group_starts(groups)
     return np.concatenate([decided_groups, groups[first]]), np.concatenate([decided_rows, rows[ranked[first]]])
 
 
 def match_rows(features: pa.Table, entities: EntityRows, keys: Sequence[str], names: Sequence[str],
-               ttl_micros: int | None, has_created: bool) -> tuple[pa.Table, np.ndarray]:
+               ttl_micros: int | None, has_created: bool) -> np.ndarray:
     """For each entity row, the feature row the point-in-time join picks, or -1.
 
     Args:
-        features: the view's rows: ``keys``, ``__ts`` (event time, TIMESTAMP(us) in UTC),
-            ``__created`` (when ``has_created``) and ``names``.
+        features: the view's rows, none with a NULL key or event time (as
+            ``store.feature_table_sql`` reads them): ``keys``, ``__ts`` (event time,
+            TIMESTAMP(us) in UTC), ``__created`` (when ``has_created``) and ``names``.
         entities: the entity rows.
         keys: the view's join key columns (in both).
         names: all the view's features in their declared order: ties are decided on them, not
@@ -207,15 +213,11 @@ def match_rows(features: pa.Table, entities: EntityRows, keys: Sequence[str], na
         has_created: whether ``features`` has a ``__created`` column to break ties on.
 
     Returns:
-        ``features`` less the rows that can match nothing (a NULL key or event time), and the
-        row numbers into it (int64, -1 for no match), one per entity row in their order.
+        Row numbers into ``features`` (int64, -1 for no match), one per entity row in their order.
     """
     count = len(entities)
-    joinable = [features.column(c).is_valid() for c in (TS, *keys) if features.column(c).null_count]
-    if joinable:  # a row with a NULL key or event time matches nothing
-        features = features.filter(functools.reduce(pc.and_, joinable))
     if features.num_rows == 0 or count == 0:
-        return features, np.full(count, -1, dtype=np.int64)
+        return np.full(count, -1, dtype=np.int64)
     feature_keys, entity_keys, key_count = key_codes(features, entities, keys)
     key_bits = _bits(key_count)
     event = _micros(features.column(TS))
@@ -276,7 +278,7 @@ def match_rows(features: pa.Table, entities: EntityRows, keys: Sequence[str], na
         events = event.take(np.maximum(chosen, 0))
         oldest = entities.micros - ttl_micros
         chosen[events < oldest] = -1
-    return features, chosen
+    return chosen
 
 
 def take_arrow(features: pa.Table, names: Sequence[str], chosen: np.ndarray) -> dict[str, pa.ChunkedArray]:
@@ -331,5 +333,5 @@ def join_view(features: pa.Table, entities: EntityRows, keys: Sequence[str], vie
     """The point-in-time join of one view: ``names`` (some of ``view_features``) for each entity
     row, in the entity rows' order, as Arrow columns (nulls for no row) or, with ``as_pandas``,
     pandas-ready arrays. See :func:`match_rows` for the other arguments."""
-    features, chosen = match_rows(features, entities, keys, view_features, ttl_micros, has_created)
+    chosen = match_rows(features, entities, keys, view_features, ttl_micros, has_created)
     return take_pandas(features, names, chosen) if as_pandas else take_arrow(features, names, chosen)

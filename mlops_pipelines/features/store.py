@@ -70,34 +70,12 @@ def _native(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def event_rows_sql(view: FeatureView, names: Sequence[str], where: str = "") -> str:
-    """One row per (entities, event instant) of ``view``: ``keys, __ts, __created, features``.
-
-    Rows sharing an instant are decided by the latest created timestamp, then by the smallest
-    feature values, so that equal instants never pick a row at random. ``where`` filters on
-    ``__ts`` (e.g. an incremental window).
-    """
-    order = ([f'"{view.created_timestamp}" desc nulls last'] if view.created_timestamp else []) + [
-        f'"{f}" nulls last' for f in names
-    ]
-    keys = ", ".join(f'"{k}"' for k in view.entities)
-    columns = ", ".join(f'"{f}"' for f in names)
-    created = f'"{view.created_timestamp}"::timestamptz' if view.created_timestamp else "null::timestamptz"
-    return (
-        f"select * from (select {keys}, \"{view.event_timestamp}\"::timestamptz as __ts, "
-        f"{created} as __created, {columns} from {view.source} "
-        f"where \"{view.event_timestamp}\" is not null "
-        f'qualify row_number() over (partition by {keys}, "{view.event_timestamp}" '
-        f"order by {', '.join(order)}) = 1) {('where ' + where) if where else ''}"
-    )
-
-
-def feature_table_sql(view: FeatureView, names: Sequence[str]) -> str:
+def feature_table_sql(view: FeatureView, names: Sequence[str], where: str = "") -> str:
     """The rows of ``view`` a point-in-time join can use: ``keys, __ts, [__created], features``.
 
     ``__ts`` and ``__created`` are TIMESTAMPTZ (microseconds; the cast reads naive timestamps as
     UTC on the store's connections). Rows with a NULL key or event timestamp can match no entity
-    row and are left out.
+    row and are left out. ``where`` is one more condition (e.g. an incremental window).
     """
     keys = ", ".join(f'"{k}"' for k in view.entities)
     created = f', "{view.created_timestamp}"::timestamptz as {point_in_time.CREATED}' if view.created_timestamp else ""
@@ -105,11 +83,12 @@ def feature_table_sql(view: FeatureView, names: Sequence[str]) -> str:
     joinable = " and ".join(f'"{c}" is not null' for c in (view.event_timestamp, *view.entities))
     return (
         f'select {keys}, "{view.event_timestamp}"::timestamptz as {point_in_time.TS}{created}{features} '
-        f"from {view.source} where {joinable}"
+        f"from {view.source} where {joinable}{' and ' + where if where else ''}"
     )
 
 
-def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, names: Sequence[str]) -> pa.Table:
+def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, names: Sequence[str],
+                   where: str = "") -> pa.Table:
     """The rows of ``view`` for a point-in-time join (see :func:`feature_table_sql`), as Arrow.
 
     DuckDB reads them, whatever the source (a table, ``read_parquet(...)``): tried against
@@ -119,7 +98,7 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
     try:
         # One record batch per DuckDB thread instead of one per million rows: fewer chunks to
         # concatenate later (the fetch itself took as long either way).
-        return connection.sql(feature_table_sql(view, names)).to_arrow_table(batch_size=1 << 40)
+        return connection.sql(feature_table_sql(view, names, where)).to_arrow_table(batch_size=1 << 40)
     except duckdb.Error as exc:
         raise ValueError(f"feature view {view.name!r}: reading {view.source}: {str(exc).splitlines()[0]}") from exc
 
@@ -318,30 +297,43 @@ class FeatureStore:
                         f"feature view {name!r} is materialized up to {from_micros(since)}; "
                         f"end_ts {from_micros(until)} would go back in time"
                     )
-                window = f"__ts <= make_timestamp({until}::bigint)::timestamptz"
+                event = f'"{view.event_timestamp}"::timestamptz'
+                window = f"{event} <= make_timestamp({until}::bigint)::timestamptz"
                 if since is not None:
-                    window += f" and __ts > make_timestamp({since}::bigint)::timestamptz"
-                keys = ", ".join(f'"{k}"' for k in view.entities)
-                order = ", ".join(f'"{f}" nulls last' for f in view.feature_names)
-                # SQLite cannot store DECIMAL values (Python Decimal): they are served as DOUBLE.
-                quoted = [f'"{f}"' for f in view.feature_names]
-                kinds = con.sql(f"select {', '.join(quoted)} from {view.source} limit 0").types
-                columns = ", ".join(f"{q}::double" if str(kind).startswith("DECIMAL") else q
-                                    for q, kind in zip(quoted, kinds, strict=True))
-                latest_sql = (
-                    f"select {keys}, epoch_us(__ts), epoch_us(__created), {columns} "
-                    f"from ({event_rows_sql(view, view.feature_names, window)}) "
-                    f"where {' and '.join(f'{k} is not null' for k in view.entities)} "
-                    f"qualify row_number() over (partition by {keys} order by __ts desc, "
-                    f"__created desc nulls last, {order}) = 1"
-                )
-                rows = con.sql(latest_sql).fetchall()
+                    window += f" and {event} > make_timestamp({since}::bigint)::timestamptz"
+                rows = self._latest_rows(read_view_rows(con, view, view.feature_names, window), view, until)
                 lite.execute("begin")
                 online.upsert(lite, view, rows)
                 online.record(lite, view, until, len(rows))
                 lite.execute("commit")
                 processed[name] = len(rows)
         return processed
+
+    @staticmethod
+    def _latest_rows(table: pa.Table, view: FeatureView, until: int) -> list[tuple]:
+        """The row of each entity in ``table`` that the point-in-time join picks at ``until``
+        (the same rule, ties included, as get_historical_features), as online-store tuples
+        ``(keys..., ts_us, created_us, features...)``."""
+        keys = list(view.entities)
+        distinct = table.select(keys).group_by(keys).aggregate([])
+        count = distinct.num_rows
+        entities = point_in_time.EntityRows(
+            keys={k: distinct.column(k).combine_chunks() for k in keys},
+            micros=np.full(count, until, dtype=np.int64), valid=np.ones(count, dtype=bool),
+        )
+        chosen = point_in_time.match_rows(table, entities, keys, view.feature_names, None,
+                                          view.created_timestamp is not None)
+        latest = table.take(pa.array(chosen))
+        columns = [latest.column(k) for k in keys]
+        columns.append(latest.column(point_in_time.TS).cast(pa.int64()))
+        created = latest.column(point_in_time.CREATED).cast(pa.int64()) if view.created_timestamp \
+            else pa.nulls(count, pa.int64())
+        columns.append(created)
+        for name in view.feature_names:
+            column = latest.column(name)
+            # SQLite cannot store DECIMAL values (Python Decimal): they are served as DOUBLE.
+            columns.append(column.cast(pa.float64()) if pa.types.is_decimal(column.type) else column)
+        return list(zip(*(c.to_pylist() for c in columns), strict=True))
 
     def get_online_features(
         self,
