@@ -203,19 +203,27 @@ def test_a_stream_of_requests_sees_no_failure_across_promotion_and_rollback(serv
                 except httpx.HTTPError as error:
                     answers.append((thread, -1, [str(error)]))
 
+    def every_thread_now_answers(version: str, since: int) -> bool:
+        # Per thread, not the last answer overall: one slow request must not let the test move on
+        # before that thread has seen the swap.
+        latest = {thread: versions for thread, _, versions in answers[since:]}
+        return all(latest.get(thread) == [version] * 3 for thread in range(3))
+
+    def wait_until(done) -> None:
+        deadline = time.time() + 30
+        while time.time() < deadline and not done():
+            time.sleep(0.05)
+
     threads = [threading.Thread(target=stream, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
-    time.sleep(0.5)
+    wait_until(lambda: every_thread_now_answers("1", 0) and len(answers) > 20)
     served.control.promote("challenger", "test promotion")
-    deadline = time.time() + 15
-    while time.time() < deadline and not (answers and answers[-1][2] == [str(v2.version)] * 3):
-        time.sleep(0.05)
     promoted_at = len(answers)
+    wait_until(lambda: every_thread_now_answers(str(v2.version), promoted_at) and len(answers) > promoted_at + 20)
+    rolled_back_at = len(answers)
     served.control.rollback("test rollback")
-    deadline = time.time() + 15
-    while time.time() < deadline and not (answers[-1][2] == ["1"] * 3 and len(answers) > promoted_at + 20):
-        time.sleep(0.05)
+    wait_until(lambda: every_thread_now_answers("1", rolled_back_at) and len(answers) > rolled_back_at + 20)
     stop.set()
     for t in threads:
         t.join()
