@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import decimal
 import sqlite3
+import uuid
 from datetime import timedelta
 
 import duckdb
@@ -140,3 +142,49 @@ def test_decimal_features_are_served_as_doubles(tmp_path):
     assert fs.get_online_features([{"carrier": "AA"}], ["d:delay"])["delay"].tolist() == [12.25]
     entities = pd.DataFrame({"carrier": ["AA"], "event_timestamp": [pd.Timestamp("2013-03-01 11:00", tz="UTC")]})
     assert float(fs.get_historical_features(entities, ["d:delay"])["delay"].iloc[0]) == 12.25
+
+
+def test_keys_sqlite_cannot_hold_as_they_are_are_served(tmp_path):
+    """UUID, HUGEINT, UBIGINT above 2**63, DECIMAL and timestamp keys: the online store answers
+    for them as the offline store does, whichever Python type the caller looks them up with."""
+    database = tmp_path / "keys.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("set TimeZone = 'UTC'")
+        con.execute(
+            "create table k as select "
+            "('00000000-0000-0000-0000-00000000000' || i::varchar)::uuid as u, "
+            "(i::hugeint * 10000000000000000000000) as h, (18446744073709551610 + i)::ubigint as ub, "
+            "(i + 0.5)::decimal(6, 2) as d, ('2013-03-0' || (i + 1)::varchar || ' 10:00+00')::timestamptz as t, "
+            "'2013-03-01 10:00+00'::timestamptz + to_minutes(i) as ts, i::double as x from range(1, 4) r(i)"
+        )
+    fs = FeatureStore(database, online_path=tmp_path / "online.sqlite")
+    for key in ("u", "h", "ub", "d", "t"):
+        fs.register(FeatureView(f"by_{key}", "k", (key,), "ts", (Feature("x"),)))
+    views = [f"by_{key}" for key in ("u", "h", "ub", "d", "t")]
+    end = pd.Timestamp("2013-03-02", tz="UTC")
+    assert fs.materialize_online(views, end_ts=end) == {v: 3 for v in views}
+    rows = pd.DataFrame({
+        "u": [uuid.UUID("00000000-0000-0000-0000-000000000002"), "00000000-0000-0000-0000-000000000003", None],
+        "h": [20_000_000_000_000_000_000_000, 30_000_000_000_000_000_000_000, 4],
+        "ub": [np.uint64(18446744073709551612), 18446744073709551613, 7],
+        "d": [decimal.Decimal("2.50"), decimal.Decimal("3.5"), decimal.Decimal("9")],
+        # The same instants as 2013-03-03 and 2013-03-04 10:00 UTC, in another zone.
+        "t": pd.to_datetime(["2013-03-03 05:00", "2013-03-04 05:00", "2013-03-09 05:00"]).tz_localize(
+            "America/New_York"),
+    })
+    for key in ("u", "h", "ub", "d", "t"):
+        online = fs.get_online_features(rows, [f"by_{key}:x"])["x"].tolist()
+        assert online[:2] == [2.0, 3.0] and pd.isna(online[2]), key
+        offline = fs.get_historical_features(rows.assign(event_timestamp=end), [f"by_{key}:x"])["x"]
+        assert offline.iloc[:2].tolist() == [2.0, 3.0] and offline.iloc[2:].isna().all(), key
+
+
+def test_unsigned_features_beyond_sqlite_integers_are_refused_by_name(tmp_path):
+    database = tmp_path / "ubig.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("create table b as select 'AA' as carrier, '2013-03-01 10:00+00'::timestamptz as ts, "
+                    "18446744073709551615::ubigint as big")
+    fs = FeatureStore(database, online_path=tmp_path / "online.sqlite")
+    fs.register(FeatureView("b", "b", ("carrier",), "ts", (Feature("big"),)))
+    with pytest.raises(ValueError, match=r"feature view 'b'.*'big'.*18446744073709551615.*64-bit"):
+        fs.materialize_online(["b"], end_ts=pd.Timestamp("2013-03-02", tz="UTC"))

@@ -9,11 +9,14 @@ the watermark reads as null, exactly as the offline store would answer at that i
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mlops_pipelines.features.views import FeatureView
@@ -30,6 +33,40 @@ def to_micros(value: datetime | pd.Timestamp | None) -> int | None:
 
 def from_micros(value: int | None) -> pd.Timestamp | None:
     return None if value is None else pd.Timestamp(value * 1000, tz="UTC")
+
+
+def key_value(value: object) -> object:
+    """A join key value as the online store keeps it, and looks it up.
+
+    SQLite holds 64-bit integers, doubles and text; the same key must become the same SQLite
+    value whichever Python type holds it (a numpy scalar, a UUID object or its text, a Decimal,
+    an integer beyond 64 bits, an instant in any zone). So: instants become UTC microseconds
+    (naive ones read as UTC), dates ISO text, UUIDs their canonical text, integral Decimals
+    integers and other Decimals doubles, and integers beyond int64 decimal text. NaN/NaT/None
+    become None (they match nothing).
+    """
+    if value is None:
+        return None
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    if isinstance(value, datetime | np.datetime64):
+        return to_micros(pd.Timestamp(value))
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Decimal):
+        value = int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        return str(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
 
 
 def view_table(view: FeatureView) -> str:

@@ -18,6 +18,7 @@ last), then to the smallest feature values in the view's declared order (NULL la
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,7 +36,7 @@ WORD = 64
 class EntityRows:
     """The entity side of a join: key columns (Arrow) and timestamps in UTC microseconds."""
 
-    keys: dict[str, pa.Array]
+    keys: dict[str, pa.Array | pd.Series]  # a Series: objects Arrow types only against the view's key type
     micros: np.ndarray  # int64; meaningless where ``valid`` is False
     valid: np.ndarray  # bool: the timestamp is not null
 
@@ -68,23 +69,44 @@ def _micros(column: pa.ChunkedArray) -> np.ndarray:
     return column.cast(pa.int64()).to_numpy()
 
 
-def _column_codes(feature: pa.ChunkedArray, entity: pa.Array, column: str) -> tuple[np.ndarray, np.ndarray, int]:
+def _entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: str) -> pa.Array:
+    """Entity key values as the view's key type, or a ValueError naming the column.
+
+    DuckDB hands UUID keys over as text: UUID objects become their canonical text.
+    """
+    if isinstance(values, pd.Series):
+        # Objects Arrow could not type on its own, e.g. integers beyond int64 or UUIDs mixed with text.
+        objects = [str(v) if isinstance(v, uuid.UUID) else v for v in values]
+        try:
+            return pa.array(objects, type=wanted, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            raise ValueError(f"join key {column!r}: entity values cannot be read as the view's {wanted} "
+                             f"({str(exc).splitlines()[0]})") from exc
+    if isinstance(values.type, pa.UuidType):
+        values = pa.array([None if v is None else str(v) for v in values.to_pylist()], type=pa.string())
+    if values.type == wanted:
+        return values
+    try:
+        return values.cast(wanted)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(
+            f"join key {column!r}: entity values of type {values.type} cannot be compared with the "
+            f"view's {wanted} ({str(exc).splitlines()[0]})"
+        ) from exc
+
+
+def _column_codes(feature: pa.ChunkedArray, entity: pa.Array | pd.Series,
+                  column: str) -> tuple[np.ndarray, np.ndarray, int]:
     """Codes 0 .. n - 1 of one key column's values, for feature rows (never null) and entity rows
     (-1 for a null key or a value no feature row has), and n."""
-    if entity.type != feature.type:
-        try:
-            entity = entity.cast(feature.type)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise ValueError(
-                f"join key {column!r}: entity values of type {entity.type} cannot be compared with the "
-                f"view's {feature.type} ({str(exc).splitlines()[0]})"
-            ) from exc
+    entity = _entity_keys_as(entity, feature.type, column)
     present = entity.is_valid().to_numpy(zero_copy_only=False)
     if pa.types.is_integer(feature.type) and len(feature):
         # Integers code as offsets from the smallest key: no hashing.
-        values = feature.to_numpy().astype(np.int64, copy=False)
+        values = feature.to_numpy()
         low, high = int(values.min()), int(values.max())
-        if high - low < 2**32:
+        if high - low < 2**32 and high < 2**63:  # (UBIGINT keys beyond int64 are hashed below)
+            values = values.astype(np.int64, copy=False)
             asked = pc.fill_null(entity, low).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
             known = present & (asked >= low) & (asked <= high)
             asked = asked - low

@@ -23,9 +23,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mlops_pipelines.features import point_in_time
-from mlops_pipelines.features.online import OnlineStore, from_micros, to_micros
+from mlops_pipelines.features.online import OnlineStore, from_micros, key_value, to_micros
 from mlops_pipelines.features.views import FeatureView
 
 REGISTRY_TABLE = "features.registry"
@@ -56,18 +57,6 @@ def _output_name(view_name: str, name: str, full_feature_names: bool, seen: dict
         )
     seen[output] = view_name
     return output
-
-
-def _native(value):
-    """A key value SQLite can bind: numpy scalars become Python ones, NaN/NaT become None."""
-    if value is None:
-        return None
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return value.item() if hasattr(value, "item") else value
 
 
 def feature_table_sql(view: FeatureView, names: Sequence[str], where: str = "") -> str:
@@ -113,9 +102,18 @@ def entity_rows(keys: Mapping[str, pd.Series | pa.ChunkedArray], timestamps: pd.
     valid = ~np.isnat(instants)
     # Clamped far inside int64 so that differences never overflow; no feature row is that old.
     micros = np.clip(np.where(valid, instants.view(np.int64), 0), -(2**60), 2**60)
-    arrays = {k: v.combine_chunks() if isinstance(v, pa.ChunkedArray) else pa.array(v, from_pandas=True)
-              for k, v in keys.items()}
-    return point_in_time.EntityRows(keys=arrays, micros=micros, valid=valid)
+    return point_in_time.EntityRows(keys={k: _arrow_keys(v) for k, v in keys.items()}, micros=micros, valid=valid)
+
+
+def _arrow_keys(values: pd.Series | pa.ChunkedArray) -> pa.Array | pd.Series:
+    """Entity key values as Arrow, or as they are when Arrow cannot type them alone (integers
+    beyond int64, UUIDs mixed with text): the join types those against the view's key type."""
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks()
+    try:
+        return pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return values
 
 
 class FeatureStore:
@@ -324,16 +322,24 @@ class FeatureStore:
         chosen = point_in_time.match_rows(table, entities, keys, view.feature_names, None,
                                           view.created_timestamp is not None)
         latest = table.take(pa.array(chosen))
-        columns = [latest.column(k) for k in keys]
-        columns.append(latest.column(point_in_time.TS).cast(pa.int64()))
+        columns = [[key_value(v) for v in latest.column(k).to_pylist()] for k in keys]
+        columns.append(latest.column(point_in_time.TS).cast(pa.int64()).to_pylist())
         created = latest.column(point_in_time.CREATED).cast(pa.int64()) if view.created_timestamp \
             else pa.nulls(count, pa.int64())
-        columns.append(created)
+        columns.append(created.to_pylist())
         for name in view.feature_names:
             column = latest.column(name)
-            # SQLite cannot store DECIMAL values (Python Decimal): they are served as DOUBLE.
-            columns.append(column.cast(pa.float64()) if pa.types.is_decimal(column.type) else column)
-        return list(zip(*(c.to_pylist() for c in columns), strict=True))
+            if pa.types.is_decimal(column.type):
+                # SQLite cannot store DECIMAL (nor HUGEINT, which comes as DECIMAL(38, 0)): served as DOUBLE.
+                column = column.cast(pa.float64())
+            elif pa.types.is_uint64(column.type) and count and (pc.max(column).as_py() or 0) >= 2**63:
+                raise ValueError(
+                    f"feature view {view.name!r}, feature {name!r}: value {pc.max(column).as_py()} does not "
+                    "fit the online store's integers (SQLite's are signed 64-bit); cast it in the view's SQL "
+                    "(to DOUBLE or VARCHAR)"
+                )
+            columns.append(column.to_pylist())
+        return list(zip(*columns, strict=True))
 
     def get_online_features(
         self,
@@ -362,7 +368,7 @@ class FeatureStore:
             missing = [k for k in view.entities if k not in frame.columns]
             if missing:
                 raise KeyError(f"entity rows lack join keys {missing} of view {view_name!r}")
-            keys = [tuple(_native(v) for v in row) for row in frame[list(view.entities)].itertuples(index=False)]
+            keys = [tuple(key_value(v) for v in row) for row in frame[list(view.entities)].itertuples(index=False)]
             found = self._online().read(view, names, keys)
             for position, name in enumerate(names):
                 output = _output_name(view_name, name, full_feature_names, seen)
