@@ -61,8 +61,15 @@ class Served:
         return answer.json()
 
     def flush_log(self) -> None:
-        time.sleep(0.3)  # the last response's log rows are queued just after it is sent
-        self.app.state.writer.flush()
+        """Write the queued log rows once the server has been quiet for 0.5 s: the last response's
+        rows are queued just after it is sent (after shadow scoring, which a loaded machine slows)."""
+        quiet_since, deadline = time.time(), time.time() + 30
+        while time.time() < deadline:
+            if self.app.state.writer.flush():
+                quiet_since = time.time()
+            elif time.time() - quiet_since > 0.5:
+                return
+            time.sleep(0.05)
 
     def predict(self, flights, **extra) -> dict:
         answer = self.client.post("/predict", json={"flights": flights, **extra})
