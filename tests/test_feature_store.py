@@ -111,7 +111,8 @@ def test_bad_ttl_is_an_error():
     ("entities", "error"),
     [
         (pd.DataFrame({"carrier": ["AA"], "event_timestamp": [1357000000]}), "holds int64 values, not timestamps"),
-        (pd.DataFrame({"carrier": ["AA"], "event_timestamp": ["yesterday"]}), "timestamp column 'event_timestamp'"),
+        (pd.DataFrame({"carrier": ["AA", "AA"], "event_timestamp": ["2013-01-01", "yesterday"]}),
+         r"timestamp column 'event_timestamp' row 1 \('yesterday'\): .*ISO 8601"),
         (pd.DataFrame({"carrier": ["AA"], "when": [T("2013-01-01", tz="UTC")]}),
          "no timestamp column 'event_timestamp'"),
         (pd.DataFrame({"airline": ["AA"], "event_timestamp": [T("2013-01-01", tz="UTC")]}),

@@ -44,8 +44,15 @@ def to_utc(values: pd.Series) -> pd.Series:
     try:
         return pd.to_datetime(values, utc=True, format="ISO8601")
     except (ValueError, TypeError) as exc:
-        reason = str(exc).splitlines()[0]
-        raise ValueError(f"timestamp column {values.name!r}: {reason}") from exc
+        reason = str(exc).splitlines()[0].split(" You might want to try")[0]
+        try:  # name the first row that does not parse (None/NaN stay missing and are fine)
+            parsed = pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
+            bad = values[parsed.isna() & values.notna()]
+        except (ValueError, TypeError):
+            bad = values.iloc[:0]
+        where = f" row {bad.index[0]!r} ({bad.iloc[0]!r})" if len(bad) else ""
+        raise ValueError(f"timestamp column {values.name!r}{where}: {reason} (datetimes or ISO 8601 strings "
+                         "expected)") from exc
 
 
 def _output_name(view_name: str, name: str, full_feature_names: bool, seen: dict[str, str]) -> str:
