@@ -107,6 +107,25 @@ def test_bad_ttl_is_an_error():
         parse_ttl("soon")
 
 
+@pytest.mark.parametrize(("ttl", "expected"), [
+    ("2 hours", timedelta(hours=2)), (7200, timedelta(hours=2)), (pd.Timedelta("2h"), timedelta(hours=2)),
+    (0, None), (timedelta(0), None), (None, None),
+])
+def test_a_view_takes_its_ttl_as_a_duration_text_or_seconds(ttl, expected):
+    assert FeatureView("v", "t", ("k",), "ts", (Feature("x"),), ttl=ttl).ttl == expected
+
+
+@pytest.mark.parametrize(("ttl", "error"), [
+    ("soon", r"feature view 'v': ttl 'soon': expected"),
+    ([1], r"feature view 'v': ttl \[1\] is not a duration"),
+    (True, "ttl True is not a duration"),
+    (timedelta(hours=-1), "feature view 'v': ttl -1 day, 23:00:00 is negative"),
+])
+def test_a_view_refuses_a_ttl_that_is_not_a_duration(ttl, error):
+    with pytest.raises(ValueError, match=error):
+        FeatureView("v", "t", ("k",), "ts", (Feature("x"),), ttl=ttl)
+
+
 @pytest.mark.parametrize(
     ("entities", "error"),
     [

@@ -135,13 +135,16 @@ def test_decimal_features_are_served_as_doubles(tmp_path):
     with duckdb.connect(str(database)) as con:
         con.execute("set TimeZone = 'UTC'")
         con.execute("create table d as select 'AA' as carrier, '2013-03-01 10:00+00'::timestamptz as ts, "
-                    "12.25::decimal(6, 2) as delay")
+                    "12.1::decimal(6, 2) as delay")
     fs = FeatureStore(database, online_path=tmp_path / "online.sqlite")
     fs.register(FeatureView("d", "d", ("carrier",), "ts", (Feature("delay"),)))
     assert fs.materialize_online(["d"], end_ts=pd.Timestamp("2013-03-01 11:00", tz="UTC")) == {"d": 1}
-    assert fs.get_online_features([{"carrier": "AA"}], ["d:delay"])["delay"].tolist() == [12.25]
-    entities = pd.DataFrame({"carrier": ["AA"], "event_timestamp": [pd.Timestamp("2013-03-01 11:00", tz="UTC")]})
-    assert float(fs.get_historical_features(entities, ["d:delay"])["delay"].iloc[0]) == 12.25
+    assert fs.get_online_features([{"carrier": "AA"}], ["d:delay"])["delay"].tolist() == [12.1]
+    # Offline too: DOUBLE, so that both paths give the same number (Decimal("12.1") != 12.1).
+    entities = pd.DataFrame({"carrier": ["AA", "UA"],
+                             "event_timestamp": [pd.Timestamp("2013-03-01 11:00", tz="UTC")] * 2})
+    offline = fs.get_historical_features(entities, ["d:delay"])["delay"]
+    assert offline.dtype == np.float64 and offline.iloc[0] == 12.1 and np.isnan(offline.iloc[1])
 
 
 def test_keys_sqlite_cannot_hold_as_they_are_are_served(tmp_path):

@@ -317,18 +317,26 @@ def take_arrow(features: pa.Table, names: Sequence[str], chosen: np.ndarray) -> 
 
 
 def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray) -> dict[str, np.ndarray | pd.Series]:
-    """``names`` of the ``chosen`` rows as pandas would hold them (NaN or None for no row).
+    """``names`` of the ``chosen`` rows as pandas would hold them (NaN or None for no row;
+    DECIMAL as float64).
 
     Float columns are gathered straight into their final numpy array: one new array per column,
     where Arrow would take (after concatenating the chunks), mask and convert to pandas, three.
     """
-    floats = [n for n in names if pa.types.is_floating(features.schema.field(n).type) and features.num_rows]
+    def as_float(type_: pa.DataType) -> bool:
+        # DECIMAL (and HUGEINT, which arrives as DECIMAL(38, 0)) is served as DOUBLE, as the online
+        # store serves it: one type on both paths, and numbers instead of Python Decimal objects.
+        return pa.types.is_floating(type_) or pa.types.is_decimal(type_)
+
+    floats = [n for n in names if as_float(features.schema.field(n).type) and features.num_rows]
     columns: dict[str, np.ndarray | pd.Series] = {}
     where = np.maximum(chosen, 0)
     missing = chosen < 0
     joined: dict[np.dtype, np.ndarray] = {}  # one buffer per dtype, reused column after column
     for name in floats:
         column = features.column(name)
+        if pa.types.is_decimal(column.type):
+            column = column.cast(pa.float64())
         if column.num_chunks == 1:
             values = column.chunk(0).to_numpy(zero_copy_only=False)  # NULLs are NaN
         else:

@@ -58,6 +58,22 @@ class FeatureView:
     description: str = ""
     sql: str = field(default="", compare=False)
 
+    def __post_init__(self) -> None:
+        # A TTL may be given as the YAML declares it ("2 hours", seconds) or as a timedelta; any
+        # other value is refused here rather than failing deep inside a join.
+        ttl = self.ttl
+        if isinstance(ttl, str | int | float) and not isinstance(ttl, bool):
+            try:
+                ttl = parse_ttl(ttl)
+            except ValueError as exc:
+                raise ValueError(f"feature view {self.name!r}: {exc}") from None
+        elif ttl is not None and not isinstance(ttl, timedelta):
+            raise ValueError(f"feature view {self.name!r}: ttl {ttl!r} is not a duration "
+                             "(a timedelta, '<number> <seconds|minutes|hours|days|weeks>' or seconds)")
+        if ttl is not None and ttl < timedelta(0):
+            raise ValueError(f"feature view {self.name!r}: ttl {ttl} is negative")
+        object.__setattr__(self, "ttl", ttl or None)  # 0 means no TTL, as in parse_ttl
+
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
