@@ -67,7 +67,9 @@ def _read_frame(path: str):
     if path.endswith(".parquet"):
         return pd.read_parquet(path)
     if path.endswith(".csv"):
-        return pd.read_csv(path)
+        frame = pd.read_csv(path)
+        frame.index = frame.index + 2  # a row named in an error is the file's line (line 1: the header)
+        return frame
     raise ValueError(f"{path}: expected a .parquet or .csv file")
 
 
@@ -80,7 +82,11 @@ def _features_historical(args: argparse.Namespace) -> int:
     entities = _read_frame(args.entities)
     store = build_resources(paths)["feature_store"].store()  # type: ignore[attr-defined]
     features = [f.strip() for f in args.features.split(",") if f.strip()]
-    out = store.get_historical_features(entities, features, args.full_feature_names, args.timestamp_column)
+    try:
+        out = store.get_historical_features(entities, features, args.full_feature_names, args.timestamp_column)
+    except (KeyError, ValueError) as exc:
+        reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise ValueError(f"{args.entities}: {reason}") from exc
     if args.out.endswith(".parquet"):
         out.to_parquet(args.out, index=False)
     elif args.out.endswith(".csv"):

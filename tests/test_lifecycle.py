@@ -159,7 +159,16 @@ def test_online_store_and_cli_agree_with_the_offline_store(lifecycle, tmp_path):
          "--features", "fv_origin_weather:nope", "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines()[-1].startswith("mlops features: feature view 'fv_origin_weather' has no")
+    assert bad.stderr.strip().splitlines()[-1].startswith(
+        f"mlops features: {entities}: feature view 'fv_origin_weather' has no")
+    # A CSV row that is no timestamp is named by its line in the file (line 1: the header).
+    entities.write_text("origin,event_timestamp\nJFK,2013-01-01T00:00:00Z\nJFK,soon\n")
+    bad = subprocess.run(
+        [sys.executable, "-m", "mlops_pipelines.cli", "features", "historical", "--entities", str(entities),
+         "--features", "fv_origin_weather:temp_f", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2
+    assert f"{entities}: timestamp column 'event_timestamp' row 3 ('soon')" in bad.stderr
 
 
 def test_rerun_is_idempotent(lifecycle):
