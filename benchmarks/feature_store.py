@@ -27,7 +27,10 @@ row by row, joined on ``row_id`` (a column of the entity frame), against merge_a
 engine is checked against a brute-force oracle on a sample of entity rows.
 
     .venv/bin/python benchmarks/feature_store.py [--scale 0.1] [--repeat 5] [--seed 7]
-        [--skip-feast] [--explain] [--keep]
+        [--skip-feast] [--explain] [--floor] [--keep]
+
+``--floor`` also times ours with the join taken out (the same reads and output frame): what no
+join algorithm can make cheaper on the machine at hand.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ FEAST_REQUIREMENT = "feast[duckdb]==0.67.*"
 N_VIEWS = 3
 N_FEATURES = 5
 TTL_DAYS = 30
-ENGINES = ("ours", "merge_asof", "feast")
+ENGINES = ("ours", "merge_asof", "feast", "floor")
 
 
 def feature_columns(meta: dict) -> list[str]:
@@ -204,6 +207,22 @@ def run_ours(meta: dict, explain: bool = False):
     return timed, (profile if explain else None)
 
 
+def run_floor(meta: dict, explain: bool = False):
+    """Ours with the join itself taken out: the same entity read, the same DuckDB reads of the
+    views (two views in flight, as in ours) and the same output frame, whose float columns are
+    only allocated and written once. What no join algorithm can make cheaper on this machine.
+    (Not a result: its values are not compared.)"""
+    import numpy as np
+
+    from mlops_pipelines.features import point_in_time
+
+    def no_join(features, entities, keys, view_features, names, ttl_micros, has_created, as_pandas=False):
+        return {name: np.full(len(entities), np.nan) for name in names}
+
+    point_in_time.join_view = no_join
+    return run_ours(meta)[0], None
+
+
 def run_merge_asof(meta: dict, explain: bool = False):
     import pandas as pd
 
@@ -286,6 +305,8 @@ def engine_main(engine: str, folder: Path, explain: bool) -> None:
             return
     elif engine == "merge_asof":
         timed, profile = run_merge_asof(meta, explain)
+    elif engine == "floor":
+        timed, profile = run_floor(meta, explain)
     else:
         timed, profile = run_feast(meta, folder, explain)
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
@@ -500,6 +521,8 @@ def main() -> None:
     parser.add_argument("--explain", action="store_true",
                         help="also time the steps of ours one by one (a separate, untimed run)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (data, results, logs)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time ours without the join (reads and output only), in the same rounds")
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--compare", help=argparse.SUPPRESS)
@@ -532,7 +555,8 @@ def main() -> None:
               f"{N_FEATURES} features, {meta['n_entities']:,} entities, {meta['n_entity_rows']:,} entity rows "
               f"({meta['duplicate_entity_rows']:,} duplicates), TTL {TTL_DAYS} d; "
               f"generated in {meta['seconds']:.1f} s (not timed below)", flush=True)
-        pythons = {engine: feast_python if engine == "feast" else sys.executable for engine in engines}
+        timed_engines = engines + (["floor"] if args.floor else [])
+        pythons = {engine: feast_python if engine == "feast" else sys.executable for engine in timed_engines}
         reports = run_engines(pythons, folder, args.repeat)
         for engine, r in reports.items():
             if not r.get("failed"):
@@ -542,6 +566,15 @@ def main() -> None:
         checks, _, _ = child(sys.executable, ["--compare", ",".join(engines), "--seed", str(args.seed)],
                              folder, "compare")
         print_table(engines, reports, checks or {"_reference": "(comparison failed)", "_sample": 0})
+        floor = reports.get("floor")
+        if floor and not floor.get("failed"):
+            line = (f"\nfloor (ours without the join: entity read, DuckDB reads of the views, output frame): "
+                    f"median {floor['seconds']:.2f} s, user {floor['user']:.2f} s, sys {floor['sys']:.2f} s, "
+                    f"{floor['faults'] / 1000:,.0f}k faults")
+            feast = reports.get("feast")
+            if feast and not feast.get("failed"):
+                line += f"; feast / floor x{feast['seconds'] / floor['seconds']:.2f}"
+            print(line)
         if args.explain:
             plan, peak, _ = child(sys.executable, ["--engine", "ours", "--explain"], folder, "explain")
             print("\nThe steps of ours (a separate, untimed run, "
