@@ -339,11 +339,10 @@ class FeatureStore:
             if pa.types.is_decimal(column.type):
                 # SQLite cannot store DECIMAL (nor HUGEINT, which comes as DECIMAL(38, 0)): served as DOUBLE.
                 column = column.cast(pa.float64())
-            elif pa.types.is_uint64(column.type) and count and (pc.max(column).as_py() or 0) >= 2**63:
+            elif pa.types.is_uint64(column.type) and (largest := pc.max(column).as_py() or 0) >= 2**63:
                 raise ValueError(
-                    f"feature view {view.name!r}, feature {name!r}: value {pc.max(column).as_py()} does not "
-                    "fit the online store's integers (SQLite's are signed 64-bit); cast it in the view's SQL "
-                    "(to DOUBLE or VARCHAR)"
+                    f"feature view {view.name!r}, feature {name!r}: value {largest} does not fit the online "
+                    "store's integers (SQLite's are signed 64-bit); cast it in the view's SQL (to DOUBLE or VARCHAR)"
                 )
             columns.append(column.to_pylist())
         return list(zip(*columns, strict=True))
