@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
 
 import duckdb
 import pandas as pd
 import pytest
 
+from mlops_pipelines.features.sql_project import SqlProject, default_project_dir
 from mlops_pipelines.features.store import FeatureStore
 from mlops_pipelines.features.views import Feature, FeatureView, parse_ttl
 
@@ -124,6 +126,17 @@ def test_a_view_takes_its_ttl_as_a_duration_text_or_seconds(ttl, expected):
 def test_a_view_refuses_a_ttl_that_is_not_a_duration(ttl, error):
     with pytest.raises(ValueError, match=error):
         FeatureView("v", "t", ("k",), "ts", (Feature("x"),), ttl=ttl)
+
+
+def test_a_declared_ttl_that_is_not_a_duration_names_its_file_and_view(tmp_path):
+    project = tmp_path / "sql"
+    shutil.copytree(default_project_dir(), project)
+    declaration = project / "features" / "fv_plane.yml"
+    text = declaration.read_text()
+    assert "ttl:" not in text  # planes never expire: the test adds one
+    declaration.write_text(text.replace("feature_view:\n", "feature_view:\n  ttl: soon\n", 1))
+    with pytest.raises(ValueError, match=r"fv_plane\.yml: feature view 'fv_plane': ttl 'soon': expected"):
+        SqlProject(project).feature_views()
 
 
 @pytest.mark.parametrize(

@@ -64,7 +64,10 @@ class SqlModel:
         block = self.doc.get("feature_view")
         if not block:
             return None
-        return FeatureView.from_yaml(self.name, self.relation, block, self.doc.get("description", ""), self.sql)
+        try:
+            return FeatureView.from_yaml(self.name, self.relation, block, self.doc.get("description", ""), self.sql)
+        except ValueError as exc:
+            raise ValueError(f"{self.path.with_suffix('.yml')}: {exc}") from None
 
 
 class SqlProject:

@@ -98,7 +98,7 @@ class FeatureView:
                     Feature(f["name"], f.get("type", "float"), f.get("description", ""))
                     for f in block["features"]
                 ),
-                ttl=parse_ttl(block.get("ttl")),
+                ttl=block.get("ttl"),  # parsed (and refused with the view's name) by __post_init__
                 created_timestamp=block.get("created_timestamp"),
                 owner=block.get("owner", ""),
                 description=description,
