@@ -304,9 +304,10 @@ def test_canary_splits_ten_percent_of_keys_stickily_and_shadow_never_changes_ans
     served.reload()
 
 
-def _run_controller(served) -> tuple[bool, dict]:
+def _run_controller(served, **policy) -> tuple[bool, dict]:
+    config = {"min_requests": 50, "min_outcomes": 100, **policy}
     result = served.life.run_job("progressive_delivery", run_config={
-        "ops": {"deployment_controller": {"config": {"min_requests": 50, "min_outcomes": 100}}}})
+        "ops": {"deployment_controller": {"config": config}}})
     metadata = {}
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization
@@ -326,7 +327,9 @@ def test_a_healthy_canary_is_ramped_to_the_next_step(served):
     for start in range(0, len(flights), 50):
         served.predict(flights[start:start + 50])
     served.flush_log()
-    success, metadata = _run_controller(served)
+    # The latency rule (tested on its own in test_serving_logic) is off here: over a few hundred
+    # answers, one request stalled by a busy CI machine is the p99 and would roll back the twin.
+    success, metadata = _run_controller(served, max_latency_ratio=1000.0)
     assert success and metadata["decision"] == "ramp" and metadata["share_after"] == 0.5, metadata
     assert served.control.deployment().share == 0.5
     last = served.ledger().iloc[-1]
@@ -398,7 +401,7 @@ def test_a_challenger_that_predicts_badly_is_rolled_back_on_labelled_outcomes(se
     for start in range(0, len(flights), 100):
         served.predict(flights[start:start + 100])
     served.flush_log()
-    success, metadata = _run_controller(served)
+    success, metadata = _run_controller(served, max_latency_ratio=1000.0)  # quality, not latency (see above)
     assert success and metadata["decision"] == "rollback", metadata
     assert "Brier score worse" in metadata["reason"]
     statistics = metadata["statistics"]
