@@ -188,6 +188,9 @@ def test_bad_requests_get_clear_errors(served):
     for path in ("/admin/reload", "/admin/rollback"):
         assert served.client.post(path).status_code == 403
         assert served.client.post(path, headers={"Authorization": "Bearer wrong"}).status_code == 403
+        assert served.client.post(path, headers={"Authorization": TOKEN}).status_code == 403  # no scheme
+    # The scheme is case-insensitive.
+    assert served.client.post("/admin/reload", headers={"Authorization": f"bearer {TOKEN}"}).status_code == 200
 
 
 def test_a_stream_of_requests_sees_no_failure_across_promotion_and_rollback(served):

@@ -181,8 +181,9 @@ def create_app(settings: ServingSettings) -> PredictFastPath:
     def authorized(request: Request) -> JSONResponse | None:
         if not settings.admin_token:
             return _error(403, f"admin endpoints are disabled: set {ADMIN_TOKEN_ENV} for the server")
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), settings.admin_token.encode()):
+        # The auth scheme is case-insensitive (RFC 9110): "Bearer", "bearer" and "BEARER" all go.
+        scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), settings.admin_token.encode()):
             return _error(403, "missing or wrong admin token (Authorization: Bearer <token>)")
         return None
 
