@@ -5,7 +5,7 @@ from __future__ import annotations
 import decimal
 import sqlite3
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import duckdb
 import numpy as np
@@ -191,3 +191,44 @@ def test_unsigned_features_beyond_sqlite_integers_are_refused_by_name(tmp_path):
     fs.register(FeatureView("b", "b", ("carrier",), "ts", (Feature("big"),)))
     with pytest.raises(ValueError, match=r"feature view 'b'.*'big'.*18446744073709551615.*64-bit"):
         fs.materialize_online(["b"], end_ts=pd.Timestamp("2013-03-02", tz="UTC"))
+
+
+def test_lookups_cast_keys_to_the_view_key_type_as_the_offline_join_does(tmp_path):
+    """Online lookups cast keys to the view's key type first, as get_historical_features does: an
+    instant given as ISO text, an id as text or a float, a date as a midnight timestamp find their
+    row; a value the key type cannot hold (1.5 as BIGINT, 1.106 as DECIMAL(10, 2), 10:00 as a DATE)
+    finds none, on both paths."""
+    database = tmp_path / "cast.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("set TimeZone = 'UTC'")
+        con.execute("create type size as enum ('small', 'large')")
+        con.execute(
+            "create table k as select i::bigint as n, ('2013-03-0' || i::varchar)::date as d, "
+            "('2013-03-0' || i::varchar || ' 10:00+00')::timestamptz as t, "
+            "(i + 0.11)::decimal(10, 2) as m, ('0.1000000000000000000' || i::varchar)::decimal(38, 20) as fine, "
+            "(['small', 'large'])[i]::size as e, "
+            "case i when 1 then '9999-12-31'::timestamp else '2013-01-01'::timestamp end as far, "
+            "'2013-03-01 10:00+00'::timestamptz as ts, i::double as x from range(1, 3) r(i)"
+        )
+    fs = FeatureStore(database, online_path=tmp_path / "online.sqlite")
+    keys = ("n", "d", "t", "m", "fine", "e", "far")
+    for key in keys:
+        fs.register(FeatureView(f"by_{key}", "k", (key,), "ts", (Feature("x"),)))
+    end = pd.Timestamp("2013-03-02", tz="UTC")
+    assert fs.materialize_online([f"by_{key}" for key in keys], end_ts=end) == {f"by_{key}": 2 for key in keys}
+    cases = {  # key: (lookups, expected x)
+        "n": (["2", 1.0, 1.5], [2.0, 1.0, None]),
+        "d": ([pd.Timestamp("2013-03-02"), "2013-03-01", pd.Timestamp("2013-03-01 10:00")], [2.0, 1.0, None]),
+        "t": (["2013-03-02T05:00:00-05:00", "2013-03-01T10:00:00Z", "2013-03-01T10:00:01Z"], [2.0, 1.0, None]),
+        "m": ([2.11, decimal.Decimal("1.110"), 1.106], [2.0, 1.0, None]),
+        "fine": ([decimal.Decimal("0.10000000000000000002"), decimal.Decimal("0.10000000000000000001"),
+                  decimal.Decimal("0.1")], [2.0, 1.0, None]),
+        "e": (["large", "small", "medium"], [2.0, 1.0, None]),
+        "far": ([pd.Timestamp("2013-01-01"), datetime(9999, 12, 31), datetime(9999, 12, 30)], [2.0, 1.0, None]),
+    }
+    for key, (lookups, expected) in cases.items():
+        rows = pd.DataFrame({key: pd.Series(lookups, dtype=object)})
+        online = fs.get_online_features(rows, [f"by_{key}:x"])["x"].tolist()
+        offline = fs.get_historical_features(rows.assign(event_timestamp=end), [f"by_{key}:x"])["x"].tolist()
+        assert [None if pd.isna(v) else v for v in online] == expected, (key, online)
+        assert [None if pd.isna(v) else v for v in offline] == expected, (key, offline)

@@ -12,12 +12,13 @@ import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from mlops_pipelines.features.views import FeatureView
 
@@ -35,16 +36,25 @@ def from_micros(value: int | None) -> pd.Timestamp | None:
     return None if value is None else pd.Timestamp(value * 1000, tz="UTC")
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def key_value(value: object) -> object:
     """A join key value as the online store keeps it, and looks it up.
 
-    SQLite holds 64-bit integers, doubles and text; the same key must become the same SQLite
-    value whichever Python type holds it (a numpy scalar, a UUID object or its text, a Decimal,
-    an integer beyond 64 bits, an instant in any zone). So: instants become UTC microseconds
-    (naive ones read as UTC), dates ISO text, UUIDs their canonical text, integral Decimals
-    integers and other Decimals doubles, and integers beyond int64 decimal text. NaN/NaT/None
-    become None (they match nothing).
+    SQLite holds 64-bit integers, doubles and text. Keys are first cast to the view's key type
+    (see ``FeatureStore.get_online_features``), so both sides hand over the same Python objects;
+    this maps them to SQLite values without losing what tells two keys apart: instants become
+    UTC microseconds (naive ones read as UTC; any year), dates ISO text, UUIDs their canonical
+    text, integral Decimals integers and other Decimals their exact text, integers beyond int64
+    decimal text. NaN/NaT/None become None (they match nothing).
     """
+    if isinstance(value, Decimal):  # before pd.isna: a signalling NaN raises on comparison
+        if value.is_nan():
+            return None
+        if not value.is_finite():
+            return str(value)
+        value = int(value) if value == value.to_integral_value() else str(value.normalize())
     if value is None:
         return None
     try:
@@ -52,14 +62,16 @@ def key_value(value: object) -> object:
             return None
     except (TypeError, ValueError):
         pass
-    if isinstance(value, datetime | np.datetime64):
-        return to_micros(pd.Timestamp(value))
+    if isinstance(value, np.datetime64):
+        value = value.astype("datetime64[us]").item()
+    if isinstance(value, datetime):
+        # Plain datetime arithmetic: pandas' nanosecond range ends in 2262, sentinel keys do not.
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return (aware - EPOCH) // timedelta(microseconds=1)
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, uuid.UUID):
         return str(value)
-    if isinstance(value, Decimal):
-        value = int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int) and not -(2**63) <= value < 2**63:
@@ -90,6 +102,9 @@ class OnlineStore:
                 "create table if not exists _materializations (view text primary key, version text, "
                 "watermark_us integer, materialized_at text, rows_processed integer)"
             )
+            # Each view's key types (an Arrow schema), so that lookups cast keys as the offline join does.
+            connection.execute("create table if not exists _key_types (view text primary key, version text, "
+                               "schema blob)")
             yield connection
         finally:
             connection.close()
@@ -137,6 +152,21 @@ class OnlineStore:
             "insert or replace into _materializations values (?, ?, ?, ?, ?)",
             [view.name, view.version, watermark_us, datetime.now(UTC).isoformat(), rows],
         )
+
+    def record_key_types(self, connection: sqlite3.Connection, view: FeatureView, schema: pa.Schema) -> None:
+        connection.execute("insert or replace into _key_types values (?, ?, ?)",
+                           [view.name, view.version, schema.serialize().to_pybytes()])
+
+    def key_types(self, view: FeatureView) -> pa.Schema | None:
+        """The view's key types as materialized, or None (not materialized, or by an older version)."""
+        if not self.path.exists():
+            return None
+        with self.connect() as connection:
+            found = connection.execute("select version, schema from _key_types where view = ?",
+                                       [view.name]).fetchall()
+        if not found or found[0][0] != view.version:
+            return None
+        return pa.ipc.read_schema(pa.py_buffer(found[0][1]))
 
     def read(
         self, view: FeatureView, names: Sequence[str], keys: Sequence[tuple]

@@ -69,37 +69,66 @@ def _micros(column: pa.ChunkedArray) -> np.ndarray:
     return column.cast(pa.int64()).to_numpy()
 
 
-def _entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: str) -> pa.Array:
-    """Entity key values as the view's key type, or a ValueError naming the column.
+def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: str) -> pa.Array:
+    """Entity key values as the view's key type ``wanted``, or a ValueError naming the column.
 
-    DuckDB hands UUID keys over as text: UUID objects become their canonical text.
+    Text is parsed (a value that does not parse is an error). Any other type is cast and kept
+    only where the value survives the way back, so that a value the key type cannot hold (1.106
+    as DECIMAL(10, 2), 10:00 as a DATE, 2**40 as INTEGER, 2 as BOOLEAN) matches nothing rather
+    than a neighbour. DuckDB hands UUIDs over as text: UUID objects become their canonical text.
     """
     if isinstance(values, pd.Series):
         # Objects Arrow could not type on its own, e.g. integers beyond int64 or UUIDs mixed with text.
-        objects = [str(v) if isinstance(v, uuid.UUID) else v for v in values]
+        objects = [str(v) if isinstance(v, uuid.UUID) else pd.Timestamp(v) if isinstance(v, np.datetime64) else v
+                   for v in values]
         try:
             return pa.array(objects, type=wanted, from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
-            raise ValueError(f"join key {column!r}: entity values cannot be read as the view's {wanted} "
-                             f"({str(exc).splitlines()[0]})") from exc
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+            return pa.array([_object_key_as(v, wanted, column) for v in objects], type=wanted)
     if isinstance(values.type, pa.UuidType):
         values = pa.array([None if v is None else str(v) for v in values.to_pylist()], type=pa.string())
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
     if values.type == wanted:
         return values
+    if pa.types.is_null(values.type):  # no value at all (every key missing)
+        return pa.nulls(len(values), wanted)
     try:
-        return values.cast(wanted)
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            return values.cast(wanted)
+        cast = values.cast(wanted, safe=False)
+        kept = pc.fill_null(pc.equal(cast.cast(values.type, safe=False), values), False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise ValueError(
             f"join key {column!r}: entity values of type {values.type} cannot be compared with the "
             f"view's {wanted} ({str(exc).splitlines()[0]})"
         ) from exc
+    return cast if pc.all(kept).as_py() is not False else pc.if_else(kept, cast, pa.scalar(None, wanted))
+
+
+def _object_key_as(value: object, wanted: pa.DataType, column: str) -> object:
+    """One entity key object as a Python value of the key type, by the rules of
+    :func:`entity_keys_as` (text that does not parse is an error; a value the type cannot hold
+    matches nothing). For columns of mixed objects only: one Arrow array per value."""
+    try:
+        alone = pa.array([value], from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+        return None  # e.g. an integer beyond every Arrow integer type
+    return entity_keys_as(alone, wanted, column)[0].as_py()
+
+
+def key_type(field_type: pa.DataType) -> pa.DataType:
+    """A view's key type as joins compare it: dictionary-encoded keys (DuckDB ENUMs) by value."""
+    return field_type.value_type if pa.types.is_dictionary(field_type) else field_type
 
 
 def _column_codes(feature: pa.ChunkedArray, entity: pa.Array | pd.Series,
                   column: str) -> tuple[np.ndarray, np.ndarray, int]:
     """Codes 0 .. n - 1 of one key column's values, for feature rows (never null) and entity rows
     (-1 for a null key or a value no feature row has), and n."""
-    entity = _entity_keys_as(entity, feature.type, column)
+    if pa.types.is_dictionary(feature.type):
+        feature = feature.cast(key_type(feature.type))
+    entity = entity_keys_as(entity, feature.type, column)
     present = entity.is_valid().to_numpy(zero_copy_only=False)
     if pa.types.is_integer(feature.type) and len(feature):
         # Integers code as offsets from the smallest key: no hashing.

@@ -50,7 +50,7 @@ def to_utc(values: pd.Series) -> pd.Series:
             bad = values[parsed.isna() & values.notna()]
         except (ValueError, TypeError):
             bad = values.iloc[:0]
-        where = f" row {bad.index[0]!r} ({bad.iloc[0]!r})" if len(bad) else ""
+        where = f" row {bad.index[0]} ({bad.iloc[0]!r})" if len(bad) else ""
         raise ValueError(f"timestamp column {values.name!r}{where}: {reason} (datetimes or ISO 8601 strings "
                          "expected)") from exc
 
@@ -119,7 +119,7 @@ def _arrow_keys(values: pd.Series | pa.ChunkedArray) -> pa.Array | pd.Series:
         return values.combine_chunks()
     try:
         return pa.array(values, from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
         return values
 
 
@@ -306,8 +306,11 @@ class FeatureStore:
                 window = f"{event} <= make_timestamp({until}::bigint)::timestamptz"
                 if since is not None:
                     window += f" and {event} > make_timestamp({since}::bigint)::timestamptz"
-                rows = self._latest_rows(read_view_rows(con, view, view.feature_names, window), view, until)
+                table = read_view_rows(con, view, view.feature_names, window)
+                rows = self._latest_rows(table, view, until)
                 lite.execute("begin")
+                online.record_key_types(lite, view, pa.schema(
+                    [pa.field(k, point_in_time.key_type(table.schema.field(k).type)) for k in view.entities]))
                 online.upsert(lite, view, rows)
                 online.record(lite, view, until, len(rows))
                 lite.execute("commit")
@@ -374,7 +377,14 @@ class FeatureStore:
             missing = [k for k in view.entities if k not in frame.columns]
             if missing:
                 raise KeyError(f"entity rows lack join keys {missing} of view {view_name!r}")
-            keys = [tuple(key_value(v) for v in row) for row in frame[list(view.entities)].itertuples(index=False)]
+            types = self._online().key_types(view)
+            if types is None:  # nothing to cast to: the store's read() says what is missing
+                columns = [list(frame[k]) for k in view.entities]
+            else:
+                # Cast as get_historical_features casts (a timestamp given as text, an id as a float...).
+                columns = [point_in_time.entity_keys_as(_arrow_keys(frame[k]), types.field(k).type, k).to_pylist()
+                           for k in view.entities]
+            keys = [tuple(key_value(v) for v in row) for row in zip(*columns, strict=True)]
             found = self._online().read(view, names, keys)
             for position, name in enumerate(names):
                 output = _output_name(view_name, name, full_feature_names, seen)

@@ -67,6 +67,9 @@ class FeatureView:
                 ttl = parse_ttl(ttl)
             except ValueError as exc:
                 raise ValueError(f"feature view {self.name!r}: {exc}") from None
+            except OverflowError:  # infinite, or beyond what a timedelta holds
+                raise ValueError(f"feature view {self.name!r}: ttl {self.ttl!r} is too long; leave it out for "
+                                 "no TTL") from None
         elif ttl is not None and not isinstance(ttl, timedelta):
             raise ValueError(f"feature view {self.name!r}: ttl {ttl!r} is not a duration "
                              "(a timedelta, '<number> <seconds|minutes|hours|days|weeks>' or seconds)")
