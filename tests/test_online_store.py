@@ -97,6 +97,11 @@ def test_online_rows_keep_caller_order_and_dict_input(store):
     out = store.get_online_features(rows, ["stats:delay"])
     assert out["carrier"].tolist() == ["UA", "ZZ", "UA"]
     assert pd.isna(out["delay"][1]) and out["delay"][0] == out["delay"][2]
+    # A store written before key types were recorded answers the same (keys as given).
+    with sqlite3.connect(store.online.path) as lite:
+        assert lite.execute("delete from _key_types").rowcount == 1
+    again = store.get_online_features(rows, ["stats:delay"])
+    assert again["delay"].tolist()[::2] == out["delay"].tolist()[::2] and pd.isna(again["delay"][1])
 
 
 def test_reading_a_view_never_materialized_is_an_error(store):

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from mlops_pipelines.features import point_in_time
 from mlops_pipelines.features.views import FeatureView
 
 
@@ -153,25 +154,19 @@ class OnlineStore:
             [view.name, view.version, watermark_us, datetime.now(UTC).isoformat(), rows],
         )
 
-    def record_key_types(self, connection: sqlite3.Connection, view: FeatureView, schema: pa.Schema) -> None:
+    def record_key_types(self, connection: sqlite3.Connection, view: FeatureView, rows: pa.Schema) -> None:
+        """Keep the view's key types (from the schema of the rows read for it) for lookups."""
+        keys = pa.schema([pa.field(k, point_in_time.key_type(rows.field(k).type)) for k in view.entities])
         connection.execute("insert or replace into _key_types values (?, ?, ?)",
-                           [view.name, view.version, schema.serialize().to_pybytes()])
+                           [view.name, view.version, keys.serialize().to_pybytes()])
 
-    def key_types(self, view: FeatureView) -> pa.Schema | None:
-        """The view's key types as materialized, or None (not materialized, or by an older version)."""
-        if not self.path.exists():
-            return None
-        with self.connect() as connection:
-            found = connection.execute("select version, schema from _key_types where view = ?",
-                                       [view.name]).fetchall()
-        if not found or found[0][0] != view.version:
-            return None
-        return pa.ipc.read_schema(pa.py_buffer(found[0][1]))
+    def lookup(self, view: FeatureView, names: Sequence[str], key_columns: Sequence) -> list[tuple | None]:
+        """``names`` for each entity row (``key_columns``: one column per join key, rows aligned), or
+        None where the store has no row for it, as of the view's watermark (expired rows left out).
 
-    def read(
-        self, view: FeatureView, names: Sequence[str], keys: Sequence[tuple]
-    ) -> dict[tuple, tuple]:
-        """Feature values by entity key, as of the view's watermark (expired rows left out)."""
+        Keys are cast to the view's key types as the offline join casts them (a timestamp given as
+        text, an id as a float...), then stored values are matched by :func:`key_value`.
+        """
         if not self.path.exists():
             raise FileNotFoundError(f"online store {self.path} does not exist: run materialize_online first")
         with self.connect() as connection:
@@ -180,7 +175,17 @@ class OnlineStore:
                 raise LookupError(
                     f"feature view {view.name!r} (version {view.version}) is not materialized online"
                 )
-            return read_rows(connection, view, names, keys, watermark)
+            found = connection.execute("select version, schema from _key_types where view = ?",
+                                       [view.name]).fetchall()
+            if found and found[0][0] == view.version:
+                types = pa.ipc.read_schema(pa.py_buffer(found[0][1]))
+                key_columns = [
+                    point_in_time.entity_keys_as(point_in_time.entity_key_array(values), types.field(k).type, k)
+                    .to_pylist() for k, values in zip(view.entities, key_columns, strict=True)]
+            # (Else materialized before key types were recorded: the values as given.)
+            keys = [tuple(key_value(v) for v in row) for row in zip(*key_columns, strict=True)]
+            rows = read_rows(connection, view, names, keys, watermark)
+        return [rows.get(k) for k in keys]
 
 
 def read_rows(connection: sqlite3.Connection, view: FeatureView, names: Sequence[str], keys: Sequence[tuple],

@@ -69,6 +69,20 @@ def _micros(column: pa.ChunkedArray) -> np.ndarray:
     return column.cast(pa.int64()).to_numpy()
 
 
+def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array | pd.Series:
+    """Entity key values as Arrow, or as they are when Arrow cannot type them alone (integers
+    beyond int64, UUIDs mixed with text): :func:`entity_keys_as` types those against the view's
+    key type. Done once per column, whatever the number of views joined."""
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks()
+    if isinstance(values, pa.Array):
+        return values
+    try:
+        return pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+        return values
+
+
 def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: str) -> pa.Array:
     """Entity key values as the view's key type ``wanted``, or a ValueError naming the column.
 
@@ -76,6 +90,7 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
     only where the value survives the way back, so that a value the key type cannot hold (1.106
     as DECIMAL(10, 2), 10:00 as a DATE, 2**40 as INTEGER, 2 as BOOLEAN) matches nothing rather
     than a neighbour. DuckDB hands UUIDs over as text: UUID objects become their canonical text.
+    ``values``: from :func:`entity_key_array`.
     """
     if isinstance(values, pd.Series):
         # Objects Arrow could not type on its own, e.g. integers beyond int64 or UUIDs mixed with text.

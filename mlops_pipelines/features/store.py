@@ -109,18 +109,8 @@ def entity_rows(keys: Mapping[str, pd.Series | pa.ChunkedArray], timestamps: pd.
     valid = ~np.isnat(instants)
     # Clamped far inside int64 so that differences never overflow; no feature row is that old.
     micros = np.clip(np.where(valid, instants.view(np.int64), 0), -(2**60), 2**60)
-    return point_in_time.EntityRows(keys={k: _arrow_keys(v) for k, v in keys.items()}, micros=micros, valid=valid)
-
-
-def _arrow_keys(values: pd.Series | pa.ChunkedArray) -> pa.Array | pd.Series:
-    """Entity key values as Arrow, or as they are when Arrow cannot type them alone (integers
-    beyond int64, UUIDs mixed with text): the join types those against the view's key type."""
-    if isinstance(values, pa.ChunkedArray):
-        return values.combine_chunks()
-    try:
-        return pa.array(values, from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
-        return values
+    keys_ = {k: point_in_time.entity_key_array(v) for k, v in keys.items()}
+    return point_in_time.EntityRows(keys=keys_, micros=micros, valid=valid)
 
 
 class FeatureStore:
@@ -309,8 +299,7 @@ class FeatureStore:
                 table = read_view_rows(con, view, view.feature_names, window)
                 rows = self._latest_rows(table, view, until)
                 lite.execute("begin")
-                online.record_key_types(lite, view, pa.schema(
-                    [pa.field(k, point_in_time.key_type(table.schema.field(k).type)) for k in view.entities]))
+                online.record_key_types(lite, view, table.schema)
                 online.upsert(lite, view, rows)
                 online.record(lite, view, until, len(rows))
                 lite.execute("commit")
@@ -377,18 +366,10 @@ class FeatureStore:
             missing = [k for k in view.entities if k not in frame.columns]
             if missing:
                 raise KeyError(f"entity rows lack join keys {missing} of view {view_name!r}")
-            types = self._online().key_types(view)
-            if types is None:  # nothing to cast to: the store's read() says what is missing
-                columns = [list(frame[k]) for k in view.entities]
-            else:
-                # Cast as get_historical_features casts (a timestamp given as text, an id as a float...).
-                columns = [point_in_time.entity_keys_as(_arrow_keys(frame[k]), types.field(k).type, k).to_pylist()
-                           for k in view.entities]
-            keys = [tuple(key_value(v) for v in row) for row in zip(*columns, strict=True)]
-            found = self._online().read(view, names, keys)
+            found = self._online().lookup(view, names, [frame[k] for k in view.entities])
             for position, name in enumerate(names):
                 output = _output_name(view_name, name, full_feature_names, seen)
-                out[output] = [found[k][position] if k in found else None for k in keys]
+                out[output] = [None if values is None else values[position] for values in found]
         out.index = entity_rows.index if isinstance(entity_rows, pd.DataFrame) else out.index
         return out
 
