@@ -62,9 +62,7 @@ def test_online_equals_offline_at_the_materialization_instant(store, seed):
         store.materialize_online(["stats"], end_ts=at)
         online = store.get_online_features(entities, ["stats:delay", "stats:share"])
         offline = _offline_at(store, entities, at)
-        pd.testing.assert_frame_equal(
-            online[["delay", "share"]].astype("float64"), offline[["delay", "share"]].astype("float64"),
-            check_names=False)
+        pd.testing.assert_frame_equal(online[["delay", "share"]], offline[["delay", "share"]])
         assert online["delay"].notna().any()  # the comparison is not between two empty frames
 
 
@@ -97,9 +95,9 @@ def test_online_rows_keep_caller_order_and_dict_input(store):
     out = store.get_online_features(rows, ["stats:delay"])
     assert out["carrier"].tolist() == ["UA", "ZZ", "UA"]
     assert pd.isna(out["delay"][1]) and out["delay"][0] == out["delay"][2]
-    # A store written before key types were recorded answers the same (keys as given).
+    # A store written before types were recorded answers the same (keys as given).
     with sqlite3.connect(store.online.path) as lite:
-        assert lite.execute("delete from _key_types").rowcount == 1
+        assert lite.execute("delete from _schemas").rowcount == 1
     again = store.get_online_features(rows, ["stats:delay"])
     assert again["delay"].tolist()[::2] == out["delay"].tolist()[::2] and pd.isna(again["delay"][1])
 
@@ -150,6 +148,42 @@ def test_decimal_features_are_served_as_doubles(tmp_path):
                              "event_timestamp": [pd.Timestamp("2013-03-01 11:00", tz="UTC")] * 2})
     offline = fs.get_historical_features(entities, ["d:delay"])["delay"]
     assert offline.dtype == np.float64 and offline.iloc[0] == 12.1 and np.isnan(offline.iloc[1])
+
+
+def test_features_of_every_type_are_served_online_as_offline(tmp_path):
+    """Booleans, dates, timestamps with and without zone, times, intervals, lists, structs, maps,
+    ENUMs, blobs, small ints, floats, NaN: the same values and dtypes on both paths, after a
+    first and an incremental materialization."""
+    database = tmp_path / "types.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("set TimeZone = 'UTC'")
+        con.execute("""create table t as select * from (values
+            (1, timestamptz '2024-01-01 00:00:00+00', true, date '2024-01-02', timestamp '2024-01-01 10:00:00',
+             timestamptz '2024-01-01 10:00:00+00', [1.5, 2.0]::double[], {'a': 1, 'b': 'x'}, 'x'::enum('x', 'y'),
+             'ab'::blob, 7::smallint, 1.5::float, interval 3 day, time '10:00:00', 'nan'::double,
+             map([1], ['a'])),
+            (2, timestamptz '2024-01-01 00:00:00+00', false, null, null, null, [], null, 'y', null, null, null,
+             null, null, null, null),
+            (1, timestamptz '2024-01-05 00:00:00+00', false, date '1900-03-04', timestamp '2262-05-01 00:00:00',
+             timestamptz '1969-12-31 23:59:59.999999+00', [null, -0.5]::double[], {'a': null, 'b': null}, 'y',
+             '\\x00'::blob, (-32768)::smallint, -2.25::float, interval 14 month, time '23:59:59.999999', 1e308,
+             map([2, 3], ['b', null]))
+        ) v(id, ts, b, d, tsn, tsz, l, s, e, bl, si, f4, iv, tm, x, m)""")
+    names = ["b", "d", "tsn", "tsz", "l", "s", "e", "bl", "si", "f4", "iv", "tm", "x", "m"]
+    fs = FeatureStore(database, online_path=tmp_path / "online.sqlite")
+    fs.register(FeatureView("t", "t", ("id",), "ts", tuple(Feature(n) for n in names)))
+    entities = pd.DataFrame({"id": [2, 1, 3, 1]})
+    for end in ("2024-01-02", "2024-01-06"):
+        fs.materialize_online(["t"], end_ts=end)
+        online = fs.get_online_features(entities, [f"t:{n}" for n in names])
+        offline = fs.get_historical_features(entities.assign(event_timestamp=pd.Timestamp(end, tz="UTC")),
+                                             [f"t:{n}" for n in names])
+        for name in names:
+            pd.testing.assert_series_equal(online[name], offline[name], obj=f"{name} at {end}")
+    assert online["tsn"].iloc[1] == pd.Timestamp("2262-05-01") and online["d"].iloc[1].isoformat() == "1900-03-04"
+    assert online["tsz"].iloc[1] == pd.Timestamp("1969-12-31 23:59:59.999999", tz="UTC")
+    assert list(online["l"].iloc[1][1:]) == [-0.5] and online["e"].tolist()[:2] == ["y", "y"]
+    assert online["x"].iloc[1] == 1e308 and online["bl"].iloc[1] == b"\x00" and online["si"].iloc[1] == -32768
 
 
 def test_keys_sqlite_cannot_hold_as_they_are_are_served(tmp_path):

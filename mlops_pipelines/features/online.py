@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mlops_pipelines.features import point_in_time
 from mlops_pipelines.features.views import FeatureView
@@ -82,6 +83,57 @@ def key_value(value: object) -> object:
     return value
 
 
+def _temporal(type_: pa.DataType) -> bool:
+    """Fixed-width times (timestamps, dates, times of day, durations): stored as their integers."""
+    return any(check(type_) for check in (pa.types.is_timestamp, pa.types.is_date, pa.types.is_time,
+                                          pa.types.is_duration))
+
+
+def _native(type_: pa.DataType) -> bool:
+    """Types whose Python values SQLite stores as they are (integers, doubles, text, bytes)."""
+    return (pa.types.is_null(type_) or pa.types.is_boolean(type_) or pa.types.is_integer(type_)
+            or pa.types.is_float32(type_) or pa.types.is_float64(type_) or pa.types.is_string(type_)
+            or pa.types.is_large_string(type_) or pa.types.is_binary(type_) or pa.types.is_large_binary(type_)
+            or pa.types.is_fixed_size_binary(type_))
+
+
+def stored_values(column: pa.ChunkedArray, where: str) -> list:
+    """A feature column (of its served type, see ``point_in_time.served_type``) as SQLite values.
+
+    Integers, doubles, text and bytes are kept as they are (booleans as 0/1); timestamps, dates,
+    times and durations as the integers of their unit; anything else (lists, structs, maps,
+    intervals...) as one Arrow IPC record batch per value, so that :func:`loaded_array` gives
+    back exactly the values the offline store serves. ``where`` names the column in errors.
+    """
+    type_ = column.type
+    array = column.combine_chunks()
+    if pa.types.is_uint64(type_) and (largest := pc.max(array).as_py() or 0) >= 2**63:
+        raise ValueError(f"{where}: value {largest} does not fit the online store's integers (SQLite's are "
+                         "signed 64-bit); cast it in the view's SQL (to DOUBLE or VARCHAR)")
+    if _native(type_):
+        return array.to_pylist()
+    if _temporal(type_):
+        return array.view(pa.int32() if type_.bit_width == 32 else pa.int64()).to_pylist()
+    schema = pa.schema([pa.field("value", type_)])
+    return [pa.RecordBatch.from_arrays([array.slice(i, 1)], schema=schema).serialize().to_pybytes()
+            if array[i].is_valid else None for i in range(len(array))]
+
+
+def loaded_array(values: Sequence, type_: pa.DataType) -> pa.Array:
+    """Values read from SQLite (None: no value) back as an Arrow array of ``type_``; the
+    inverse of :func:`stored_values`."""
+    if pa.types.is_boolean(type_):
+        return pa.array(values, pa.int8()).cast(pa.bool_())
+    if _native(type_):
+        return pa.array(values, type_)
+    if _temporal(type_):
+        return pa.array(values, pa.int32() if type_.bit_width == 32 else pa.int64()).view(type_)
+    schema = pa.schema([pa.field("value", type_)])
+    return pa.concat_arrays([
+        pa.nulls(1, type_) if v is None else pa.ipc.read_record_batch(pa.py_buffer(v), schema).column(0)
+        for v in values]) if len(values) else pa.array([], type_)
+
+
 def view_table(view: FeatureView) -> str:
     return f'"fv__{view.name}"'
 
@@ -103,8 +155,9 @@ class OnlineStore:
                 "create table if not exists _materializations (view text primary key, version text, "
                 "watermark_us integer, materialized_at text, rows_processed integer)"
             )
-            # Each view's key types (an Arrow schema), so that lookups cast keys as the offline join does.
-            connection.execute("create table if not exists _key_types (view text primary key, version text, "
+            # Each view's key and feature types (an Arrow schema): lookups cast keys as the offline
+            # join does, and give back feature values of the types the offline store serves.
+            connection.execute("create table if not exists _schemas (view text primary key, version text, "
                                "schema blob)")
             yield connection
         finally:
@@ -154,18 +207,23 @@ class OnlineStore:
             [view.name, view.version, watermark_us, datetime.now(UTC).isoformat(), rows],
         )
 
-    def record_key_types(self, connection: sqlite3.Connection, view: FeatureView, rows: pa.Schema) -> None:
-        """Keep the view's key types (from the schema of the rows read for it) for lookups."""
-        keys = pa.schema([pa.field(k, point_in_time.key_type(rows.field(k).type)) for k in view.entities])
-        connection.execute("insert or replace into _key_types values (?, ?, ?)",
-                           [view.name, view.version, keys.serialize().to_pybytes()])
+    def record_schema(self, connection: sqlite3.Connection, view: FeatureView, rows: pa.Schema) -> None:
+        """Keep the view's key types and its features' served types (from the schema of the rows
+        read for it) for lookups."""
+        schema = pa.schema(
+            [pa.field(k, point_in_time.key_type(rows.field(k).type)) for k in view.entities]
+            + [pa.field(f, point_in_time.served_type(rows.field(f).type)) for f in view.feature_names])
+        connection.execute("insert or replace into _schemas values (?, ?, ?)",
+                           [view.name, view.version, schema.serialize().to_pybytes()])
 
-    def lookup(self, view: FeatureView, names: Sequence[str], key_columns: Sequence) -> list[tuple | None]:
-        """``names`` for each entity row (``key_columns``: one column per join key, rows aligned), or
-        None where the store has no row for it, as of the view's watermark (expired rows left out).
+    def lookup(self, view: FeatureView, names: Sequence[str], key_columns: Sequence) -> dict[str, pa.Array | list]:
+        """``names`` for each entity row (``key_columns``: one column per join key, rows aligned),
+        null where the store has no row for it as of the view's watermark (expired rows left out).
 
         Keys are cast to the view's key types as the offline join casts them (a timestamp given as
-        text, an id as a float...), then stored values are matched by :func:`key_value`.
+        text, an id as a float...), then stored values are matched by :func:`key_value`. Each
+        feature comes back as an Arrow array of the type the offline store serves, or, from a
+        store written before types were recorded, as the list of values SQLite holds.
         """
         if not self.path.exists():
             raise FileNotFoundError(f"online store {self.path} does not exist: run materialize_online first")
@@ -175,17 +233,20 @@ class OnlineStore:
                 raise LookupError(
                     f"feature view {view.name!r} (version {view.version}) is not materialized online"
                 )
-            found = connection.execute("select version, schema from _key_types where view = ?",
+            found = connection.execute("select version, schema from _schemas where view = ?",
                                        [view.name]).fetchall()
-            if found and found[0][0] == view.version:
-                types = pa.ipc.read_schema(pa.py_buffer(found[0][1]))
+            types = pa.ipc.read_schema(pa.py_buffer(found[0][1])) if found and found[0][0] == view.version else None
+            if types is not None:
                 key_columns = [
                     point_in_time.entity_keys_as(point_in_time.entity_key_array(values), types.field(k).type, k)
                     .to_pylist() for k, values in zip(view.entities, key_columns, strict=True)]
-            # (Else materialized before key types were recorded: the values as given.)
             keys = [tuple(key_value(v) for v in row) for row in zip(*key_columns, strict=True)]
             rows = read_rows(connection, view, names, keys, watermark)
-        return [rows.get(k) for k in keys]
+        answers = [rows.get(k) for k in keys]
+        columns = {n: [None if a is None else a[i] for a in answers] for i, n in enumerate(names)}
+        if types is None:
+            return columns
+        return {n: loaded_array(values, types.field(n).type) for n, values in columns.items()}
 
 
 def read_rows(connection: sqlite3.Connection, view: FeatureView, names: Sequence[str], keys: Sequence[tuple],
@@ -196,7 +257,7 @@ def read_rows(connection: sqlite3.Connection, view: FeatureView, names: Sequence
     if not unique:
         return {}
     width = len(view.entities)
-    floor = watermark - int(view.ttl.total_seconds() * 1_000_000) if view.ttl else None
+    floor = watermark - view.ttl // timedelta(microseconds=1) if view.ttl else None
     key_list = ", ".join(f'"{k}"' for k in view.entities)
     columns = ", ".join(f'"{n}"' for n in names)
     found: dict[tuple, tuple] = {}

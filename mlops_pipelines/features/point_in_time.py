@@ -77,6 +77,10 @@ def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array
         return values.combine_chunks()
     if isinstance(values, pa.Array):
         return values
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        # As UTC instants (pandas deprecates handing Arrow its zone-less values).
+        utc = pa.array(values.dt.tz_convert(None).to_numpy(), from_pandas=True)
+        return utc.cast(pa.timestamp(utc.type.unit, tz="UTC"))
     try:
         return pa.array(values, from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
@@ -135,6 +139,17 @@ def _object_key_as(value: object, wanted: pa.DataType, column: str) -> object:
 def key_type(field_type: pa.DataType) -> pa.DataType:
     """A view's key type as joins compare it: dictionary-encoded keys (DuckDB ENUMs) by value."""
     return field_type.value_type if pa.types.is_dictionary(field_type) else field_type
+
+
+def served_type(field_type: pa.DataType) -> pa.DataType:
+    """A feature's type as both stores serve it to pandas: DECIMAL (and HUGEINT, which arrives
+    as DECIMAL(38, 0)) as DOUBLE, numbers rather than Python Decimal objects; dictionary-encoded
+    values (DuckDB ENUMs) as their values, whether or not some rows matched nothing."""
+    if pa.types.is_decimal(field_type):
+        return pa.float64()
+    if pa.types.is_dictionary(field_type):
+        return served_type(field_type.value_type)
+    return field_type
 
 
 def _column_codes(feature: pa.ChunkedArray, entity: pa.Array | pd.Series,
@@ -361,16 +376,14 @@ def take_arrow(features: pa.Table, names: Sequence[str], chosen: np.ndarray) -> 
 
 
 def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray) -> dict[str, np.ndarray | pd.Series]:
-    """``names`` of the ``chosen`` rows as pandas would hold them (NaN or None for no row;
-    DECIMAL as float64).
+    """``names`` of the ``chosen`` rows as pandas would hold them (NaN or None for no row), of
+    their :func:`served_type` (as the online store serves them).
 
     Float columns are gathered straight into their final numpy array: one new array per column,
     where Arrow would take (after concatenating the chunks), mask and convert to pandas, three.
     """
     def as_float(type_: pa.DataType) -> bool:
-        # DECIMAL (and HUGEINT, which arrives as DECIMAL(38, 0)) is served as DOUBLE, as the online
-        # store serves it: one type on both paths, and numbers instead of Python Decimal objects.
-        return pa.types.is_floating(type_) or pa.types.is_decimal(type_)
+        return pa.types.is_floating(served_type(type_))
 
     floats = [n for n in names if as_float(features.schema.field(n).type) and features.num_rows]
     columns: dict[str, np.ndarray | pd.Series] = {}
@@ -379,8 +392,7 @@ def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray) ->
     joined: dict[np.dtype, np.ndarray] = {}  # one buffer per dtype, reused column after column
     for name in floats:
         column = features.column(name)
-        if pa.types.is_decimal(column.type):
-            column = column.cast(pa.float64())
+        column = column.cast(served_type(column.type))
         if column.num_chunks == 1:
             values = column.chunk(0).to_numpy(zero_copy_only=False)  # NULLs are NaN
         else:
@@ -398,7 +410,7 @@ def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray) ->
     others = [n for n in names if n not in columns]
     if others:
         for name, column in take_arrow(features, others, chosen).items():
-            columns[name] = column.to_pandas()
+            columns[name] = column.cast(served_type(column.type)).to_pandas()
     return {n: columns[n] for n in names}
 
 

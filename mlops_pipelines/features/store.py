@@ -23,10 +23,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mlops_pipelines.features import point_in_time
-from mlops_pipelines.features.online import OnlineStore, from_micros, key_value, to_micros
+from mlops_pipelines.features.online import OnlineStore, from_micros, key_value, stored_values, to_micros
 from mlops_pipelines.features.views import FeatureView
 
 REGISTRY_TABLE = "features.registry"
@@ -299,7 +298,7 @@ class FeatureStore:
                 table = read_view_rows(con, view, view.feature_names, window)
                 rows = self._latest_rows(table, view, until)
                 lite.execute("begin")
-                online.record_key_types(lite, view, table.schema)
+                online.record_schema(lite, view, table.schema)
                 online.upsert(lite, view, rows)
                 online.record(lite, view, until, len(rows))
                 lite.execute("commit")
@@ -328,15 +327,8 @@ class FeatureStore:
         columns.append(created.to_pylist())
         for name in view.feature_names:
             column = latest.column(name)
-            if pa.types.is_decimal(column.type):
-                # SQLite cannot store DECIMAL (nor HUGEINT, which comes as DECIMAL(38, 0)): served as DOUBLE.
-                column = column.cast(pa.float64())
-            elif pa.types.is_uint64(column.type) and (largest := pc.max(column).as_py() or 0) >= 2**63:
-                raise ValueError(
-                    f"feature view {view.name!r}, feature {name!r}: value {largest} does not fit the online "
-                    "store's integers (SQLite's are signed 64-bit); cast it in the view's SQL (to DOUBLE or VARCHAR)"
-                )
-            columns.append(column.to_pylist())
+            column = column.cast(point_in_time.served_type(column.type))
+            columns.append(stored_values(column, f"feature view {view.name!r}, feature {name!r}"))
         return list(zip(*columns, strict=True))
 
     def get_online_features(
@@ -367,9 +359,10 @@ class FeatureStore:
             if missing:
                 raise KeyError(f"entity rows lack join keys {missing} of view {view_name!r}")
             found = self._online().lookup(view, names, [frame[k] for k in view.entities])
-            for position, name in enumerate(names):
+            for name, values in found.items():
                 output = _output_name(view_name, name, full_feature_names, seen)
-                out[output] = [None if values is None else values[position] for values in found]
+                # Converted to pandas as the offline store converts (point_in_time.take_pandas).
+                out[output] = values.to_pandas().to_numpy() if isinstance(values, pa.Array) else values
         out.index = entity_rows.index if isinstance(entity_rows, pd.DataFrame) else out.index
         return out
 
