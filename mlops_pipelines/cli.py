@@ -67,7 +67,9 @@ def _read_frame(path: str):
     if path.endswith(".parquet"):
         return pd.read_parquet(path)
     if path.endswith(".csv"):
-        frame = pd.read_csv(path)
+        # Every column as text, only empty cells missing: a key like "NA" or "00123" stays itself,
+        # and the store parses keys and timestamps by the views' own types.
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
         frame.index = frame.index + 2  # a row named in an error is the file's line (line 1: the header)
         return frame
     raise ValueError(f"{path}: expected a .parquet or .csv file")
@@ -82,6 +84,8 @@ def _features_historical(args: argparse.Namespace) -> int:
     entities = _read_frame(args.entities)
     store = build_resources(paths)["feature_store"].store()  # type: ignore[attr-defined]
     features = [f.strip() for f in args.features.split(",") if f.strip()]
+    if not features:
+        raise ValueError(f"--features {args.features!r}: no 'view:feature' reference")
     try:
         out = store.get_historical_features(entities, features, args.full_feature_names, args.timestamp_column)
     except (KeyError, ValueError) as exc:

@@ -6,7 +6,9 @@ import shutil
 from datetime import timedelta
 
 import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from mlops_pipelines.features.sql_project import SqlProject, default_project_dir
@@ -111,7 +113,8 @@ def test_bad_ttl_is_an_error():
 
 @pytest.mark.parametrize(("ttl", "expected"), [
     ("2 hours", timedelta(hours=2)), (7200, timedelta(hours=2)), (pd.Timedelta("2h"), timedelta(hours=2)),
-    (0, None), (timedelta(0), None), (None, None),
+    (0, None), (timedelta(0), None), (None, None), (np.int64(3600), timedelta(hours=1)),
+    (np.timedelta64(90, "s"), timedelta(seconds=90)), ("1.5 days", timedelta(hours=36)),
 ])
 def test_a_view_takes_its_ttl_as_a_duration_text_or_seconds(ttl, expected):
     assert FeatureView("v", "t", ("k",), "ts", (Feature("x"),), ttl=ttl).ttl == expected
@@ -124,6 +127,9 @@ def test_a_view_takes_its_ttl_as_a_duration_text_or_seconds(ttl, expected):
     (timedelta(hours=-1), "feature view 'v': ttl -1 day, 23:00:00 is negative"),
     (float("inf"), "feature view 'v': ttl inf is too long"),
     (1e20, "feature view 'v': ttl 1e\\+20 is too long"),
+    (float("nan"), "feature view 'v': ttl nan is not a duration"),
+    (np.timedelta64("NaT"), "feature view 'v': ttl NaT is not a duration"),
+    ("0.0000001 seconds", "feature view 'v': ttl '0.0000001 seconds' is shorter than a microsecond"),
 ])
 def test_a_view_refuses_a_ttl_that_is_not_a_duration(ttl, error):
     with pytest.raises(ValueError, match=error):
@@ -287,3 +293,74 @@ def test_arrow_and_pandas_outputs_agree():
         assert [None if pd.isna(v) else v for v in arrow[column]] == \
             [None if pd.isna(v) else v for v in expected[column]], column
     assert expected["x"].notna().sum() > 50 and expected["x"].isna().sum() > 20  # both kinds present
+
+
+def test_a_view_declaration_is_checked_where_it_is_written():
+    # One join key given as a bare name is that key, not its letters.
+    assert FeatureView("v", "t", "origin", "ts", [Feature("x")]).entities == ("origin",)
+    with pytest.raises(ValueError, match=r"feature view 'v': features \['origin'\] are also its join keys"):
+        FeatureView("v", "t", ("origin",), "ts", (Feature("origin"), Feature("x")))
+    with pytest.raises(ValueError, match=r"feature view 'v': features \['ts'\] are also its join keys or timestamp"):
+        FeatureView("v", "t", ("origin",), "ts", (Feature("ts"),))
+    with pytest.raises(ValueError, match=r"feature view 'v': features \['x'\] are declared more than once"):
+        FeatureView("v", "t", ("origin",), "ts", (Feature("x"), Feature("x")))
+
+
+def test_output_columns_follow_the_request_and_never_shadow_entity_columns(store):
+    entities = pd.DataFrame({"carrier": ["AA"], "origin": ["JFK"],
+                             "event_timestamp": [T("2013-01-01 13:00", tz="UTC")]})
+    out = store.get_historical_features(entities, ["weather:delay", "carrier_stats:delay"], full_feature_names=True)
+    assert list(out.columns) == ["carrier", "origin", "event_timestamp", "weather__delay", "carrier_stats__delay"]
+    assert out.iloc[0, 3:].tolist() == [9.0, 3.0]
+    # A single reference is one feature, not its letters; an Arrow table is read as a frame.
+    table = pa.table({"carrier": ["AA"], "origin": ["JFK"],
+                      "event_timestamp": pa.array([T("2013-01-01 13:00")], pa.timestamp("us", tz="UTC"))})
+    alone = store.get_historical_features(table, "weather:delay")
+    assert list(alone.columns) == ["carrier", "origin", "event_timestamp", "delay"] and alone["delay"][0] == 9.0
+    with pytest.raises(ValueError, match=r"entity columns \['delay'\] have the names of requested features"):
+        store.get_historical_features(entities.assign(delay=1.0), ["weather:delay"])
+    with pytest.raises(ValueError, match="no features requested"):
+        store.get_historical_features(entities, [])
+    empty = store.get_historical_features(pd.DataFrame({"carrier": [], "event_timestamp": []}), ["carrier_stats:delay"])
+    assert len(empty) == 0 and list(empty.columns) == ["carrier", "event_timestamp", "delay"]
+
+
+def test_a_callers_connection_keeps_its_time_zone(store, tmp_path):
+    with duckdb.connect(store.database_path) as con:
+        con.execute("set TimeZone = 'America/New_York'")
+        entities = pd.DataFrame({"carrier": ["AA"], "event_timestamp": [T("2013-01-01 13:00", tz="UTC")]})
+        out = store.get_historical_features(entities, ["carrier_stats:delay"], connection=con)
+        assert out["delay"].tolist() == [3.0]
+        assert con.execute("select current_setting('TimeZone')").fetchall()[0][0] == "America/New_York"
+
+
+def test_ties_on_views_with_list_struct_and_map_features(tmp_path):
+    """Tied rows are ranked on every feature, also those Arrow cannot sort (by their text)."""
+    path = tmp_path / "nested.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("create table a (k bigint, ts timestamp, x double, tags varchar[], st struct(a int), "
+                    "m map(varchar, int))")
+        con.execute("insert into a values (1, '2024-01-01', 2.0, ['b'], {'a': 1}, map {'z': 1}), "
+                    "(1, '2024-01-01', 1.0, ['a'], {'a': 2}, map {'y': 2}), "
+                    "(2, '2024-01-01', 5.0, ['b'], {'a': 1}, map {'z': 1}), "
+                    "(2, '2024-01-01', 5.0, ['a'], {'a': 2}, map {'y': 2})")
+    entities = pd.DataFrame({"k": [1, 2], "event_timestamp": [T("2024-01-02")] * 2})
+    for nested in ("tags", "st", "m"):
+        fs = FeatureStore(path, [FeatureView("a", "a", ("k",), "ts", (Feature("x"), Feature(nested)))])
+        out = fs.get_historical_features(entities, ["a:x", f"a:{nested}"])
+        assert out["x"].tolist() == [1.0, 5.0], nested
+        # Key 2 ties on x too: its winner is decided by the nested feature's text, the same every time.
+        second = out[nested].iloc[1]
+        assert {"tags": lambda v: list(v) == ["a"], "st": lambda v: v == {"a": 1},
+                "m": lambda v: list(v) == [("y", 2)]}[nested](second), (nested, second)
+
+
+def test_the_cli_reads_entity_csv_cells_as_written(tmp_path):
+    """Keys like NA or 00123 stay themselves (pandas would read null and 123); only empty cells are missing."""
+    from mlops_pipelines.cli import _read_frame
+
+    path = tmp_path / "entities.csv"
+    path.write_text("carrier,tailnum,event_timestamp\nNA,00123,2013-01-01 02:00\nUA,,2013-01-01 03:00\n")
+    frame = _read_frame(str(path))
+    assert frame["carrier"].tolist() == ["NA", "UA"] and frame["tailnum"].iloc[0] == "00123"
+    assert pd.isna(frame["tailnum"].iloc[1]) and frame.index.tolist() == [2, 3]  # rows named by file line

@@ -236,7 +236,7 @@ def test_lookups_cast_keys_to_the_view_key_type_as_the_offline_join_does(tmp_pat
     """Online lookups cast keys to the view's key type first, as get_historical_features does: an
     instant given as ISO text, an id as text or a float, a date as a midnight timestamp find their
     row; a value the key type cannot hold (1.5 as BIGINT, 1.106 as DECIMAL(10, 2), 10:00 as a DATE)
-    finds none, on both paths."""
+    finds none, on both paths, as do nanosecond timestamps off the key's own instant."""
     database = tmp_path / "cast.duckdb"
     with duckdb.connect(str(database)) as con:
         con.execute("set TimeZone = 'UTC'")
@@ -247,10 +247,12 @@ def test_lookups_cast_keys_to_the_view_key_type_as_the_offline_join_does(tmp_pat
             "(i + 0.11)::decimal(10, 2) as m, ('0.1000000000000000000' || i::varchar)::decimal(38, 20) as fine, "
             "(['small', 'large'])[i]::size as e, "
             "case i when 1 then '9999-12-31'::timestamp else '2013-01-01'::timestamp end as far, "
+            "('2013-03-01 10:00:00.00000000' || i::varchar)::timestamp_ns as ns, "
+            "case i when 1 then '-0.0'::double else 2.5 end as z, "
             "'2013-03-01 10:00+00'::timestamptz as ts, i::double as x from range(1, 3) r(i)"
         )
     fs = FeatureStore(database, online_path=tmp_path / "online.sqlite")
-    keys = ("n", "d", "t", "m", "fine", "e", "far")
+    keys = ("n", "d", "t", "m", "fine", "e", "far", "ns", "z")
     for key in keys:
         fs.register(FeatureView(f"by_{key}", "k", (key,), "ts", (Feature("x"),)))
     end = pd.Timestamp("2013-03-02", tz="UTC")
@@ -264,6 +266,10 @@ def test_lookups_cast_keys_to_the_view_key_type_as_the_offline_join_does(tmp_pat
                   decimal.Decimal("0.1")], [2.0, 1.0, None]),
         "e": (["large", "small", "medium"], [2.0, 1.0, None]),
         "far": ([pd.Timestamp("2013-01-01"), datetime(9999, 12, 31), datetime(9999, 12, 30)], [2.0, 1.0, None]),
+        # Keys one nanosecond apart stay apart; -0.0 and 0.0 are one key (as in SQL).
+        "ns": ([pd.Timestamp("2013-03-01 10:00:00.000000002"), "2013-03-01 10:00:00.000000001",
+                pd.Timestamp("2013-03-01 10:00")], [2.0, 1.0, None]),
+        "z": ([2.5, 0.0, -0.0], [2.0, 1.0, 1.0]),
     }
     for key, (lookups, expected) in cases.items():
         rows = pd.DataFrame({key: pd.Series(lookups, dtype=object)})
@@ -271,3 +277,61 @@ def test_lookups_cast_keys_to_the_view_key_type_as_the_offline_join_does(tmp_pat
         offline = fs.get_historical_features(rows.assign(event_timestamp=end), [f"by_{key}:x"])["x"].tolist()
         assert [None if pd.isna(v) else v for v in online] == expected, (key, online)
         assert [None if pd.isna(v) else v for v in offline] == expected, (key, offline)
+
+
+def test_online_rows_as_dicts_lists_or_empty_and_columns_in_the_order_asked(store):
+    store.materialize_online("stats", end_ts="2013-03-31")
+    rows = [{"carrier": "UA", "origin": "JFK"}, {"carrier": "AA", "origin": "EWR"}]
+    as_dicts = store.get_online_features(rows, ["stats:share", "stats:delay"])
+    assert list(as_dicts.columns) == ["carrier", "origin", "share", "delay"]
+    as_lists = store.get_online_features({"carrier": ["UA", "AA"], "origin": ["JFK", "EWR"]},
+                                         ["stats:share", "stats:delay"])
+    pd.testing.assert_frame_equal(as_lists, as_dicts)
+    empty = store.get_online_features([], "stats:delay")
+    assert len(empty) == 0 and list(empty.columns) == ["carrier", "origin", "delay"]
+    with pytest.raises(KeyError, match=r"entity row 1 lacks join keys \['origin'\]"):
+        store.get_online_features([{"carrier": "UA", "origin": "JFK"}, {"carrier": "AA"}], ["stats:delay"])
+    with pytest.raises(ValueError, match=r"entity columns \['delay'\] have the names of requested features"):
+        store.get_online_features([{"carrier": "UA", "origin": "JFK", "delay": 1.0}], ["stats:delay"])
+
+
+def test_a_failed_materialization_changes_nothing(store):
+    """All the views of one call change together: a refusal for one leaves the others as they were
+    (and a new version replaces the old one in the same transaction, never an empty table first)."""
+    store.register(FeatureView("later", "stats", ("carrier", "origin"), "ts", (Feature("share"),)))
+    store.materialize_online(["stats"], end_ts="2013-03-10")
+    store.materialize_online(["later"], end_ts="2013-03-20")
+    rows = [{"carrier": "UA", "origin": "JFK"}]
+    before = store.get_online_features(rows, ["stats:delay"])
+    # 'later' would go back in time: 'stats', listed first, must not move to 2013-03-15.
+    with pytest.raises(ValueError, match="'later' is materialized up to 2013-03-20.*back in time"):
+        store.materialize_online(["stats", "later"], end_ts="2013-03-15")
+    pd.testing.assert_frame_equal(store.get_online_features(rows, ["stats:delay"]), before)
+    with sqlite3.connect(store.online.path) as lite:
+        marks = dict(lite.execute("select view, watermark_us from _materializations").fetchall())
+    assert marks["stats"] == int(pd.Timestamp("2013-03-10", tz="UTC").value // 1000)
+    # A new version whose source fails to read: the old version's table and rows are still there.
+    store.register(FeatureView("stats", "no_such_table", ("carrier", "origin"), "ts", (Feature("delay"),)))
+    with pytest.raises(ValueError, match="feature view 'stats': reading no_such_table"):
+        store.materialize_online(["stats"], end_ts="2013-03-31")
+    with sqlite3.connect(store.online.path) as lite:
+        assert lite.execute('select count(*) from "fv__stats"').fetchall()[0][0] == 15  # 5 carriers x 3 origins
+
+
+def test_a_view_without_rows_is_materialized_as_empty(tmp_path):
+    database = tmp_path / "empty.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("create table a (k bigint, ts timestamp, x double)")
+        con.execute("create table b (k bigint, ts timestamp, y double)")
+        con.execute("insert into b values (1, '2024-01-01', 5.0)")
+    fs = FeatureStore(database, online_path=tmp_path / "online.sqlite")
+    fs.register(FeatureView("a", "a", ("k",), "ts", (Feature("x"),)))
+    fs.register(FeatureView("b", "b", ("k",), "ts", (Feature("y"),)))
+    assert fs.materialize_online() == {"a": 0, "b": 1}
+    out = fs.get_online_features([{"k": 1}], ["b:y", "a:x"])
+    assert out["y"].tolist() == [5.0] and out["x"].isna().all()
+    # Its first rows arrive later: the next materialization reads them all.
+    with duckdb.connect(str(database)) as con:
+        con.execute("insert into a values (1, '2023-06-01', 3.0)")
+    assert fs.materialize_online("a") == {"a": 1}
+    assert fs.get_online_features([{"k": 1}], "a:x")["x"].tolist() == [3.0]

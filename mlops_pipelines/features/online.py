@@ -47,9 +47,9 @@ def key_value(value: object) -> object:
     SQLite holds 64-bit integers, doubles and text. Keys are first cast to the view's key type
     (see ``FeatureStore.get_online_features``), so both sides hand over the same Python objects;
     this maps them to SQLite values without losing what tells two keys apart: instants become
-    UTC microseconds (naive ones read as UTC; any year), dates ISO text, UUIDs their canonical
-    text, integral Decimals integers and other Decimals their exact text, integers beyond int64
-    decimal text. NaN/NaT/None become None (they match nothing).
+    UTC microseconds (naive ones read as UTC; any year; nanoseconds beyond them as text), dates
+    ISO text, UUIDs their canonical text, integral Decimals integers and other Decimals their
+    exact text, integers beyond int64 decimal text. NaN/NaT/None become None (they match nothing).
     """
     if isinstance(value, Decimal):  # before pd.isna: a signalling NaN raises on comparison
         if value.is_nan():
@@ -69,7 +69,10 @@ def key_value(value: object) -> object:
     if isinstance(value, datetime):
         # Plain datetime arithmetic: pandas' nanosecond range ends in 2262, sentinel keys do not.
         aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        return (aware - EPOCH) // timedelta(microseconds=1)
+        micros = (aware - EPOCH) // timedelta(microseconds=1)
+        nanos = value.nanosecond if isinstance(value, pd.Timestamp) else 0
+        # A TIMESTAMP_NS key off the microsecond grid: text, which no integer key equals.
+        return micros if not nanos else f"{micros}+{nanos}ns"
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, uuid.UUID):

@@ -77,6 +77,10 @@ def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array
         return values.combine_chunks()
     if isinstance(values, pa.Array):
         return values
+    if values.dtype == object:
+        # Objects of one kind (Timestamps, say) as pandas would type them: Arrow alone would take
+        # Timestamps in microseconds. Mixed objects stay objects.
+        values = values.infer_objects()
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         # As UTC instants (pandas deprecates handing Arrow its zone-less values).
         utc = pa.array(values.dt.tz_convert(None).to_numpy(), from_pandas=True)
@@ -130,7 +134,9 @@ def _object_key_as(value: object, wanted: pa.DataType, column: str) -> object:
     :func:`entity_keys_as` (text that does not parse is an error; a value the type cannot hold
     matches nothing). For columns of mixed objects only: one Arrow array per value."""
     try:
-        alone = pa.array([value], from_pandas=True)
+        # Through pandas for a Timestamp: Arrow alone would type it in microseconds, dropping nanoseconds.
+        alone = entity_key_array(pd.Series([value])) if isinstance(value, pd.Timestamp) \
+            else pa.array([value], from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
         return None  # e.g. an integer beyond every Arrow integer type
     return entity_keys_as(alone, wanted, column)[0].as_py()
@@ -159,6 +165,11 @@ def _column_codes(feature: pa.ChunkedArray, entity: pa.Array | pd.Series,
     if pa.types.is_dictionary(feature.type):
         feature = feature.cast(key_type(feature.type))
     entity = entity_keys_as(entity, feature.type, column)
+    if pa.types.is_floating(feature.type):
+        # -0.0 and 0.0 are one key, as in SQL (DuckDB's joins) and in the online store; Arrow's
+        # hashing tells them apart. Adding 0.0 turns -0.0 into 0.0 and leaves the rest alone.
+        zero = pa.scalar(0.0, feature.type)
+        feature, entity = pc.add(feature, zero), pc.add(entity, zero)
     present = entity.is_valid().to_numpy(zero_copy_only=False)
     if pa.types.is_integer(feature.type) and len(feature):
         # Integers code as offsets from the smallest key: no hashing.
@@ -269,12 +280,26 @@ def _tie_winners(features: pa.Table, rows: np.ndarray, group_of_row: np.ndarray,
         columns[CREATED] = features.column(CREATED).take(pa.array(rows))
         order.append((CREATED, "descending", "at_end"))
     for index, name in enumerate(names):
-        columns[f"f{index}"] = features.column(name).take(pa.array(rows))
+        columns[f"f{index}"] = _sortable(features.column(name).take(pa.array(rows)))
         order.append((f"f{index}", "ascending", "at_end"))
     ranked = pc.sort_indices(pa.table(columns), sort_keys=order).to_numpy()
     groups = group_of_row[ranked]
     first = _group_starts(groups)
     return np.concatenate([decided_groups, groups[first]]), np.concatenate([decided_rows, rows[ranked[first]]])
+
+
+def _sortable(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Values Arrow can sort: as they are, or (lists, structs, maps, intervals, which Arrow
+    does not sort) their text, a total order that is the same on every read. Only tied rows
+    come here, a few."""
+    type_ = values.type
+    if not (pa.types.is_nested(type_) or pa.types.is_interval(type_)):
+        try:
+            pc.sort_indices(values.slice(0, 0))
+            return values
+        except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid):
+            pass
+    return pa.chunked_array([pa.array([None if v is None else repr(v) for v in values.to_pylist()], pa.string())])
 
 
 def match_rows(features: pa.Table, entities: EntityRows, keys: Sequence[str], names: Sequence[str],

@@ -29,12 +29,17 @@ from mlops_pipelines.features.online import OnlineStore, from_micros, key_value,
 from mlops_pipelines.features.views import FeatureView
 
 REGISTRY_TABLE = "features.registry"
+# The watermark of a view materialized while it had no rows at all: before any event, so that the
+# next materialization reads every row.
+EMPTY_WATERMARK = -(2**62)
 
 
 def to_utc(values: pd.Series) -> pd.Series:
     """Timestamps as UTC instants: aware ones converted, naive ones read as UTC."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return pd.to_datetime(values, utc=True)
+    if values.empty:  # no rows, whatever dtype an empty column was given
+        return pd.Series([], dtype="datetime64[us, UTC]", index=values.index, name=values.name)
     if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         raise ValueError(
             f"timestamp column {values.name!r} holds {values.dtype} values, not timestamps "
@@ -58,11 +63,42 @@ def _output_name(view_name: str, name: str, full_feature_names: bool, seen: dict
     """The output column of a feature; a name already taken by another view is an error."""
     output = f"{view_name}__{name}" if full_feature_names else name
     if output in seen:
-        raise ValueError(
-            f"feature name {name!r} is in views {seen[output]!r} and {view_name!r}: pass full_feature_names=True"
-        )
-    seen[output] = view_name
+        if full_feature_names:
+            raise ValueError(f"features {seen[output]!r} and '{view_name}:{name}' both make the column {output!r}; "
+                             "rename a view or a feature")
+        raise ValueError(f"feature name {name!r} is in views {seen[output].partition(':')[0]!r} and {view_name!r}: "
+                         "pass full_feature_names=True")
+    seen[output] = f"{view_name}:{name}"
     return output
+
+
+def _check_entity_columns(columns: Sequence[str], outputs: Sequence[str], full_feature_names: bool) -> None:
+    """An entity column named like a feature's output column would come back twice: an error."""
+    clash = [c for c in outputs if c in set(columns)]
+    if clash:
+        hint = "rename them" if full_feature_names else "rename them or pass full_feature_names=True"
+        raise ValueError(f"entity columns {clash} have the names of requested features' output columns: {hint}")
+
+
+def _entity_rows_frame(entity_rows: Sequence[Mapping] | Mapping[str, Sequence] | pd.DataFrame,
+                       keys: Sequence[str]) -> pd.DataFrame:
+    """Online entity rows as a frame (index reset); a dict row without one of ``keys`` is an
+    error naming the row (give None to look up a missing key)."""
+    if isinstance(entity_rows, pd.DataFrame):
+        return entity_rows.reset_index(drop=True)
+    if isinstance(entity_rows, Mapping):  # {key: [values...]}, as Feast also accepts
+        lengths = {k: len(v) for k, v in entity_rows.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"entity rows: the key lists differ in length {lengths}")
+        return pd.DataFrame({k: list(v) for k, v in entity_rows.items()})
+    rows = list(entity_rows)
+    for position, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise TypeError(f"entity row {position} is a {type(row).__name__}, not a dict of join keys")
+        missing = [k for k in keys if k not in row]
+        if missing:
+            raise KeyError(f"entity row {position} lacks join keys {missing} (give None for a key that is unknown)")
+    return pd.DataFrame(rows, columns=list(dict.fromkeys(c for row in rows for c in row)) or list(keys))
 
 
 def feature_table_sql(view: FeatureView, names: Sequence[str], where: str = "") -> str:
@@ -136,8 +172,12 @@ class FeatureStore:
         self.views[view.name] = view
         return view
 
-    def resolve_features(self, features: Sequence[str]) -> dict[str, list[str]]:
-        """``["view:feature", ...]`` grouped by view, in the order asked, validated."""
+    def resolve_features(self, features: Sequence[str] | str) -> dict[str, list[str]]:
+        """``["view:feature", ...]`` (or one reference) grouped by view, in the order asked, validated."""
+        if isinstance(features, str):
+            features = [features]
+        if not features:
+            raise ValueError("no features requested: pass 'view:feature' references")
         wanted: dict[str, list[str]] = {}
         for reference in features:
             view_name, sep, feature = reference.partition(":")
@@ -152,6 +192,17 @@ class FeatureStore:
             if feature not in wanted[view_name]:
                 wanted[view_name].append(feature)
         return wanted
+
+    def output_columns(self, features: Sequence[str] | str, full_feature_names: bool) -> list[str]:
+        """The output columns of ``features`` in the order asked (each once); colliding names are an error."""
+        if isinstance(features, str):
+            features = [features]
+        seen: dict[str, str] = {}
+        outputs = {view_name: [_output_name(view_name, n, full_feature_names, seen) for n in names]
+                   for view_name, names in self.resolve_features(features).items()}
+        by_reference = {f"{v}:{n}": o for v, names in self.resolve_features(features).items()
+                        for n, o in zip(names, outputs[v], strict=True)}
+        return list(dict.fromkeys(by_reference[r] for r in features))
 
     def entity_keys(self, wanted: dict[str, list[str]]) -> list[str]:
         """The join key columns the views of ``wanted`` need, each once."""
@@ -197,8 +248,8 @@ class FeatureStore:
 
     def get_historical_features(
         self,
-        entity_df: pd.DataFrame,
-        features: Sequence[str],
+        entity_df: pd.DataFrame | pa.Table,
+        features: Sequence[str] | str,
         full_feature_names: bool = False,
         timestamp_column: str = "event_timestamp",
         connection: duckdb.DuckDBPyConnection | None = None,
@@ -206,17 +257,25 @@ class FeatureStore:
         """Join features to ``entity_df`` point-in-time.
 
         Args:
-            entity_df: the entity key columns of every requested view and ``timestamp_column``.
+            entity_df: the entity key columns of every requested view and ``timestamp_column``
+                (a pandas frame, or an Arrow table read as one).
             features: ``"view:feature"`` references.
             full_feature_names: name output columns ``view__feature`` (required when names collide).
             timestamp_column: the entity frame's timestamp; aware or naive (naive read as UTC).
             connection: an open connection to reuse (the lifecycle's own writer); else read-only.
+                Its TimeZone setting is UTC while the store reads, and restored afterwards.
 
         Returns:
-            ``entity_df``'s columns (timestamp as UTC) followed by the features, one row per
-            entity row, in the same order.
+            ``entity_df``'s columns (timestamp as UTC) followed by the features in the order
+            asked, one row per entity row, in the same order.
         """
+        if isinstance(entity_df, pa.Table):
+            entity_df = entity_df.to_pandas()
+        if not isinstance(entity_df, pd.DataFrame):
+            raise TypeError(f"entity_df must be a pandas DataFrame or an Arrow table, not {type(entity_df).__name__}")
         wanted = self.resolve_features(features)
+        outputs = self.output_columns(features, full_feature_names)
+        _check_entity_columns(entity_df.columns, outputs, full_feature_names)
         if timestamp_column not in entity_df.columns:
             raise KeyError(f"entity frame has no timestamp column {timestamp_column!r}")
         for view_name in wanted:
@@ -227,16 +286,21 @@ class FeatureStore:
         frame[timestamp_column] = to_utc(frame[timestamp_column])
         entities = entity_rows({k: frame[k] for k in self.entity_keys(wanted)}, frame[timestamp_column])
         with self._connection(connection) as con:
-            features = self.join_features(con, entities, wanted, full_feature_names, as_pandas=True)
-        features.index = frame.index
-        return pd.concat([frame, features], axis=1)
+            joined = self.join_features(con, entities, wanted, full_feature_names, as_pandas=True)
+        joined = joined[outputs]
+        joined.index = frame.index
+        return pd.concat([frame, joined], axis=1)
 
     @contextmanager
     def _connection(self, connection: duckdb.DuckDBPyConnection | None) -> Iterator[duckdb.DuckDBPyConnection]:
         """The caller's connection, or a read-only one of the store's own (closed afterwards)."""
         if connection is not None:
+            zone = connection.execute("select current_setting('TimeZone')").fetchall()[0][0]
             connection.execute("SET TimeZone = 'UTC'")
-            yield connection
+            try:
+                yield connection
+            finally:
+                connection.execute("SET TimeZone = ?", [zone])
             return
         own = duckdb.connect(self.database_path, read_only=self.database_path != ":memory:")
         try:
@@ -253,7 +317,7 @@ class FeatureStore:
 
     def materialize_online(
         self,
-        views: Sequence[str] | None = None,
+        views: Sequence[str] | str | None = None,
         end_ts: datetime | pd.Timestamp | str | None = None,
         connection: duckdb.DuckDBPyConnection | None = None,
     ) -> dict[str, int]:
@@ -262,47 +326,62 @@ class FeatureStore:
         Incremental: a view already materialized (same version) only reads rows with an event
         timestamp after its previous ``end_ts`` and up to the new one; a new version of a view
         starts over. ``end_ts`` defaults to the latest event timestamp of each view (the data's
-        own "now"); naive values are read as UTC. Returns the rows read per view.
+        own "now"; a view with no rows yet is recorded as empty); naive values are read as UTC.
+        All the views change in one transaction: all or none. Returns the rows read per view.
         """
         online = self._online()
-        names = list(views) if views is not None else list(self.views)
+        names = [views] if isinstance(views, str) else list(views) if views is not None else list(self.views)
         unknown = [n for n in names if n not in self.views]
         if unknown:
             raise KeyError(f"feature views {unknown} are not registered (known: {sorted(self.views)})")
+        if end_ts is not None:
+            end = to_micros(to_utc(pd.Series([end_ts], name="end_ts")).iloc[0])
+            if end is None:
+                raise ValueError(f"end_ts {end_ts!r} is not an instant")
         processed: dict[str, int] = {}
         with self._connection(connection) as con, online.connect() as lite:
-            for name in names:
-                view = self.views[name]
-                if end_ts is None:
-                    latest = con.sql(
-                        f'select max("{view.event_timestamp}")::timestamptz from {view.source}'
-                    ).fetchall()[0][0]
-                    if latest is None:
-                        processed[name] = 0
-                        continue
-                    until = to_micros(latest)
-                else:
-                    until = to_micros(to_utc(pd.Series([end_ts], name="end_ts")).iloc[0])
-                since = online.watermark(lite, view)
-                if since is None:
-                    online.reset(lite, view)
-                elif until < since:
-                    raise ValueError(
-                        f"feature view {name!r} is materialized up to {from_micros(since)}; "
-                        f"end_ts {from_micros(until)} would go back in time"
-                    )
-                event = f'"{view.event_timestamp}"::timestamptz'
-                window = f"{event} <= make_timestamp({until}::bigint)::timestamptz"
-                if since is not None:
-                    window += f" and {event} > make_timestamp({since}::bigint)::timestamptz"
-                table = read_view_rows(con, view, view.feature_names, window)
-                rows = self._latest_rows(table, view, until)
-                lite.execute("begin")
-                online.record_schema(lite, view, table.schema)
-                online.upsert(lite, view, rows)
-                online.record(lite, view, until, len(rows))
-                lite.execute("commit")
-                processed[name] = len(rows)
+            # One write transaction for all the views: every instant is checked before anything is
+            # written, readers (the serving process) see the old rows or the new, never a mix, and
+            # a failure leaves the store as it was.
+            lite.execute("begin immediate")
+            try:
+                plans = []
+                for name in names:
+                    view = self.views[name]
+                    since = online.watermark(lite, view)
+                    if end_ts is None:
+                        latest = con.sql(
+                            f'select max("{view.event_timestamp}")::timestamptz from {view.source}'
+                        ).fetchall()[0][0]
+                        if latest is None and since is not None:
+                            processed[name] = 0  # still no rows: nothing new
+                            continue
+                        until = EMPTY_WATERMARK if latest is None else to_micros(latest)
+                    else:
+                        until = end
+                    if since is not None and until < since:
+                        raise ValueError(
+                            f"feature view {name!r} is materialized up to {from_micros(since)}; "
+                            f"end_ts {from_micros(until)} would go back in time"
+                        )
+                    plans.append((view, since, until))
+                for view, since, until in plans:
+                    if since is None:
+                        online.reset(lite, view)
+                    event = f'"{view.event_timestamp}"::timestamptz'
+                    window = f"{event} <= make_timestamp({until}::bigint)::timestamptz"
+                    if since is not None:
+                        window += f" and {event} > make_timestamp({since}::bigint)::timestamptz"
+                    table = read_view_rows(con, view, view.feature_names, window)
+                    rows = self._latest_rows(table, view, until)
+                    online.record_schema(lite, view, table.schema)
+                    online.upsert(lite, view, rows)
+                    online.record(lite, view, until, len(rows))
+                    processed[view.name] = len(rows)
+            except BaseException:
+                lite.execute("rollback")
+                raise
+            lite.execute("commit")
         return processed
 
     @staticmethod
@@ -333,24 +412,28 @@ class FeatureStore:
 
     def get_online_features(
         self,
-        entity_rows: Sequence[dict] | pd.DataFrame,
-        features: Sequence[str],
+        entity_rows: Sequence[Mapping] | Mapping[str, Sequence] | pd.DataFrame,
+        features: Sequence[str] | str,
         full_feature_names: bool = False,
     ) -> pd.DataFrame:
         """Feature values for each entity row from the online store, in the rows' order.
 
         Args:
-            entity_rows: dicts (or a frame) holding the join keys of every requested view.
+            entity_rows: the join keys of every requested view, as a list of dicts (one per
+                row), a dict of equal-length lists (one per key) or a frame.
             features: ``"view:feature"`` references.
             full_feature_names: name output columns ``view__feature``.
 
         Returns:
-            The entity rows followed by the features; nulls where the online store has no row
-            for the entity, or only one older than the TTL at the view's materialization instant.
+            The entity rows followed by the features in the order asked, with the values and
+            dtypes :meth:`get_historical_features` gives at the materialization instant; nulls
+            where the online store has no row for the entity, or only one older than the TTL at
+            that instant.
         """
         wanted = self.resolve_features(features)
-        frame = pd.DataFrame(list(entity_rows)) if not isinstance(entity_rows, pd.DataFrame) \
-            else entity_rows.reset_index(drop=True)
+        outputs = self.output_columns(features, full_feature_names)
+        frame = _entity_rows_frame(entity_rows, self.entity_keys(wanted))
+        _check_entity_columns(frame.columns, outputs, full_feature_names)
         out = frame.copy()
         seen: dict[str, str] = {}
         for view_name, names in wanted.items():
@@ -363,6 +446,7 @@ class FeatureStore:
                 output = _output_name(view_name, name, full_feature_names, seen)
                 # Converted to pandas as the offline store converts (point_in_time.take_pandas).
                 out[output] = values.to_pandas().to_numpy() if isinstance(values, pa.Array) else values
+        out = out[[*frame.columns, *outputs]]
         out.index = entity_rows.index if isinstance(entity_rows, pd.DataFrame) else out.index
         return out
 

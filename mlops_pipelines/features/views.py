@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
+
+import numpy as np
 
 _TTL_UNITS = {
     "second": "seconds", "minute": "minutes", "hour": "hours", "day": "days", "week": "weeks",
@@ -18,11 +21,18 @@ def parse_ttl(value: str | int | float | None) -> timedelta | None:
     if value in (None, "", 0):
         return None
     if isinstance(value, int | float):
-        return timedelta(seconds=float(value))
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+?)s?\s*", str(value).lower())
-    if not match or match.group(2) not in _TTL_UNITS:
-        raise ValueError(f"ttl {value!r}: expected '<number> <seconds|minutes|hours|days|weeks>'")
-    return timedelta(**{_TTL_UNITS[match.group(2)]: float(match.group(1))})
+        if math.isnan(value):
+            raise ValueError(f"ttl {value!r} is not a duration")
+        seconds = float(value)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+?)s?\s*", str(value).lower())
+        if not match or match.group(2) not in _TTL_UNITS:
+            raise ValueError(f"ttl {value!r}: expected '<number> <seconds|minutes|hours|days|weeks>'")
+        seconds = timedelta(**{_TTL_UNITS[match.group(2)]: 1}).total_seconds() * float(match.group(1))
+    ttl = timedelta(seconds=seconds)
+    if not ttl and seconds:  # timestamps are compared in microseconds: a shorter TTL is no TTL at all
+        raise ValueError(f"ttl {value!r} is shorter than a microsecond")
+    return ttl
 
 
 @dataclass(frozen=True)
@@ -59,9 +69,29 @@ class FeatureView:
     sql: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
+        # One key may be given as a bare name; a string is not split into its letters.
+        entities = (self.entities,) if isinstance(self.entities, str) else tuple(self.entities)
+        object.__setattr__(self, "entities", entities)
+        object.__setattr__(self, "features", tuple(self.features))
+        if not entities:
+            raise ValueError(f"feature view {self.name!r}: no entity join key")
+        reserved = {*entities, self.event_timestamp, self.created_timestamp}
+        taken = [f for f in self.feature_names if f in reserved]
+        if taken:
+            raise ValueError(f"feature view {self.name!r}: features {taken} are also its join keys or timestamp "
+                             "columns (select them under another name to serve them as features)")
+        twice = sorted({f for f in self.feature_names if self.feature_names.count(f) > 1})
+        if twice:
+            raise ValueError(f"feature view {self.name!r}: features {twice} are declared more than once")
         # A TTL may be given as the YAML declares it ("2 hours", seconds) or as a timedelta; any
         # other value is refused here rather than failing deep inside a join.
         ttl = self.ttl
+        if isinstance(ttl, np.timedelta64):
+            ttl = None if np.isnat(ttl) else ttl.astype("timedelta64[us]").item()
+            if ttl is None:
+                raise ValueError(f"feature view {self.name!r}: ttl NaT is not a duration")
+        if isinstance(ttl, np.integer | np.floating):
+            ttl = ttl.item()
         if isinstance(ttl, str | int | float) and not isinstance(ttl, bool):
             try:
                 ttl = parse_ttl(ttl)
@@ -95,7 +125,7 @@ class FeatureView:
             return cls(
                 name=name,
                 source=source,
-                entities=tuple(block["entities"]),
+                entities=block["entities"],  # one name or a list; __post_init__ makes it a tuple
                 event_timestamp=block["event_timestamp"],
                 features=tuple(
                     Feature(f["name"], f.get("type", "float"), f.get("description", ""))
