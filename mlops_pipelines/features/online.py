@@ -86,6 +86,20 @@ def key_value(value: object) -> object:
     return value
 
 
+def key_values(column: pa.Array | pa.ChunkedArray | Sequence) -> list:
+    """:func:`key_value` of every value of a key column. Arrow integers within int64, text and
+    bytes are already what SQLite keeps: taken as they are, without a Python call per value."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if isinstance(column, pa.Array):
+        type_ = column.type
+        if (pa.types.is_integer(type_) and not pa.types.is_uint64(type_)) or pa.types.is_string(type_) \
+                or pa.types.is_large_string(type_) or pa.types.is_binary(type_) or pa.types.is_large_binary(type_):
+            return column.to_pylist()
+        column = column.to_pylist()
+    return [key_value(v) for v in column]
+
+
 def _temporal(type_: pa.DataType) -> bool:
     """Fixed-width times (timestamps, dates, times of day, durations): stored as their integers."""
     return any(check(type_) for check in (pa.types.is_timestamp, pa.types.is_date, pa.types.is_time,
@@ -242,8 +256,8 @@ class OnlineStore:
             if types is not None:
                 key_columns = [
                     point_in_time.entity_keys_as(point_in_time.entity_key_array(values), types.field(k).type, k)
-                    .to_pylist() for k, values in zip(view.entities, key_columns, strict=True)]
-            keys = [tuple(key_value(v) for v in row) for row in zip(*key_columns, strict=True)]
+                    for k, values in zip(view.entities, key_columns, strict=True)]
+            keys = list(zip(*(key_values(c) for c in key_columns), strict=True))
             rows = read_rows(connection, view, names, keys, watermark)
         answers = [rows.get(k) for k in keys]
         columns = {n: [None if a is None else a[i] for a in answers] for i, n in enumerate(names)}

@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from mlops_pipelines.features import point_in_time
-from mlops_pipelines.features.online import OnlineStore, from_micros, key_value, stored_values, to_micros
+from mlops_pipelines.features.online import OnlineStore, from_micros, key_values, stored_values, to_micros
 from mlops_pipelines.features.views import FeatureView
 
 REGISTRY_TABLE = "features.registry"
@@ -399,7 +399,7 @@ class FeatureStore:
         chosen = point_in_time.match_rows(table, entities, keys, view.feature_names, None,
                                           view.created_timestamp is not None)
         latest = table.take(pa.array(chosen))
-        columns = [[key_value(v) for v in latest.column(k).to_pylist()] for k in keys]
+        columns = [key_values(latest.column(k)) for k in keys]
         columns.append(latest.column(point_in_time.TS).cast(pa.int64()).to_pylist())
         created = latest.column(point_in_time.CREATED).cast(pa.int64()) if view.created_timestamp \
             else pa.nulls(count, pa.int64())
