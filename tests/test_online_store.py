@@ -77,6 +77,26 @@ def test_second_materialization_reads_only_newer_rows(store):
         store.materialize_online(["stats"], end_ts="2013-03-10")
 
 
+def test_a_full_refresh_picks_up_late_rows_and_may_go_back(store, tmp_path):
+    store.materialize_online(["stats"], end_ts="2013-03-20")
+    entities = pd.DataFrame({"carrier": ["UA", "AA"], "origin": ["JFK", "EWR"]})
+    # A late row: its event is before the watermark, so an incremental run does not see it.
+    with duckdb.connect(store.database_path) as con:
+        con.execute("insert into stats values ('UA', 'JFK', '2013-03-19 23:00+00', '2013-03-19 23:00+00', 999.0, 0.5)")
+    store.materialize_online(["stats"], end_ts="2013-03-20")
+    assert store.get_online_features(entities, "stats:delay")["delay"].iloc[0] != 999.0
+    store.materialize_online(["stats"], end_ts="2013-03-20", full_refresh=True)
+    online = store.get_online_features(entities, ["stats:delay", "stats:share"])
+    assert online["delay"].iloc[0] == 999.0
+    at = pd.Timestamp("2013-03-20", tz="UTC")
+    pd.testing.assert_frame_equal(online[["delay", "share"]], _offline_at(store, entities, at)[["delay", "share"]])
+    # And back to an earlier instant, which an incremental run refuses.
+    store.materialize_online(["stats"], end_ts="2013-03-10", full_refresh=True)
+    earlier = pd.Timestamp("2013-03-10", tz="UTC")
+    online = store.get_online_features(entities, ["stats:delay", "stats:share"])
+    pd.testing.assert_frame_equal(online[["delay", "share"]], _offline_at(store, entities, earlier)[["delay", "share"]])
+
+
 def test_online_file_is_wal_and_readable_while_written(store, tmp_path):
     store.materialize_online(["stats"], end_ts="2013-03-20")
     reader = sqlite3.connect(tmp_path / "online.sqlite")

@@ -102,6 +102,11 @@ class OnlineMaterializationConfig(Config):
         description="Materialize as of this instant (ISO 8601; naive = UTC). Unset: each view's "
         "latest event timestamp, the data's own 'now'.",
     )
+    full_refresh: bool = Field(
+        default=False,
+        description="Rebuild every view from all its rows up to end_ts (late rows included; end_ts may "
+        "be earlier than the last one) instead of reading only rows newer than the last run.",
+    )
 
 
 def online_features_asset(project: SqlProject | None = None) -> AssetsDefinition:
@@ -122,12 +127,13 @@ def online_features_asset(project: SqlProject | None = None) -> AssetsDefinition
         context: AssetExecutionContext, config: OnlineMaterializationConfig, feature_store: FeatureStoreResource
     ) -> MaterializeResult:
         store = feature_store.store()
-        processed = store.materialize_online(views, end_ts=config.end_ts)
+        processed = store.materialize_online(views, end_ts=config.end_ts, full_refresh=config.full_refresh)
         context.log.info(f"online store {feature_store.online_path}: rows read per view {processed}")
         return MaterializeResult(
             metadata={
                 "path": MetadataValue.path(feature_store.online_path),
                 "rows_processed": MetadataValue.int(sum(processed.values())),
+                "full_refresh": MetadataValue.bool(config.full_refresh),
                 **{f"rows_processed/{name}": MetadataValue.int(n) for name, n in processed.items()},
             }
         )

@@ -320,6 +320,7 @@ class FeatureStore:
         views: Sequence[str] | str | None = None,
         end_ts: datetime | pd.Timestamp | str | None = None,
         connection: duckdb.DuckDBPyConnection | None = None,
+        full_refresh: bool = False,
     ) -> dict[str, int]:
         """Write the latest row per entity of each view, as of ``end_ts``, to the online store.
 
@@ -327,7 +328,10 @@ class FeatureStore:
         timestamp after its previous ``end_ts`` and up to the new one; a new version of a view
         starts over. ``end_ts`` defaults to the latest event timestamp of each view (the data's
         own "now"; a view with no rows yet is recorded as empty); naive values are read as UTC.
-        All the views change in one transaction: all or none. Returns the rows read per view.
+        All the views change in one transaction: all or none. ``full_refresh`` rebuilds the
+        views from all their rows up to ``end_ts``, which may then be earlier than the last one
+        (to pick up rows that arrived late with old event timestamps, or to go back).
+        Returns the rows read per view.
         """
         online = self._online()
         names = [views] if isinstance(views, str) else list(views) if views is not None else list(self.views)
@@ -348,7 +352,7 @@ class FeatureStore:
                 plans = []
                 for name in names:
                     view = self.views[name]
-                    since = online.watermark(lite, view)
+                    since = None if full_refresh else online.watermark(lite, view)
                     if end_ts is None:
                         latest = con.sql(
                             f'select max("{view.event_timestamp}")::timestamptz from {view.source}'
