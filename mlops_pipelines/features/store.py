@@ -193,16 +193,18 @@ class FeatureStore:
                 wanted[view_name].append(feature)
         return wanted
 
-    def output_columns(self, features: Sequence[str] | str, full_feature_names: bool) -> list[str]:
-        """The output columns of ``features`` in the order asked (each once); colliding names are an error."""
-        if isinstance(features, str):
-            features = [features]
+    def output_columns(self, features: Sequence[str] | str, full_feature_names: bool) -> dict[tuple[str, str], str]:
+        """``(view, feature) -> output column`` for ``features``, in the order asked (each once);
+        colliding names are an error."""
+        references = [features] if isinstance(features, str) else list(features)
+        self.resolve_features(references)  # validates every reference
         seen: dict[str, str] = {}
-        outputs = {view_name: [_output_name(view_name, n, full_feature_names, seen) for n in names]
-                   for view_name, names in self.resolve_features(features).items()}
-        by_reference = {f"{v}:{n}": o for v, names in self.resolve_features(features).items()
-                        for n, o in zip(names, outputs[v], strict=True)}
-        return list(dict.fromkeys(by_reference[r] for r in features))
+        outputs: dict[tuple[str, str], str] = {}
+        for reference in references:
+            view_name, _, name = reference.partition(":")
+            if (view_name, name) not in outputs:
+                outputs[view_name, name] = _output_name(view_name, name, full_feature_names, seen)
+        return outputs
 
     def entity_keys(self, wanted: dict[str, list[str]]) -> list[str]:
         """The join key columns the views of ``wanted`` need, each once."""
@@ -274,7 +276,7 @@ class FeatureStore:
         if not isinstance(entity_df, pd.DataFrame):
             raise TypeError(f"entity_df must be a pandas DataFrame or an Arrow table, not {type(entity_df).__name__}")
         wanted = self.resolve_features(features)
-        outputs = self.output_columns(features, full_feature_names)
+        outputs = list(self.output_columns(features, full_feature_names).values())
         _check_entity_columns(entity_df.columns, outputs, full_feature_names)
         if timestamp_column not in entity_df.columns:
             raise KeyError(f"entity frame has no timestamp column {timestamp_column!r}")
@@ -437,9 +439,8 @@ class FeatureStore:
         wanted = self.resolve_features(features)
         outputs = self.output_columns(features, full_feature_names)
         frame = _entity_rows_frame(entity_rows, self.entity_keys(wanted))
-        _check_entity_columns(frame.columns, outputs, full_feature_names)
+        _check_entity_columns(frame.columns, list(outputs.values()), full_feature_names)
         out = frame.copy()
-        seen: dict[str, str] = {}
         for view_name, names in wanted.items():
             view = self.views[view_name]
             missing = [k for k in view.entities if k not in frame.columns]
@@ -447,10 +448,10 @@ class FeatureStore:
                 raise KeyError(f"entity rows lack join keys {missing} of view {view_name!r}")
             found = self._online().lookup(view, names, [frame[k] for k in view.entities])
             for name, values in found.items():
-                output = _output_name(view_name, name, full_feature_names, seen)
                 # Converted to pandas as the offline store converts (point_in_time.take_pandas).
-                out[output] = values.to_pandas().to_numpy() if isinstance(values, pa.Array) else values
-        out = out[[*frame.columns, *outputs]]
+                as_pandas = values.to_pandas().to_numpy() if isinstance(values, pa.Array) else values
+                out[outputs[view_name, name]] = as_pandas
+        out = out[[*frame.columns, *outputs.values()]]
         out.index = entity_rows.index if isinstance(entity_rows, pd.DataFrame) else out.index
         return out
 
