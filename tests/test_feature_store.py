@@ -325,6 +325,17 @@ def test_output_columns_follow_the_request_and_never_shadow_entity_columns(store
     assert len(empty) == 0 and list(empty.columns) == ["carrier", "event_timestamp", "delay"]
 
 
+def test_full_names_that_still_collide_are_named(tmp_path):
+    path = tmp_path / "names.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("create table t as select 1 as k, timestamp '2024-01-01' as ts, 1.0 as w__x, 2.0 as x")
+    fs = FeatureStore(path, [FeatureView("v", "t", "k", "ts", [Feature("w__x")]),
+                             FeatureView("v__w", "t", "k", "ts", [Feature("x")])])
+    entities = pd.DataFrame({"k": [1], "event_timestamp": [T("2024-01-02")]})
+    with pytest.raises(ValueError, match="features 'v:w__x' and 'v__w:x' both make the column 'v__w__x'"):
+        fs.get_historical_features(entities, ["v:w__x", "v__w:x"], full_feature_names=True)
+
+
 def test_a_callers_connection_keeps_its_time_zone(store, tmp_path):
     with duckdb.connect(store.database_path) as con:
         con.execute("set TimeZone = 'America/New_York'")

@@ -355,3 +355,18 @@ def test_a_view_without_rows_is_materialized_as_empty(tmp_path):
         con.execute("insert into a values (1, '2023-06-01', 3.0)")
     assert fs.materialize_online("a") == {"a": 1}
     assert fs.get_online_features([{"k": 1}], "a:x")["x"].tolist() == [3.0]
+
+
+def test_online_ttl_boundary_is_inclusive_for_ttls_of_fractional_seconds(tmp_path):
+    """1.001 s is 1,000,999.999... microseconds in floating point: the boundary row must still be served."""
+    database = tmp_path / "ttl.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("create table a as select 1 as k, timestamp '2024-01-01 00:00:00' as ts, 1.0 as x")
+    fs = FeatureStore(database, online_path=tmp_path / "online.sqlite")
+    fs.register(FeatureView("a", "a", ("k",), "ts", (Feature("x"),), ttl=timedelta(seconds=1, milliseconds=1)))
+    end = pd.Timestamp("2024-01-01 00:00:01.001", tz="UTC")
+    fs.materialize_online("a", end_ts=end)
+    assert fs.get_online_features([{"k": 1}], "a:x")["x"].tolist() == [1.0]
+    assert fs.get_historical_features(pd.DataFrame({"k": [1], "event_timestamp": [end]}), "a:x")["x"].tolist() == [1.0]
+    with pytest.raises(ValueError, match="end_ts NaT is not an instant"):
+        fs.materialize_online("a", end_ts=pd.NaT)
