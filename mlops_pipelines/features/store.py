@@ -13,7 +13,7 @@ naive timestamps are read as UTC.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -59,22 +59,36 @@ def to_utc(values: pd.Series) -> pd.Series:
                          "expected)") from exc
 
 
-def _output_name(view_name: str, name: str, full_feature_names: bool, seen: dict[str, str]) -> str:
-    """The output column of a feature; a name already taken by another view is an error."""
-    output = f"{view_name}__{name}" if full_feature_names else name
-    if output in seen:
-        if full_feature_names:
-            raise ValueError(f"features {seen[output]!r} and '{view_name}:{name}' both make the column {output!r}; "
-                             "rename a view or a feature")
-        raise ValueError(f"feature name {name!r} is in views {seen[output].partition(':')[0]!r} and {view_name!r}: "
-                         "pass full_feature_names=True")
-    seen[output] = f"{view_name}:{name}"
-    return output
+def output_names(features: Iterable[tuple[str, str]], full_feature_names: bool) -> dict[tuple[str, str], str]:
+    """``(view, feature) -> output column`` for each feature (each once, in the order given); two
+    features that would make one column are an error."""
+    outputs: dict[tuple[str, str], str] = {}
+    owners: dict[str, str] = {}  # output column -> "view:feature"
+    for view_name, name in features:
+        if (view_name, name) in outputs:
+            continue
+        output = f"{view_name}__{name}" if full_feature_names else name
+        if output in owners:
+            if full_feature_names:
+                raise ValueError(f"features {owners[output]!r} and '{view_name}:{name}' both make the column "
+                                 f"{output!r}; rename a view or a feature")
+            raise ValueError(f"feature name {name!r} is in views {owners[output].partition(':')[0]!r} and "
+                             f"{view_name!r}: pass full_feature_names=True")
+        owners[output] = f"{view_name}:{name}"
+        outputs[view_name, name] = output
+    return outputs
+
+
+def _requested(features: Sequence[str] | str) -> list[tuple[str, str]]:
+    """``(view, feature)`` of each reference, in the order asked (after resolve_features checked them)."""
+    references = [features] if isinstance(features, str) else features
+    return [(view_name, name) for view_name, _, name in (r.partition(":") for r in references)]
 
 
 def _check_entity_columns(columns: Sequence[str], outputs: Sequence[str], full_feature_names: bool) -> None:
     """An entity column named like a feature's output column would come back twice: an error."""
-    clash = [c for c in outputs if c in set(columns)]
+    present = set(columns)
+    clash = [c for c in outputs if c in present]
     if clash:
         hint = "rename them" if full_feature_names else "rename them or pass full_feature_names=True"
         raise ValueError(f"entity columns {clash} have the names of requested features' output columns: {hint}")
@@ -193,19 +207,6 @@ class FeatureStore:
                 wanted[view_name].append(feature)
         return wanted
 
-    def output_columns(self, features: Sequence[str] | str, full_feature_names: bool) -> dict[tuple[str, str], str]:
-        """``(view, feature) -> output column`` for ``features``, in the order asked (each once);
-        colliding names are an error."""
-        references = [features] if isinstance(features, str) else list(features)
-        self.resolve_features(references)  # validates every reference
-        seen: dict[str, str] = {}
-        outputs: dict[tuple[str, str], str] = {}
-        for reference in references:
-            view_name, _, name = reference.partition(":")
-            if (view_name, name) not in outputs:
-                outputs[view_name, name] = _output_name(view_name, name, full_feature_names, seen)
-        return outputs
-
     def entity_keys(self, wanted: dict[str, list[str]]) -> list[str]:
         """The join key columns the views of ``wanted`` need, each once."""
         return list(dict.fromkeys(k for view_name in wanted for k in self.views[view_name].entities))
@@ -221,9 +222,7 @@ class FeatureStore:
         but holds every view in memory, and on the benchmark that was slower (~1.0 s against
         ~0.75 s, alternating runs), first touches of new memory being what costs most there.
         """
-        seen: dict[str, str] = {}
-        outputs = {view_name: [_output_name(view_name, n, full_feature_names, seen) for n in names]
-                   for view_name, names in wanted.items()}
+        outputs = output_names(((v, n) for v, names in wanted.items() for n in names), full_feature_names)
         workers = 2
         with ThreadPoolExecutor(max_workers=workers) as pool:
             pending = []
@@ -242,8 +241,8 @@ class FeatureStore:
             columns = {}
             for (view_name, names), future in zip(wanted.items(), pending, strict=True):
                 joined = future.result()
-                for name, output in zip(names, outputs[view_name], strict=True):
-                    columns[output] = joined[name]
+                for name in names:
+                    columns[outputs[view_name, name]] = joined[name]
         if as_pandas:
             return pd.DataFrame(columns, copy=False) if columns else pd.DataFrame(index=range(len(entities)))
         return pa.table(columns) if columns else pa.table({})
@@ -276,7 +275,7 @@ class FeatureStore:
         if not isinstance(entity_df, pd.DataFrame):
             raise TypeError(f"entity_df must be a pandas DataFrame or an Arrow table, not {type(entity_df).__name__}")
         wanted = self.resolve_features(features)
-        outputs = list(self.output_columns(features, full_feature_names).values())
+        outputs = list(output_names(_requested(features), full_feature_names).values())
         _check_entity_columns(entity_df.columns, outputs, full_feature_names)
         if timestamp_column not in entity_df.columns:
             raise KeyError(f"entity frame has no timestamp column {timestamp_column!r}")
@@ -437,7 +436,7 @@ class FeatureStore:
             that instant.
         """
         wanted = self.resolve_features(features)
-        outputs = self.output_columns(features, full_feature_names)
+        outputs = output_names(_requested(features), full_feature_names)
         frame = _entity_rows_frame(entity_rows, self.entity_keys(wanted))
         _check_entity_columns(frame.columns, list(outputs.values()), full_feature_names)
         out = frame.copy()

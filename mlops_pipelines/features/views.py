@@ -87,9 +87,9 @@ class FeatureView:
         # other value is refused here rather than failing deep inside a join.
         ttl = self.ttl
         if isinstance(ttl, np.timedelta64):
-            ttl = None if np.isnat(ttl) else ttl.astype("timedelta64[us]").item()
-            if ttl is None:
+            if np.isnat(ttl):
                 raise ValueError(f"feature view {self.name!r}: ttl NaT is not a duration")
+            ttl = ttl.astype("timedelta64[us]").item()
         if isinstance(ttl, np.integer | np.floating):
             ttl = ttl.item()
         if isinstance(ttl, str | int | float) and not isinstance(ttl, bool):
