@@ -187,20 +187,22 @@ def run_ours(meta: dict, explain: bool = False):
             return result
 
         entity_df = step("read entities (pandas)", lambda: pd.read_parquet(meta["entities"]))
-        stamps = step("entity timestamps to UTC", lambda: to_utc(entity_df["event_timestamp"]))
-        entities = step("entity rows", lambda: entity_rows({"entity_id": entity_df["entity_id"]}, stamps))
-        con = duckdb.connect()
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"SET memory_limit = '{store.memory_limit}'")
-        for name, names in store.resolve_features(refs).items():
-            view = store.views[name]
-            table = step(f"{name}: read (DuckDB to Arrow)",
-                         lambda view=view: read_view_rows(con, view, view.feature_names))
-            ttl = round(view.ttl / timedelta(microseconds=1))
-            chosen = step(f"{name}: match rows", lambda table=table, view=view, ttl=ttl:
-                          point_in_time.match_rows(table, entities, view.entities, view.feature_names, ttl, True))
-            step(f"{name}: take features", lambda table=table, names=names, chosen=chosen:
-                 point_in_time.take_pandas(table, names, chosen))
+        with point_in_time.small_pages():  # as get_historical_features does
+            stamps = step("entity timestamps to UTC", lambda: to_utc(entity_df["event_timestamp"]))
+            entities = step("entity rows", lambda: entity_rows({"entity_id": entity_df["entity_id"]}, stamps))
+            con = duckdb.connect()
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute(f"SET memory_limit = '{store.memory_limit}'")
+            workspace = point_in_time.Workspace()  # one thread: one workspace, used by every view
+            for name, names in store.resolve_features(refs).items():
+                view = store.views[name]
+                table = step(f"{name}: read (DuckDB to Arrow)",
+                             lambda view=view: read_view_rows(con, view, view.feature_names))
+                ttl = round(view.ttl / timedelta(microseconds=1))
+                chosen = step(f"{name}: match rows", lambda table=table, view=view, ttl=ttl: point_in_time.match_rows(
+                    table, entities, view.entities, view.feature_names, ttl, True, workspace))
+                step(f"{name}: take features", lambda table=table, names=names, chosen=chosen:
+                     point_in_time.take_pandas(table, names, chosen, workspace))
         lines.append("(one thread, one step after another; get_historical_features joins two views at a time)")
         return "\n".join(lines)
 
@@ -216,7 +218,8 @@ def run_floor(meta: dict, explain: bool = False):
 
     from mlops_pipelines.features import point_in_time
 
-    def no_join(features, entities, keys, view_features, names, ttl_micros, has_created, as_pandas=False):
+    def no_join(features, entities, keys, view_features, names, ttl_micros, has_created, as_pandas=False,
+                workspace=None):
         return {name: np.full(len(entities), np.nan) for name in names}
 
     point_in_time.join_view = no_join

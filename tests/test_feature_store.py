@@ -375,3 +375,24 @@ def test_the_cli_reads_entity_csv_cells_as_written(tmp_path):
     frame = _read_frame(str(path))
     assert frame["carrier"].tolist() == ["NA", "UA"] and frame["tailnum"].iloc[0] == "00123"
     assert pd.isna(frame["tailnum"].iloc[1]) and frame.index.tolist() == [2, 3]  # rows named by file line
+
+
+def test_the_callers_entity_frame_and_numpys_setting_are_left_as_they_were(store):
+    """The output's timestamps are UTC, the caller's stay in their zone (the frame is copied
+    shallowly: pandas copies on write); numpy's huge-page request, switched off while joining,
+    is switched back on."""
+    from numpy._core.multiarray import _set_madvise_hugepage
+
+    entities = pd.DataFrame({"carrier": ["AA", "UA"],
+                             "event_timestamp": [T("2013-01-01 07:00", tz="America/New_York")] * 2})
+    before = entities.copy(deep=True)
+    previous = _set_madvise_hugepage(True)
+    try:
+        out = store.get_historical_features(entities, ["carrier_stats:delay"])
+        assert _set_madvise_hugepage(True) is True  # (returns the setting it replaces)
+    finally:
+        _set_madvise_hugepage(previous)
+    pd.testing.assert_frame_equal(entities, before)
+    assert str(out["event_timestamp"].dt.tz) == "UTC"
+    assert out["delay"].iloc[0] == 3.0  # 12:00 UTC: the later created of the tie
+    assert pd.isna(out["delay"].iloc[1])  # UA's 09:00 row is older than the 2 h TTL

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -167,6 +168,16 @@ def _reference(rows, key, at: int, ttl: int | None):
     return None if best is None else best[1]
 
 
+def _assert_reference_answers(got: pd.Series, rows, asked, ttl: int | None, case) -> None:
+    """Each of ``got`` (one per ``asked`` (key, at)) is what :func:`_reference` answers."""
+    for i, (key, at) in enumerate(asked):
+        expected = _reference(rows, key, at, ttl)
+        if expected is None:
+            assert pd.isna(got.iloc[i]), (case, key, at, got.iloc[i])
+        else:
+            assert got.iloc[i] == expected, (case, key, at, got.iloc[i], expected)
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_key_and_time_encodings_match_brute_force(data, tmp_path_factory):
@@ -223,10 +234,99 @@ def test_key_and_time_encodings_match_brute_force(data, tmp_path_factory):
     out = store.get_historical_features(frame, ["f:x"], connection=con)
 
     ttl_micros = ttl_minutes * 60 * MICROS if ttl_minutes else None
-    for i, (key, at) in enumerate(asked):
-        expected = _reference(rows, key, at, ttl_micros)
-        got = out["x"].iloc[i]
-        if expected is None:
-            assert pd.isna(got), (key_kind, time_kind, key, at, got)
-        else:
-            assert got == expected, (key_kind, time_kind, key, at, got, expected)
+    _assert_reference_answers(out["x"], rows, asked, ttl_micros, (key_kind, time_kind))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_ttl_on_a_coarse_time_grid_matches_brute_force(data):
+    """On a time grid, the join decides most TTL checks on grid steps alone and the rest on the
+    instants: an event exactly ``ttl // step`` steps older than the entity's step, and entity
+    times after the last event (capped to its step). Entity times between steps by less, as
+    much as, or more than the TTL's remainder below a step; TTLs shorter than a step."""
+    step = data.draw(st.sampled_from([60, 3_600]), label="grid step (s)") * MICROS
+    steps = data.draw(st.integers(0, 4), label="ttl steps")
+    below = data.draw(st.sampled_from([0, 1, step // 2, step - 1]), label="ttl remainder (us)")
+    ttl_micros = steps * step + below
+    if ttl_micros == 0:
+        ttl_micros = 1
+    rows = []
+    for _ in range(data.draw(st.integers(1, 12), label="feature rows")):
+        ts = BASE_MICROS + data.draw(st.integers(0, 8)) * step
+        rows.append(((data.draw(st.sampled_from([1, 2])),), ts, None, float(data.draw(st.integers(-3, 3)))))
+    last = max(ts for _, ts, _, _ in rows)
+    asked = []
+    for _ in range(data.draw(st.integers(1, 12), label="entity rows")):
+        grid = data.draw(st.integers(0, 12), label="entity step")
+        within = data.draw(st.sampled_from([0, 1, below, below + 1, step - 1]), label="entity remainder")
+        asked.append((data.draw(st.sampled_from([1, 2, 3])), BASE_MICROS + grid * step + min(within, step - 1)))
+    newest = max(rows, key=lambda row: row[1])[0][0]
+    asked.append((newest, last + ttl_micros))  # after the last event: exactly at the TTL,
+    asked.append((newest, last + ttl_micros + 1))  # and just beyond it
+
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    con.execute("create table f (k bigint, ts timestamptz, x double)")
+    for (key,), ts, _, x in rows:
+        con.execute(f"insert into f values ({key}, {_micros_sql(ts)}, {x})")
+    store = FeatureStore(":memory:")
+    store.register(FeatureView("f", "f", ("k",), "ts", (Feature("x"),), ttl=timedelta(microseconds=ttl_micros)))
+    frame = pd.DataFrame({"k": [key for key, _ in asked],
+                          "event_timestamp": pd.to_datetime([at for _, at in asked], unit="us", utc=True)})
+    out = store.get_historical_features(frame, ["f:x"], connection=con)
+    _assert_reference_answers(out["x"], rows, [((key,), at) for key, at in asked], ttl_micros, (step, ttl_micros))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_feature_rows_in_several_chunks_give_what_one_chunk_gives(data):
+    """DuckDB hands a view's rows over in several chunks (one per thread, at least): codes,
+    tie-breaks and takes work chunk by chunk. The same rows in one chunk or in several, joined
+    with a new workspace or with one used before by a larger join, give the same answers."""
+    from mlops_pipelines.features import point_in_time as pit
+    from mlops_pipelines.features.store import entity_rows
+
+    size = data.draw(st.integers(1, 40), label="feature rows")
+
+    def column(values, type_):
+        return pa.array(values, type_)
+
+    minutes = [data.draw(st.integers(0, 5)) for _ in range(size)]
+    table = pa.table({
+        "k": column([data.draw(st.integers(1, 4)) for _ in range(size)], pa.int64()),
+        pit.TS: column([BASE_MICROS + m * 60 * MICROS for m in minutes], pa.timestamp("us", tz="UTC")),
+        pit.CREATED: column([None if c is None else BASE_MICROS + c * MICROS
+                             for c in (data.draw(st.one_of(st.none(), st.integers(0, 2))) for _ in range(size))],
+                            pa.timestamp("us", tz="UTC")),
+        "x": column([data.draw(st.one_of(st.none(), st.integers(-2, 2).map(float))) for _ in range(size)],
+                    pa.float64()),
+        "s": column([data.draw(st.sampled_from([None, "a", "b"])) for _ in range(size)], pa.string()),
+    })
+    cuts = sorted(data.draw(st.lists(st.integers(1, size - 1), max_size=4, unique=True), label="cuts")) \
+        if size > 1 else []
+    bounds = [0, *cuts, size]
+    chunked = pa.Table.from_batches([table.slice(a, b - a).combine_chunks().to_batches()[0]
+                                     for a, b in zip(bounds, bounds[1:], strict=False)])
+    assert chunked.column("x").num_chunks == len(bounds) - 1
+
+    count = data.draw(st.integers(1, 15), label="entity rows")
+    keys = pd.Series([data.draw(st.sampled_from([1, 2, 3, 4, 5, None])) for _ in range(count)], dtype="Int64")
+    stamps = pd.Series(pd.to_datetime(
+        [BASE_MICROS + data.draw(st.integers(-1, 7)) * 60 * MICROS + data.draw(st.sampled_from([0, 1, 30 * MICROS]))
+         for _ in range(count)], unit="us", utc=True))
+    entities = entity_rows({"k": keys}, stamps)
+    ttl = data.draw(st.sampled_from([None, 90 * MICROS, 10 * 60 * MICROS]), label="ttl")
+    used = pit.Workspace()
+    # A workspace used before by a larger join: its arrays are longer than this join needs.
+    pit.join_view(chunked, entity_rows({"k": pd.concat([keys] * 3, ignore_index=True)},
+                                       pd.concat([stamps] * 3, ignore_index=True)),
+                  ["k"], ["x", "s"], ["x", "s"], ttl, True, as_pandas=True, workspace=used)
+    for as_pandas in (True, False):
+        expected = pit.join_view(table, entities, ["k"], ["x", "s"], ["x", "s"], ttl, True, as_pandas=as_pandas)
+        got = pit.join_view(chunked, entities, ["k"], ["x", "s"], ["x", "s"], ttl, True, as_pandas=as_pandas,
+                            workspace=used)
+        for name in ("x", "s"):
+            if as_pandas:
+                pd.testing.assert_series_equal(pd.Series(got[name]), pd.Series(expected[name]))
+            else:
+                assert got[name].to_pylist() == expected[name].to_pylist(), name

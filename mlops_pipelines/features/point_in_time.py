@@ -18,8 +18,10 @@ last), then to the smallest feature values in the view's declared order (NULL la
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,29 +46,129 @@ class EntityRows:
         return len(self.micros)
 
 
+@contextmanager
+def small_pages() -> Iterator[None]:
+    """numpy's large arrays without its request for transparent huge pages, while joining.
+
+    numpy asks the kernel for huge pages (``madvise``) for every array of 4 MB or more. Where the
+    kernel compacts memory to find them (THP ``madvise`` mode, as here) and first touches of memory
+    are costly (virtual machines), the join's short-lived arrays then cost more in the kernel than
+    the join's own work: on the benchmark, system CPU 0.61-0.93 s against 0.54-1.46 s with huge
+    pages, wall 1.11 s against 1.30 s (medians of 8 alternating runs; benchmarks/RESULTS.md). The
+    setting is numpy's, for the whole process, and only about speed: it is restored afterwards,
+    and left alone when the user chose it (``NUMPY_MADVISE_HUGEPAGE``).
+    """
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:  # (a numpy without the switch)
+        _set_madvise_hugepage = None
+    if _set_madvise_hugepage is None or "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+        yield
+        return
+    previous = _set_madvise_hugepage(False)
+    try:
+        yield
+    finally:
+        _set_madvise_hugepage(previous)
+
+
+class Workspace:
+    """Scratch arrays used again from one view's join to the next in the same thread.
+
+    Fresh memory costs more than the work done in it here: a view of 2,000,000 rows matched
+    against 1,000,000 entity rows touched ~19,500 new pages (78 MB) on every call, ~50 ms of its
+    ~165 ms. Arrays from :meth:`array` are valid until the next request of the same name.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def array(self, name: str, size: int, dtype: type) -> np.ndarray:
+        """An array of ``size`` values of ``dtype`` (contents undefined): the same memory as the
+        last array of this name when that was as large."""
+        kept = self._arrays.get(name)
+        if kept is None or kept.dtype != np.dtype(dtype) or len(kept) < size:
+            kept = self._arrays[name] = np.empty(size, dtype=dtype)
+        return kept[:size]
+
+
 def _bits(count: int) -> int:
     """Bits to hold 0 .. count - 1."""
     return max(1, int(count - 1).bit_length())
 
 
-def _sorted_with_positions(values: np.ndarray, value_bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """``values`` (uint64 < 2**value_bits; overwritten) sorted, and each sorted value's position."""
+def _or_positions(values: np.ndarray, shift: int) -> None:
+    """``values <<= shift`` and each value's position OR-ed into the low bits, in place: block by
+    block, so that no array of all positions is made (its fresh pages cost more than the work)."""
+    values <<= np.uint64(shift)
+    block = 1 << 16
+    positions = np.arange(block, dtype=np.uint64)
+    step = np.uint64(block)
+    for start in range(0, len(values), block):
+        part = values[start:start + block]
+        part |= positions[:len(part)]
+        positions += step
+
+
+def _sorted_with_positions(values: np.ndarray, value_bits: int,
+                           scratch: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` (uint64 < 2**value_bits; overwritten) sorted, and each sorted value's position
+    (written into ``scratch``, an int64 array as long as ``values``, when given)."""
     position_bits = _bits(len(values))
     if value_bits + position_bits <= WORD:
-        shift = np.uint64(position_bits)
-        values <<= shift
-        values |= np.arange(len(values), dtype=np.uint64)
+        _or_positions(values, position_bits)
         values.sort()
-        positions = (values & np.uint64((1 << position_bits) - 1)).view(np.int64)
-        values >>= shift
+        positions = np.empty(len(values), dtype=np.int64) if scratch is None else scratch
+        np.bitwise_and(values, np.uint64((1 << position_bits) - 1), out=positions.view(np.uint64))
+        values >>= np.uint64(position_bits)
         return values, positions
     order = np.argsort(values, kind="stable")
     return values[order], order
 
 
-def _micros(column: pa.ChunkedArray) -> np.ndarray:
-    """A TIMESTAMP(us) column as int64 microseconds (DuckDB stores +/-infinity as the int64 ends)."""
-    return column.cast(pa.int64()).to_numpy()
+def _offsets(column: pa.ChunkedArray, origin: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``column - origin`` (an integer or TIMESTAMP(us) column without NULLs; DuckDB stores
+    +/-infinity as the int64 ends) as int64, written chunk by chunk into ``out`` (or a new
+    array): no joined copy of the column first."""
+    if not pa.types.is_integer(column.type):
+        column = column.cast(pa.int64())  # (microseconds: no copy)
+    if out is None:
+        out = np.empty(len(column), dtype=np.int64)
+    start = 0
+    for chunk in column.chunks:
+        values = chunk.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        np.subtract(values, origin, out=out[start:start + len(values)])
+        start += len(values)
+    return out
+
+
+def _bounds(column: pa.ChunkedArray) -> tuple[int, int]:
+    """The smallest and largest value of an integer or TIMESTAMP(us) column (as integers)."""
+    if not pa.types.is_integer(column.type):
+        column = column.cast(pa.int64())
+    bounds = pc.min_max(column)
+    return bounds["min"].as_py(), bounds["max"].as_py()
+
+
+def _take_rows(column: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
+    """``column[rows]``, without joining the column's chunks into one array first (Arrow's take
+    on a chunked array does: a copy of the whole column to take a few rows)."""
+    if column.num_chunks == 1:
+        return column.chunk(0).take(pa.array(rows, pa.int64()))
+    if column.num_chunks == 0 or len(rows) == 0:
+        return column.slice(0, 0).combine_chunks()
+    ends = np.cumsum([len(c) for c in column.chunks])
+    chunk_of = np.searchsorted(ends, rows, side="right")
+    pieces = []
+    back = np.empty(len(rows), dtype=np.int64)  # where each row lands among the pieces
+    done = 0
+    for index, chunk in enumerate(column.chunks):
+        inside = np.flatnonzero(chunk_of == index)
+        if len(inside):
+            pieces.append(chunk.take(pa.array(rows[inside] - (int(ends[index]) - len(chunk)))))
+            back[inside] = np.arange(done, done + len(inside))
+            done += len(inside)
+    return pa.concat_arrays(pieces).take(pa.array(back))
 
 
 def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array | pd.Series:
@@ -158,10 +260,11 @@ def served_type(field_type: pa.DataType) -> pa.DataType:
     return field_type
 
 
-def _column_codes(feature: pa.ChunkedArray, entity: pa.Array | pd.Series,
-                  column: str) -> tuple[np.ndarray, np.ndarray, int]:
+def _column_codes(feature: pa.ChunkedArray, entity: pa.Array | pd.Series, column: str,
+                  workspace: Workspace) -> tuple[np.ndarray, np.ndarray, int]:
     """Codes 0 .. n - 1 of one key column's values, for feature rows (never null) and entity rows
-    (-1 for a null key or a value no feature row has), and n."""
+    (-1 for a null key or a value no feature row has), and n. Integer keys' codes are written
+    into ``workspace`` arrays."""
     if pa.types.is_dictionary(feature.type):
         feature = feature.cast(key_type(feature.type))
     entity = entity_keys_as(entity, feature.type, column)
@@ -173,27 +276,31 @@ def _column_codes(feature: pa.ChunkedArray, entity: pa.Array | pd.Series,
     present = entity.is_valid().to_numpy(zero_copy_only=False)
     if pa.types.is_integer(feature.type) and len(feature):
         # Integers code as offsets from the smallest key: no hashing.
-        values = feature.to_numpy()
-        low, high = int(values.min()), int(values.max())
+        low, high = _bounds(feature)
         if high - low < 2**32 and high < 2**63:  # (UBIGINT keys beyond int64 are hashed below)
-            values = values.astype(np.int64, copy=False)
-            asked = pc.fill_null(entity, low).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-            known = present & (asked >= low) & (asked <= high)
-            asked = asked - low
+            values = _offsets(feature, low, workspace.array("feature keys", len(feature), np.int64))
+            given = pc.fill_null(entity, low).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+            known = present & (given >= low) & (given <= high)
+            asked = np.subtract(given, low, out=workspace.array("entity keys", len(given), np.int64))
             asked[~known] = -1
-            return values - low, asked, high - low + 1
+            return values, asked, high - low + 1
     distinct = pc.unique(feature)
     codes = pc.index_in(feature, value_set=distinct).to_numpy().astype(np.int64, copy=False)
     asked = pc.fill_null(pc.index_in(entity, value_set=distinct), -1).to_numpy(zero_copy_only=False)
     return codes, np.where(present, asked.astype(np.int64, copy=False), -1), len(distinct)
 
 
-def key_codes(features: pa.Table, entities: EntityRows, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray, int]:
+def key_codes(features: pa.Table, entities: EntityRows, keys: Sequence[str],
+              workspace: Workspace | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """One code per row for a key of one or several columns: feature codes, entity codes (-1:
-    no feature row has this key), and the number of codes."""
-    feature_codes, entity_codes, count = _column_codes(features.column(keys[0]), entities.keys[keys[0]], keys[0])
+    no feature row has this key), and the number of codes (arrays of ``workspace`` for a key of
+    one integer column)."""
+    first = keys[0]
+    feature_codes, entity_codes, count = _column_codes(features.column(first), entities.keys[first], first,
+                                                       workspace or Workspace())
     for column in keys[1:]:
-        more_features, more_entities, more = _column_codes(features.column(column), entities.keys[column], column)
+        more_features, more_entities, more = _column_codes(features.column(column), entities.keys[column], column,
+                                                           Workspace())
         unknown = (entity_codes < 0) | (more_entities < 0)
         # Keys take at most 32 bits, so that key and time (at most 32 bits too) share one word.
         if count * more <= 2**32:
@@ -207,23 +314,39 @@ def key_codes(features: pa.Table, entities: EntityRows, keys: Sequence[str]) -> 
     return feature_codes, entity_codes, count
 
 
-def _time_codes(feature_micros: np.ndarray, entities: EntityRows, room: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Feature event times and entity times as small non-negative integers of the same order:
-    for every pair, feature code <= entity code exactly when event time <= entity time. Entity
-    rows before every event get -1.
+@dataclass(frozen=True)
+class TimeCodes:
+    """Event times and entity times as small non-negative integers of the same order: for every
+    pair, feature code <= entity code exactly when event time <= entity time."""
+
+    feature: np.ndarray  # int64, one per feature row
+    entity: np.ndarray  # int64, one per entity row; -1 before every event or for no time
+    count: int  # codes are 0 .. count - 1
+    first: int  # on a grid: the event time of code 0
+    step: int | None  # on a grid: microseconds a code; None: codes are ranks in ``distinct``
+    distinct: np.ndarray | None
+
+    def micros(self, codes: np.ndarray) -> np.ndarray:
+        """The event times (UTC microseconds) of event ``codes``."""
+        return self.first + codes * self.step if self.step is not None else self.distinct[codes]
+
+
+def _time_codes(event: pa.ChunkedArray, entities: EntityRows, room: int, workspace: Workspace) -> TimeCodes:
+    """The :class:`TimeCodes` of a view's event times (``__ts``) and the entity rows.
 
     Steps of the data's own grid (the gcd of the times, e.g. whole seconds) when they fit in
-    ``room`` bits; else the rank among the distinct event times.
+    ``room`` bits (codes in ``workspace`` arrays); else the rank among the distinct event times.
     """
-    first, last = int(feature_micros.min()), int(feature_micros.max())
+    first, last = _bounds(event)
     # Far from the int64 ends (where +/-infinity events sit), differences cannot overflow.
     if -(2**61) < first and last < 2**61:
-        offsets = feature_micros - first
+        offsets = _offsets(event, first, workspace.array("feature times", len(event), np.int64))
         step = max(int(np.gcd.reduce(offsets)), 1)
         span = (last - first) // step
         if _bits(span + 1) <= room:
-            offsets //= step
-            asked = entities.micros - first
+            if step > 1:
+                offsets //= step
+            asked = np.subtract(entities.micros, first, out=workspace.array("entity times", len(entities), np.int64))
             unmatched = asked < 0
             unmatched |= ~entities.valid
             asked[unmatched] = 0
@@ -231,11 +354,12 @@ def _time_codes(feature_micros: np.ndarray, entities: EntityRows, room: int) -> 
             asked //= step
             np.minimum(asked, span, out=asked)
             asked[unmatched] = -1
-            return offsets, asked, span + 1
+            return TimeCodes(offsets, asked, span + 1, first, step, None)
+    feature_micros = _offsets(event, 0)
     distinct = np.unique(feature_micros)
     ranks = np.searchsorted(distinct, feature_micros).astype(np.int64)
     asked = np.searchsorted(distinct, entities.micros, side="right").astype(np.int64) - 1
-    return ranks, np.where(entities.valid, asked, -1), len(distinct)
+    return TimeCodes(ranks, np.where(entities.valid, asked, -1), len(distinct), 0, None, distinct)
 
 
 def _group_starts(groups: np.ndarray) -> np.ndarray:
@@ -255,7 +379,7 @@ def _tie_winners(features: pa.Table, rows: np.ndarray, group_of_row: np.ndarray,
     """
     decided_groups, decided_rows = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     if has_created:
-        created = features.column(CREATED).take(pa.array(rows))
+        created = _take_rows(features.column(CREATED), rows)
         ranked = pc.sort_indices(pa.table({"group": pa.array(group_of_row), CREATED: created}),
                                  sort_keys=[("group", "ascending", "at_end"), (CREATED, "descending", "at_end")])
         ranked = ranked.to_numpy()
@@ -277,10 +401,10 @@ def _tie_winners(features: pa.Table, rows: np.ndarray, group_of_row: np.ndarray,
     columns = {"group": pa.array(group_of_row)}
     order = [("group", "ascending", "at_end")]
     if has_created:
-        columns[CREATED] = features.column(CREATED).take(pa.array(rows))
+        columns[CREATED] = _take_rows(features.column(CREATED), rows)
         order.append((CREATED, "descending", "at_end"))
     for index, name in enumerate(names):
-        columns[f"f{index}"] = _sortable(features.column(name).take(pa.array(rows)))
+        columns[f"f{index}"] = _sortable(_take_rows(features.column(name), rows))
         order.append((f"f{index}", "ascending", "at_end"))
     ranked = pc.sort_indices(pa.table(columns), sort_keys=order).to_numpy()
     groups = group_of_row[ranked]
@@ -288,7 +412,7 @@ def _tie_winners(features: pa.Table, rows: np.ndarray, group_of_row: np.ndarray,
     return np.concatenate([decided_groups, groups[first]]), np.concatenate([decided_rows, rows[ranked[first]]])
 
 
-def _sortable(values: pa.ChunkedArray) -> pa.ChunkedArray:
+def _sortable(values: pa.Array) -> pa.Array | pa.ChunkedArray:
     """Values Arrow can sort: as they are, or (lists, structs, maps, intervals, which Arrow
     does not sort) their text, a total order that is the same on every read. Only tied rows
     come here, a few."""
@@ -303,7 +427,7 @@ def _sortable(values: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def match_rows(features: pa.Table, entities: EntityRows, keys: Sequence[str], names: Sequence[str],
-               ttl_micros: int | None, has_created: bool) -> np.ndarray:
+               ttl_micros: int | None, has_created: bool, workspace: Workspace | None = None) -> np.ndarray:
     """For each entity row, the feature row the point-in-time join picks, or -1.
 
     Args:
@@ -317,27 +441,29 @@ def match_rows(features: pa.Table, entities: EntityRows, keys: Sequence[str], na
             same row.
         ttl_micros: the TTL in microseconds, or None.
         has_created: whether ``features`` has a ``__created`` column to break ties on.
+        workspace: where scratch arrays (and the answer) are kept between calls; else new arrays.
 
     Returns:
-        Row numbers into ``features`` (int64, -1 for no match), one per entity row in their order.
+        Row numbers into ``features`` (int64, -1 for no match), one per entity row in their order:
+        an array of ``workspace`` when given, valid until its next use.
     """
     count = len(entities)
     if features.num_rows == 0 or count == 0:
         return np.full(count, -1, dtype=np.int64)
-    feature_keys, entity_keys, key_count = key_codes(features, entities, keys)
+    workspace = workspace or Workspace()
+    feature_keys, entity_keys, key_count = key_codes(features, entities, keys, workspace)
     key_bits = _bits(key_count)
-    event = _micros(features.column(TS))
     room = WORD - key_bits - max(_bits(features.num_rows), _bits(count))
-    feature_times, entity_times, time_count = _time_codes(event, entities, room)
-    time_bits = _bits(time_count)
+    times = _time_codes(features.column(TS), entities, room, workspace)
+    time_bits = _bits(times.count)
     shift = np.uint64(time_bits)
 
-    # Codes are >= 0 here, so their int64 bits read as uint64 unchanged.
+    # Codes are >= 0 here, so their int64 bits read as uint64 unchanged. Arrays are overwritten
+    # where they are no longer needed: on this kind of machine, fresh pages cost more than the work.
     feature_values = feature_keys.view(np.uint64) if feature_keys.flags.writeable else feature_keys.astype(np.uint64)
     feature_values <<= shift
-    feature_values |= feature_times.view(np.uint64)
-    del feature_times
-    sorted_features, feature_rows = _sorted_with_positions(feature_values, key_bits + time_bits)
+    feature_values |= times.feature.view(np.uint64)
+    sorted_features, feature_rows = _sorted_with_positions(feature_values, key_bits + time_bits, times.feature)
 
     # Equal neighbours share keys and event time: the search lands on the last of such a run,
     # so that position gets the run's winner.
@@ -355,36 +481,64 @@ def match_rows(features: pa.Table, entities: EntityRows, keys: Sequence[str], na
         ends, winners = _tie_winners(features, feature_rows[positions], group, names, has_created)
         feature_rows[ends] = winners
 
-    # Entity codes are fresh arrays of ours: overwritten in place (fewer new pages to touch).
     unmatchable = entity_keys < 0
-    unmatchable |= entity_times < 0
+    unmatchable |= times.entity < 0
     entity_keys[unmatchable] = 0
-    entity_times[unmatchable] = 0
+    times.entity[unmatchable] = 0
     entity_values = entity_keys.view(np.uint64)
     entity_values <<= shift
-    entity_values |= entity_times.view(np.uint64)
-    del entity_times
-    sorted_entities, entity_rows = _sorted_with_positions(entity_values, key_bits + time_bits)
-    found = np.searchsorted(sorted_features, sorted_entities, side="right")
+    entity_values |= times.entity.view(np.uint64)
+    sorted_entities, entity_rows = _sorted_with_positions(entity_values, key_bits + time_bits, times.entity)
+    found = workspace.array("found", count, np.int64)
+    block = 1 << 13  # (searchsorted has no out=: small blocks, whose results malloc reuses)
+    for start in range(0, count, block):
+        found[start:start + block] = np.searchsorted(sorted_features, sorted_entities[start:start + block],
+                                                     side="right")
     found -= 1
     hit = found >= 0
-    found[~hit] = 0
-    # The latest event at or before the entity's time, if it is of the entity's key.
-    found_keys = sorted_features[found]
-    found_keys >>= shift
-    sorted_entities >>= shift
-    hit &= found_keys == sorted_entities
-    del found_keys, sorted_entities
-    rows = feature_rows[found]
+    np.maximum(found, 0, out=found)
+    # The latest event at or before the entity's time; of the entity's key when the key bits
+    # agree, i.e. (being <= the entity's value) when the two differ in the time bits only.
+    landed = np.take(sorted_features, found, out=workspace.array("landed", count, np.uint64))
+    work = np.bitwise_xor(landed, sorted_entities, out=workspace.array("work", count, np.uint64))
+    hit &= work < np.uint64(1 << time_bits)
+    if ttl_micros is not None:
+        _drop_expired(hit, landed, sorted_entities, entity_rows, times, entities, ttl_micros, time_bits, work)
+    rows = np.take(feature_rows, found, out=work.view(np.int64))
     rows[~hit] = -1
-    chosen = np.empty(count, dtype=np.int64)
+    chosen = found  # (no longer needed: its pages take the answer)
     chosen[entity_rows] = rows
     chosen[unmatchable] = -1
-    if ttl_micros is not None:
-        events = event.take(np.maximum(chosen, 0))
-        oldest = entities.micros - ttl_micros
-        chosen[events < oldest] = -1
     return chosen
+
+
+def _drop_expired(hit: np.ndarray, landed: np.ndarray, sorted_entities: np.ndarray, entity_rows: np.ndarray,
+                  times: TimeCodes, entities: EntityRows, ttl_micros: int, time_bits: int, work: np.ndarray) -> None:
+    """``hit`` (of the sorted entity rows) False where the event found is older than the TTL.
+
+    On a time grid most rows are decided on the codes alone: an event fewer than ``ttl // step``
+    steps older than the entity's step is within the TTL, one more than that is not, whatever
+    the entity time's remainder below a step. The rest (exactly that many steps, or an entity
+    time capped at the last step) and every row of ranked times are decided on the instants.
+    ``landed``, ``sorted_entities`` and ``work`` are overwritten.
+    """
+    mask = np.uint64((1 << time_bits) - 1)
+    landed &= mask
+    sorted_entities &= mask
+    event_codes, entity_codes = landed.view(np.int64), sorted_entities.view(np.int64)
+    if times.step is not None:
+        steps = ttl_micros // times.step
+        age = np.subtract(entity_codes, event_codes, out=work.view(np.int64))  # >= 0 where hit
+        check = age == steps
+        check |= entity_codes == times.count - 1
+        check &= hit
+        hit &= age < steps
+    else:
+        check = hit.copy()
+    exact = np.flatnonzero(check)
+    if len(exact):
+        oldest = entities.micros[entity_rows[exact]] - ttl_micros
+        hit[exact] = times.micros(event_codes[exact]) >= oldest
 
 
 def take_arrow(features: pa.Table, names: Sequence[str], chosen: np.ndarray) -> dict[str, pa.ChunkedArray]:
@@ -400,36 +554,49 @@ def take_arrow(features: pa.Table, names: Sequence[str], chosen: np.ndarray) -> 
     return {n: pc.if_else(keep, taken.column(n), pa.scalar(None, taken.schema.field(n).type)) for n in names}
 
 
-def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray) -> dict[str, np.ndarray | pd.Series]:
+def _chunk_rows(lengths: Sequence[int], chosen: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each chunk after the first (of ``lengths`` rows, none empty): the entity rows whose
+    ``chosen`` row is in it, and that row's number within the chunk."""
+    parts = []
+    start = lengths[0]
+    for length in lengths[1:]:
+        inside = chosen >= start
+        inside &= chosen < start + length
+        rows = np.flatnonzero(inside)
+        parts.append((rows, chosen[rows] - start))
+        start += length
+    return parts
+
+
+def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray,
+                workspace: Workspace | None = None) -> dict[str, np.ndarray | pd.Series]:
     """``names`` of the ``chosen`` rows as pandas would hold them (NaN or None for no row), of
     their :func:`served_type` (as the online store serves them).
 
-    Float columns are gathered straight into their final numpy array: one new array per column,
-    where Arrow would take (after concatenating the chunks), mask and convert to pandas, three.
+    Float columns are gathered chunk by chunk straight into their final numpy array: no copy of
+    the column in one piece first, and one new array per column where Arrow would take, mask
+    and convert to pandas (three).
     """
     def as_float(type_: pa.DataType) -> bool:
         return pa.types.is_floating(served_type(type_))
 
     floats = [n for n in names if as_float(features.schema.field(n).type) and features.num_rows]
     columns: dict[str, np.ndarray | pd.Series] = {}
-    where = np.maximum(chosen, 0)
-    missing = chosen < 0
-    joined: dict[np.dtype, np.ndarray] = {}  # one buffer per dtype, reused column after column
+    missing = np.flatnonzero(chosen < 0)  # (indices: assigning through them is ~10x a boolean mask's speed)
+    parts = first = None
     for name in floats:
         column = features.column(name)
         column = column.cast(served_type(column.type))
-        if column.num_chunks == 1:
-            values = column.chunk(0).to_numpy(zero_copy_only=False)  # NULLs are NaN
-        else:
-            dtype = np.dtype(column.type.to_pandas_dtype())
-            if dtype not in joined:
-                joined[dtype] = np.empty(features.num_rows, dtype=dtype)
-            values = joined[dtype]
-            start = 0
-            for chunk in column.chunks:
-                values[start:start + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
-                start += len(chunk)
-        out = values.take(where)
+        chunks = [c.to_numpy(zero_copy_only=False) for c in column.chunks if len(c)]  # NULLs are NaN
+        if parts is None:
+            parts = _chunk_rows([len(c) for c in chunks], chosen)
+            # Every row is taken from the first chunk (rows of the others at its end), then the
+            # rows of the others are put right.
+            first = np.clip(chosen, 0, len(chunks[0]) - 1,
+                            out=(workspace or Workspace()).array("first chunk rows", len(chosen), np.int64))
+        out = chunks[0].take(first)
+        for chunk, (rows, within) in zip(chunks[1:], parts, strict=True):
+            out[rows] = chunk.take(within)
         out[missing] = np.nan
         columns[name] = out
     others = [n for n in names if n not in columns]
@@ -440,9 +607,11 @@ def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray) ->
 
 
 def join_view(features: pa.Table, entities: EntityRows, keys: Sequence[str], view_features: Sequence[str],
-              names: Sequence[str], ttl_micros: int | None, has_created: bool, as_pandas: bool = False) -> dict:
+              names: Sequence[str], ttl_micros: int | None, has_created: bool, as_pandas: bool = False,
+              workspace: Workspace | None = None) -> dict:
     """The point-in-time join of one view: ``names`` (some of ``view_features``) for each entity
     row, in the entity rows' order, as Arrow columns (nulls for no row) or, with ``as_pandas``,
-    pandas-ready arrays. See :func:`match_rows` for the other arguments."""
-    chosen = match_rows(features, entities, keys, view_features, ttl_micros, has_created)
-    return take_pandas(features, names, chosen) if as_pandas else take_arrow(features, names, chosen)
+    pandas-ready arrays (new arrays, whatever the ``workspace``). See :func:`match_rows` for the
+    other arguments."""
+    chosen = match_rows(features, entities, keys, view_features, ttl_micros, has_created, workspace)
+    return take_pandas(features, names, chosen, workspace) if as_pandas else take_arrow(features, names, chosen)

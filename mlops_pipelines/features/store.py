@@ -13,6 +13,7 @@ naive timestamps are read as UTC.
 from __future__ import annotations
 
 import json
+import queue
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -154,10 +155,12 @@ def entity_rows(keys: Mapping[str, pd.Series | pa.ChunkedArray], timestamps: pd.
     Timestamps become microseconds by flooring (an event at or before the entity's instant stays
     so); null ones match nothing.
     """
-    instants = np.asarray(timestamps.dt.tz_convert(None)).astype("datetime64[us]")
+    instants = np.asarray(timestamps.dt.tz_convert(None)).astype("datetime64[us]", copy=False)
     valid = ~np.isnat(instants)
     # Clamped far inside int64 so that differences never overflow; no feature row is that old.
-    micros = np.clip(np.where(valid, instants.view(np.int64), 0), -(2**60), 2**60)
+    micros = np.clip(instants.view(np.int64), -(2**60), 2**60)
+    if not valid.all():
+        micros[~valid] = 0
     keys_ = {k: point_in_time.entity_key_array(v) for k, v in keys.items()}
     return point_in_time.EntityRows(keys=keys_, micros=micros, valid=valid)
 
@@ -224,7 +227,19 @@ class FeatureStore:
         """
         outputs = output_names(((v, n) for v, names in wanted.items() for n in names), full_feature_names)
         workers = 2
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        # One workspace a worker: a view joined after another reuses its scratch arrays.
+        spare = queue.SimpleQueue()
+        for _ in range(workers):
+            spare.put(point_in_time.Workspace())
+
+        def join(*args) -> dict:
+            workspace = spare.get()
+            try:
+                return point_in_time.join_view(*args, workspace=workspace)
+            finally:
+                spare.put(workspace)
+
+        with point_in_time.small_pages(), ThreadPoolExecutor(max_workers=workers) as pool:
             pending = []
             for view_name, names in wanted.items():
                 running = [f for f in pending if not f.done()]
@@ -234,7 +249,7 @@ class FeatureStore:
                 # Every declared feature is read, asked for or not: ties are decided on all of them.
                 table = read_view_rows(connection, view, view.feature_names)
                 ttl = min(round(view.ttl / timedelta(microseconds=1)), 2**60) if view.ttl else None
-                pending.append(pool.submit(point_in_time.join_view, table, entities, view.entities,
+                pending.append(pool.submit(join, table, entities, view.entities,
                                            view.feature_names, names, ttl, view.created_timestamp is not None,
                                            as_pandas))
                 del table
@@ -283,14 +298,15 @@ class FeatureStore:
             missing = [k for k in self.views[view_name].entities if k not in entity_df.columns]
             if missing:
                 raise KeyError(f"entity frame lacks join keys {missing} of view {view_name!r}")
-        frame = entity_df.copy()
-        frame[timestamp_column] = to_utc(frame[timestamp_column])
-        entities = entity_rows({k: frame[k] for k in self.entity_keys(wanted)}, frame[timestamp_column])
-        with self._connection(connection) as con:
-            joined = self.join_features(con, entities, wanted, full_feature_names, as_pandas=True)
-        joined = joined[outputs]
-        joined.index = frame.index
-        return pd.concat([frame, joined], axis=1)
+        with point_in_time.small_pages():  # (for the entity side's arrays too, not only the join's)
+            frame = entity_df.copy(deep=False)  # (copy on write: the caller's frame is not changed)
+            frame[timestamp_column] = to_utc(frame[timestamp_column])
+            entities = entity_rows({k: frame[k] for k in self.entity_keys(wanted)}, frame[timestamp_column])
+            with self._connection(connection) as con:
+                joined = self.join_features(con, entities, wanted, full_feature_names, as_pandas=True)
+            joined = joined[outputs]
+            joined.index = frame.index
+            return pd.concat([frame, joined], axis=1)
 
     @contextmanager
     def _connection(self, connection: duckdb.DuckDBPyConnection | None) -> Iterator[duckdb.DuckDBPyConnection]:
