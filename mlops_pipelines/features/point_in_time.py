@@ -9,7 +9,11 @@ than ``np.argsort``); when no bits are left, ``argsort`` does it.
 
 Why not DuckDB's ASOF join: on 2,000,000 feature rows against 1,000,000 entity rows its
 partitioned sort takes ~0.4 s per view on two cores, and deciding ties needs a window or a hash
-aggregate on top; here sorts and searches over plain integers take ~0.12 s (benchmarks/RESULTS.md).
+aggregate on top; here sorts and searches over plain integers take ~0.1 s (benchmarks/RESULTS.md).
+
+What costs most on small machines is new memory, not arithmetic: arrays are overwritten in place
+once no longer needed, a :class:`Workspace` keeps scratch arrays from one view to the next, and
+columns are read chunk by chunk rather than joined into one array first.
 
 Semantics are those of :mod:`mlops_pipelines.features.store`: latest event <= entity time,
 within the TTL (inclusive), ties on (keys, event time) to the latest created timestamp (NULL
@@ -52,11 +56,12 @@ def small_pages() -> Iterator[None]:
 
     numpy asks the kernel for huge pages (``madvise``) for every array of 4 MB or more. Where the
     kernel compacts memory to find them (THP ``madvise`` mode, as here) and first touches of memory
-    are costly (virtual machines), the join's short-lived arrays then cost more in the kernel than
-    the join's own work: on the benchmark, system CPU 0.61-0.93 s against 0.54-1.46 s with huge
-    pages, wall 1.11 s against 1.30 s (medians of 8 alternating runs; benchmarks/RESULTS.md). The
-    setting is numpy's, for the whole process, and only about speed: it is restored afterwards,
-    and left alone when the user chose it (``NUMPY_MADVISE_HUGEPAGE``).
+    are costly (virtual machines), a new array can cost more in the kernel than the work done in
+    it: 15 output columns of 1,000,000 floats took 250-290 ms to allocate and fill with huge pages
+    and 47-53 ms without. On the benchmark (8 alternating runs, benchmarks/RESULTS.md): median
+    0.98 s against 1.04 s, system CPU 0.64-0.78 s against 0.67-1.14 s. The setting is numpy's,
+    for the whole process, and only about speed: it is restored afterwards, and left alone when
+    the user chose it (``NUMPY_MADVISE_HUGEPAGE``).
     """
     try:
         from numpy._core.multiarray import _set_madvise_hugepage
