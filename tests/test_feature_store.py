@@ -366,6 +366,58 @@ def test_ties_on_views_with_list_struct_and_map_features(tmp_path):
                 "m": lambda v: list(v) == [("y", 2)]}[nested](second), (nested, second)
 
 
+def test_ties_decided_on_an_enum_feature():
+    """An ENUM feature arrives dictionary-encoded: tied rows are ranked on its values too."""
+    con = duckdb.connect()
+    con.execute("set TimeZone='UTC'")
+    con.execute("create type mood as enum ('sad', 'ok', 'happy')")
+    con.execute("create table f (k bigint, ts timestamptz, m mood, x double)")
+    con.execute("insert into f values (1, '2024-01-01', 'ok', 1.0), (1, '2024-01-01', 'happy', 1.0)")
+    fs = FeatureStore(":memory:", [FeatureView("f", "f", ("k",), "ts", (Feature("m"), Feature("x")))])
+    out = fs.get_historical_features(pd.DataFrame({"k": [1], "event_timestamp": [T("2024-01-02", tz="UTC")]}),
+                                     ["f:m", "f:x"], connection=con)
+    assert out["m"].tolist() == ["happy"]  # the smaller text ('happy' < 'ok'), as every read ranks it
+
+
+def test_float_columns_chunked_differently_are_each_taken_right():
+    """Arrow tables may chunk columns differently (casting DECIMAL to DOUBLE joins the chunks):
+    every float column is taken by its own chunks."""
+    from decimal import Decimal
+
+    from mlops_pipelines.features import point_in_time
+
+    table = pa.table({
+        "a": pa.chunked_array([[1.0, 2.0], [3.0, 4.0, 5.0]]),
+        "b": pa.chunked_array([[10.0, 20.0, 30.0], [40.0, 50.0]]),
+        "d": pa.chunked_array([pa.array([Decimal("1.5"), Decimal("2.5")], pa.decimal128(12, 2)),
+                               pa.array([Decimal("3.5"), None, Decimal("5.5")], pa.decimal128(12, 2))]),
+    })
+    chosen = np.array([4, 0, 2, -1, 3], dtype=np.int64)
+    out = point_in_time.take_pandas(table, ["a", "b", "d"], chosen, point_in_time.Workspace())
+    np.testing.assert_array_equal(out["a"], [5.0, 1.0, 3.0, np.nan, 4.0])
+    np.testing.assert_array_equal(out["b"], [50.0, 10.0, 30.0, np.nan, 40.0])
+    np.testing.assert_array_equal(out["d"], [5.5, 1.5, 3.5, np.nan, np.nan])
+
+
+def test_overlapping_joins_restore_numpys_huge_page_setting():
+    """Joins in threads overlap: numpy's setting comes back when the last one ends, not before."""
+    from numpy._core.multiarray import _set_madvise_hugepage
+
+    from mlops_pipelines.features.point_in_time import small_pages
+
+    previous = _set_madvise_hugepage(True)
+    try:
+        first, second = small_pages(), small_pages()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert _set_madvise_hugepage(False) is False  # still off while the second runs
+        second.__exit__(None, None, None)
+        assert _set_madvise_hugepage(True) is True  # back on after the last
+    finally:
+        _set_madvise_hugepage(previous)
+
+
 def test_the_cli_reads_entity_csv_cells_as_written(tmp_path):
     """Keys like NA or 00123 stay themselves (pandas would read null and 123); only empty cells are missing."""
     from mlops_pipelines.cli import _read_frame

@@ -9,6 +9,7 @@ one call, and colliding feature names with full_feature_names.
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import duckdb
 import pandas as pd
@@ -301,6 +302,11 @@ def test_feature_rows_in_several_chunks_give_what_one_chunk_gives(data):
         "x": column([data.draw(st.one_of(st.none(), st.integers(-2, 2).map(float))) for _ in range(size)],
                     pa.float64()),
         "s": column([data.draw(st.sampled_from([None, "a", "b"])) for _ in range(size)], pa.string()),
+        # DECIMAL is served as DOUBLE, by a cast that joins the chunks; ENUMs arrive dictionary-encoded.
+        "d": column([data.draw(st.sampled_from([None, Decimal("1.5"), Decimal("-2")])) for _ in range(size)],
+                    pa.decimal128(12, 2)),
+        "e": column([data.draw(st.sampled_from([None, "low", "high"])) for _ in range(size)],
+                    pa.string()).dictionary_encode(),
     })
     cuts = sorted(data.draw(st.lists(st.integers(1, size - 1), max_size=4, unique=True), label="cuts")) \
         if size > 1 else []
@@ -318,14 +324,14 @@ def test_feature_rows_in_several_chunks_give_what_one_chunk_gives(data):
     ttl = data.draw(st.sampled_from([None, 90 * MICROS, 10 * 60 * MICROS]), label="ttl")
     used = pit.Workspace()
     # A workspace used before by a larger join: its arrays are longer than this join needs.
+    names = ["x", "s", "d", "e"]
     pit.join_view(chunked, entity_rows({"k": pd.concat([keys] * 3, ignore_index=True)},
                                        pd.concat([stamps] * 3, ignore_index=True)),
-                  ["k"], ["x", "s"], ["x", "s"], ttl, True, as_pandas=True, workspace=used)
+                  ["k"], names, names, ttl, True, as_pandas=True, workspace=used)
     for as_pandas in (True, False):
-        expected = pit.join_view(table, entities, ["k"], ["x", "s"], ["x", "s"], ttl, True, as_pandas=as_pandas)
-        got = pit.join_view(chunked, entities, ["k"], ["x", "s"], ["x", "s"], ttl, True, as_pandas=as_pandas,
-                            workspace=used)
-        for name in ("x", "s"):
+        expected = pit.join_view(table, entities, ["k"], names, names, ttl, True, as_pandas=as_pandas)
+        got = pit.join_view(chunked, entities, ["k"], names, names, ttl, True, as_pandas=as_pandas, workspace=used)
+        for name in names:
             if as_pandas:
                 pd.testing.assert_series_equal(pd.Series(got[name]), pd.Series(expected[name]))
             else:

@@ -23,9 +23,10 @@ last), then to the smallest feature values in the view's declared order (NULL la
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,8 +51,41 @@ class EntityRows:
         return len(self.micros)
 
 
-@contextmanager
-def small_pages() -> Iterator[None]:
+class _HugePages:
+    """numpy's process-wide request for transparent huge pages, off while at least one join runs
+    (joins may overlap, in threads): the first to start turns it off, the last to end restores it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._before = True
+
+    @contextmanager
+    def off(self) -> Iterator[None]:
+        try:
+            from numpy._core.multiarray import _set_madvise_hugepage as switch
+        except ImportError:  # (a numpy without the switch)
+            switch = None
+        if switch is None or "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+            yield
+            return
+        with self._lock:
+            if self._running == 0:
+                self._before = switch(False)
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+                if self._running == 0:
+                    switch(self._before)
+
+
+_HUGE_PAGES = _HugePages()
+
+
+def small_pages() -> AbstractContextManager[None]:
     """numpy's large arrays without its request for transparent huge pages, while joining.
 
     numpy asks the kernel for huge pages (``madvise``) for every array of 4 MB or more. Where the
@@ -60,21 +94,10 @@ def small_pages() -> Iterator[None]:
     it: 15 output columns of 1,000,000 floats took 250-290 ms to allocate and fill with huge pages
     and 47-53 ms without. On the benchmark (8 alternating runs, benchmarks/RESULTS.md): median
     0.98 s against 1.04 s, system CPU 0.64-0.78 s against 0.67-1.14 s. The setting is numpy's,
-    for the whole process, and only about speed: it is restored afterwards, and left alone when
-    the user chose it (``NUMPY_MADVISE_HUGEPAGE``).
+    for the whole process, and only about speed: it is restored when the last join running ends,
+    and left alone when the user chose it (``NUMPY_MADVISE_HUGEPAGE``).
     """
-    try:
-        from numpy._core.multiarray import _set_madvise_hugepage
-    except ImportError:  # (a numpy without the switch)
-        _set_madvise_hugepage = None
-    if _set_madvise_hugepage is None or "NUMPY_MADVISE_HUGEPAGE" in os.environ:
-        yield
-        return
-    previous = _set_madvise_hugepage(False)
-    try:
-        yield
-    finally:
-        _set_madvise_hugepage(previous)
+    return _HUGE_PAGES.off()
 
 
 class Workspace:
@@ -155,13 +178,15 @@ def _bounds(column: pa.ChunkedArray) -> tuple[int, int]:
     return bounds["min"].as_py(), bounds["max"].as_py()
 
 
-def _take_rows(column: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
+def _take_rows(column: pa.ChunkedArray, rows: np.ndarray) -> pa.ChunkedArray:
     """``column[rows]``, without joining the column's chunks into one array first (Arrow's take
-    on a chunked array does: a copy of the whole column to take a few rows)."""
+    on a chunked array does: a copy of the whole column to take a few rows). A chunked array, as
+    Arrow's take gives: tables of plain arrays are sorted by another path of Arrow's, which
+    refuses dictionaries (ENUM features)."""
     if column.num_chunks == 1:
-        return column.chunk(0).take(pa.array(rows, pa.int64()))
+        return pa.chunked_array([column.chunk(0).take(pa.array(rows, pa.int64()))])
     if column.num_chunks == 0 or len(rows) == 0:
-        return column.slice(0, 0).combine_chunks()
+        return column.slice(0, 0)
     ends = np.cumsum([len(c) for c in column.chunks])
     chunk_of = np.searchsorted(ends, rows, side="right")
     pieces = []
@@ -173,7 +198,7 @@ def _take_rows(column: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
             pieces.append(chunk.take(pa.array(rows[inside] - (int(ends[index]) - len(chunk)))))
             back[inside] = np.arange(done, done + len(inside))
             done += len(inside)
-    return pa.concat_arrays(pieces).take(pa.array(back))
+    return pa.chunked_array([pa.concat_arrays(pieces).take(pa.array(back))])
 
 
 def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array | pd.Series:
@@ -417,7 +442,7 @@ def _tie_winners(features: pa.Table, rows: np.ndarray, group_of_row: np.ndarray,
     return np.concatenate([decided_groups, groups[first]]), np.concatenate([decided_rows, rows[ranked[first]]])
 
 
-def _sortable(values: pa.Array) -> pa.Array | pa.ChunkedArray:
+def _sortable(values: pa.ChunkedArray) -> pa.ChunkedArray:
     """Values Arrow can sort: as they are, or (lists, structs, maps, intervals, which Arrow
     does not sort) their text, a total order that is the same on every read. Only tied rows
     come here, a few."""
@@ -588,17 +613,20 @@ def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray,
     floats = [n for n in names if as_float(features.schema.field(n).type) and features.num_rows]
     columns: dict[str, np.ndarray | pd.Series] = {}
     missing = np.flatnonzero(chosen < 0)  # (indices: assigning through them is ~10x a boolean mask's speed)
-    parts = first = None
+    workspace = workspace or Workspace()
+    layouts: dict[tuple[int, ...], tuple[np.ndarray, list]] = {}  # columns may be chunked differently
     for name in floats:
         column = features.column(name)
-        column = column.cast(served_type(column.type))
+        column = column.cast(served_type(column.type))  # (a cast may join the chunks)
         chunks = [c.to_numpy(zero_copy_only=False) for c in column.chunks if len(c)]  # NULLs are NaN
-        if parts is None:
-            parts = _chunk_rows([len(c) for c in chunks], chosen)
+        lengths = tuple(len(c) for c in chunks)
+        if lengths not in layouts:
             # Every row is taken from the first chunk (rows of the others at its end), then the
             # rows of the others are put right.
-            first = np.clip(chosen, 0, len(chunks[0]) - 1,
-                            out=(workspace or Workspace()).array("first chunk rows", len(chosen), np.int64))
+            first = np.clip(chosen, 0, lengths[0] - 1,
+                            out=workspace.array(f"rows of a first chunk of {lengths[0]}", len(chosen), np.int64))
+            layouts[lengths] = first, _chunk_rows(lengths, chosen)
+        first, parts = layouts[lengths]
         out = chunks[0].take(first)
         for chunk, (rows, within) in zip(chunks[1:], parts, strict=True):
             out[rows] = chunk.take(within)
