@@ -62,6 +62,20 @@ def test_point_in_time_cases(store, carrier, at, expected):
     assert (pd.isna(value) and expected is None) or value == expected
 
 
+def test_nanosecond_entity_times_are_compared_exactly(store):
+    """Events are whole microseconds; an entity time with nanoseconds is neither moved before an
+    event nor pulled back inside a TTL."""
+    at = pd.to_datetime(["2013-01-01 14:00:00.000000001", "2013-01-01 14:00:00",
+                         "2013-01-01 11:59:59.999999999", "2013-01-01 09:59:59.999999999"], utc=True,
+                        format="ISO8601")
+    assert at.dtype == "datetime64[ns, UTC]"
+    out = store.get_historical_features(pd.DataFrame({"carrier": ["AA"] * 4, "event_timestamp": at}),
+                                        ["carrier_stats:delay"])
+    # 1 ns past the 2 h TTL of the 12:00 row; exactly at it; the 10:00 row 1 ns inside its TTL;
+    # 1 ns before the first event.
+    assert [None if pd.isna(v) else v for v in out["delay"]] == [None, 3.0, 1.0, None]
+
+
 def test_rows_come_back_once_each_in_caller_order_with_duplicates(store):
     entities = pd.DataFrame({
         "carrier": ["UA", "AA", "AA", "DL", "AA"],

@@ -44,8 +44,11 @@ class EntityRows:
     """The entity side of a join: key columns (Arrow) and timestamps in UTC microseconds."""
 
     keys: dict[str, pa.Array | pd.Series]  # a Series: objects Arrow types only against the view's key type
-    micros: np.ndarray  # int64; meaningless where ``valid`` is False
+    micros: np.ndarray  # int64, floored to the microsecond; meaningless where ``valid`` is False
     valid: np.ndarray  # bool: the timestamp is not null
+    # bool: the timestamp lies inside the microsecond ``micros`` begins (nanoseconds past it), so
+    # that a TTL is measured from the true instant; None when no timestamp does
+    finer: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.micros)
@@ -321,13 +324,13 @@ def _column_codes(feature: pa.ChunkedArray, entity: pa.Array | pd.Series, column
 
 
 def key_codes(features: pa.Table, entities: EntityRows, keys: Sequence[str],
-              workspace: Workspace | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+              workspace: Workspace) -> tuple[np.ndarray, np.ndarray, int]:
     """One code per row for a key of one or several columns: feature codes, entity codes (-1:
     no feature row has this key), and the number of codes (arrays of ``workspace`` for a key of
     one integer column)."""
     first = keys[0]
     feature_codes, entity_codes, count = _column_codes(features.column(first), entities.keys[first], first,
-                                                       workspace or Workspace())
+                                                       workspace)
     for column in keys[1:]:
         more_features, more_entities, more = _column_codes(features.column(column), entities.keys[column], column,
                                                            Workspace())
@@ -567,7 +570,10 @@ def _drop_expired(hit: np.ndarray, landed: np.ndarray, sorted_entities: np.ndarr
         check = hit.copy()
     exact = np.flatnonzero(check)
     if len(exact):
-        oldest = entities.micros[entity_rows[exact]] - ttl_micros
+        rows = entity_rows[exact]
+        oldest = entities.micros[rows] - ttl_micros
+        if entities.finer is not None:  # (event times are whole microseconds: the bound rounds up)
+            oldest += entities.finer[rows]
         hit[exact] = times.micros(event_codes[exact]) >= oldest
 
 

@@ -153,16 +153,22 @@ def entity_rows(keys: Mapping[str, pd.Series | pa.ChunkedArray], timestamps: pd.
     """The entity side of a join: its key columns and its UTC timestamps (from :func:`to_utc`).
 
     Timestamps become microseconds by flooring (an event at or before the entity's instant stays
-    so); null ones match nothing.
+    so), and nanoseconds past them are noted (so that a TTL is measured from the true instant);
+    null ones match nothing.
     """
-    instants = np.asarray(timestamps.dt.tz_convert(None)).astype("datetime64[us]", copy=False)
+    given = np.asarray(timestamps.dt.tz_convert(None))
+    instants = given.astype("datetime64[us]", copy=False)
     valid = ~np.isnat(instants)
+    finer = None
+    if instants.dtype != given.dtype:  # (nanoseconds)
+        finer = (instants.astype(given.dtype) != given) & valid
+        finer = finer if finer.any() else None
     # Clamped far inside int64 so that differences never overflow; no feature row is that old.
     micros = np.clip(instants.view(np.int64), -(2**60), 2**60)
     if not valid.all():
         micros[~valid] = 0
     keys_ = {k: point_in_time.entity_key_array(v) for k, v in keys.items()}
-    return point_in_time.EntityRows(keys=keys_, micros=micros, valid=valid)
+    return point_in_time.EntityRows(keys=keys_, micros=micros, valid=valid, finer=finer)
 
 
 class FeatureStore:
