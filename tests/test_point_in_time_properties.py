@@ -289,24 +289,21 @@ def test_feature_rows_in_several_chunks_give_what_one_chunk_gives(data):
 
     size = data.draw(st.integers(1, 40), label="feature rows")
 
-    def column(values, type_):
-        return pa.array(values, type_)
-
     minutes = [data.draw(st.integers(0, 5)) for _ in range(size)]
     table = pa.table({
-        "k": column([data.draw(st.integers(1, 4)) for _ in range(size)], pa.int64()),
-        pit.TS: column([BASE_MICROS + m * 60 * MICROS for m in minutes], pa.timestamp("us", tz="UTC")),
-        pit.CREATED: column([None if c is None else BASE_MICROS + c * MICROS
-                             for c in (data.draw(st.one_of(st.none(), st.integers(0, 2))) for _ in range(size))],
-                            pa.timestamp("us", tz="UTC")),
-        "x": column([data.draw(st.one_of(st.none(), st.integers(-2, 2).map(float))) for _ in range(size)],
-                    pa.float64()),
-        "s": column([data.draw(st.sampled_from([None, "a", "b"])) for _ in range(size)], pa.string()),
+        "k": pa.array([data.draw(st.integers(1, 4)) for _ in range(size)], pa.int64()),
+        pit.TS: pa.array([BASE_MICROS + m * 60 * MICROS for m in minutes], pa.timestamp("us", tz="UTC")),
+        pit.CREATED: pa.array([None if c is None else BASE_MICROS + c * MICROS
+                               for c in (data.draw(st.one_of(st.none(), st.integers(0, 2))) for _ in range(size))],
+                              pa.timestamp("us", tz="UTC")),
+        "x": pa.array([data.draw(st.one_of(st.none(), st.integers(-2, 2).map(float))) for _ in range(size)],
+                      pa.float64()),
+        "s": pa.array([data.draw(st.sampled_from([None, "a", "b"])) for _ in range(size)], pa.string()),
         # DECIMAL is served as DOUBLE, by a cast that joins the chunks; ENUMs arrive dictionary-encoded.
-        "d": column([data.draw(st.sampled_from([None, Decimal("1.5"), Decimal("-2")])) for _ in range(size)],
-                    pa.decimal128(12, 2)),
-        "e": column([data.draw(st.sampled_from([None, "low", "high"])) for _ in range(size)],
-                    pa.string()).dictionary_encode(),
+        "d": pa.array([data.draw(st.sampled_from([None, Decimal("1.5"), Decimal("-2")])) for _ in range(size)],
+                      pa.decimal128(12, 2)),
+        "e": pa.array([data.draw(st.sampled_from([None, "low", "high"])) for _ in range(size)],
+                      pa.string()).dictionary_encode(),
     })
     cuts = sorted(data.draw(st.lists(st.integers(1, size - 1), max_size=4, unique=True), label="cuts")) \
         if size > 1 else []
