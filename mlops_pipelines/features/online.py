@@ -106,6 +106,11 @@ def _temporal(type_: pa.DataType) -> bool:
                                           pa.types.is_duration))
 
 
+def _integers(type_: pa.DataType) -> pa.DataType:
+    """The integer type a fixed-width time type is stored as (:func:`_temporal`)."""
+    return pa.int32() if type_.bit_width == 32 else pa.int64()
+
+
 def _native(type_: pa.DataType) -> bool:
     """Types whose Python values SQLite stores as they are (integers, doubles, text, bytes)."""
     return (pa.types.is_null(type_) or pa.types.is_boolean(type_) or pa.types.is_integer(type_)
@@ -130,7 +135,7 @@ def stored_values(column: pa.ChunkedArray, where: str) -> list:
     if _native(type_):
         return array.to_pylist()
     if _temporal(type_):
-        return array.view(pa.int32() if type_.bit_width == 32 else pa.int64()).to_pylist()
+        return array.view(_integers(type_)).to_pylist()
     schema = pa.schema([pa.field("value", type_)])
     return [pa.RecordBatch.from_arrays([array.slice(i, 1)], schema=schema).serialize().to_pybytes()
             if array[i].is_valid else None for i in range(len(array))]
@@ -144,7 +149,7 @@ def loaded_array(values: Sequence, type_: pa.DataType) -> pa.Array:
     if _native(type_):
         return pa.array(values, type_)
     if _temporal(type_):
-        return pa.array(values, pa.int32() if type_.bit_width == 32 else pa.int64()).view(type_)
+        return pa.array(values, _integers(type_)).view(type_)
     schema = pa.schema([pa.field("value", type_)])
     return pa.concat_arrays([
         pa.nulls(1, type_) if v is None else pa.ipc.read_record_batch(pa.py_buffer(v), schema).column(0)

@@ -157,12 +157,16 @@ def _sorted_with_positions(values: np.ndarray, value_bits: int,
     return values[order], order
 
 
+def _as_integers(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """An integer column as it is, a TIMESTAMP(us) one as its int64 microseconds (no copy;
+    DuckDB stores +/-infinity as the int64 ends)."""
+    return column if pa.types.is_integer(column.type) else column.cast(pa.int64())
+
+
 def _offsets(column: pa.ChunkedArray, origin: int, out: np.ndarray | None = None) -> np.ndarray:
-    """``column - origin`` (an integer or TIMESTAMP(us) column without NULLs; DuckDB stores
-    +/-infinity as the int64 ends) as int64, written chunk by chunk into ``out`` (or a new
-    array): no joined copy of the column first."""
-    if not pa.types.is_integer(column.type):
-        column = column.cast(pa.int64())  # (microseconds: no copy)
+    """``column - origin`` (an integer or TIMESTAMP(us) column without NULLs) as int64, written
+    chunk by chunk into ``out`` (or a new array): no joined copy of the column first."""
+    column = _as_integers(column)
     if out is None:
         out = np.empty(len(column), dtype=np.int64)
     start = 0
@@ -175,9 +179,7 @@ def _offsets(column: pa.ChunkedArray, origin: int, out: np.ndarray | None = None
 
 def _bounds(column: pa.ChunkedArray) -> tuple[int, int]:
     """The smallest and largest value of an integer or TIMESTAMP(us) column (as integers)."""
-    if not pa.types.is_integer(column.type):
-        column = column.cast(pa.int64())
-    bounds = pc.min_max(column)
+    bounds = pc.min_max(_as_integers(column))
     return bounds["min"].as_py(), bounds["max"].as_py()
 
 
@@ -190,18 +192,31 @@ def _take_rows(column: pa.ChunkedArray, rows: np.ndarray) -> pa.ChunkedArray:
         return pa.chunked_array([column.chunk(0).take(pa.array(rows, pa.int64()))])
     if column.num_chunks == 0 or len(rows) == 0:
         return column.slice(0, 0)
-    ends = np.cumsum([len(c) for c in column.chunks])
-    chunk_of = np.searchsorted(ends, rows, side="right")
     pieces = []
     back = np.empty(len(rows), dtype=np.int64)  # where each row lands among the pieces
     done = 0
-    for index, chunk in enumerate(column.chunks):
-        inside = np.flatnonzero(chunk_of == index)
+    for chunk, (inside, within) in zip(column.chunks, _rows_by_chunk([len(c) for c in column.chunks], rows),
+                                       strict=True):
         if len(inside):
-            pieces.append(chunk.take(pa.array(rows[inside] - (int(ends[index]) - len(chunk)))))
+            pieces.append(chunk.take(pa.array(within)))
             back[inside] = np.arange(done, done + len(inside))
             done += len(inside)
     return pa.chunked_array([pa.concat_arrays(pieces).take(pa.array(back))])
+
+
+def _rows_by_chunk(lengths: Sequence[int], rows: np.ndarray, skip: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each chunk (of ``lengths`` rows) after the first ``skip``: the positions in ``rows``
+    of the row numbers that fall in it, and those rows' numbers within the chunk (row numbers
+    below 0 fall in none)."""
+    parts = []
+    start = sum(lengths[:skip])
+    for length in lengths[skip:]:
+        inside = rows >= start
+        inside &= rows < start + length
+        positions = np.flatnonzero(inside)
+        parts.append((positions, rows[positions] - start))
+        start += length
+    return parts
 
 
 def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array | pd.Series:
@@ -590,20 +605,6 @@ def take_arrow(features: pa.Table, names: Sequence[str], chosen: np.ndarray) -> 
     return {n: pc.if_else(keep, taken.column(n), pa.scalar(None, taken.schema.field(n).type)) for n in names}
 
 
-def _chunk_rows(lengths: Sequence[int], chosen: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """For each chunk after the first (of ``lengths`` rows, none empty): the entity rows whose
-    ``chosen`` row is in it, and that row's number within the chunk."""
-    parts = []
-    start = lengths[0]
-    for length in lengths[1:]:
-        inside = chosen >= start
-        inside &= chosen < start + length
-        rows = np.flatnonzero(inside)
-        parts.append((rows, chosen[rows] - start))
-        start += length
-    return parts
-
-
 def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray,
                 workspace: Workspace | None = None) -> dict[str, np.ndarray | pd.Series]:
     """``names`` of the ``chosen`` rows as pandas would hold them (NaN or None for no row), of
@@ -631,7 +632,7 @@ def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray,
             # rows of the others are put right.
             first = np.clip(chosen, 0, lengths[0] - 1,
                             out=workspace.array(f"rows of a first chunk of {lengths[0]}", len(chosen), np.int64))
-            layouts[lengths] = first, _chunk_rows(lengths, chosen)
+            layouts[lengths] = first, _rows_by_chunk(lengths, chosen, skip=1)
         first, parts = layouts[lengths]
         out = chunks[0].take(first)
         for chunk, (rows, within) in zip(chunks[1:], parts, strict=True):
