@@ -269,10 +269,11 @@ def test_lookups_cast_keys_to_the_view_key_type_as_the_offline_join_does(tmp_pat
             "case i when 1 then '9999-12-31'::timestamp else '2013-01-01'::timestamp end as far, "
             "('2013-03-01 10:00:00.00000000' || i::varchar)::timestamp_ns as ns, "
             "case i when 1 then '-0.0'::double else 2.5 end as z, "
+            "('6ba7b810-9dad-11d1-80b4-00c04fd430c' || i::varchar)::uuid as u, "
             "'2013-03-01 10:00+00'::timestamptz as ts, i::double as x from range(1, 3) r(i)"
         )
     fs = FeatureStore(database, online_path=tmp_path / "online.sqlite")
-    keys = ("n", "d", "t", "m", "fine", "e", "far", "ns", "z")
+    keys = ("n", "d", "t", "m", "fine", "e", "far", "ns", "z", "u")
     for key in keys:
         fs.register(FeatureView(f"by_{key}", "k", (key,), "ts", (Feature("x"),)))
     end = pd.Timestamp("2013-03-02", tz="UTC")
@@ -290,6 +291,9 @@ def test_lookups_cast_keys_to_the_view_key_type_as_the_offline_join_does(tmp_pat
         "ns": ([pd.Timestamp("2013-03-01 10:00:00.000000002"), "2013-03-01 10:00:00.000000001",
                 pd.Timestamp("2013-03-01 10:00")], [2.0, 1.0, None]),
         "z": ([2.5, 0.0, -0.0], [2.0, 1.0, 1.0]),
+        # UUID text in the spellings DuckDB reads as the same UUID: upper case, braces, no hyphens.
+        "u": (["6BA7B810-9DAD-11D1-80B4-00C04FD430C2", "{6ba7b8109dad11d180b400c04fd430c1}",
+               "6ba7b810-9dad-11d1-80b4-00c04fd430c3"], [2.0, 1.0, None]),
     }
     for key, (lookups, expected) in cases.items():
         rows = pd.DataFrame({key: pd.Series(lookups, dtype=object)})
@@ -297,6 +301,12 @@ def test_lookups_cast_keys_to_the_view_key_type_as_the_offline_join_does(tmp_pat
         offline = fs.get_historical_features(rows.assign(event_timestamp=end), [f"by_{key}:x"])["x"].tolist()
         assert [None if pd.isna(v) else v for v in online] == expected, (key, online)
         assert [None if pd.isna(v) else v for v in offline] == expected, (key, offline)
+    # Text that is no UUID is refused on both paths, as DuckDB's cast refuses it.
+    not_uuid = pd.DataFrame({"u": ["6ba7b810-9dad-11d1-80b4-00c04fd430c1", "6ba7b810-nope"]})
+    with pytest.raises(ValueError, match=r"join key 'u'.*'6ba7b810-nope' \(row 1 .*not a UUID"):
+        fs.get_online_features(not_uuid, ["by_u:x"])
+    with pytest.raises(ValueError, match=r"join key 'u'.*'6ba7b810-nope' \(row 1 .*not a UUID"):
+        fs.get_historical_features(not_uuid.assign(event_timestamp=end), ["by_u:x"])
 
 
 def test_online_rows_as_dicts_lists_or_empty_and_columns_in_the_order_asked(store):

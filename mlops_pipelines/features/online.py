@@ -233,7 +233,8 @@ class OnlineStore:
         """Keep the view's key types and its features' served types (from the schema of the rows
         read for it) for lookups."""
         schema = pa.schema(
-            [pa.field(k, point_in_time.key_type(rows.field(k).type)) for k in view.entities]
+            [pa.field(k, point_in_time.key_type(rows.field(k).type), metadata=rows.field(k).metadata)
+             for k in view.entities]
             + [pa.field(f, point_in_time.served_type(rows.field(f).type)) for f in view.feature_names])
         connection.execute("insert or replace into _schemas values (?, ?, ?)",
                            [view.name, view.version, schema.serialize().to_pybytes()])
@@ -260,7 +261,8 @@ class OnlineStore:
             types = pa.ipc.read_schema(pa.py_buffer(found[0][1])) if found and found[0][0] == view.version else None
             if types is not None:
                 key_columns = [
-                    point_in_time.entity_keys_as(point_in_time.entity_key_array(values), types.field(k).type, k)
+                    point_in_time.entity_keys_as(point_in_time.entity_key_array(values), types.field(k).type, k,
+                                                 uuids=point_in_time.is_uuid(types.field(k)))
                     for k, values in zip(view.entities, key_columns, strict=True)]
             keys = list(zip(*(key_values(c) for c in key_columns), strict=True))
             rows = read_rows(connection, view, names, keys, watermark)

@@ -241,13 +241,15 @@ def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array
         return values
 
 
-def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: str) -> pa.Array:
+def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: str,
+                   uuids: bool = False) -> pa.Array:
     """Entity key values as the view's key type ``wanted``, or a ValueError naming the column.
 
     Text is parsed (a value that does not parse is an error). Any other type is cast and kept
     only where the value survives the way back, so that a value the key type cannot hold (1.106
     as DECIMAL(10, 2), 10:00 as a DATE, 2**40 as INTEGER, 2 as BOOLEAN) matches nothing rather
-    than a neighbour. DuckDB hands UUIDs over as text: UUID objects become their canonical text.
+    than a neighbour. DuckDB hands UUIDs over as text: UUID objects become their canonical text,
+    and so does text for a key column that is a UUID in DuckDB (``uuids``, see :func:`is_uuid`).
     ``values``: from :func:`entity_key_array`.
     """
     if isinstance(values, pd.Series):
@@ -255,13 +257,16 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
         objects = [str(v) if isinstance(v, uuid.UUID) else pd.Timestamp(v) if isinstance(v, np.datetime64) else v
                    for v in values]
         try:
-            return pa.array(objects, type=wanted, from_pandas=True)
+            values = pa.array(objects, type=wanted, from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
-            return pa.array([_object_key_as(v, wanted, column) for v in objects], type=wanted)
+            values = pa.array([_object_key_as(v, wanted, column) for v in objects], type=wanted)
+        return _uuid_texts(values, column) if uuids else values
     if isinstance(values.type, pa.UuidType):
         values = pa.array([None if v is None else str(v) for v in values.to_pylist()], type=pa.string())
     if pa.types.is_dictionary(values.type):
         values = values.dictionary_decode()
+    if uuids and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        values = _uuid_texts(values, column)
     if values.type == wanted:
         return values
     if pa.types.is_null(values.type):  # no value at all (every key missing)
@@ -277,6 +282,36 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
             f"view's {wanted} ({str(exc).splitlines()[0]})"
         ) from exc
     return cast if pc.all(kept).as_py() is not False else pc.if_else(kept, cast, pa.scalar(None, wanted))
+
+
+UUID_FIELD = {b"duckdb_type": b"UUID"}  # (Arrow field metadata: DuckDB hands UUIDs over as text)
+_CANONICAL_UUID = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
+def is_uuid(field: pa.Field) -> bool:
+    """Whether a text column read from DuckDB holds a UUID column's values (marked with
+    :data:`UUID_FIELD` when read)."""
+    return field.metadata is not None and field.metadata.get(b"duckdb_type") == UUID_FIELD[b"duckdb_type"]
+
+
+def _uuid_texts(values: pa.Array, column: str) -> pa.Array:
+    """Text keys of a UUID column as DuckDB writes UUIDs (lower case, hyphenated): DuckDB reads
+    upper case, braces and missing hyphens as the same UUID, so they match it here too. Text
+    that is no UUID is an error, as DuckDB's cast would make it."""
+    lower = pc.utf8_lower(values.cast(pa.string()))
+    odd = np.flatnonzero(pc.fill_null(pc.invert(pc.match_substring_regex(lower, _CANONICAL_UUID)), False)
+                         .to_numpy(zero_copy_only=False))
+    if not len(odd):
+        return lower
+    texts = lower.to_pylist()
+    for row in odd:
+        digits = texts[row][1:-1] if texts[row][:1] == "{" and texts[row][-1:] == "}" else texts[row]
+        digits = digits.replace("-", "")
+        if len(digits) != 32 or digits.strip("0123456789abcdef"):
+            raise ValueError(f"join key {column!r}: entity value {values[row].as_py()!r} (row {row} of the "
+                             "entity rows) is not a UUID")
+        texts[row] = str(uuid.UUID(hex=digits))
+    return pa.array(texts, pa.string())
 
 
 def _object_key_as(value: object, wanted: pa.DataType, column: str) -> object:
@@ -308,14 +343,15 @@ def served_type(field_type: pa.DataType) -> pa.DataType:
     return field_type
 
 
-def _column_codes(feature: pa.ChunkedArray, entity: pa.Array | pd.Series, column: str,
+def _column_codes(features: pa.Table, entity: pa.Array | pd.Series, column: str,
                   workspace: Workspace) -> tuple[np.ndarray, np.ndarray, int]:
     """Codes 0 .. n - 1 of one key column's values, for feature rows (never null) and entity rows
     (-1 for a null key or a value no feature row has), and n. Integer keys' codes are written
     into ``workspace`` arrays."""
+    feature = features.column(column)
     if pa.types.is_dictionary(feature.type):
         feature = feature.cast(key_type(feature.type))
-    entity = entity_keys_as(entity, feature.type, column)
+    entity = entity_keys_as(entity, feature.type, column, uuids=is_uuid(features.schema.field(column)))
     if pa.types.is_floating(feature.type):
         # -0.0 and 0.0 are one key, as in SQL (DuckDB's joins) and in the online store; Arrow's
         # hashing tells them apart. Adding 0.0 turns -0.0 into 0.0 and leaves the rest alone.
@@ -344,10 +380,9 @@ def key_codes(features: pa.Table, entities: EntityRows, keys: Sequence[str],
     no feature row has this key), and the number of codes (arrays of ``workspace`` for a key of
     one integer column)."""
     first = keys[0]
-    feature_codes, entity_codes, count = _column_codes(features.column(first), entities.keys[first], first,
-                                                       workspace)
+    feature_codes, entity_codes, count = _column_codes(features, entities.keys[first], first, workspace)
     for column in keys[1:]:
-        more_features, more_entities, more = _column_codes(features.column(column), entities.keys[column], column,
+        more_features, more_entities, more = _column_codes(features, entities.keys[column], column,
                                                            Workspace())
         unknown = (entity_codes < 0) | (more_entities < 0)
         # Keys take at most 32 bits, so that key and time (at most 32 bits too) share one word.
