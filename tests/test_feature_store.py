@@ -129,6 +129,9 @@ def test_bad_ttl_is_an_error():
     ("2 hours", timedelta(hours=2)), (7200, timedelta(hours=2)), (pd.Timedelta("2h"), timedelta(hours=2)),
     (0, None), (timedelta(0), None), (None, None), (np.int64(3600), timedelta(hours=1)),
     (np.timedelta64(90, "s"), timedelta(seconds=90)), ("1.5 days", timedelta(hours=36)),
+    # Read exactly: numpy durations finer than a microsecond, pandas' nanoseconds, decimal text.
+    (np.timedelta64(2000, "ns"), timedelta(microseconds=2)), (pd.Timedelta(3, "us"), timedelta(microseconds=3)),
+    ("0.000002 seconds", timedelta(microseconds=2)), (0.1, timedelta(milliseconds=100)),
 ])
 def test_a_view_takes_its_ttl_as_a_duration_text_or_seconds(ttl, expected):
     assert FeatureView("v", "t", ("k",), "ts", (Feature("x"),), ttl=ttl).ttl == expected
@@ -144,6 +147,14 @@ def test_a_view_takes_its_ttl_as_a_duration_text_or_seconds(ttl, expected):
     (float("nan"), "feature view 'v': ttl nan is not a duration"),
     (np.timedelta64("NaT"), "feature view 'v': ttl NaT is not a duration"),
     ("0.0000001 seconds", "feature view 'v': ttl '0.0000001 seconds' is shorter than a microsecond"),
+    # numpy's own cast truncated these to 0 (no TTL), or wrapped them around to a second.
+    (np.timedelta64(999, "ns"), r"ttl np.timedelta64\(999,'ns'\) is shorter than a microsecond"),
+    (np.timedelta64(2**58 + 1, "s"), "is too long"),
+    (np.timedelta64(1, "M"), "is not a fixed duration"),
+    # pandas' nanoseconds were rounded (1.5 µs became 2 µs) or dropped.
+    (pd.Timedelta(1500, "ns"), "is not a whole number of microseconds"),
+    (pd.Timedelta(500, "ns"), "is shorter than a microsecond"),
+    ("0.0000015 seconds", "is not a whole number of microseconds"),
 ])
 def test_a_view_refuses_a_ttl_that_is_not_a_duration(ttl, error):
     with pytest.raises(ValueError, match=error):
@@ -171,8 +182,12 @@ def test_a_declared_ttl_that_is_not_a_duration_names_its_file_and_view(tmp_path)
          "no timestamp column 'event_timestamp'"),
         (pd.DataFrame({"airline": ["AA"], "event_timestamp": [T("2013-01-01", tz="UTC")]}),
          r"lacks join keys \['carrier'\] of view 'carrier_stats'"),
+        (pd.DataFrame({"carrier": ["AA", "AA"], "event_timestamp": ["2013-01-01", " Now"]}),
+         r"timestamp column 'event_timestamp' row 1 \(' Now'\): give an instant, not a time relative to the clock"),
+        (pd.DataFrame([["AA", T("2013-01-01", tz="UTC"), "UA"]], columns=["carrier", "event_timestamp", "carrier"]),
+         r"entity columns \['carrier'\] appear more than once"),
     ],
-    ids=["epoch-integers", "not-a-date", "no-timestamp-column", "missing-join-key"],
+    ids=["epoch-integers", "not-a-date", "no-timestamp-column", "missing-join-key", "clock-time", "column-twice"],
 )
 def test_bad_entity_frames_are_named(store, entities, error):
     with pytest.raises((KeyError, ValueError), match=error):
@@ -462,3 +477,82 @@ def test_the_callers_entity_frame_and_numpys_setting_are_left_as_they_were(store
     assert str(out["event_timestamp"].dt.tz) == "UTC"
     assert out["delay"].iloc[0] == 3.0  # 12:00 UTC: the later created of the tie
     assert pd.isna(out["delay"].iloc[1])  # UA's 09:00 row is older than the 2 h TTL
+
+
+def test_integer_keys_beyond_the_key_type_match_nothing(tmp_path):
+    """An entity key the view's integer type cannot hold matches nothing: signed and unsigned
+    values of one width (-1 and 2**64 - 1) used to survive the cast back and match each other."""
+    path = tmp_path / "ints.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("create table s as select -1::integer as k, '2020-01-01'::timestamp as ts, 1.0 as x")
+        con.execute("create table u as select 18446744073709551615::ubigint as k, '2020-01-01'::timestamp as ts, "
+                    "2.0 as x")
+    fs = FeatureStore(path, [FeatureView("s", "s", "k", "ts", (Feature("x"),)),
+                             FeatureView("u", "u", "k", "ts", (Feature("x"),))])
+    at = T("2021-01-01")
+    for view, keys, expected in (("s", np.array([2**64 - 1, 5], dtype=np.uint64), [None, None]),
+                                 ("s", np.array([2**32 - 1], dtype=np.uint32), [None]),
+                                 ("s", np.array([-1], dtype=np.int8), [1.0]),
+                                 ("u", np.array([-1, 7], dtype=np.int64), [None, None]),
+                                 ("u", np.array([2**64 - 1], dtype=np.uint64), [2.0])):
+        out = fs.get_historical_features(pd.DataFrame({"k": keys, "event_timestamp": at}), [f"{view}:x"])
+        assert [None if pd.isna(v) else v for v in out["x"]] == expected, (view, keys)
+
+
+def test_entity_times_far_from_1970_compare_as_instants(tmp_path):
+    """Whole-second entity times beyond int64 microseconds (numpy's cast wrapped them around) and
+    beyond the old clamp at 2**60 µs (about year 38,500) against events of 2013 and year 50,000."""
+    path = tmp_path / "far.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("create table f as select * from (values (1, '2013-01-01'::timestamp, 1.0), "
+                    "(2, '50000-01-01'::timestamp, 2.0)) v(k, ts, x)")
+    fs = FeatureStore(path, [FeatureView("f", "f", "k", "ts", (Feature("x"),)),
+                             FeatureView("f_ttl", "f", "k", "ts", (Feature("x"),), ttl=timedelta(days=365))])
+    when = np.array(["-300000-01-01", "300000-01-01", "100000-01-01", "49999-12-31", "2013-06-01"],
+                    dtype="datetime64[s]")
+    entities = pd.DataFrame({"k": [1, 1, 2, 2, 1], "event_timestamp": when})
+    out = fs.get_historical_features(entities, ["f:x", "f_ttl:x"], full_feature_names=True)
+    assert [None if pd.isna(v) else v for v in out["f__x"]] == [None, 1.0, 2.0, None, 1.0]
+    assert [None if pd.isna(v) else v for v in out["f_ttl__x"]] == [None, None, None, None, 1.0]
+
+
+@pytest.mark.parametrize("make", [lambda r: (x for x in r), lambda r: map(str, r), pd.Series, tuple, np.array],
+                         ids=["generator", "map", "series", "tuple", "array"])
+def test_feature_references_may_be_any_iterable_read_once(store, make):
+    """A generator was used up naming the views, and the output came back without features."""
+    entities = pd.DataFrame({"carrier": ["AA"], "origin": ["JFK"],
+                             "event_timestamp": [T("2013-01-01 12:00", tz="UTC")]})
+    out = store.get_historical_features(entities, make(["carrier_stats:delay", "weather:delay"]),
+                                        full_feature_names=True)
+    assert out[["carrier_stats__delay", "weather__delay"]].iloc[0].tolist() == [3.0, 9.0]
+
+
+def test_feature_references_that_are_not_text_are_refused(store):
+    entities = pd.DataFrame({"carrier": ["AA"], "event_timestamp": [T("2013-01-01", tz="UTC")]})
+    with pytest.raises(TypeError, match="feature references must be 'view:feature' text, not 3"):
+        store.get_historical_features(entities, ["carrier_stats:delay", 3])
+    with pytest.raises(TypeError, match="not dict"):
+        store.get_historical_features(entities, {"carrier_stats": "delay"})
+
+
+def test_names_the_store_reserves_or_cannot_refer_to_are_refused():
+    for features, entities, error in (((Feature("__ts"),), ("k",), r"columns \['__ts'\] have names the store reserves"),
+                                      ((Feature("x"),), ("__created",), r"columns \['__created'\]")):
+        with pytest.raises(ValueError, match=error):
+            FeatureView("v", "t", entities, "ts", features)
+    with pytest.raises(ValueError, match="a view name cannot contain ':'"):
+        FeatureView("a:b", "t", ("k",), "ts", (Feature("x"),))
+
+
+def test_quoted_and_differently_cased_names_are_found(tmp_path):
+    """A view over a column named ``kk`` may declare it ``KK`` (DuckDB finds it, and the rows are
+    named as declared); names with double quotes work offline and online."""
+    path = tmp_path / "names.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute('create table t as select 1 as kk, \'2020-01-01\'::timestamp as "the ""ts""", 1.5 as "x ""y"""')
+    fs = FeatureStore(path, [FeatureView('v "1"', "t", "KK", 'the "ts"', (Feature('x "y"'),))],
+                      online_path=tmp_path / "online.sqlite")
+    out = fs.get_historical_features(pd.DataFrame({"KK": [1], "event_timestamp": [T("2021-01-01")]}), ['v "1":x "y"'])
+    assert out['x "y"'].tolist() == [1.5]
+    fs.materialize_online()
+    assert fs.get_online_features({"KK": [1, 2]}, ['v "1":x "y"'])['x "y"'].tolist()[:1] == [1.5]

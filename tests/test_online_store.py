@@ -380,3 +380,119 @@ def test_online_ttl_boundary_is_inclusive_for_ttls_of_fractional_seconds(tmp_pat
     assert fs.get_historical_features(pd.DataFrame({"k": [1], "event_timestamp": [end]}), "a:x")["x"].tolist() == [1.0]
     with pytest.raises(ValueError, match="end_ts NaT is not an instant"):
         fs.materialize_online("a", end_ts=pd.NaT)
+
+
+def _tiny_store(tmp_path, frame: pd.DataFrame, views: list[FeatureView]) -> FeatureStore:
+    database = tmp_path / "tiny.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.register("frame", frame)
+        con.execute("create table t as select * from frame")
+    return FeatureStore(database, views, online_path=tmp_path / "online.sqlite")
+
+
+def test_a_lookup_sees_one_state_of_the_store_while_a_materialization_commits(tmp_path, monkeypatch):
+    """A materialization that commits while a lookup reads is seen whole or not at all, across
+    views too: the lookup used to read the watermark and the rows in separate statements."""
+    from mlops_pipelines.features import online
+
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    frame = pd.DataFrame({"k": ["a", "b"], "ts": [start, start + pd.Timedelta(hours=2)], "x": [1.0, 2.0]})
+    fs = _tiny_store(tmp_path, frame, [FeatureView(v, "t", "k", "ts", (Feature("x"),), ttl=timedelta(hours=1))
+                                       for v in ("va", "vb")])
+    rows = {"k": ["a", "b"]}
+    refs = ["va:x", "vb:x"]
+    fs.materialize_online(end_ts=start + pd.Timedelta(minutes=30))
+    old = fs.get_online_features(rows, refs, full_feature_names=True)
+    real_read_rows = online.read_rows
+
+    def read_rows_while_a_writer_commits(*args, **kwargs):
+        monkeypatch.setattr(online, "read_rows", real_read_rows)
+        fs.materialize_online(end_ts=start + pd.Timedelta(hours=2, minutes=30))  # a real write, committed now
+        return real_read_rows(*args, **kwargs)
+
+    monkeypatch.setattr(online, "read_rows", read_rows_while_a_writer_commits)
+    during = fs.get_online_features(rows, refs, full_feature_names=True)
+    pd.testing.assert_frame_equal(during, old)
+    new = fs.get_online_features(rows, refs, full_feature_names=True)
+    for view in ("va__x", "vb__x"):  # a's row expired by the second instant, b's arrived
+        assert old[view].fillna(-1).tolist() == [1.0, -1] and new[view].fillna(-1).tolist() == [-1, 2.0]
+
+
+def test_instants_beyond_pandas_nanosecond_range_and_nanosecond_end_ts(tmp_path):
+    """end_ts in 2300, and the default end_ts of a view whose latest event is 9999-12-31, used
+    to overflow pandas' nanoseconds; an end_ts with nanoseconds is refused (the store keeps
+    microseconds, and the TTL bound would move)."""
+    frame = pd.DataFrame({"k": ["a", "b"], "ts": pd.to_datetime(["2013-01-01", "9999-12-31"]).as_unit("us"),
+                          "x": [1.0, 2.0]})
+    fs = _tiny_store(tmp_path, frame, [FeatureView("v", "t", "k", "ts", (Feature("x"),))])
+    rows = pd.DataFrame({"k": ["a", "b"]})
+    for end in (datetime(2300, 1, 1), None):
+        fs.materialize_online(end_ts=end, full_refresh=True)
+        online = fs.get_online_features(rows, ["v:x"])["x"].tolist()
+        assert online[0] == 1.0 and (pd.isna(online[1]) if end else online[1] == 2.0), end
+    with pytest.raises(ValueError, match="end_ts .* has nanoseconds: give it to the microsecond"):
+        fs.materialize_online(end_ts=pd.Timestamp("2024-01-01 00:00:00.000000500"))
+    for bad in ("now", "soon"):
+        with pytest.raises(ValueError, match=f"end_ts '{bad}' is not an instant"):
+            fs.materialize_online(end_ts=bad)
+
+
+def test_online_dtypes_equal_offline_when_every_value_is_null(tmp_path):
+    at = pd.Timestamp("2024-01-01", tz="UTC")
+    frame = pd.DataFrame({"k": ["a"], "ts": [at], "s": ["text"], "when_": [at]})
+    fs = _tiny_store(tmp_path, frame, [FeatureView("v", "t", "k", "ts", (Feature("s"), Feature("when_")))])
+    fs.materialize_online(end_ts=at)
+    for keys in (["zz"], []):
+        online = fs.get_online_features(pd.DataFrame({"k": pd.Series(keys, dtype=object)}), ["v:s", "v:when_"])
+        offline = fs.get_historical_features(pd.DataFrame({"k": pd.Series(keys, dtype=object), "event_timestamp": at}),
+                                             ["v:s", "v:when_"])
+        assert online.dtypes[["s", "when_"]].tolist() == offline.dtypes[["s", "when_"]].tolist(), keys
+
+
+def test_a_source_whose_types_change_is_materialized_again_from_the_start(tmp_path):
+    """Same declaration, new column types (BIGINT key and feature become text): an incremental
+    run used to keep the old rows under integer keys, and served them as the wrong type."""
+    at = pd.Timestamp("2024-01-01", tz="UTC")
+    fs = _tiny_store(tmp_path, pd.DataFrame({"k": [1, 2], "ts": [at, at], "x": [10, 20]}),
+                     [FeatureView("v", "t", "k", "ts", (Feature("x"),))])
+    fs.materialize_online(end_ts=at)
+    with duckdb.connect(fs.database_path) as con:
+        con.execute("create or replace table t as select k::varchar as k, ts, x::varchar as x from t")
+        con.execute("insert into t values ('2', ?, 'twenty-one')", [at + pd.Timedelta(hours=1)])
+    end = at + pd.Timedelta(hours=2)
+    fs.materialize_online(end_ts=end)
+    rows = pd.DataFrame({"k": ["1", "2"]})
+    online = fs.get_online_features(rows, ["v:x"])["x"].tolist()
+    offline = fs.get_historical_features(rows.assign(event_timestamp=end), ["v:x"])["x"].tolist()
+    assert online == offline == ["10", "twenty-one"]
+
+
+def test_views_whose_names_differ_only_in_case_keep_their_own_rows(tmp_path):
+    at = pd.Timestamp("2024-01-01", tz="UTC")
+    frame = pd.DataFrame({"k": ["a", "b"], "ts": [at, at], "x": [1.0, 2.0]})
+    fs = _tiny_store(tmp_path, frame, [FeatureView("Stats", "(select * from t where k = 'a')", "k", "ts",
+                                                   (Feature("x"),)),
+                                       FeatureView("stats", "(select * from t where k = 'b')", "k", "ts",
+                                                   (Feature("x"),))])
+    fs.materialize_online(end_ts=at)
+    rows = {"k": ["a", "b"]}
+    assert fs.get_online_features(rows, ["Stats:x"])["x"].tolist()[0] == 1.0
+    assert fs.get_online_features(rows, ["stats:x"])["x"].tolist()[1] == 2.0
+    assert fs.get_online_features(rows, ["Stats:x"])["x"].isna().tolist() == [False, True]
+
+
+def test_entity_rows_in_other_forms_are_read_or_refused_by_name(tmp_path):
+    at = pd.Timestamp("2024-01-01", tz="UTC")
+    fs = _tiny_store(tmp_path, pd.DataFrame({"k": ["a", "b", "ab"], "ts": [at] * 3, "x": [1.0, 2.0, 3.0]}),
+                     [FeatureView("v", "t", "k", "ts", (Feature("x"),))])
+    fs.materialize_online(end_ts=at)
+    import pyarrow as pa
+
+    assert fs.get_online_features(pa.table({"k": ["ab", "a"]}), ["v:x"])["x"].tolist() == [3.0, 1.0]
+    # A text value in the dict-of-lists form was split into its letters (two rows, 'a' and 'b').
+    with pytest.raises(TypeError, match="a list of values per key; 'k' has 'ab'"):
+        fs.get_online_features({"k": "ab"}, ["v:x"])
+    with pytest.raises(TypeError, match="a list of values per key; 'k' has 5"):
+        fs.get_online_features({"k": 5}, ["v:x"])
+    with pytest.raises(TypeError, match="entity rows must be a list of dicts, .* not NoneType"):
+        fs.get_online_features(None, ["v:x"])

@@ -8,6 +8,7 @@ the watermark reads as null, exactly as the offline store would answer at that i
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
@@ -22,23 +23,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlops_pipelines.features import point_in_time
-from mlops_pipelines.features.views import FeatureView
+from mlops_pipelines.features.views import FeatureView, quoted
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def to_micros(value: datetime | pd.Timestamp | None) -> int | None:
-    """A UTC instant as microseconds since the epoch (naive values are read as UTC)."""
+    """A UTC instant as microseconds since the epoch, floored (naive values are read as UTC;
+    any year a datetime holds, not only pandas' nanosecond range)."""
     if value is None or pd.isna(value):
         return None
     stamp = pd.Timestamp(value)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return int(stamp.value // 1000)
+    return (stamp.to_pydatetime(warn=False) - EPOCH) // timedelta(microseconds=1)
 
 
-def from_micros(value: int | None) -> pd.Timestamp | None:
-    return None if value is None else pd.Timestamp(value * 1000, tz="UTC")
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+def from_micros(value: int | None) -> pd.Timestamp | str | None:
+    """The instant of :func:`to_micros`, or its text beyond what pandas holds (for messages)."""
+    if value is None:
+        return None
+    try:
+        return pd.Timestamp(value, unit="us", tz="UTC")
+    except (OverflowError, ValueError):
+        return f"{value} µs after 1970-01-01 UTC"
 
 
 def key_value(value: object) -> object:
@@ -157,7 +164,11 @@ def loaded_array(values: Sequence, type_: pa.DataType) -> pa.Array:
 
 
 def view_table(view: FeatureView) -> str:
-    return f'"fv__{view.name}"'
+    """The view's table, quoted. SQLite's names ignore case: a name with capitals gets a hash of
+    itself too, so that views whose names differ only in case keep their own tables."""
+    name = view.name if view.name == view.name.lower() else \
+        f"{view.name}__{hashlib.sha256(view.name.encode()).hexdigest()[:8]}"
+    return quoted(f"fv__{name}")
 
 
 class OnlineStore:
@@ -197,8 +208,8 @@ class OnlineStore:
     def reset(self, connection: sqlite3.Connection, view: FeatureView) -> None:
         """Drop the view's table (a new version is materialized from scratch)."""
         connection.execute(f"drop table if exists {view_table(view)}")
-        keys = ", ".join(f'"{k}"' for k in view.entities)
-        features = ", ".join(f'"{f}"' for f in view.feature_names)
+        keys = ", ".join(quoted(k) for k in view.entities)
+        features = ", ".join(quoted(f) for f in view.feature_names)
         connection.execute(
             f"create table {view_table(view)} ({keys}, __ts integer not null, __created integer, "
             f"{features}, primary key ({keys}))"
@@ -210,9 +221,9 @@ class OnlineStore:
         if not rows:
             return
         names = [*view.entities, "__ts", "__created", *view.feature_names]
-        columns = ", ".join(f'"{n}"' for n in names)
-        keys = ", ".join(f'"{k}"' for k in view.entities)
-        updates = ", ".join(f'"{n}" = excluded."{n}"' for n in names if n not in view.entities)
+        columns = ", ".join(quoted(n) for n in names)
+        keys = ", ".join(quoted(k) for k in view.entities)
+        updates = ", ".join(f'{quoted(n)} = excluded.{quoted(n)}' for n in names if n not in view.entities)
         newer = (
             f"excluded.__ts > {view_table(view)}.__ts or (excluded.__ts = {view_table(view)}.__ts and "
             f"coalesce(excluded.__created, -1) > coalesce({view_table(view)}.__created, -1))"
@@ -229,43 +240,61 @@ class OnlineStore:
             [view.name, view.version, watermark_us, datetime.now(UTC).isoformat(), rows],
         )
 
-    def record_schema(self, connection: sqlite3.Connection, view: FeatureView, rows: pa.Schema) -> None:
-        """Keep the view's key types and its features' served types (from the schema of the rows
-        read for it) for lookups."""
-        schema = pa.schema(
+    @staticmethod
+    def lookup_schema(view: FeatureView, rows: pa.Schema) -> pa.Schema:
+        """The view's key types and its features' served types, from the schema of rows read for it."""
+        return pa.schema(
             [pa.field(k, point_in_time.key_type(rows.field(k).type), metadata=rows.field(k).metadata)
              for k in view.entities]
             + [pa.field(f, point_in_time.served_type(rows.field(f).type)) for f in view.feature_names])
+
+    def record_schema(self, connection: sqlite3.Connection, view: FeatureView, schema: pa.Schema) -> None:
+        """Keep the view's :meth:`lookup_schema` for lookups."""
         connection.execute("insert or replace into _schemas values (?, ?, ?)",
                            [view.name, view.version, schema.serialize().to_pybytes()])
 
-    def lookup(self, view: FeatureView, names: Sequence[str], key_columns: Sequence) -> dict[str, pa.Array | list]:
+    def recorded_schema(self, connection: sqlite3.Connection, view: FeatureView) -> pa.Schema | None:
+        """The schema recorded for the view's current version, or None (none recorded, or a store
+        written before types were recorded)."""
+        found = connection.execute("select version, schema from _schemas where view = ?", [view.name]).fetchall()
+        return pa.ipc.read_schema(pa.py_buffer(found[0][1])) if found and found[0][0] == view.version else None
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A connection whose reads all see one committed state of the store (one read
+        transaction): a materialization that commits meanwhile is seen whole or not at all, in
+        every view read through it."""
+        if not self.path.exists():
+            raise FileNotFoundError(f"online store {self.path} does not exist: run materialize_online first")
+        with self.connect() as connection:
+            connection.execute("begin")
+            try:
+                yield connection
+            finally:
+                connection.execute("rollback")  # (nothing was written)
+
+    def lookup(self, connection: sqlite3.Connection, view: FeatureView, names: Sequence[str],
+               key_columns: Sequence) -> dict[str, pa.Array | list]:
         """``names`` for each entity row (``key_columns``: one column per join key, rows aligned),
         null where the store has no row for it as of the view's watermark (expired rows left out).
+        ``connection``: from :meth:`snapshot`.
 
         Keys are cast to the view's key types as the offline join casts them (a timestamp given as
         text, an id as a float...), then stored values are matched by :func:`key_value`. Each
         feature comes back as an Arrow array of the type the offline store serves, or, from a
         store written before types were recorded, as the list of values SQLite holds.
         """
-        if not self.path.exists():
-            raise FileNotFoundError(f"online store {self.path} does not exist: run materialize_online first")
-        with self.connect() as connection:
-            watermark = self.watermark(connection, view)
-            if watermark is None:
-                raise LookupError(
-                    f"feature view {view.name!r} (version {view.version}) is not materialized online"
-                )
-            found = connection.execute("select version, schema from _schemas where view = ?",
-                                       [view.name]).fetchall()
-            types = pa.ipc.read_schema(pa.py_buffer(found[0][1])) if found and found[0][0] == view.version else None
-            if types is not None:
-                key_columns = [
-                    point_in_time.entity_keys_as(point_in_time.entity_key_array(values), types.field(k).type, k,
-                                                 uuids=point_in_time.is_uuid(types.field(k)))
-                    for k, values in zip(view.entities, key_columns, strict=True)]
-            keys = list(zip(*(key_values(c) for c in key_columns), strict=True))
-            rows = read_rows(connection, view, names, keys, watermark)
+        watermark = self.watermark(connection, view)
+        if watermark is None:
+            raise LookupError(f"feature view {view.name!r} (version {view.version}) is not materialized online")
+        types = self.recorded_schema(connection, view)
+        if types is not None:
+            key_columns = [
+                point_in_time.entity_keys_as(point_in_time.entity_key_array(values), types.field(k).type, k,
+                                             uuids=point_in_time.is_uuid(types.field(k)))
+                for k, values in zip(view.entities, key_columns, strict=True)]
+        keys = list(zip(*(key_values(c) for c in key_columns), strict=True))
+        rows = read_rows(connection, view, names, keys, watermark)
         answers = [rows.get(k) for k in keys]
         columns = {n: [None if a is None else a[i] for a in answers] for i, n in enumerate(names)}
         if types is None:
@@ -282,15 +311,15 @@ def read_rows(connection: sqlite3.Connection, view: FeatureView, names: Sequence
         return {}
     width = len(view.entities)
     floor = watermark - view.ttl // timedelta(microseconds=1) if view.ttl else None
-    key_list = ", ".join(f'"{k}"' for k in view.entities)
-    columns = ", ".join(f'"{n}"' for n in names)
+    key_list = ", ".join(quoted(k) for k in view.entities)
+    columns = ", ".join(quoted(n) for n in names)
     found: dict[tuple, tuple] = {}
     # SQLite caps bound parameters per statement; 900 values is safe on every build.
     step = max(1, 900 // width)
     for start in range(0, len(unique), step):
         chunk = unique[start:start + step]
         if width == 1:
-            where = f'"{view.entities[0]}" in ({", ".join("?" * len(chunk))})'
+            where = f'{quoted(view.entities[0])} in ({", ".join("?" * len(chunk))})'
         else:
             where = f"({key_list}) in (values {', '.join('(' + ', '.join('?' * width) + ')' for _ in chunk)})"
         sql = f"select {key_list}, __ts, {columns} from {view_table(view)} where {where}"

@@ -276,6 +276,11 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
             return values.cast(wanted)
         cast = values.cast(wanted, safe=False)
         kept = pc.fill_null(pc.equal(cast.cast(values.type, safe=False), values), False)
+        if pa.types.is_integer(values.type) and pa.types.is_integer(wanted):
+            # Signed and unsigned integers of one width survive the way back wrapped around
+            # (-1 and 2**64 - 1): the sign must survive too.
+            signs = [pc.less(a, pa.scalar(0, a.type)) for a in (cast, values)]
+            kept = pc.and_(kept, pc.fill_null(pc.equal(*signs), False))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise ValueError(
             f"join key {column!r}: entity values of type {values.type} cannot be compared with the "
@@ -429,7 +434,11 @@ def _time_codes(event: pa.ChunkedArray, entities: EntityRows, room: int, workspa
         if _bits(span + 1) <= room:
             if step > 1:
                 offsets //= step
-            asked = np.subtract(entities.micros, first, out=workspace.array("entity times", len(entities), np.int64))
+            # Entity times before the first event or after the last one are moved next to them
+            # first: they may lie anywhere in int64, where the difference would overflow.
+            asked = np.clip(entities.micros, first - 1, last,
+                            out=workspace.array("entity times", len(entities), np.int64))
+            asked -= first
             unmatched = asked < 0
             unmatched |= ~entities.valid
             asked[unmatched] = 0
@@ -621,10 +630,14 @@ def _drop_expired(hit: np.ndarray, landed: np.ndarray, sorted_entities: np.ndarr
     exact = np.flatnonzero(check)
     if len(exact):
         rows = entity_rows[exact]
-        oldest = entities.micros[rows] - ttl_micros
-        if entities.finer is not None:  # (event times are whole microseconds: the bound rounds up)
-            oldest += entities.finer[rows]
-        hit[exact] = times.micros(event_codes[exact]) >= oldest
+        # The entity's time is at or after the event's: their difference, whatever it is in
+        # int64, is exact in uint64 (modulo 2**64).
+        age = entities.micros[rows].view(np.uint64) - times.micros(event_codes[exact]).view(np.uint64)
+        bound = np.uint64(min(ttl_micros, 2**64 - 1))
+        within = age <= bound
+        if entities.finer is not None:  # (event times are whole microseconds: nanoseconds past the bound are out)
+            within &= (age < bound) | ~entities.finer[rows]
+        hit[exact] = within
 
 
 def take_arrow(features: pa.Table, names: Sequence[str], chosen: np.ndarray) -> dict[str, pa.ChunkedArray]:

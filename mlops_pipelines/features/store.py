@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from mlops_pipelines.features import point_in_time
 from mlops_pipelines.features.online import OnlineStore, from_micros, key_values, stored_values, to_micros
-from mlops_pipelines.features.views import FeatureView
+from mlops_pipelines.features.views import FeatureView, quoted
 
 REGISTRY_TABLE = "features.registry"
 # The watermark of a view materialized while it had no rows at all: before any event, so that the
@@ -46,6 +46,15 @@ def to_utc(values: pd.Series) -> pd.Series:
             f"timestamp column {values.name!r} holds {values.dtype} values, not timestamps "
             "(datetimes or ISO 8601 strings)"
         )
+    try:  # ("now" and "today", which pandas reads as the clock's time: no result could be repeated)
+        lengths = values.str.len()  # (NaN for what is not text; ISO 8601 text has 10 characters or more)
+        short = values[(lengths >= 3) & (lengths < 10)]
+        moving = short[short.str.strip().str.lower().isin(["now", "today"])]
+    except AttributeError:  # no text at all
+        moving = values.iloc[:0]
+    if len(moving):
+        raise ValueError(f"timestamp column {values.name!r} row {moving.index[0]} ({moving.iloc[0]!r}): "
+                         "give an instant, not a time relative to the clock")
     try:
         return pd.to_datetime(values, utc=True, format="ISO8601")
     except (ValueError, TypeError) as exc:
@@ -80,10 +89,23 @@ def output_names(features: Iterable[tuple[str, str]], full_feature_names: bool) 
     return outputs
 
 
-def _requested(features: Sequence[str] | str) -> list[tuple[str, str]]:
+def references(features: Iterable[str] | str) -> list[str]:
+    """Feature references as a list: one reference given alone, or any iterable of them (read
+    once: a generator is not used up before the output columns are named)."""
+    if isinstance(features, str):
+        return [features]
+    if isinstance(features, Mapping) or not isinstance(features, Iterable):
+        raise TypeError(f"features must be 'view:feature' references (a list of str), not {type(features).__name__}")
+    listed = list(features)
+    wrong = [r for r in listed if not isinstance(r, str)]
+    if wrong:
+        raise TypeError(f"feature references must be 'view:feature' text, not {wrong[0]!r}")
+    return listed
+
+
+def _requested(features: Sequence[str]) -> list[tuple[str, str]]:
     """``(view, feature)`` of each reference, in the order asked (after resolve_features checked them)."""
-    references = [features] if isinstance(features, str) else features
-    return [(view_name, name) for view_name, _, name in (r.partition(":") for r in references)]
+    return [(view_name, name) for view_name, _, name in (r.partition(":") for r in features)]
 
 
 def _check_entity_columns(columns: Sequence[str], outputs: Sequence[str], full_feature_names: bool) -> None:
@@ -95,17 +117,35 @@ def _check_entity_columns(columns: Sequence[str], outputs: Sequence[str], full_f
         raise ValueError(f"entity columns {clash} have the names of requested features' output columns: {hint}")
 
 
-def _entity_rows_frame(entity_rows: Sequence[Mapping] | Mapping[str, Sequence] | pd.DataFrame,
+def _check_unique_columns(columns: pd.Index) -> None:
+    """Entity columns are found by name: a name given twice is an error, not a guess."""
+    twice = sorted({str(c) for c in columns[columns.duplicated()]})
+    if twice:
+        raise ValueError(f"entity columns {twice} appear more than once")
+
+
+def _entity_rows_frame(entity_rows: Sequence[Mapping] | Mapping[str, Sequence] | pd.DataFrame | pa.Table,
                        keys: Sequence[str]) -> pd.DataFrame:
     """Online entity rows as a frame (index reset); a dict row without one of ``keys`` is an
     error naming the row (give None to look up a missing key)."""
+    if isinstance(entity_rows, pa.Table):
+        entity_rows = entity_rows.to_pandas()
     if isinstance(entity_rows, pd.DataFrame):
+        _check_unique_columns(entity_rows.columns)
         return entity_rows.reset_index(drop=True)
     if isinstance(entity_rows, Mapping):  # {key: [values...]}, as Feast also accepts
+        scalar = [k for k, v in entity_rows.items() if isinstance(v, str | bytes) or not isinstance(v, Iterable)]
+        if scalar:
+            raise TypeError(f"entity rows given as a dict need a list of values per key; {scalar[0]!r} has "
+                            f"{entity_rows[scalar[0]]!r} (for one row, give [value] or a list of dicts)")
+        entity_rows = {k: list(v) for k, v in entity_rows.items()}
         lengths = {k: len(v) for k, v in entity_rows.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"entity rows: the key lists differ in length {lengths}")
-        return pd.DataFrame({k: list(v) for k, v in entity_rows.items()})
+        return pd.DataFrame(entity_rows)
+    if isinstance(entity_rows, str | bytes) or not isinstance(entity_rows, Iterable):
+        raise TypeError(f"entity rows must be a list of dicts, a dict of lists, a DataFrame or an Arrow table, "
+                        f"not {type(entity_rows).__name__}")
     rows = list(entity_rows)
     for position, row in enumerate(rows):
         if not isinstance(row, Mapping):
@@ -123,14 +163,22 @@ def feature_table_sql(view: FeatureView, names: Sequence[str], where: str = "") 
     UTC on the store's connections). Rows with a NULL key or event timestamp can match no entity
     row and are left out. ``where`` is one more condition (e.g. an incremental window).
     """
-    keys = ", ".join(f'"{k}"' for k in view.entities)
-    created = f', "{view.created_timestamp}"::timestamptz as {point_in_time.CREATED}' if view.created_timestamp else ""
-    features = "".join(f', "{f}"' for f in names)
-    joinable = " and ".join(f'"{c}" is not null' for c in (view.event_timestamp, *view.entities))
+    keys = ", ".join(quoted(k) for k in view.entities)
+    created = f", {quoted(view.created_timestamp)}::timestamptz as {point_in_time.CREATED}" \
+        if view.created_timestamp else ""
+    features = "".join(f", {quoted(f)}" for f in names)
+    joinable = " and ".join(f'{quoted(c)} is not null' for c in (view.event_timestamp, *view.entities))
     return (
-        f'select {keys}, "{view.event_timestamp}"::timestamptz as {point_in_time.TS}{created}{features} '
+        f'select {keys}, {quoted(view.event_timestamp)}::timestamptz as {point_in_time.TS}{created}{features} '
         f"from {view.source} where {joinable}{' and ' + where if where else ''}"
     )
+
+
+def _window(view: FeatureView, since: int | None, until: int) -> str:
+    """The rows a materialization reads: event times after ``since`` (if any) up to ``until`` (µs)."""
+    event = f"{quoted(view.event_timestamp)}::timestamptz"
+    window = f"{event} <= make_timestamp({until}::bigint)::timestamptz"
+    return window if since is None else f"{window} and {event} > make_timestamp({since}::bigint)::timestamptz"
 
 
 def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, names: Sequence[str],
@@ -148,6 +196,9 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
         table = relation.to_arrow_table(batch_size=1 << 40)
     except duckdb.Error as exc:
         raise ValueError(f"feature view {view.name!r}: reading {view.source}: {str(exc).splitlines()[0]}") from exc
+    # Named as declared: DuckDB finds a column whatever the case of its name, and names it as the source does.
+    created = [point_in_time.CREATED] if view.created_timestamp else []
+    table = table.rename_columns([*view.entities, point_in_time.TS, *created, *names])
     uuids = [i for i, type_ in enumerate(relation.types) if str(type_) == "UUID"]
     if not uuids:
         return table
@@ -165,14 +216,25 @@ def entity_rows(keys: Mapping[str, pd.Series | pa.ChunkedArray], timestamps: pd.
     null ones match nothing.
     """
     given = np.asarray(timestamps.dt.tz_convert(None))
-    instants = given.astype("datetime64[us]", copy=False)
-    valid = ~np.isnat(instants)
+    valid = ~np.isnat(given)
+    unit, _ = np.datetime_data(given.dtype)
     finer = None
-    if instants.dtype != given.dtype:  # (nanoseconds)
-        finer = (instants.astype(given.dtype) != given) & valid
-        finer = finer if finer.any() else None
-    # Clamped far inside int64 so that differences never overflow; no feature row is that old.
-    micros = np.clip(instants.view(np.int64), -(2**60), 2**60)
+    if unit in ("s", "ms"):
+        # Whole seconds can lie beyond int64 microseconds (about +/-292,000 years; numpy's cast
+        # would wrap around): those are put at the ends of DuckDB's range of finite timestamps,
+        # still after (before) every finite event that is not at that very end.
+        per = 10**6 if unit == "s" else 10**3
+        raw = given.view(np.int64)
+        edge = (2**63 - 2) // per
+        micros = np.clip(raw, -edge, edge) * per
+        micros[raw > edge] = 2**63 - 2
+        micros[(raw < -edge) & valid] = -(2**63) + 2
+    else:
+        instants = given.astype("datetime64[us]", copy=False)
+        if instants.dtype != given.dtype:  # (nanoseconds)
+            finer = (instants.astype(given.dtype) != given) & valid
+            finer = finer if finer.any() else None
+        micros = instants.view(np.int64).copy()
     if not valid.all():
         micros[~valid] = 0
     keys_ = {k: point_in_time.entity_key_array(v) for k, v in keys.items()}
@@ -205,8 +267,7 @@ class FeatureStore:
 
     def resolve_features(self, features: Sequence[str] | str) -> dict[str, list[str]]:
         """``["view:feature", ...]`` (or one reference) grouped by view, in the order asked, validated."""
-        if isinstance(features, str):
-            features = [features]
+        features = references(features)
         if not features:
             raise ValueError("no features requested: pass 'view:feature' references")
         wanted: dict[str, list[str]] = {}
@@ -262,7 +323,7 @@ class FeatureStore:
                 view = self.views[view_name]
                 # Every declared feature is read, asked for or not: ties are decided on all of them.
                 table = read_view_rows(connection, view, view.feature_names)
-                ttl = min(round(view.ttl / timedelta(microseconds=1)), 2**60) if view.ttl else None
+                ttl = view.ttl // timedelta(microseconds=1) if view.ttl else None
                 pending.append(pool.submit(join, table, entities, view.entities,
                                            view.feature_names, names, ttl, view.created_timestamp is not None,
                                            as_pandas))
@@ -303,8 +364,10 @@ class FeatureStore:
             entity_df = entity_df.to_pandas()
         if not isinstance(entity_df, pd.DataFrame):
             raise TypeError(f"entity_df must be a pandas DataFrame or an Arrow table, not {type(entity_df).__name__}")
+        features = references(features)
         wanted = self.resolve_features(features)
         outputs = list(output_names(_requested(features), full_feature_names).values())
+        _check_unique_columns(entity_df.columns)
         _check_entity_columns(entity_df.columns, outputs, full_feature_names)
         if timestamp_column not in entity_df.columns:
             raise KeyError(f"entity frame has no timestamp column {timestamp_column!r}")
@@ -370,9 +433,17 @@ class FeatureStore:
         if unknown:
             raise KeyError(f"feature views {unknown} are not registered (known: {sorted(self.views)})")
         if end_ts is not None:
-            end = to_micros(to_utc(pd.Series([end_ts], name="end_ts")).iloc[0])
-            if end is None:
-                raise ValueError(f"end_ts {end_ts!r} is not an instant")
+            try:
+                stamp = to_utc(pd.Series([end_ts], name="end_ts")).iloc[0]
+            except ValueError:
+                stamp = None
+            if stamp is None or pd.isna(stamp):
+                raise ValueError(f"end_ts {end_ts!r} is not an instant (a datetime or ISO 8601 text)")
+            if stamp.nanosecond:
+                # The store keeps instants in microseconds; one a few nanoseconds on would be
+                # served with another TTL boundary than get_historical_features draws.
+                raise ValueError(f"end_ts {end_ts!r} has nanoseconds: give it to the microsecond")
+            end = to_micros(stamp)
         processed: dict[str, int] = {}
         with self._connection(connection) as con, online.connect() as lite:
             # One write transaction for all the views: every instant is checked before anything is
@@ -385,13 +456,13 @@ class FeatureStore:
                     view = self.views[name]
                     since = None if full_refresh else online.watermark(lite, view)
                     if end_ts is None:
-                        latest = con.sql(
-                            f'select max("{view.event_timestamp}")::timestamptz from {view.source}'
+                        latest = con.sql(  # (as an integer: Python's datetime ends in year 9999, DuckDB's do not)
+                            f"select epoch_us(max({quoted(view.event_timestamp)}::timestamptz)) from {view.source}"
                         ).fetchall()[0][0]
                         if latest is None and since is not None:
                             processed[name] = 0  # still no rows: nothing new
                             continue
-                        until = EMPTY_WATERMARK if latest is None else to_micros(latest)
+                        until = EMPTY_WATERMARK if latest is None else latest
                     else:
                         until = end
                     if since is not None and until < since:
@@ -401,15 +472,18 @@ class FeatureStore:
                         )
                     plans.append((view, since, until))
                 for view, since, until in plans:
+                    table = read_view_rows(con, view, view.feature_names, _window(view, since, until))
+                    schema = online.lookup_schema(view, table.schema)
+                    if since is not None and not schema.equals(online.recorded_schema(lite, view) or schema,
+                                                               check_metadata=True):
+                        # The source's types changed under the same declaration: the rows kept
+                        # from earlier runs hold values of the old types. Start over.
+                        since = None
+                        table = read_view_rows(con, view, view.feature_names, _window(view, since, until))
                     if since is None:
                         online.reset(lite, view)
-                    event = f'"{view.event_timestamp}"::timestamptz'
-                    window = f"{event} <= make_timestamp({until}::bigint)::timestamptz"
-                    if since is not None:
-                        window += f" and {event} > make_timestamp({since}::bigint)::timestamptz"
-                    table = read_view_rows(con, view, view.feature_names, window)
                     rows = self._latest_rows(table, view, until)
-                    online.record_schema(lite, view, table.schema)
+                    online.record_schema(lite, view, schema)
                     online.upsert(lite, view, rows)
                     online.record(lite, view, until, len(rows))
                     processed[view.name] = len(rows)
@@ -465,21 +539,25 @@ class FeatureStore:
             where the online store has no row for the entity, or only one older than the TTL at
             that instant.
         """
+        features = references(features)
         wanted = self.resolve_features(features)
         outputs = output_names(_requested(features), full_feature_names)
         frame = _entity_rows_frame(entity_rows, self.entity_keys(wanted))
         _check_entity_columns(frame.columns, list(outputs.values()), full_feature_names)
         out = frame.copy()
-        for view_name, names in wanted.items():
-            view = self.views[view_name]
-            missing = [k for k in view.entities if k not in frame.columns]
+        for view_name in wanted:
+            missing = [k for k in self.views[view_name].entities if k not in frame.columns]
             if missing:
                 raise KeyError(f"entity rows lack join keys {missing} of view {view_name!r}")
-            found = self._online().lookup(view, names, [frame[k] for k in view.entities])
-            for name, values in found.items():
-                # Converted to pandas as the offline store converts (point_in_time.take_pandas).
-                as_pandas = values.to_pandas().to_numpy() if isinstance(values, pa.Array) else values
-                out[outputs[view_name, name]] = as_pandas
+        online = self._online()
+        with online.snapshot() as connection:  # (every view as of one state of the store)
+            for view_name, names in wanted.items():
+                view = self.views[view_name]
+                found = online.lookup(connection, view, names, [frame[k] for k in view.entities])
+                for name, values in found.items():
+                    # Converted to pandas as the offline store converts (point_in_time.take_pandas),
+                    # dtype included when every value is null.
+                    out[outputs[view_name, name]] = values.to_pandas() if isinstance(values, pa.Array) else values
         out = out[[*frame.columns, *outputs.values()]]
         out.index = entity_rows.index if isinstance(entity_rows, pd.DataFrame) else out.index
         return out

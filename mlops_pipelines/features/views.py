@@ -8,31 +8,75 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 
 import numpy as np
+import pandas as pd
+
+from mlops_pipelines.features.point_in_time import CREATED, TS
 
 _TTL_UNITS = {
     "second": "seconds", "minute": "minutes", "hour": "hours", "day": "days", "week": "weeks",
 }
 
 
+RESERVED = (TS, CREATED)  # the columns a join reads event and created timestamps into
+
+
+def quoted(name: str) -> str:
+    """A column or table name as a quoted SQL identifier (DuckDB and SQLite alike)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+_MICROS = {"W": 7 * 86_400 * 10**6, "D": 86_400 * 10**6, "h": 3_600 * 10**6, "m": 60 * 10**6, "s": 10**6,
+           "ms": 10**3, "us": 1}
+_FINER = {"ns": 10**3, "ps": 10**6, "fs": 10**9, "as": 10**12}  # parts of a microsecond
+
+
+def _from_micros(micros: Decimal | int, value: object) -> timedelta | None:
+    """A TTL of ``micros`` microseconds (0: no TTL). Timestamps are compared in whole
+    microseconds, so a TTL must be a whole number of them; beyond ``timedelta`` it is refused."""
+    if 0 < micros < 1:
+        raise ValueError(f"ttl {value!r} is shorter than a microsecond")
+    if micros != int(micros):
+        raise ValueError(f"ttl {value!r} is not a whole number of microseconds")
+    try:
+        return timedelta(microseconds=int(micros)) or None
+    except OverflowError:
+        raise ValueError(f"ttl {value!r} is too long; leave it out for no TTL") from None
+
+
 def parse_ttl(value: str | int | float | None) -> timedelta | None:
-    """``"3 hours"``, ``"2 days"``, ``"90 minutes"`` or a number of seconds; None or 0 for no TTL."""
+    """``"3 hours"``, ``"2 days"``, ``"90 minutes"`` or a number of seconds; None or 0 for no TTL.
+    Read exactly (in decimal): ``"1.5 seconds"`` is 1,500,000 µs."""
     if value in (None, "", 0):
         return None
     if isinstance(value, int | float):
-        if math.isnan(value):
-            raise ValueError(f"ttl {value!r} is not a duration")
-        seconds = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"ttl {value!r} is not a duration" if math.isnan(value) else
+                             f"ttl {value!r} is too long; leave it out for no TTL")
+        micros = Decimal(str(value)) * 10**6
     else:
         match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+?)s?\s*", str(value).lower())
         if not match or match.group(2) not in _TTL_UNITS:
             raise ValueError(f"ttl {value!r}: expected '<number> <seconds|minutes|hours|days|weeks>'")
-        seconds = timedelta(**{_TTL_UNITS[match.group(2)]: 1}).total_seconds() * float(match.group(1))
-    ttl = timedelta(seconds=seconds)
-    if not ttl and seconds:  # timestamps are compared in microseconds: a shorter TTL is no TTL at all
-        raise ValueError(f"ttl {value!r} is shorter than a microsecond")
-    return ttl
+        unit = timedelta(**{_TTL_UNITS[match.group(2)]: 1}) // timedelta(microseconds=1)
+        micros = Decimal(match.group(1)) * unit
+    return _from_micros(micros, value)
+
+
+def ttl_from_numpy(value: np.timedelta64) -> timedelta | None:
+    """A numpy duration as a TTL, exactly (numpy's own cast to microseconds would truncate, or
+    wrap around beyond int64). Months and years are not fixed durations and are refused."""
+    if np.isnat(value):
+        raise ValueError("ttl NaT is not a duration")
+    unit, count = np.datetime_data(value.dtype)
+    amount = int(value.astype(np.int64)) * count
+    if unit in _MICROS:
+        return _from_micros(amount * _MICROS[unit], value)
+    if unit in _FINER:
+        return _from_micros(Decimal(amount) / _FINER[unit], value)
+    raise ValueError(f"ttl {value!r} is not a fixed duration (months and years vary)")
 
 
 @dataclass(frozen=True)
@@ -75,6 +119,12 @@ class FeatureView:
         object.__setattr__(self, "features", tuple(self.features))
         if not entities:
             raise ValueError(f"feature view {self.name!r}: no entity join key")
+        if ":" in self.name:  # (references are 'view:feature')
+            raise ValueError(f"feature view {self.name!r}: a view name cannot contain ':'")
+        clashing = [c for c in (*entities, *self.feature_names) if c in RESERVED]
+        if clashing:
+            raise ValueError(f"feature view {self.name!r}: columns {clashing} have names the store reserves "
+                             f"{list(RESERVED)} (select them under another name)")
         reserved = {*entities, self.event_timestamp, self.created_timestamp}
         taken = [f for f in self.feature_names if f in reserved]
         if taken:
@@ -86,21 +136,18 @@ class FeatureView:
         # A TTL may be given as the YAML declares it ("2 hours", seconds) or as a timedelta; any
         # other value is refused here rather than failing deep inside a join.
         ttl = self.ttl
-        if isinstance(ttl, np.timedelta64):
-            if np.isnat(ttl):
-                raise ValueError(f"feature view {self.name!r}: ttl NaT is not a duration")
-            ttl = ttl.astype("timedelta64[us]").item()
-        if isinstance(ttl, np.integer | np.floating):
+        if isinstance(ttl, np.integer | np.floating) and not isinstance(ttl, np.timedelta64):
             ttl = ttl.item()
-        if isinstance(ttl, str | int | float) and not isinstance(ttl, bool):
-            try:
+        try:
+            if isinstance(ttl, np.timedelta64):
+                ttl = ttl_from_numpy(ttl)
+            elif isinstance(ttl, pd.Timedelta):  # (a timedelta with nanoseconds, which timedelta drops)
+                ttl = _from_micros(Decimal(ttl.value) / 1000, ttl)
+            elif isinstance(ttl, str | int | float) and not isinstance(ttl, bool):
                 ttl = parse_ttl(ttl)
-            except ValueError as exc:
-                raise ValueError(f"feature view {self.name!r}: {exc}") from None
-            except OverflowError:  # infinite, or beyond what a timedelta holds
-                raise ValueError(f"feature view {self.name!r}: ttl {self.ttl!r} is too long; leave it out for "
-                                 "no TTL") from None
-        elif ttl is not None and not isinstance(ttl, timedelta):
+        except ValueError as exc:
+            raise ValueError(f"feature view {self.name!r}: {exc}") from None
+        if ttl is not None and not isinstance(ttl, timedelta):
             raise ValueError(f"feature view {self.name!r}: ttl {ttl!r} is not a duration "
                              "(a timedelta, '<number> <seconds|minutes|hours|days|weeks>' or seconds)")
         if ttl is not None and ttl < timedelta(0):
