@@ -556,3 +556,25 @@ def test_quoted_and_differently_cased_names_are_found(tmp_path):
     assert out['x "y"'].tolist() == [1.5]
     fs.materialize_online()
     assert fs.get_online_features({"KK": [1, 2]}, ['v "1":x "y"'])['x "y"'].tolist()[:1] == [1.5]
+
+
+def test_text_keys_of_timestamp_and_time_views_are_read_as_instants_and_times():
+    """Entity keys given as text (as the CLI reads every CSV cell) against TIMESTAMP, TIMESTAMPTZ and
+    TIME keys: ISO 8601 with or without an offset, naive read as UTC. Arrow's casts refused an
+    offset for a naive key, naive text for an aware one, and any text for a TIME key."""
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    con.execute("create table k as select '2020-01-01 05:00'::timestamp as naive, "
+                "'2020-01-01 05:00+00'::timestamptz as aware, '05:00'::time as tod, "
+                "'2019-01-01'::timestamp as ts, 1.0 as x")
+    store = FeatureStore(":memory:", [FeatureView(key, "k", key, "ts", (Feature("x"),))
+                                      for key in ("naive", "aware", "tod")])
+    text = ["2020-01-01T00:00:00-05:00", "2020-01-01 05:00:00", "2020-01-01 05:00:01", None]
+    clock = ["05:00:00", "05:00", "05:00:01", None]
+    entities = pd.DataFrame({"naive": text, "aware": text, "tod": clock, "event_timestamp": T("2021-01-01")})
+    out = store.get_historical_features(entities, ["naive:x", "aware:x", "tod:x"], full_feature_names=True,
+                                        connection=con)
+    for view in ("naive", "aware", "tod"):
+        assert out[f"{view}__x"].fillna(-1).tolist() == [1.0, 1.0, -1, -1], view
+    with pytest.raises(ValueError, match="join key 'tod': entity text is not an ISO 8601 time"):
+        store.get_historical_features(entities.assign(tod="25:00"), ["tod:x"], connection=con)

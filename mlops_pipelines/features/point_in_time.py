@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from datetime import time
 
 import numpy as np
 import pandas as pd
@@ -271,8 +272,11 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
         return values
     if pa.types.is_null(values.type):  # no value at all (every key missing)
         return pa.nulls(len(values), wanted)
+    text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+    if text and (pa.types.is_timestamp(wanted) or pa.types.is_time(wanted)):
+        return entity_keys_as(_parsed_times(values, wanted, column), wanted, column)
     try:
-        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        if text:
             return values.cast(wanted)
         cast = values.cast(wanted, safe=False)
         kept = pc.fill_null(pc.equal(cast.cast(values.type, safe=False), values), False)
@@ -287,6 +291,23 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
             f"view's {wanted} ({str(exc).splitlines()[0]})"
         ) from exc
     return cast if pc.all(kept).as_py() is not False else pc.if_else(kept, cast, pa.scalar(None, wanted))
+
+
+def _parsed_times(values: pa.Array, wanted: pa.DataType, column: str) -> pa.Array:
+    """ISO 8601 text as instants (for a TIMESTAMP key: with or without an offset, naive read as
+    UTC, as entity timestamps are) or times of day (for a TIME key), which Arrow's casts refuse;
+    then compared as any other value (see :func:`entity_keys_as`)."""
+    try:
+        if pa.types.is_time(wanted):
+            times = [None if v is None else time.fromisoformat(v.strip()) for v in values.to_pylist()]
+            return pa.array(times, pa.time64("ns" if wanted.unit == "ns" else "us"))
+        instants = pd.to_datetime(values.to_pandas(), utc=True, format="ISO8601")
+    except (ValueError, TypeError) as exc:
+        kind = "time" if pa.types.is_time(wanted) else "timestamp"
+        raise ValueError(f"join key {column!r}: entity text is not an ISO 8601 {kind} "
+                         f"({str(exc).splitlines()[0]})") from None
+    # (A naive key holds UTC instants: compared as such.)
+    return entity_key_array(instants.dt.tz_convert(None) if wanted.tz is None else instants)
 
 
 UUID_FIELD = {b"duckdb_type": b"UUID"}  # (Arrow field metadata: DuckDB hands UUIDs over as text)
