@@ -496,3 +496,20 @@ def test_entity_rows_in_other_forms_are_read_or_refused_by_name(tmp_path):
         fs.get_online_features({"k": 5}, ["v:x"])
     with pytest.raises(TypeError, match="entity rows must be a list of dicts, .* not NoneType"):
         fs.get_online_features(None, ["v:x"])
+
+
+def test_the_default_run_after_an_explicit_later_end_ts_has_nothing_to_do(tmp_path):
+    """The asset's default end_ts (each view's latest event) used to be refused as going back in
+    time once someone had materialized up to a later instant, until new data passed it."""
+    at = pd.Timestamp("2024-01-01", tz="UTC")
+    fs = _tiny_store(tmp_path, pd.DataFrame({"k": ["a"], "ts": [at], "x": [1.0]}),
+                     [FeatureView("v", "t", "k", "ts", (Feature("x"),), ttl=timedelta(days=2))])
+    fs.materialize_online(end_ts=at + pd.Timedelta(days=1))
+    assert fs.materialize_online() == {"v": 0}
+    assert fs.get_online_features({"k": ["a"]}, ["v:x"])["x"].tolist() == [1.0]
+    with duckdb.connect(fs.database_path) as con:
+        con.execute("insert into t values ('a', ?, 2.0)", [at + pd.Timedelta(days=3)])
+    assert fs.materialize_online() == {"v": 1}
+    assert fs.get_online_features({"k": ["a"]}, ["v:x"])["x"].tolist() == [2.0]
+    with pytest.raises(ValueError, match="would go back in time"):  # an explicit earlier end_ts still is
+        fs.materialize_online(end_ts=at)

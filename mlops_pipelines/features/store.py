@@ -459,8 +459,10 @@ class FeatureStore:
                         latest = con.sql(  # (as an integer: Python's datetime ends in year 9999, DuckDB's do not)
                             f"select epoch_us(max({quoted(view.event_timestamp)}::timestamptz)) from {view.source}"
                         ).fetchall()[0][0]
-                        if latest is None and since is not None:
-                            processed[name] = 0  # still no rows: nothing new
+                        if since is not None and (latest is None or latest <= since):
+                            # Nothing newer than the store already holds (it may be as of a later
+                            # instant given explicitly): nothing to do, not a step back in time.
+                            processed[name] = 0
                             continue
                         until = EMPTY_WATERMARK if latest is None else latest
                     else:
