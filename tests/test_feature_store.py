@@ -516,6 +516,30 @@ def test_entity_times_far_from_1970_compare_as_instants(tmp_path):
     assert [None if pd.isna(v) else v for v in out["f_ttl__x"]] == [None, None, None, None, 1.0]
 
 
+def test_entity_times_at_the_ends_of_int64_against_infinite_and_last_finite_events(tmp_path):
+    """An entity at int64's largest microsecond is still before a +infinity event; one past
+    DuckDB's range is measured from its true instant for the TTL (it used to count as 0 µs old
+    against an event at DuckDB's last finite instant); one near pandas' earliest nanosecond
+    instant stays in 1677 (numpy's ns-to-µs cast wrapped it around to 2262)."""
+    path = tmp_path / "ends.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("create table e as select * from (values (1, 'infinity'::timestamp, 1.0), "
+                    "(2, '-infinity'::timestamp, 2.0), (3, make_timestamp(9223372036854775806), 3.0), "
+                    "(4, '1970-01-01'::timestamp, 4.0)) v(k, ts, x)")
+    fs = FeatureStore(path, [FeatureView("e", "e", "k", "ts", (Feature("x"),)),
+                             FeatureView("e_ttl", "e", "k", "ts", (Feature("x"),), ttl=timedelta(days=2))])
+    refs = ["e:x", "e_ttl:x"]
+    micros = pd.DataFrame({"k": [1, 3], "event_timestamp": np.array([2**63 - 1, 2**63 - 1], dtype="datetime64[us]")})
+    out = fs.get_historical_features(micros, refs, full_feature_names=True)
+    assert out["e__x"].fillna(-1).tolist() == [-1, 3.0] and out["e_ttl__x"].fillna(-1).tolist() == [-1, 3.0]
+    seconds = pd.DataFrame({"k": [3, 3], "event_timestamp": np.array(["299999-01-01", "294247-01-11"],
+                                                                      dtype="datetime64[s]")})
+    out = fs.get_historical_features(seconds, refs, full_feature_names=True)
+    assert out["e__x"].tolist() == [3.0, 3.0] and out["e_ttl__x"].fillna(-1).tolist() == [-1, 3.0]
+    early = pd.DataFrame({"k": [2, 4], "event_timestamp": pd.to_datetime([-9223372036854775000] * 2, unit="ns")})
+    assert fs.get_historical_features(early, ["e:x"])["x"].fillna(-1).tolist() == [2.0, -1]
+
+
 @pytest.mark.parametrize("make", [lambda r: (x for x in r), lambda r: map(str, r), pd.Series, tuple, np.array],
                          ids=["generator", "map", "series", "tuple", "array"])
 def test_feature_references_may_be_any_iterable_read_once(store, make):
@@ -542,6 +566,14 @@ def test_names_the_store_reserves_or_cannot_refer_to_are_refused():
             FeatureView("v", "t", entities, "ts", features)
     with pytest.raises(ValueError, match="a view name cannot contain ':'"):
         FeatureView("a:b", "t", ("k",), "ts", (Feature("x"),))
+    # Names are compared ignoring case, as DuckDB and SQLite resolve columns.
+    for features, entities, error in (((Feature("__TS"),), ("k",), "names the store reserves"),
+                                      ((Feature("x"), Feature("X")), ("k",), r"features \['X', 'x'\] are declared "
+                                                                               "more than once"),
+                                      ((Feature("x"),), ("k", "K"), "join keys .* name a column more than once"),
+                                      ((Feature("TS"),), ("k",), r"features \['TS'\] are also its join keys")):
+        with pytest.raises(ValueError, match=error):
+            FeatureView("v", "t", entities, "ts", features)
 
 
 def test_quoted_and_differently_cased_names_are_found(tmp_path):

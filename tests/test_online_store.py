@@ -513,3 +513,46 @@ def test_the_default_run_after_an_explicit_later_end_ts_has_nothing_to_do(tmp_pa
     assert fs.get_online_features({"k": ["a"]}, ["v:x"])["x"].tolist() == [2.0]
     with pytest.raises(ValueError, match="would go back in time"):  # an explicit earlier end_ts still is
         fs.materialize_online(end_ts=at)
+
+
+def test_infinite_events_far_timestamp_keys_and_time_keys_online_equal_offline(tmp_path):
+    """+infinity events (the default end_ts is the latest finite one: it used to be taken for
+    'no rows'), TIMESTAMP keys beyond year 9999 and at +/-infinity, TIME keys and an explicit
+    end_ts beyond year 9999 (each used to fail or be left out online)."""
+    database = tmp_path / "far.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("create table t as select * from (values "
+                    "(1, 'infinity'::timestamp, '05:00'::time, 1.0), (2, '2020-01-01'::timestamp, '06:00'::time, 2.0), "
+                    "(3, '-infinity'::timestamp, '07:00:00.5'::time, 3.0)) v(k, ts, tod, x)")
+        con.execute("create table f as select * from (values ('20000-01-01'::timestamp, 1.0), "
+                    "('infinity'::timestamp, 2.0), ('-infinity'::timestamp, 3.0)) v(far, x), "
+                    "(select '2019-01-01'::timestamp as ts)")
+    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("x"),)),
+                                 FeatureView("by_far", "f", "far", "ts", (Feature("x"),)),
+                                 FeatureView("by_tod", "t", "tod", "ts", (Feature("x"),))],
+                      online_path=tmp_path / "online.sqlite")
+    assert fs.materialize_online() == {"v": 2, "by_far": 3, "by_tod": 2}
+    rows = pd.DataFrame({"k": [1, 2, 3], "tod": ["05:00", "06:00:00", "07:00:00.5"],
+                         "far": np.array(["20000-01-01", "NaT", "NaT"], dtype="datetime64[s]")})
+    at = pd.Timestamp("2020-01-01", tz="UTC")
+    for view in ("v", "by_far", "by_tod"):
+        online = fs.get_online_features(rows, [f"{view}:x"])["x"].fillna(-1).tolist()
+        offline = fs.get_historical_features(rows.assign(event_timestamp=at), [f"{view}:x"])["x"].fillna(-1).tolist()
+        assert online == offline, view
+    assert fs.get_online_features(rows, ["v:x"])["x"].fillna(-1).tolist() == [-1, 2.0, 3.0]
+    assert fs.get_online_features(rows, ["by_tod:x"])["x"].fillna(-1).tolist() == [-1, 2.0, 3.0]
+    assert fs.get_online_features(rows, ["by_far:x"])["x"].fillna(-1).tolist() == [1.0, -1, -1]
+    assert fs.materialize_online(["v"], end_ts=np.datetime64("20000-01-01")) == {"v": 0}
+    assert fs.get_online_features(rows, ["v:x"])["x"].fillna(-1).tolist() == [-1, 2.0, 3.0]
+
+
+def test_a_default_run_still_starts_over_when_the_source_types_change(tmp_path):
+    """The default end_ts with nothing newer used to skip the view, and with it the type check."""
+    at = pd.Timestamp("2024-01-01", tz="UTC")
+    fs = _tiny_store(tmp_path, pd.DataFrame({"k": [1, 2], "ts": [at, at], "x": [1.5, 2.5]}),
+                     [FeatureView("v", "t", "k", "ts", (Feature("x"),))])
+    fs.materialize_online()
+    with duckdb.connect(fs.database_path) as con:
+        con.execute("create or replace table t as select k, ts, x::varchar as x from t")
+    fs.materialize_online()
+    assert fs.get_online_features({"k": [1, 2]}, ["v:x"])["x"].tolist() == ["1.5", "2.5"]

@@ -13,7 +13,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -34,8 +34,12 @@ def to_micros(value: datetime | pd.Timestamp | None) -> int | None:
     if value is None or pd.isna(value):
         return None
     stamp = pd.Timestamp(value)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return (stamp.to_pydatetime(warn=False) - EPOCH) // timedelta(microseconds=1)
+    stamp = stamp if stamp.tzinfo is None else stamp.tz_convert("UTC").tz_localize(None)
+    # From the integer in the stamp's own unit: a datetime ends in year 9999, pandas' do not.
+    raw = stamp.asm8
+    unit, _ = np.datetime_data(raw.dtype)
+    count = int(raw.astype(np.int64))
+    return count // 1000 if unit == "ns" else count * {"s": 10**6, "ms": 10**3, "us": 1}[unit]
 
 
 def from_micros(value: int | None) -> pd.Timestamp | str | None:
@@ -84,6 +88,8 @@ def key_value(value: object) -> object:
         value = value.item()
     if isinstance(value, uuid.UUID):
         return str(value)
+    if isinstance(value, time):  # (a TIME key: SQLite binds no time of day)
+        return value.isoformat()
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int) and not -(2**63) <= value < 2**63:
@@ -103,8 +109,28 @@ def key_values(column: pa.Array | pa.ChunkedArray | Sequence) -> list:
         if (pa.types.is_integer(type_) and not pa.types.is_uint64(type_)) or pa.types.is_string(type_) \
                 or pa.types.is_large_string(type_) or pa.types.is_binary(type_) or pa.types.is_large_binary(type_):
             return column.to_pylist()
+        if pa.types.is_timestamp(type_):
+            # From the integers: Python's datetime ends in year 9999, DuckDB's timestamps (and
+            # their +/-infinity) do not. The same values key_value gives a datetime.
+            return _instant_keys(column)
         column = column.to_pylist()
     return [key_value(v) for v in column]
+
+
+def _instant_keys(column: pa.Array) -> list:
+    """Timestamp keys as :func:`key_value` keeps instants: UTC microseconds, and the text
+    ``"<µs>+<n>ns"`` for one with nanoseconds past its microsecond."""
+    unit = column.type.unit
+    values = column.cast(pa.int64()).to_numpy(zero_copy_only=False)  # (NULLs: NaN)
+    present = column.is_valid().to_numpy(zero_copy_only=False)
+    if unit != "ns":
+        per = {"s": 10**6, "ms": 10**3, "us": 1}[unit]
+        return [int(v) * per if ok else None for v, ok in zip(values.tolist(), present, strict=True)]
+    keys = []
+    for v, ok in zip(values.tolist(), present, strict=True):
+        micros, nanos = divmod(int(v), 1000) if ok else (0, 0)
+        keys.append(None if not ok else micros if not nanos else f"{micros}+{nanos}ns")
+    return keys
 
 
 def _temporal(type_: pa.DataType) -> bool:

@@ -50,6 +50,9 @@ class EntityRows:
     # bool: the timestamp lies inside the microsecond ``micros`` begins (nanoseconds past it), so
     # that a TTL is measured from the true instant; None when no timestamp does
     finer: np.ndarray | None = None
+    # row -> its true time (µs) where ``micros`` holds the end of DuckDB's range instead (rows
+    # beyond it), so that a TTL is measured from the true instant; None when no row is
+    beyond: dict[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.micros)
@@ -658,6 +661,10 @@ def _drop_expired(hit: np.ndarray, landed: np.ndarray, sorted_entities: np.ndarr
         within = age <= bound
         if entities.finer is not None:  # (event times are whole microseconds: nanoseconds past the bound are out)
             within &= (age < bound) | ~entities.finer[rows]
+        if entities.beyond is not None:  # (a few rows at most: Python integers)
+            for position in np.flatnonzero(np.isin(rows, list(entities.beyond))):
+                event = int(times.micros(event_codes[exact[position]:exact[position] + 1])[0])
+                within[position] = entities.beyond[int(rows[position])] - event <= ttl_micros
         hit[exact] = within
 
 

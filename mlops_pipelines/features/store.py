@@ -33,6 +33,7 @@ REGISTRY_TABLE = "features.registry"
 # The watermark of a view materialized while it had no rows at all: before any event, so that the
 # next materialization reads every row.
 EMPTY_WATERMARK = -(2**62)
+FINITE = 2**63 - 2  # DuckDB's largest finite timestamp (µs); +/-infinity are the next integers out
 
 
 def to_utc(values: pd.Series) -> pd.Series:
@@ -218,27 +219,29 @@ def entity_rows(keys: Mapping[str, pd.Series | pa.ChunkedArray], timestamps: pd.
     given = np.asarray(timestamps.dt.tz_convert(None))
     valid = ~np.isnat(given)
     unit, _ = np.datetime_data(given.dtype)
-    finer = None
-    if unit in ("s", "ms"):
-        # Whole seconds can lie beyond int64 microseconds (about +/-292,000 years; numpy's cast
-        # would wrap around): those are put at the ends of DuckDB's range of finite timestamps,
-        # still after (before) every finite event that is not at that very end.
-        per = 10**6 if unit == "s" else 10**3
-        raw = given.view(np.int64)
-        edge = (2**63 - 2) // per
-        micros = np.clip(raw, -edge, edge) * per
-        micros[raw > edge] = 2**63 - 2
-        micros[(raw < -edge) & valid] = -(2**63) + 2
+    raw = given.view(np.int64)
+    finer = beyond = None
+    # Integer arithmetic rather than numpy's casts, which wrap around near the ends of int64.
+    if unit == "ns":
+        micros = raw // 1000
+        finer = (raw % 1000 != 0) & valid
+        finer = finer if finer.any() else None
     else:
-        instants = given.astype("datetime64[us]", copy=False)
-        if instants.dtype != given.dtype:  # (nanoseconds)
-            finer = (instants.astype(given.dtype) != given) & valid
-            finer = finer if finer.any() else None
-        micros = instants.view(np.int64).copy()
+        per = {"s": 10**6, "ms": 10**3, "us": 1}[unit]
+        edge = FINITE // per
+        micros = np.clip(raw, -edge, edge) * per
+        far = (np.abs(raw) > edge) & valid
+        if far.any():
+            # Beyond DuckDB's finite timestamps (about +/-292,000 years): put at their ends, still
+            # after (before) every finite event but one at that very end; how much further they
+            # lie is kept for the TTL.
+            rows = np.flatnonzero(far)
+            beyond = {int(r): int(raw[r]) * per for r in rows}
+            micros[rows] = np.where(raw[rows] > 0, FINITE, -FINITE)
     if not valid.all():
         micros[~valid] = 0
     keys_ = {k: point_in_time.entity_key_array(v) for k, v in keys.items()}
-    return point_in_time.EntityRows(keys=keys_, micros=micros, valid=valid, finer=finer)
+    return point_in_time.EntityRows(keys=keys_, micros=micros, valid=valid, finer=finer, beyond=beyond)
 
 
 class FeatureStore:
@@ -456,15 +459,17 @@ class FeatureStore:
                     view = self.views[name]
                     since = None if full_refresh else online.watermark(lite, view)
                     if end_ts is None:
-                        latest = con.sql(  # (as an integer: Python's datetime ends in year 9999, DuckDB's do not)
-                            f"select epoch_us(max({quoted(view.event_timestamp)}::timestamptz)) from {view.source}"
+                        # The latest finite event (+infinity is no instant to be current as of),
+                        # as an integer: Python's datetime ends in year 9999, DuckDB's do not.
+                        event = f"{quoted(view.event_timestamp)}::timestamptz"
+                        latest = con.sql(
+                            f"select epoch_us(max({event}) filter (where isfinite({event}))) from {view.source}"
                         ).fetchall()[0][0]
-                        if since is not None and (latest is None or latest <= since):
-                            # Nothing newer than the store already holds (it may be as of a later
-                            # instant given explicitly): nothing to do, not a step back in time.
-                            processed[name] = 0
-                            continue
                         until = EMPTY_WATERMARK if latest is None else latest
+                        if since is not None:
+                            # Nothing newer than the store holds (it may be as of a later instant
+                            # given explicitly) is no step back: it stays as of that instant.
+                            until = max(until, since)
                     else:
                         until = end
                     if since is not None and until < since:

@@ -121,18 +121,25 @@ class FeatureView:
             raise ValueError(f"feature view {self.name!r}: no entity join key")
         if ":" in self.name:  # (references are 'view:feature')
             raise ValueError(f"feature view {self.name!r}: a view name cannot contain ':'")
-        clashing = [c for c in (*entities, *self.feature_names) if c in RESERVED]
+        # Column names are compared ignoring case, as DuckDB and SQLite resolve them: "x" and "X"
+        # are one column to both.
+        clashing = [c for c in (*entities, *self.feature_names) if c.lower() in RESERVED]
         if clashing:
             raise ValueError(f"feature view {self.name!r}: columns {clashing} have names the store reserves "
                              f"{list(RESERVED)} (select them under another name)")
-        reserved = {*entities, self.event_timestamp, self.created_timestamp}
-        taken = [f for f in self.feature_names if f in reserved]
+        keys = [k.lower() for k in entities]
+        if len(set(keys)) < len(keys):
+            raise ValueError(f"feature view {self.name!r}: join keys {list(entities)} name a column more than once")
+        reserved = {*keys, self.event_timestamp.lower(), (self.created_timestamp or "").lower()}
+        taken = [f for f in self.feature_names if f.lower() in reserved]
         if taken:
             raise ValueError(f"feature view {self.name!r}: features {taken} are also its join keys or timestamp "
                              "columns (select them under another name to serve them as features)")
-        twice = sorted({f for f in self.feature_names if self.feature_names.count(f) > 1})
+        lowered = [f.lower() for f in self.feature_names]
+        twice = sorted({f for f in self.feature_names if lowered.count(f.lower()) > 1})
         if twice:
-            raise ValueError(f"feature view {self.name!r}: features {twice} are declared more than once")
+            raise ValueError(f"feature view {self.name!r}: features {twice} are declared more than once "
+                             "(names are compared ignoring case)")
         # A TTL may be given as the YAML declares it ("2 hours", seconds) or as a timedelta; any
         # other value is refused here rather than failing deep inside a join.
         ttl = self.ttl
