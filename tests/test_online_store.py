@@ -301,6 +301,15 @@ def test_lookups_cast_keys_to_the_view_key_type_as_the_offline_join_does(tmp_pat
         offline = fs.get_historical_features(rows.assign(event_timestamp=end), [f"by_{key}:x"])["x"].tolist()
         assert [None if pd.isna(v) else v for v in online] == expected, (key, online)
         assert [None if pd.isna(v) else v for v in offline] == expected, (key, offline)
+    # An Arrow table whose key column is of Arrow's UUID type (pandas would get raw bytes).
+    import pyarrow as pa
+
+    arrow_uuids = pa.table({"u": pa.array([uuid.UUID("6ba7b810-9dad-11d1-80b4-00c04fd430c2").bytes, None],
+                                          pa.uuid())})
+    assert fs.get_online_features(arrow_uuids, ["by_u:x"])["x"].fillna(-1).tolist() == [2.0, -1]
+    offline = fs.get_historical_features(arrow_uuids.append_column("event_timestamp", pa.array([end, end])),
+                                         ["by_u:x"])
+    assert offline["x"].fillna(-1).tolist() == [2.0, -1]
     # Text that is no UUID is refused on both paths, as DuckDB's cast refuses it.
     not_uuid = pd.DataFrame({"u": ["6ba7b810-9dad-11d1-80b4-00c04fd430c1", "6ba7b810-nope"]})
     with pytest.raises(ValueError, match=r"join key 'u'.*'6ba7b810-nope' \(row 1 .*not a UUID"):

@@ -118,6 +118,17 @@ def _check_entity_columns(columns: Sequence[str], outputs: Sequence[str], full_f
         raise ValueError(f"entity columns {clash} have the names of requested features' output columns: {hint}")
 
 
+def _arrow_entities(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table of entity rows as pandas, UUID columns as their canonical text (as DuckDB
+    hands UUID keys over; pandas would get their 16 raw bytes)."""
+    uuids = {name: pa.array([None if v is None else str(v) for v in table.column(name).to_pylist()], pa.string())
+             for name, type_ in zip(table.column_names, table.schema.types, strict=True)
+             if isinstance(type_, pa.UuidType)}
+    for name, text in uuids.items():
+        table = table.set_column(table.column_names.index(name), name, text)
+    return table.to_pandas()
+
+
 def _check_unique_columns(columns: pd.Index) -> None:
     """Entity columns are found by name: a name given twice is an error, not a guess."""
     twice = sorted({str(c) for c in columns[columns.duplicated()]})
@@ -130,7 +141,7 @@ def _entity_rows_frame(entity_rows: Sequence[Mapping] | Mapping[str, Sequence] |
     """Online entity rows as a frame (index reset); a dict row without one of ``keys`` is an
     error naming the row (give None to look up a missing key)."""
     if isinstance(entity_rows, pa.Table):
-        entity_rows = entity_rows.to_pandas()
+        entity_rows = _arrow_entities(entity_rows)
     if isinstance(entity_rows, pd.DataFrame):
         _check_unique_columns(entity_rows.columns)
         return entity_rows.reset_index(drop=True)
@@ -364,7 +375,7 @@ class FeatureStore:
             asked, one row per entity row, in the same order.
         """
         if isinstance(entity_df, pa.Table):
-            entity_df = entity_df.to_pandas()
+            entity_df = _arrow_entities(entity_df)
         if not isinstance(entity_df, pd.DataFrame):
             raise TypeError(f"entity_df must be a pandas DataFrame or an Arrow table, not {type(entity_df).__name__}")
         features = references(features)
