@@ -37,9 +37,7 @@ def to_micros(value: datetime | pd.Timestamp | None) -> int | None:
     stamp = stamp if stamp.tzinfo is None else stamp.tz_convert("UTC").tz_localize(None)
     # From the integer in the stamp's own unit: a datetime ends in year 9999, pandas' do not.
     raw = stamp.asm8
-    unit, _ = np.datetime_data(raw.dtype)
-    count = int(raw.astype(np.int64))
-    return count // 1000 if unit == "ns" else count * {"s": 10**6, "ms": 10**3, "us": 1}[unit]
+    return point_in_time.micros_of(int(raw.astype(np.int64)), np.datetime_data(raw.dtype)[0])
 
 
 def from_micros(value: int | None) -> pd.Timestamp | str | None:
@@ -124,8 +122,8 @@ def _instant_keys(column: pa.Array) -> list:
     values = column.cast(pa.int64()).to_numpy(zero_copy_only=False)  # (NULLs: NaN)
     present = column.is_valid().to_numpy(zero_copy_only=False)
     if unit != "ns":
-        per = {"s": 10**6, "ms": 10**3, "us": 1}[unit]
-        return [int(v) * per if ok else None for v, ok in zip(values.tolist(), present, strict=True)]
+        return [point_in_time.micros_of(int(v), unit) if ok else None
+                for v, ok in zip(values.tolist(), present, strict=True)]
     keys = []
     for v, ok in zip(values.tolist(), present, strict=True):
         micros, nanos = divmod(int(v), 1000) if ok else (0, 0)

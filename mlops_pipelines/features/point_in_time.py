@@ -35,6 +35,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+MICROS_PER_UNIT = {"s": 10**6, "ms": 10**3, "us": 1}  # numpy's and Arrow's coarser time units
+
+
+def micros_of(count: int, unit: str) -> int:
+    """``count`` of a time ``unit`` ("s", "ms", "us" or "ns") in microseconds, floored."""
+    return count // 1000 if unit == "ns" else count * MICROS_PER_UNIT[unit]
+
+
 TS = "__ts"
 CREATED = "__created"
 WORD = 64
@@ -269,13 +277,13 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
         values = pa.array([None if v is None else str(v) for v in values.to_pylist()], type=pa.string())
     if pa.types.is_dictionary(values.type):
         values = values.dictionary_decode()
-    if uuids and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+    text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+    if uuids and text:
         values = _uuid_texts(values, column)
     if values.type == wanted:
         return values
     if pa.types.is_null(values.type):  # no value at all (every key missing)
         return pa.nulls(len(values), wanted)
-    text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
     if text and (pa.types.is_timestamp(wanted) or pa.types.is_time(wanted)):
         return entity_keys_as(_parsed_times(values, wanted, column), wanted, column)
     try:
@@ -656,15 +664,15 @@ def _drop_expired(hit: np.ndarray, landed: np.ndarray, sorted_entities: np.ndarr
         rows = entity_rows[exact]
         # The entity's time is at or after the event's: their difference, whatever it is in
         # int64, is exact in uint64 (modulo 2**64).
-        age = entities.micros[rows].view(np.uint64) - times.micros(event_codes[exact]).view(np.uint64)
+        events = times.micros(event_codes[exact])
+        age = entities.micros[rows].view(np.uint64) - events.view(np.uint64)
         bound = np.uint64(min(ttl_micros, 2**64 - 1))
         within = age <= bound
         if entities.finer is not None:  # (event times are whole microseconds: nanoseconds past the bound are out)
             within &= (age < bound) | ~entities.finer[rows]
         if entities.beyond is not None:  # (a few rows at most: Python integers)
             for position in np.flatnonzero(np.isin(rows, list(entities.beyond))):
-                event = int(times.micros(event_codes[exact[position]:exact[position] + 1])[0])
-                within[position] = entities.beyond[int(rows[position])] - event <= ttl_micros
+                within[position] = entities.beyond[int(rows[position])] - int(events[position]) <= ttl_micros
         hit[exact] = within
 
 

@@ -238,7 +238,7 @@ def entity_rows(keys: Mapping[str, pd.Series | pa.ChunkedArray], timestamps: pd.
         finer = (raw % 1000 != 0) & valid
         finer = finer if finer.any() else None
     else:
-        per = {"s": 10**6, "ms": 10**3, "us": 1}[unit]
+        per = point_in_time.MICROS_PER_UNIT[unit]
         edge = FINITE // per
         micros = np.clip(raw, -edge, edge) * per
         far = (np.abs(raw) > edge) & valid

@@ -13,7 +13,7 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 
-from mlops_pipelines.features.point_in_time import CREATED, TS
+from mlops_pipelines.features.point_in_time import CREATED, MICROS_PER_UNIT, TS
 
 _TTL_UNITS = {
     "second": "seconds", "minute": "minutes", "hour": "hours", "day": "days", "week": "weeks",
@@ -28,12 +28,11 @@ def quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-_MICROS = {"W": 7 * 86_400 * 10**6, "D": 86_400 * 10**6, "h": 3_600 * 10**6, "m": 60 * 10**6, "s": 10**6,
-           "ms": 10**3, "us": 1}
+_MICROS = {"W": 7 * 86_400 * 10**6, "D": 86_400 * 10**6, "h": 3_600 * 10**6, "m": 60 * 10**6, **MICROS_PER_UNIT}
 _FINER = {"ns": 10**3, "ps": 10**6, "fs": 10**9, "as": 10**12}  # parts of a microsecond
 
 
-def _from_micros(micros: Decimal | int, value: object) -> timedelta | None:
+def _ttl_of_micros(micros: Decimal | int, value: object) -> timedelta | None:
     """A TTL of ``micros`` microseconds (0: no TTL). Timestamps are compared in whole
     microseconds, so a TTL must be a whole number of them; beyond ``timedelta`` it is refused."""
     if 0 < micros < 1:
@@ -62,7 +61,7 @@ def parse_ttl(value: str | int | float | None) -> timedelta | None:
             raise ValueError(f"ttl {value!r}: expected '<number> <seconds|minutes|hours|days|weeks>'")
         unit = timedelta(**{_TTL_UNITS[match.group(2)]: 1}) // timedelta(microseconds=1)
         micros = Decimal(match.group(1)) * unit
-    return _from_micros(micros, value)
+    return _ttl_of_micros(micros, value)
 
 
 def ttl_from_numpy(value: np.timedelta64) -> timedelta | None:
@@ -73,9 +72,9 @@ def ttl_from_numpy(value: np.timedelta64) -> timedelta | None:
     unit, count = np.datetime_data(value.dtype)
     amount = int(value.astype(np.int64)) * count
     if unit in _MICROS:
-        return _from_micros(amount * _MICROS[unit], value)
+        return _ttl_of_micros(amount * _MICROS[unit], value)
     if unit in _FINER:
-        return _from_micros(Decimal(amount) / _FINER[unit], value)
+        return _ttl_of_micros(Decimal(amount) / _FINER[unit], value)
     raise ValueError(f"ttl {value!r} is not a fixed duration (months and years vary)")
 
 
@@ -149,7 +148,7 @@ class FeatureView:
             if isinstance(ttl, np.timedelta64):
                 ttl = ttl_from_numpy(ttl)
             elif isinstance(ttl, pd.Timedelta):  # (a timedelta with nanoseconds, which timedelta drops)
-                ttl = _from_micros(Decimal(ttl.value) / 1000, ttl)
+                ttl = _ttl_of_micros(Decimal(ttl.value) / 1000, ttl)
             elif isinstance(ttl, str | int | float) and not isinstance(ttl, bool):
                 ttl = parse_ttl(ttl)
         except ValueError as exc:
