@@ -565,3 +565,21 @@ def test_a_default_run_still_starts_over_when_the_source_types_change(tmp_path):
         con.execute("create or replace table t as select k, ts, x::varchar as x from t")
     fs.materialize_online()
     assert fs.get_online_features({"k": [1, 2]}, ["v:x"])["x"].tolist() == ["1.5", "2.5"]
+
+
+def test_a_view_table_under_its_earlier_name_is_rebuilt_not_misread(tmp_path):
+    """Stores written before tables were named apart by case kept a view with capitals in its name
+    under ``fv__<name>``: its lookups say it is not materialized, and the next run rebuilds it."""
+    from mlops_pipelines.features.online import table_name
+
+    at = pd.Timestamp("2024-01-01", tz="UTC")
+    view = FeatureView("Stats", "t", "k", "ts", (Feature("x"),))
+    fs = _tiny_store(tmp_path, pd.DataFrame({"k": [1, 1], "ts": [at, at + pd.Timedelta(days=2)], "x": [10, 11]}),
+                     [view])
+    fs.materialize_online(end_ts=at + pd.Timedelta(days=1))
+    with sqlite3.connect(fs.online.path) as lite:
+        lite.execute(f'alter table "{table_name(view)}" rename to "fv__Stats"')
+    with pytest.raises(LookupError, match="feature view 'Stats' .* is not materialized online"):
+        fs.get_online_features({"k": [1]}, ["Stats:x"])
+    assert fs.materialize_online(end_ts=at + pd.Timedelta(days=3)) == {"Stats": 1}
+    assert fs.get_online_features({"k": [1]}, ["Stats:x"])["x"].tolist() == [11]

@@ -187,12 +187,17 @@ def loaded_array(values: Sequence, type_: pa.DataType) -> pa.Array:
         for v in values]) if len(values) else pa.array([], type_)
 
 
-def view_table(view: FeatureView) -> str:
-    """The view's table, quoted. SQLite's names ignore case: a name with capitals gets a hash of
-    itself too, so that views whose names differ only in case keep their own tables."""
+def table_name(view: FeatureView) -> str:
+    """The name of the view's table. SQLite's names ignore case: a name with capitals gets a hash
+    of itself too, so that views whose names differ only in case keep their own tables."""
     name = view.name if view.name == view.name.lower() else \
         f"{view.name}__{hashlib.sha256(view.name.encode()).hexdigest()[:8]}"
-    return quoted(f"fv__{name}")
+    return f"fv__{name}"
+
+
+def view_table(view: FeatureView) -> str:
+    """:func:`table_name`, quoted for SQL."""
+    return quoted(table_name(view))
 
 
 class OnlineStore:
@@ -226,6 +231,11 @@ class OnlineStore:
             "select version, watermark_us from _materializations where view = ?", [view.name]
         ).fetchall()
         if not found or found[0][0] != view.version:
+            return None
+        # A store written before tables were named apart by case keeps a view with capitals in
+        # its name under another table: as if never materialized (the next run rebuilds it).
+        if not connection.execute("select 1 from sqlite_master where type = 'table' and name = ? collate nocase",
+                                  [table_name(view)]).fetchall():
             return None
         return found[0][1]
 
