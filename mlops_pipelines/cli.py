@@ -62,17 +62,59 @@ def _features_list(_args: argparse.Namespace) -> int:
 
 
 def _read_frame(path: str):
+    """A .parquet or .csv file as a frame, or a ValueError naming the file (and the line)."""
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     if path.endswith(".parquet"):
-        return pd.read_parquet(path)
+        try:
+            names = [n for n in pq.read_schema(path).names if not n.startswith("__index_level_")]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"{path}: columns {twice} appear more than once")
+            frame = pd.read_parquet(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise ValueError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]})") from exc
+        # An index pandas stored is one of the caller's columns too (it would be lost on writing).
+        return frame if isinstance(frame.index, pd.RangeIndex) else frame.reset_index()
     if path.endswith(".csv"):
-        # Every column as text, only empty cells missing: a key like "NA" or "00123" stays itself,
-        # and the store parses keys and timestamps by the views' own types.
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-        frame.index = frame.index + 2  # a row named in an error is the file's line (line 1: the header)
-        return frame
+        return _read_csv(path)
     raise ValueError(f"{path}: expected a .parquet or .csv file")
+
+
+def _read_csv(path: str):
+    """Every cell as text, only empty cells missing: a key like "NA" or "00123" stays itself, and
+    the store parses keys and timestamps by the views' own types. Rows are named by their line in
+    the file (the header is line 1), so that an error names the line to look at; a row with more or
+    fewer fields than the header, or a header naming a column twice, is an error."""
+    import csv
+
+    import pandas as pd
+
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if not header:
+                raise ValueError(f"{path}: no header line (the column names) at line 1")
+            twice = sorted({c for c in header if header.count(c) > 1})
+            if twice:
+                raise ValueError(f"{path}: columns {twice} appear more than once in the header")
+            rows, lines = [], []
+            for row in reader:
+                if not row:
+                    continue  # a blank line
+                if len(row) != len(header):
+                    raise ValueError(f"{path}: line {reader.line_num} has {len(row)} fields, the header "
+                                     f"{len(header)}")
+                rows.append(row)
+                lines.append(reader.line_num)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path}: not a readable CSV file ({exc})") from exc
+    columns = {name: pd.array([r[i] if r[i] != "" else None for r in rows], dtype="str")
+               for i, name in enumerate(header)}
+    return pd.DataFrame(columns, index=pd.Index(lines, dtype="int64"))
 
 
 def _features_historical(args: argparse.Namespace) -> int:
@@ -81,11 +123,17 @@ def _features_historical(args: argparse.Namespace) -> int:
     paths = ProjectPaths.from_env()
     if not paths.warehouse_path.exists():
         raise ValueError(f"no warehouse at {paths.warehouse_path}: run `mlops demo` first")
-    entities = _read_frame(args.entities)
     store = build_resources(paths)["feature_store"].store()  # type: ignore[attr-defined]
     features = [f.strip() for f in args.features.split(",") if f.strip()]
     if not features:
         raise ValueError(f"--features {args.features!r}: no 'view:feature' reference")
+    if not args.out.endswith((".parquet", ".csv")):
+        raise ValueError(f"{args.out}: expected a .parquet or .csv file")
+    try:
+        store.resolve_features(features)  # (before the entities: an error here is not the file's)
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"--features: {exc.args[0] if isinstance(exc, KeyError) else exc}") from exc
+    entities = _read_frame(args.entities)
     try:
         out = store.get_historical_features(entities, features, args.full_feature_names, args.timestamp_column)
     except (KeyError, ValueError) as exc:
@@ -93,10 +141,8 @@ def _features_historical(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.entities}: {reason}") from exc
     if args.out.endswith(".parquet"):
         out.to_parquet(args.out, index=False)
-    elif args.out.endswith(".csv"):
-        out.to_csv(args.out, index=False)
     else:
-        raise ValueError(f"{args.out}: expected a .parquet or .csv file")
+        out.to_csv(args.out, index=False)
     print(f"{len(out)} rows, {len(features)} features -> {args.out}")
     return 0
 

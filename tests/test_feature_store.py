@@ -610,3 +610,32 @@ def test_text_keys_of_timestamp_and_time_views_are_read_as_instants_and_times():
         assert out[f"{view}__x"].fillna(-1).tolist() == [1.0, 1.0, -1, -1], view
     with pytest.raises(ValueError, match="join key 'tod': entity text is not an ISO 8601 time"):
         store.get_historical_features(entities.assign(tod="25:00"), ["tod:x"], connection=con)
+
+
+@pytest.mark.parametrize(("name", "text", "error"), [
+    ("ragged.csv", "origin,event_timestamp\nJFK,2013-06-01T12:00Z,extra\n", r"ragged.csv: line 2 has 3 fields"),
+    ("short.csv", "origin,carrier,event_timestamp\nJFK,B6,2013-06-01\n\nLGA,AA\n", r"short.csv: line 4 has 2 fields"),
+    ("twice.csv", "origin,origin,event_timestamp\nJFK,LGA,2013-06-01\n", r"columns \['origin'\] appear more than once"),
+    ("empty.csv", "", r"empty.csv: no header line"),
+])
+def test_the_cli_refuses_malformed_csv_by_file_and_line(tmp_path, name, text, error):
+    """pandas made the first column the index of a row with an extra field (then crashed), padded
+    short rows, renamed a repeated column to origin.1 and numbered lines wrongly past blank lines."""
+    from mlops_pipelines.cli import _read_frame
+
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError, match=error):
+        _read_frame(str(path))
+
+
+def test_the_cli_numbers_csv_rows_by_line_past_blank_lines_and_keeps_a_parquet_index(tmp_path):
+    from mlops_pipelines.cli import _read_frame
+
+    path = tmp_path / "blank.csv"
+    path.write_text("origin,event_timestamp\n\nJFK,2013-06-01\n\n\nLGA,\"2013-06-02\"\n")
+    frame = _read_frame(str(path))
+    assert frame.index.tolist() == [3, 6] and frame["origin"].tolist() == ["JFK", "LGA"]
+    indexed = tmp_path / "indexed.parquet"
+    pd.DataFrame({"flight_id": ["f1", "f2"], "origin": ["JFK", "LGA"]}).set_index("flight_id").to_parquet(indexed)
+    assert _read_frame(str(indexed)).columns.tolist() == ["flight_id", "origin"]  # (the index was dropped on output)
