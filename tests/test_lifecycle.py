@@ -142,6 +142,13 @@ def test_online_store_and_cli_agree_with_the_offline_store(lifecycle, tmp_path):
         "select available_at, temp_f from features.fv_origin_weather where origin = 'JFK' "
         "order by available_at desc limit 1").iloc[0]
     assert online["temp_f"].iloc[0] == latest["temp_f"] and pd.isna(online["temp_f"].iloc[1])
+    # The asset's metadata says which instant each view is current as of (its latest event).
+    from dagster import AssetKey
+
+    event = lifecycle.instance.get_latest_materialization_event(AssetKey("online_features"))
+    metadata = event.asset_materialization.metadata
+    newest = lifecycle.query("select max(available_at) t from features.fv_origin_weather")["t"].iloc[0]
+    assert pd.Timestamp(metadata["watermark/fv_origin_weather"].value) == pd.Timestamp(newest).tz_convert("UTC")
     entities = tmp_path / "entities.csv"
     pd.DataFrame({"origin": ["JFK", "JFK"], "event_timestamp": [str(latest["available_at"]), "2013-01-01T00:00:00Z"]}
                  ).to_csv(entities, index=False)

@@ -77,19 +77,27 @@ def test_second_materialization_reads_only_newer_rows(store):
         store.materialize_online(["stats"], end_ts="2013-03-10")
 
 
-def test_a_full_refresh_picks_up_late_rows_and_may_go_back(store, tmp_path):
+def test_late_corrected_and_deleted_rows_are_picked_up_and_a_full_refresh_may_go_back(store, tmp_path):
+    """Rows that change at or before the last end_ts (a late row, a corrected value with the same
+    event time, a deleted row) used to be missed by incremental runs: only newer rows were read.
+    A fingerprint of the rows up to the last end_ts now finds them, and the view is rebuilt."""
     store.materialize_online(["stats"], end_ts="2013-03-20")
     entities = pd.DataFrame({"carrier": ["UA", "AA"], "origin": ["JFK", "EWR"]})
-    # A late row: its event is before the watermark, so an incremental run does not see it.
-    with duckdb.connect(store.database_path) as con:
-        con.execute("insert into stats values ('UA', 'JFK', '2013-03-19 23:00+00', '2013-03-19 23:00+00', 999.0, 0.5)")
-    store.materialize_online(["stats"], end_ts="2013-03-20")
-    assert store.get_online_features(entities, "stats:delay")["delay"].iloc[0] != 999.0
-    store.materialize_online(["stats"], end_ts="2013-03-20", full_refresh=True)
-    online = store.get_online_features(entities, ["stats:delay", "stats:share"])
-    assert online["delay"].iloc[0] == 999.0
     at = pd.Timestamp("2013-03-20", tz="UTC")
-    pd.testing.assert_frame_equal(online[["delay", "share"]], _offline_at(store, entities, at)[["delay", "share"]])
+    changes = [
+        "insert into stats values ('UA', 'JFK', '2013-03-19 23:00+00', '2013-03-19 23:00+00', 999.0, 0.5)",
+        "update stats set delay = 555.0 where carrier = 'UA' and origin = 'JFK' and delay = 999.0",
+        "delete from stats where carrier = 'UA' and origin = 'JFK' and delay = 555.0",
+    ]
+    for change, expected in zip(changes, (999.0, 555.0, None), strict=True):
+        with duckdb.connect(store.database_path) as con:
+            con.execute(change)
+        assert store.materialize_online(["stats"], end_ts="2013-03-20")["stats"] > 0, change
+        online = store.get_online_features(entities, ["stats:delay", "stats:share"])
+        pd.testing.assert_frame_equal(online[["delay", "share"]], _offline_at(store, entities, at)[["delay", "share"]])
+        assert (online["delay"].iloc[0] == expected) if expected else online["delay"].iloc[0] not in (999.0, 555.0)
+    # Nothing changed: nothing read again.
+    assert store.materialize_online(["stats"], end_ts="2013-03-20") == {"stats": 0}
     # And back to an earlier instant, which an incremental run refuses.
     store.materialize_online(["stats"], end_ts="2013-03-10", full_refresh=True)
     earlier = pd.Timestamp("2013-03-10", tz="UTC")

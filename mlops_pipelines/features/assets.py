@@ -16,6 +16,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from mlops_pipelines.features.online import from_micros
 from mlops_pipelines.features.resource import FeatureStoreResource
 from mlops_pipelines.features.sql_project import SqlModel, SqlProject
 from mlops_pipelines.features.store import FeatureStore
@@ -128,13 +129,18 @@ def online_features_asset(project: SqlProject | None = None) -> AssetsDefinition
     ) -> MaterializeResult:
         store = feature_store.store()
         processed = store.materialize_online(views, end_ts=config.end_ts, full_refresh=config.full_refresh)
-        context.log.info(f"online store {feature_store.online_path}: rows read per view {processed}")
+        context.log.info(f"online store {feature_store.online_path}: entities written per view {processed}")
+        online = store.online
+        with online.connect() as lite:  # (the instant each view is now current as of)
+            marks = {name: online.watermark(lite, store.views[name]) for name in views}
         return MaterializeResult(
             metadata={
                 "path": MetadataValue.path(feature_store.online_path),
                 "rows_processed": MetadataValue.int(sum(processed.values())),
                 "full_refresh": MetadataValue.bool(config.full_refresh),
                 **{f"rows_processed/{name}": MetadataValue.int(n) for name, n in processed.items()},
+                **{f"watermark/{name}": MetadataValue.text(str(from_micros(mark)))
+                   for name, mark in marks.items() if mark is not None},
             }
         )
 

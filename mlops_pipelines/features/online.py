@@ -221,6 +221,10 @@ class OnlineStore:
             # join does, and give back feature values of the types the offline store serves.
             connection.execute("create table if not exists _schemas (view text primary key, version text, "
                                "schema blob)")
+            # Each view's rows as of its watermark, summarized (count and sum of row hashes): an
+            # incremental run finds rows at or before the watermark that changed since.
+            connection.execute("create table if not exists _fingerprints (view text primary key, version text, "
+                               "fingerprint text)")
             yield connection
         finally:
             connection.close()
@@ -292,6 +296,16 @@ class OnlineStore:
         written before types were recorded)."""
         found = connection.execute("select version, schema from _schemas where view = ?", [view.name]).fetchall()
         return pa.ipc.read_schema(pa.py_buffer(found[0][1])) if found and found[0][0] == view.version else None
+
+    def record_fingerprint(self, connection: sqlite3.Connection, view: FeatureView, fingerprint: str) -> None:
+        connection.execute("insert or replace into _fingerprints values (?, ?, ?)",
+                           [view.name, view.version, fingerprint])
+
+    def recorded_fingerprint(self, connection: sqlite3.Connection, view: FeatureView) -> str | None:
+        """The fingerprint of the view's rows as of its watermark at the last run (this version), or None."""
+        found = connection.execute("select version, fingerprint from _fingerprints where view = ?",
+                                   [view.name]).fetchall()
+        return found[0][1] if found and found[0][0] == view.version else None
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
