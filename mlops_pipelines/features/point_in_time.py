@@ -297,11 +297,26 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
             signs = [pc.less(a, pa.scalar(0, a.type)) for a in (cast, values)]
             kept = pc.and_(kept, pc.fill_null(pc.equal(*signs), False))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        where = f"row {_first_uncastable(values, wanted)}: " if text and isinstance(exc, pa.ArrowInvalid) else ""
         raise ValueError(
             f"join key {column!r}: entity values of type {values.type} cannot be compared with the "
-            f"view's {wanted} ({str(exc).splitlines()[0]})"
+            f"view's {wanted} ({where}{str(exc).splitlines()[0]})"
         ) from exc
     return cast if pc.all(kept).as_py() is not False else pc.if_else(kept, cast, pa.scalar(None, wanted))
+
+
+def _first_uncastable(values: pa.Array, wanted: pa.DataType) -> int:
+    """The position of the first value that does not cast to ``wanted`` (some does): by halving,
+    a few casts of slices rather than one per value."""
+    low, high = 0, len(values)  # (the first such value lies in values[low:high])
+    while high - low > 1:
+        middle = (low + high) // 2
+        try:
+            values.slice(low, middle - low).cast(wanted)
+            low = middle
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            high = middle
+    return low
 
 
 def _parsed_times(values: pa.Array, wanted: pa.DataType, column: str) -> pa.Array:
