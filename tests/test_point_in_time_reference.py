@@ -148,6 +148,22 @@ def _render_times(micros, how):
     raise AssertionError(how)
 
 
+def _create_views(con, store, views, rows, ttls, with_created):
+    """A table ``t_<view>`` of each view's drawn rows, and the view registered over it."""
+    for v, (keys, feats) in views.items():
+        cols = {k: pa.array([r[k] for r in rows[v]], pa.int64() if k == "k1" else pa.string()) for k in keys}
+        for name in ("ts", "created"):
+            cols[name] = pa.array([r[name] for r in rows[v]], pa.timestamp("us", tz="UTC"))
+        for f in feats:
+            cols[f] = pa.array([r[f] for r in rows[v]], pa.float64())
+        con.register("arrow_rows", pa.table(cols))
+        con.execute(f"create table t_{v} as select * from arrow_rows")
+        con.unregister("arrow_rows")
+        store.register(FeatureView(v, f"t_{v}", keys, "ts", tuple(Feature(f) for f in feats),
+                                   ttl=None if ttls[v] is None else timedelta(microseconds=ttls[v]),
+                                   created_timestamp="created" if with_created[v] else None))
+
+
 def _plain(v):
     return None if v is None or (not isinstance(v, str) and pd.isna(v)) else v
 
@@ -163,20 +179,7 @@ def test_historical_matches_reference(data):
     con = duckdb.connect()
     con.execute("set TimeZone='America/New_York'")  # the store must read as UTC whatever the caller's zone
     store = FeatureStore(":memory:")
-    for v, (keys, feats) in VIEWS.items():
-        cols = {}
-        for k in keys:
-            cols[k] = pa.array([r[k] for r in rows[v]], pa.int64() if k == "k1" else pa.string())
-        cols["ts"] = pa.array([r["ts"] for r in rows[v]], pa.timestamp("us", tz="UTC"))
-        cols["created"] = pa.array([r["created"] for r in rows[v]], pa.timestamp("us", tz="UTC"))
-        for f in feats:
-            cols[f] = pa.array([r[f] for r in rows[v]], pa.float64())
-        con.register("arrow_rows", pa.table(cols))
-        con.execute(f"create table t_{v} as select * from arrow_rows")
-        con.unregister("arrow_rows")
-        store.register(FeatureView(v, f"t_{v}", keys, "ts", tuple(Feature(f) for f in feats),
-                                   ttl=None if ttls[v] is None else timedelta(microseconds=ttls[v]),
-                                   created_timestamp="created" if with_created[v] else None))
+    _create_views(con, store, VIEWS, rows, ttls, with_created)
 
     n = data.draw(st.integers(1, 16), label="entities")
     ents = []
@@ -233,21 +236,9 @@ def test_online_equals_offline_and_reference(data):
     tmp = tempfile.mkdtemp()
     try:
         db = os.path.join(tmp, "off.duckdb")
-        with duckdb.connect(db) as con:
-            for v, (keys, feats) in ONLINE_VIEWS.items():
-                cols = {k: pa.array([r[k] for r in rows[v]], pa.int64() if k == "k1" else pa.string()) for k in keys}
-                cols["ts"] = pa.array([r["ts"] for r in rows[v]], pa.timestamp("us", tz="UTC"))
-                cols["created"] = pa.array([r["created"] for r in rows[v]], pa.timestamp("us", tz="UTC"))
-                for f in feats:
-                    cols[f] = pa.array([r[f] for r in rows[v]], pa.float64())
-                con.register("arrow_rows", pa.table(cols))
-                con.execute(f"create table t_{v} as select * from arrow_rows")
-                con.unregister("arrow_rows")
         store = FeatureStore(db, online_path=os.path.join(tmp, "on.sqlite"))
-        for v, (keys, feats) in ONLINE_VIEWS.items():
-            store.register(FeatureView(v, f"t_{v}", keys, "ts", tuple(Feature(f) for f in feats),
-                                       ttl=None if ttls[v] is None else timedelta(microseconds=ttls[v]),
-                                       created_timestamp="created" if with_created[v] else None))
+        with duckdb.connect(db) as con:
+            _create_views(con, store, ONLINE_VIEWS, rows, ttls, with_created)
         anchored = [(v, r) for v, rs in rows.items() for r in rs if r["ts"] is not None]
 
         def instant():
