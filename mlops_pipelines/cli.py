@@ -61,23 +61,25 @@ def _features_list(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_frame(path: str):
-    """A .parquet or .csv file as a frame, or a ValueError naming the file (and the line)."""
+def _read_frame(path: str, keep_index: bool = False):
+    """A .parquet file (or a folder of them) or a .csv file as a frame, or a ValueError naming
+    the file (and the line). ``keep_index``: a named index pandas stored with a parquet file
+    comes back as a column (an entity file's own column, which the output would otherwise lose)."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if path.endswith(".parquet"):
         try:
-            names = [n for n in pq.read_schema(path).names if not n.startswith("__index_level_")]
+            names = [n for n in pq.ParquetDataset(path).schema.names if not n.startswith("__index_level_")]
             twice = sorted({n for n in names if names.count(n) > 1})
             if twice:
                 raise ValueError(f"{path}: columns {twice} appear more than once")
             frame = pd.read_parquet(path)
         except (OSError, pa.ArrowException) as exc:
             raise ValueError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]})") from exc
-        # An index pandas stored is one of the caller's columns too (it would be lost on writing).
-        return frame if isinstance(frame.index, pd.RangeIndex) else frame.reset_index()
+        named = keep_index and any(name is not None for name in frame.index.names)
+        return frame.reset_index() if named else frame.reset_index(drop=True)
     if path.endswith(".csv"):
         return _read_csv(path)
     raise ValueError(f"{path}: expected a .parquet or .csv file")
@@ -93,7 +95,7 @@ def _read_csv(path: str):
     import pandas as pd
 
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # (-sig: Excel's byte-order mark)
             reader = csv.reader(handle)
             header = next(reader, None)
             if not header:
@@ -133,7 +135,7 @@ def _features_historical(args: argparse.Namespace) -> int:
         store.resolve_features(features)  # (before the entities: an error here is not the file's)
     except (KeyError, ValueError) as exc:
         raise ValueError(f"--features: {exc.args[0] if isinstance(exc, KeyError) else exc}") from exc
-    entities = _read_frame(args.entities)
+    entities = _read_frame(args.entities, keep_index=True)
     try:
         out = store.get_historical_features(entities, features, args.full_feature_names, args.timestamp_column)
     except (KeyError, ValueError) as exc:

@@ -638,4 +638,35 @@ def test_the_cli_numbers_csv_rows_by_line_past_blank_lines_and_keeps_a_parquet_i
     assert frame.index.tolist() == [3, 6] and frame["origin"].tolist() == ["JFK", "LGA"]
     indexed = tmp_path / "indexed.parquet"
     pd.DataFrame({"flight_id": ["f1", "f2"], "origin": ["JFK", "LGA"]}).set_index("flight_id").to_parquet(indexed)
-    assert _read_frame(str(indexed)).columns.tolist() == ["flight_id", "origin"]  # (the index was dropped on output)
+    assert _read_frame(str(indexed), keep_index=True).columns.tolist() == ["flight_id", "origin"]  # (was dropped)
+
+
+def test_the_cli_reads_excel_csv_parquet_folders_and_keeps_only_a_named_index(tmp_path):
+    """Excel's byte-order mark stays out of the first column's name; a folder of parquet files
+    (as Spark and Arrow write them) is read; an unnamed index of a filtered frame is not a column
+    (it would enter `mlops drift` as a drifted column), a named one is for an entity file."""
+    import pyarrow.parquet as pq
+
+    from mlops_pipelines.cli import _read_frame
+
+    bom = tmp_path / "excel.csv"
+    bom.write_bytes("\ufeffcarrier,event_timestamp\nAA,2013-06-01\n".encode())
+    assert _read_frame(str(bom)).columns.tolist() == ["carrier", "event_timestamp"]
+    folder = tmp_path / "rows.parquet"
+    pq.write_to_dataset(pa.table({"carrier": ["UA", "AA"]}), str(folder))
+    assert sorted(_read_frame(str(folder))["carrier"]) == ["AA", "UA"]
+    frame = pd.DataFrame({"carrier": ["AA", "UA", "AA"], "delay": [1.0, 2.0, 3.0]})
+    frame[frame["carrier"] == "AA"].to_parquet(tmp_path / "filtered.parquet")
+    frame.set_index("carrier").to_parquet(tmp_path / "named.parquet")
+    assert _read_frame(str(tmp_path / "filtered.parquet"), keep_index=True).columns.tolist() == ["carrier", "delay"]
+    assert _read_frame(str(tmp_path / "named.parquet")).columns.tolist() == ["delay"]
+    assert _read_frame(str(tmp_path / "named.parquet"), keep_index=True).columns.tolist() == ["carrier", "delay"]
+
+
+def test_a_key_that_does_not_parse_is_named_by_the_callers_row_label():
+    con = duckdb.connect()
+    con.execute("create table f as select 7::bigint as k, '2020-01-01'::timestamp as ts, 1.5 as x")
+    store = FeatureStore(":memory:", [FeatureView("f", "f", ("k",), "ts", (Feature("x"),))])
+    entities = pd.DataFrame({"k": ["7", "8", "x9"], "event_timestamp": T("2021-01-01")}, index=[2, 4, 6])
+    with pytest.raises(ValueError, match=r"join key 'k': .*\(row 6: .*'x9'"):
+        store.get_historical_features(entities, ["f:x"], connection=con)

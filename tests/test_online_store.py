@@ -591,3 +591,20 @@ def test_a_view_table_under_its_earlier_name_is_rebuilt_not_misread(tmp_path):
         fs.get_online_features({"k": [1]}, ["Stats:x"])
     assert fs.materialize_online(end_ts=at + pd.Timedelta(days=3)) == {"Stats": 1}
     assert fs.get_online_features({"k": [1]}, ["Stats:x"])["x"].tolist() == [11]
+
+
+def test_changes_duckdbs_value_hash_cannot_see_are_picked_up_too(tmp_path):
+    """DuckDB hashes an empty list like NULL and an all-NULL struct like a NULL struct: the
+    fingerprint hashes each row's text instead."""
+    database = tmp_path / "nested.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("create table t as select 1 as k, '2024-01-01'::timestamp as ts, NULL::int[] as l, "
+                    "NULL::struct(a int) as s")
+    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("l"), Feature("s")))],
+                      online_path=tmp_path / "online.sqlite")
+    fs.materialize_online()
+    with duckdb.connect(str(database)) as con:
+        con.execute("update t set l = []::int[], s = {'a': NULL}")
+    assert fs.materialize_online() == {"v": 1}
+    online = fs.get_online_features({"k": [1]}, ["v:l", "v:s"])
+    assert list(online["l"].iloc[0]) == [] and online["s"].iloc[0] == {"a": None}

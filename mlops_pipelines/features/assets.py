@@ -19,7 +19,7 @@ from pydantic import Field
 from mlops_pipelines.features.online import from_micros
 from mlops_pipelines.features.resource import FeatureStoreResource
 from mlops_pipelines.features.sql_project import SqlModel, SqlProject
-from mlops_pipelines.features.store import FeatureStore
+from mlops_pipelines.features.store import EMPTY_WATERMARK, FeatureStore
 from mlops_pipelines.validation.store import SCHEMA as VALIDATED_SCHEMA
 from mlops_pipelines.validation.store import refuse_failed_validations
 from mlops_pipelines.warehouse import WAREHOUSE_POOL, DuckDBWarehouse
@@ -139,7 +139,8 @@ def online_features_asset(project: SqlProject | None = None) -> AssetsDefinition
                 "rows_processed": MetadataValue.int(sum(processed.values())),
                 "full_refresh": MetadataValue.bool(config.full_refresh),
                 **{f"rows_processed/{name}": MetadataValue.int(n) for name, n in processed.items()},
-                **{f"watermark/{name}": MetadataValue.text(str(from_micros(mark)))
+                **{f"watermark/{name}": MetadataValue.text(
+                    "no rows yet" if mark == EMPTY_WATERMARK else str(from_micros(mark)))
                    for name, mark in marks.items() if mark is not None},
             }
         )

@@ -61,6 +61,8 @@ class EntityRows:
     # row -> its true time (µs) where ``micros`` holds the end of DuckDB's range instead (rows
     # beyond it), so that a TTL is measured from the true instant; None when no row is
     beyond: dict[int, int] | None = None
+    # how the caller names the rows (a frame's index; a CLI's file lines), for errors; else positions
+    labels: pd.Index | None = None
 
     def __len__(self) -> int:
         return len(self.micros)
@@ -254,7 +256,7 @@ def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array
 
 
 def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: str,
-                   uuids: bool = False) -> pa.Array:
+                   uuids: bool = False, labels: pd.Index | None = None) -> pa.Array:
     """Entity key values as the view's key type ``wanted``, or a ValueError naming the column.
 
     Text is parsed (a value that does not parse is an error). Any other type is cast and kept
@@ -262,7 +264,7 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
     as DECIMAL(10, 2), 10:00 as a DATE, 2**40 as INTEGER, 2 as BOOLEAN) matches nothing rather
     than a neighbour. DuckDB hands UUIDs over as text: UUID objects become their canonical text,
     and so does text for a key column that is a UUID in DuckDB (``uuids``, see :func:`is_uuid`).
-    ``values``: from :func:`entity_key_array`.
+    ``values``: from :func:`entity_key_array`; ``labels``: the rows' names in errors (else positions).
     """
     if isinstance(values, pd.Series):
         # Objects Arrow could not type on its own, e.g. integers beyond int64 or UUIDs mixed with text.
@@ -272,14 +274,14 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
             values = pa.array(objects, type=wanted, from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
             values = pa.array([_object_key_as(v, wanted, column) for v in objects], type=wanted)
-        return _uuid_texts(values, column) if uuids else values
+        return _uuid_texts(values, column, labels) if uuids else values
     if isinstance(values.type, pa.UuidType):
         values = pa.array([None if v is None else str(v) for v in values.to_pylist()], type=pa.string())
     if pa.types.is_dictionary(values.type):
         values = values.dictionary_decode()
     text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
     if uuids and text:
-        values = _uuid_texts(values, column)
+        values = _uuid_texts(values, column, labels)
     if values.type == wanted:
         return values
     if pa.types.is_null(values.type):  # no value at all (every key missing)
@@ -297,12 +299,18 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
             signs = [pc.less(a, pa.scalar(0, a.type)) for a in (cast, values)]
             kept = pc.and_(kept, pc.fill_null(pc.equal(*signs), False))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        where = f"row {_first_uncastable(values, wanted)}: " if text and isinstance(exc, pa.ArrowInvalid) else ""
+        where = f"row {_row_name(_first_uncastable(values, wanted), labels)}: " \
+            if text and isinstance(exc, pa.ArrowInvalid) else ""
         raise ValueError(
             f"join key {column!r}: entity values of type {values.type} cannot be compared with the "
             f"view's {wanted} ({where}{str(exc).splitlines()[0]})"
         ) from exc
     return cast if pc.all(kept).as_py() is not False else pc.if_else(kept, cast, pa.scalar(None, wanted))
+
+
+def _row_name(position: int, labels: pd.Index | None) -> object:
+    """How the caller names the row at ``position``."""
+    return position if labels is None else labels[position]
 
 
 def _first_uncastable(values: pa.Array, wanted: pa.DataType) -> int:
@@ -346,7 +354,7 @@ def is_uuid(field: pa.Field) -> bool:
     return field.metadata is not None and field.metadata.get(b"duckdb_type") == UUID_FIELD[b"duckdb_type"]
 
 
-def _uuid_texts(values: pa.Array, column: str) -> pa.Array:
+def _uuid_texts(values: pa.Array, column: str, labels: pd.Index | None = None) -> pa.Array:
     """Text keys of a UUID column as DuckDB writes UUIDs (lower case, hyphenated): DuckDB reads
     upper case, braces and missing hyphens as the same UUID, so they match it here too. Text
     that is no UUID is an error, as DuckDB's cast would make it."""
@@ -360,8 +368,8 @@ def _uuid_texts(values: pa.Array, column: str) -> pa.Array:
         digits = texts[row][1:-1] if texts[row][:1] == "{" and texts[row][-1:] == "}" else texts[row]
         digits = digits.replace("-", "")
         if len(digits) != 32 or digits.strip("0123456789abcdef"):
-            raise ValueError(f"join key {column!r}: entity value {values[row].as_py()!r} (row {row} of the "
-                             "entity rows) is not a UUID")
+            raise ValueError(f"join key {column!r}: entity value {values[row].as_py()!r} (row "
+                             f"{_row_name(row, labels)} of the entity rows) is not a UUID")
         texts[row] = str(uuid.UUID(hex=digits))
     return pa.array(texts, pa.string())
 
@@ -395,15 +403,16 @@ def served_type(field_type: pa.DataType) -> pa.DataType:
     return field_type
 
 
-def _column_codes(features: pa.Table, entity: pa.Array | pd.Series, column: str,
-                  workspace: Workspace) -> tuple[np.ndarray, np.ndarray, int]:
+def _column_codes(features: pa.Table, entity: pa.Array | pd.Series, column: str, workspace: Workspace,
+                  labels: pd.Index | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Codes 0 .. n - 1 of one key column's values, for feature rows (never null) and entity rows
     (-1 for a null key or a value no feature row has), and n. Integer keys' codes are written
     into ``workspace`` arrays."""
     feature = features.column(column)
     if pa.types.is_dictionary(feature.type):
         feature = feature.cast(key_type(feature.type))
-    entity = entity_keys_as(entity, feature.type, column, uuids=is_uuid(features.schema.field(column)))
+    entity = entity_keys_as(entity, feature.type, column, uuids=is_uuid(features.schema.field(column)),
+                            labels=labels)
     if pa.types.is_floating(feature.type):
         # -0.0 and 0.0 are one key, as in SQL (DuckDB's joins) and in the online store; Arrow's
         # hashing tells them apart. Adding 0.0 turns -0.0 into 0.0 and leaves the rest alone.
@@ -432,10 +441,11 @@ def key_codes(features: pa.Table, entities: EntityRows, keys: Sequence[str],
     no feature row has this key), and the number of codes (arrays of ``workspace`` for a key of
     one integer column)."""
     first = keys[0]
-    feature_codes, entity_codes, count = _column_codes(features, entities.keys[first], first, workspace)
+    feature_codes, entity_codes, count = _column_codes(features, entities.keys[first], first, workspace,
+                                                       entities.labels)
     for column in keys[1:]:
         more_features, more_entities, more = _column_codes(features, entities.keys[column], column,
-                                                           Workspace())
+                                                           Workspace(), entities.labels)
         unknown = (entity_codes < 0) | (more_entities < 0)
         # Keys take at most 32 bits, so that key and time (at most 32 bits too) share one word.
         if count * more <= 2**32:

@@ -212,7 +212,9 @@ def _fingerprints(connection: duckdb.DuckDBPyConnection, view: FeatureView, sinc
                                              *view.feature_names))
     def upto(micros: int) -> str:
         within = f"filter (where {point_in_time.TS} <= make_timestamp({micros}::bigint)::timestamptz)"
-        return f"count(*) {within}, sum(hash({columns})::hugeint) {within}"
+        # Each row hashed as its text: DuckDB's hash of the values takes [] for NULL, an all-NULL
+        # struct for NULL and an ENUM for its index.
+        return f"count(*) {within}, sum(hash(row({columns})::varchar)::hugeint) {within}"
 
     with _reading(view):
         row = connection.sql(f"select {upto(until)}, {upto(since if since is not None else until)} "
@@ -277,7 +279,8 @@ def entity_rows(keys: Mapping[str, pd.Series | pa.ChunkedArray], timestamps: pd.
     if not valid.all():
         micros[~valid] = 0
     keys_ = {k: point_in_time.entity_key_array(v) for k, v in keys.items()}
-    return point_in_time.EntityRows(keys=keys_, micros=micros, valid=valid, finer=finer, beyond=beyond)
+    return point_in_time.EntityRows(keys=keys_, micros=micros, valid=valid, finer=finer, beyond=beyond,
+                                    labels=timestamps.index)
 
 
 class FeatureStore:
