@@ -670,3 +670,18 @@ def test_a_key_that_does_not_parse_is_named_by_the_callers_row_label():
     entities = pd.DataFrame({"k": ["7", "8", "x9"], "event_timestamp": T("2021-01-01")}, index=[2, 4, 6])
     with pytest.raises(ValueError, match=r"join key 'k': .*\(row 6: .*'x9'"):
         store.get_historical_features(entities, ["f:x"], connection=con)
+
+
+def test_entity_timestamps_as_text_after_2262_are_read(tmp_path):
+    """pandas parses text in nanoseconds, which end in 2262: '2500-01-01T00:00:00Z' (as the CLI
+    reads a CSV cell) was refused as out of bounds."""
+    path = tmp_path / "later.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("create table f as select * from (values (1, '2400-01-01'::timestamp, 1.0), "
+                    "(1, '3000-01-01'::timestamp, 2.0)) v(k, ts, x)")
+    fs = FeatureStore(path, [FeatureView("f", "f", "k", "ts", (Feature("x"),))])
+    # (A value with nanoseconds makes pandas parse them all in nanoseconds.)
+    text = ["2500-01-01T00:00:00Z", "2013-01-01 05:00:00.000000001", "9999-12-31T23:00:00+01:00"]
+    entities = pd.DataFrame({"k": [1, 1, 1], "event_timestamp": pd.array(text, dtype="str")})
+    out = fs.get_historical_features(entities, ["f:x"])
+    assert out["x"].fillna(-1).tolist() == [1.0, -1, 2.0]

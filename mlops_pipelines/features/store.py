@@ -59,15 +59,28 @@ def to_utc(values: pd.Series) -> pd.Series:
     try:
         return pd.to_datetime(values, utc=True, format="ISO8601")
     except (ValueError, TypeError) as exc:
-        reason = str(exc).splitlines()[0].split(" You might want to try")[0]
-        try:  # name the first row that does not parse (None/NaN stay missing and are fine)
-            parsed = pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
-            bad = values[parsed.isna() & values.notna()]
+        failure = exc
+    if isinstance(failure, pd.errors.OutOfBoundsDatetime):
+        # Beyond 2262 (pandas parsed the text in nanoseconds): as Python's datetimes, to 9999, in
+        # microseconds (nanoseconds given with such a value are dropped).
+        try:
+            return pd.to_datetime(values.map(_iso_datetime, na_action="ignore"), utc=True)
         except (ValueError, TypeError):
-            bad = values.iloc[:0]
-        where = f" row {bad.index[0]} ({bad.iloc[0]!r})" if len(bad) else ""
-        raise ValueError(f"timestamp column {values.name!r}{where}: {reason} (datetimes or ISO 8601 strings "
-                         "expected)") from exc
+            pass
+    reason = str(failure).splitlines()[0].split(" You might want to try")[0]
+    try:  # name the first row that does not parse (None/NaN stay missing and are fine)
+        parsed = pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
+        bad = values[parsed.isna() & values.notna()]
+    except (ValueError, TypeError):
+        bad = values.iloc[:0]
+    where = f" row {bad.index[0]} ({bad.iloc[0]!r})" if len(bad) else ""
+    raise ValueError(f"timestamp column {values.name!r}{where}: {reason} (datetimes or ISO 8601 strings "
+                     "expected)") from failure
+
+
+def _iso_datetime(value: object) -> object:
+    """ISO 8601 text as a datetime (naive or aware); anything else as it is."""
+    return datetime.fromisoformat(value.strip()) if isinstance(value, str) else value
 
 
 def output_names(features: Iterable[tuple[str, str]], full_feature_names: bool) -> dict[tuple[str, str], str]:
