@@ -198,9 +198,8 @@ def run_ours(meta: dict, explain: bool = False):
                 view = store.views[name]
                 table = step(f"{name}: read (DuckDB to Arrow)",
                              lambda view=view: read_view_rows(con, view, view.feature_names))
-                ttl = round(view.ttl / timedelta(microseconds=1))
-                chosen = step(f"{name}: match rows", lambda table=table, view=view, ttl=ttl: point_in_time.match_rows(
-                    table, entities, view.entities, view.feature_names, ttl, True, workspace))
+                chosen = step(f"{name}: match rows", lambda table=table, view=view: point_in_time.match_rows(
+                    table, entities, view.entities, view.feature_names, view.ttl_micros, True, workspace))
                 step(f"{name}: take features", lambda table=table, names=names, chosen=chosen:
                      point_in_time.take_pandas(table, names, chosen, workspace))
         lines.append("(one thread, one step after another; get_historical_features joins two views at a time)")

@@ -105,8 +105,8 @@ class OnlineMaterializationConfig(Config):
     )
     full_refresh: bool = Field(
         default=False,
-        description="Rebuild every view from all its rows up to end_ts (late rows included; end_ts may "
-        "be earlier than the last one) instead of reading only rows newer than the last run.",
+        description="Rebuild every view from all its rows up to end_ts, which may then be earlier than "
+        "the last one (incremental runs already rebuild a view whose earlier rows changed).",
     )
 
 

@@ -78,10 +78,8 @@ def key_value(value: object) -> object:
     if isinstance(value, datetime):
         # Plain datetime arithmetic: pandas' nanosecond range ends in 2262, sentinel keys do not.
         aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        micros = (aware - EPOCH) // timedelta(microseconds=1)
         nanos = value.nanosecond if isinstance(value, pd.Timestamp) else 0
-        # A TIMESTAMP_NS key off the microsecond grid: text, which no integer key equals.
-        return micros if not nanos else f"{micros}+{nanos}ns"
+        return _instant_key((aware - EPOCH) // timedelta(microseconds=1), nanos)
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, uuid.UUID):
@@ -124,11 +122,13 @@ def _instant_keys(column: pa.Array) -> list:
     if unit != "ns":
         return [point_in_time.micros_of(int(v), unit) if ok else None
                 for v, ok in zip(values.tolist(), present, strict=True)]
-    keys = []
-    for v, ok in zip(values.tolist(), present, strict=True):
-        micros, nanos = divmod(int(v), 1000) if ok else (0, 0)
-        keys.append(None if not ok else micros if not nanos else f"{micros}+{nanos}ns")
-    return keys
+    return [_instant_key(*divmod(int(v), 1000)) if ok else None for v, ok in zip(values.tolist(), present, strict=True)]
+
+
+def _instant_key(micros: int, nanos: int) -> int | str:
+    """An instant as the online store keys it: its UTC microseconds; with nanoseconds past them
+    (a TIMESTAMP_NS key off the microsecond grid), text, which no integer key equals."""
+    return micros if not nanos else f"{micros}+{nanos}ns"
 
 
 def _temporal(type_: pa.DataType) -> bool:
@@ -229,19 +229,24 @@ class OnlineStore:
         finally:
             connection.close()
 
+    @staticmethod
+    def _of_version(connection: sqlite3.Connection, table: str, column: str, view: FeatureView) -> object:
+        """``column`` of the view's row in one of the store's own tables, if recorded for its
+        current version; else None."""
+        found = connection.execute(f"select version, {column} from {table} where view = ?", [view.name]).fetchall()
+        return found[0][1] if found and found[0][0] == view.version else None
+
     def watermark(self, connection: sqlite3.Connection, view: FeatureView) -> int | None:
         """The instant (µs) the view is current as of, or None when its version was never materialized."""
-        found = connection.execute(
-            "select version, watermark_us from _materializations where view = ?", [view.name]
-        ).fetchall()
-        if not found or found[0][0] != view.version:
+        watermark = self._of_version(connection, "_materializations", "watermark_us", view)
+        if watermark is None:
             return None
         # A store written before tables were named apart by case keeps a view with capitals in
         # its name under another table: as if never materialized (the next run rebuilds it).
         if not connection.execute("select 1 from sqlite_master where type = 'table' and name = ? collate nocase",
                                   [table_name(view)]).fetchall():
             return None
-        return found[0][1]
+        return watermark
 
     def reset(self, connection: sqlite3.Connection, view: FeatureView) -> None:
         """Drop the view's table (a new version is materialized from scratch)."""
@@ -294,8 +299,8 @@ class OnlineStore:
     def recorded_schema(self, connection: sqlite3.Connection, view: FeatureView) -> pa.Schema | None:
         """The schema recorded for the view's current version, or None (none recorded, or a store
         written before types were recorded)."""
-        found = connection.execute("select version, schema from _schemas where view = ?", [view.name]).fetchall()
-        return pa.ipc.read_schema(pa.py_buffer(found[0][1])) if found and found[0][0] == view.version else None
+        schema = self._of_version(connection, "_schemas", "schema", view)
+        return None if schema is None else pa.ipc.read_schema(pa.py_buffer(schema))
 
     def record_fingerprint(self, connection: sqlite3.Connection, view: FeatureView, fingerprint: str) -> None:
         connection.execute("insert or replace into _fingerprints values (?, ?, ?)",
@@ -303,9 +308,7 @@ class OnlineStore:
 
     def recorded_fingerprint(self, connection: sqlite3.Connection, view: FeatureView) -> str | None:
         """The fingerprint of the view's rows as of its watermark at the last run (this version), or None."""
-        found = connection.execute("select version, fingerprint from _fingerprints where view = ?",
-                                   [view.name]).fetchall()
-        return found[0][1] if found and found[0][0] == view.version else None
+        return self._of_version(connection, "_fingerprints", "fingerprint", view)
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -358,7 +361,7 @@ def read_rows(connection: sqlite3.Connection, view: FeatureView, names: Sequence
     if not unique:
         return {}
     width = len(view.entities)
-    floor = watermark - view.ttl // timedelta(microseconds=1) if view.ttl else None
+    floor = watermark - view.ttl_micros if view.ttl else None
     key_list = ", ".join(quoted(k) for k in view.entities)
     columns = ", ".join(quoted(n) for n in names)
     found: dict[tuple, tuple] = {}

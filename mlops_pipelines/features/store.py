@@ -17,7 +17,7 @@ import queue
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -229,8 +229,9 @@ def _fingerprints(connection: duckdb.DuckDBPyConnection, view: FeatureView, sinc
         # struct for NULL and an ENUM for its index.
         return f"count(*) {within}, sum(hash(row({columns})::varchar)::hugeint) {within}"
 
+    bounds = [until] if since is None else [until, since]
     with _reading(view):
-        row = connection.sql(f"select {upto(until)}, {upto(since if since is not None else until)} "
+        row = connection.sql(f"select {', '.join(upto(b) for b in bounds)} "
                              f"from ({feature_table_sql(view, view.feature_names)})").fetchall()[0]
     return (None if since is None else f"{row[2]}:{row[3]}"), f"{row[0]}:{row[1]}"
 
@@ -378,10 +379,8 @@ class FeatureStore:
                 view = self.views[view_name]
                 # Every declared feature is read, asked for or not: ties are decided on all of them.
                 table = read_view_rows(connection, view, view.feature_names)
-                ttl = view.ttl // timedelta(microseconds=1) if view.ttl else None
-                pending.append(pool.submit(join, table, entities, view.entities,
-                                           view.feature_names, names, ttl, view.created_timestamp is not None,
-                                           as_pandas))
+                pending.append(pool.submit(join, table, entities, view.entities, view.feature_names, names,
+                                           view.ttl_micros, view.created_timestamp is not None, as_pandas))
                 del table
             columns = {}
             for (view_name, names), future in zip(wanted.items(), pending, strict=True):

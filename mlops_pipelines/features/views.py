@@ -165,6 +165,11 @@ class FeatureView:
         return [f.name for f in self.features]
 
     @property
+    def ttl_micros(self) -> int | None:
+        """The TTL in whole microseconds (as it was declared: see ``_ttl_of_micros``), or None."""
+        return self.ttl // timedelta(microseconds=1) if self.ttl else None
+
+    @property
     def version(self) -> str:
         """A hash of the declaration and its SQL: a new version whenever either changes."""
         declaration = asdict(self)
