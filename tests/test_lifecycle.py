@@ -135,6 +135,27 @@ def test_one_point_in_time_row_by_hand(lifecycle, package_flights, package_csv_d
     assert row["is_delayed"].iloc[0] == int(me["arr_delay"] > 15)
 
 
+def test_the_registry_lists_every_view_in_the_warehouse_the_ui_and_the_cli(lifecycle):
+    """Each feature view's version (hash of its SQL and declaration) and row count, the same in
+    features.registry, in its asset's metadata (the Dagster UI) and in `mlops features list`."""
+    from dagster import AssetKey
+
+    views = SqlProject().feature_views()
+    registry = lifecycle.query("select name, version, row_count from features.registry order by name")
+    assert registry["name"].tolist() == sorted(views)
+    env = {**os.environ, "MLOPS_DATA_DIR": str(lifecycle.paths.data_dir)}
+    listed = subprocess.run([sys.executable, "-m", "mlops_pipelines.cli", "features", "list"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    for name, version, rows in registry.itertuples(index=False):
+        assert version == views[name].version
+        assert rows == lifecycle.query(f"select count(*) n from features.{name}")["n"].iloc[0]
+        event = lifecycle.instance.get_latest_materialization_event(AssetKey(name))
+        assert event.asset_materialization.metadata["feature_view/version"].value == version
+        line = next(line for line in listed.stdout.splitlines() if line.startswith(name + " "))
+        assert version in line and f"{rows:,}" in line
+
+
 def test_online_store_and_cli_agree_with_the_offline_store(lifecycle, tmp_path):
     store = build_resources(lifecycle.paths)["feature_store"].store()
     online = store.get_online_features([{"origin": "JFK"}, {"origin": "XXX"}], ["fv_origin_weather:temp_f"])
