@@ -12,14 +12,154 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any, Literal
 
 import duckdb
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mlops_pipelines.features.views import FeatureView
+from mlops_pipelines.features.views import (
+    FEATURE_TYPES,
+    TIMESTAMP_TYPES,
+    FeatureView,
+    quoted,
+    timestamp_type_problem,
+    type_matches,
+)
 
 REF = re.compile(r"\{\{\s*ref\(\s*['\"](\w+)['\"]\s*\)\s*\}\}")
 SOURCE = re.compile(r"\{\{\s*source\(\s*['\"](\w+)['\"]\s*,\s*['\"](\w+)['\"]\s*\)\s*\}\}")
+MODEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a model is a table: its file name must be a plain identifier
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses what would silently change a declaration: a key given twice (the
+    second would replace the first) and base-60 numbers (YAML 1.1 reads ``ttl: 3:00`` as 180)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        self.flatten_mapping(node)
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # (an unhashable key: the base class says so)
+                break
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    f"while reading a mapping (key {key!r} first given on line {first.line + 1})", node.start_mark,
+                    f"found key {key!r} a second time", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        self._refuse_base_60(node)
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        self._refuse_base_60(node)
+        return super().construct_yaml_float(node)
+
+    @staticmethod
+    def _refuse_base_60(node: yaml.ScalarNode) -> None:
+        if ":" in node.value:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} reads as a base-60 number in YAML 1.1; quote it, or write "
+                "a duration as '3 hours'", node.start_mark)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+_StrictLoader.add_constructor("tag:yaml.org,2002:float", _StrictLoader.construct_yaml_float)
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content, or a ValueError naming the file, line and problem."""
+    try:
+        with path.open(encoding="utf-8") as stream:  # (a named stream: YAML's errors then name the file)
+            return yaml.load(stream, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+# What a model's YAML may hold. Unknown fields are refused: a misspelt ``tll:`` would otherwise
+# leave a view without its TTL.
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _ColumnDoc(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    tests: list[Any] = []
+
+    @field_validator("tests")
+    @classmethod
+    def _known_tests(cls, tests: list[Any]) -> list[Any]:
+        for test in tests:
+            accepted = isinstance(test, dict) and list(test) == ["accepted_values"] \
+                and isinstance(test["accepted_values"], list)
+            if test not in ("not_null", "unique") and not accepted:
+                raise ValueError(f"unknown column test {test!r} (not_null, unique, or accepted_values: [...])")
+        return tests
+
+
+class _FeatureDoc(_Strict):
+    name: str = Field(min_length=1)
+    type: Literal[tuple(FEATURE_TYPES)] = "float"  # type: ignore[valid-type]
+    description: str = ""
+    owner: str = ""
+
+
+class _FeatureViewDoc(_Strict):
+    entities: list[str] = Field(min_length=1)
+    event_timestamp: str = Field(min_length=1)
+    created_timestamp: str | None = None
+    ttl: Any = None
+    owner: str = ""
+    features: list[_FeatureDoc] = Field(min_length=1)
+
+    @field_validator("entities", mode="before")
+    @classmethod
+    def _one_or_several(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("entities")
+    @classmethod
+    def _named(cls, value: list[str]) -> list[str]:
+        if not all(value):
+            raise ValueError("an entity join key is empty")
+        return value
+
+    @field_validator("ttl")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int | float)):
+            raise ValueError(f"{value!r} is not a duration ('2 hours', or a number of seconds)")
+        return value
+
+
+class _ModelDoc(_Strict):
+    description: str = ""
+    columns: list[_ColumnDoc] = []
+    feature_view: _FeatureViewDoc | None = None
+
+
+def _checked_doc(path: Path, doc: Any) -> dict:
+    """A model's YAML checked against ``_ModelDoc``: every problem named by its field's path."""
+    if doc is None:
+        return {}
+    try:
+        _ModelDoc.model_validate(doc)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
+            message = {"extra_forbidden": "unknown field", "model_type": "should be a mapping of fields",
+                       "model_attributes_type": "should be a mapping of fields"}.get(error["type"], error["msg"])
+            message = message.removeprefix("Value error, ")
+            problems.append(f"{where or 'the document'}: {message}")
+        raise ValueError(f"{path}: " + "; ".join(problems)) from None
+    return doc
 
 
 def default_project_dir() -> Path:
@@ -43,6 +183,7 @@ class SqlModel:
     path: Path
     sql: str
     doc: dict = field(compare=False)
+    doc_path: Path | None = None  # the .yml (or .yaml) beside it, if any
     refs: tuple[str, ...] = ()
     sources: tuple[tuple[str, str], ...] = ()
 
@@ -67,7 +208,7 @@ class SqlModel:
         try:
             return FeatureView.from_yaml(self.name, self.relation, block, self.doc.get("description", ""), self.sql)
         except ValueError as exc:
-            raise ValueError(f"{self.path.with_suffix('.yml')}: {exc}") from None
+            raise ValueError(f"{self.doc_path}: {exc}") from None
 
 
 class SqlProject:
@@ -81,7 +222,7 @@ class SqlProject:
     @cached_property
     def sources(self) -> dict[tuple[str, str], Source]:
         path = self.project_dir / "sources.yml"
-        declared = yaml.safe_load(path.read_text()) if path.exists() else {}
+        declared = (read_yaml(path) or {}) if path.exists() else {}
         found = {}
         for block in declared.get("sources", []):
             for table in block.get("tables", []):
@@ -93,18 +234,29 @@ class SqlProject:
     @cached_property
     def models(self) -> dict[str, SqlModel]:
         found: dict[str, SqlModel] = {}
+        self._refuse_stray_files()
         for path in sorted(self.project_dir.glob("*/*.sql")):
             sql = path.read_text()
-            doc_path = path.with_suffix(".yml")
-            doc = yaml.safe_load(doc_path.read_text()) if doc_path.exists() else {}
-            if path.stem in found:
-                raise ValueError(f"{path}: model name {path.stem} is defined twice")
+            for name, what in ((path.stem, "model"), (path.parent.name, "schema")):
+                if not MODEL_NAME.fullmatch(name):
+                    raise ValueError(f"{path}: {what} name {name!r} is not a plain identifier "
+                                     "(letters, digits and _; it names a DuckDB table or schema)")
+            docs = [d for d in (path.with_suffix(".yml"), path.with_suffix(".yaml")) if d.exists()]
+            if len(docs) > 1:
+                raise ValueError(f"{path}: both {docs[0].name} and {docs[1].name} document it; keep one")
+            doc = _checked_doc(docs[0], read_yaml(docs[0])) if docs else {}
+            # DuckDB resolves names ignoring case: fv_a and FV_A would be one table.
+            same = [m for m in found.values() if m.name.lower() == path.stem.lower()]
+            if same:
+                raise ValueError(f"{path}: model name {path.stem} is defined twice ({same[0].path}; "
+                                 "names are compared ignoring case, as DuckDB does)")
             found[path.stem] = SqlModel(
                 name=path.stem,
                 schema=path.parent.name,
                 path=path,
                 sql=sql,
                 doc=doc or {},
+                doc_path=docs[0] if docs else None,
                 refs=tuple(dict.fromkeys(REF.findall(sql))),
                 sources=tuple(dict.fromkeys(SOURCE.findall(sql))),
             )
@@ -116,6 +268,21 @@ class SqlProject:
                 if source not in self.sources:
                     raise ValueError(f"{model.path}: source{source} is not declared in sources.yml")
         return found
+
+    def _refuse_stray_files(self) -> None:
+        """Files the project would otherwise ignore without a word: a model's YAML without its SQL,
+        or SQL and YAML outside the ``<schema>/<model>`` layout."""
+        for path in sorted(self.project_dir.rglob("*")):
+            if path.suffix not in (".sql", ".yml", ".yaml") or any(p.startswith(".") for p in path.parts):
+                continue
+            depth = len(path.relative_to(self.project_dir).parts)
+            if path.suffix == ".sql" and depth != 2:
+                raise ValueError(f"{path}: a model must be <schema folder>/<model>.sql directly under "
+                                 f"{self.project_dir}")
+            if path.suffix != ".sql" and depth == 2 and not path.with_suffix(".sql").exists():
+                raise ValueError(f"{path}: documents no model ({path.with_suffix('.sql').name} does not exist)")
+            if path.suffix != ".sql" and depth > 2:
+                raise ValueError(f"{path}: not read (models are <schema folder>/<model>.sql with their .yml beside)")
 
     def feature_views(self) -> dict[str, FeatureView]:
         return {name: view for name, m in self.models.items() if (view := m.feature_view())}
@@ -151,6 +318,30 @@ class SqlProject:
             raise
         return rows, []
 
+    @staticmethod
+    def _feature_view_failures(model: SqlModel, actual: dict[str, str]) -> list[str]:
+        """A feature view's declared columns against the SQL's (name lowered -> DuckDB type):
+        its join keys and timestamps exist, the timestamps are timestamps, the features have
+        their declared types."""
+        view = model.feature_view()
+        if view is None:
+            return []
+        failures = [f"{model.name}.{key}: join key not produced by the SQL"
+                    for key in view.entities if key.lower() not in actual]
+        for role, column in (("event timestamp", view.event_timestamp), ("created timestamp", view.created_timestamp)):
+            if column is None:
+                continue
+            type_ = actual.get(column.lower())
+            if type_ is None:
+                failures.append(f"{model.name}.{column}: {role} not produced by the SQL")
+            elif type_ not in TIMESTAMP_TYPES:
+                failures.append(f"{model.name}.{column}: {role} {timestamp_type_problem(type_)}")
+        for feature in view.features:
+            type_ = actual.get(feature.name.lower())
+            if type_ is not None and not type_matches(feature.type, type_):
+                failures.append(f"{model.name}.{feature.name}: declared {feature.type} but the SQL produces {type_}")
+        return failures
+
     def column_test_failures(
         self, connection: duckdb.DuckDBPyConnection, model: SqlModel, relation: str | None = None
     ) -> list[str]:
@@ -158,14 +349,17 @@ class SqlProject:
         table by default); one line per failure, naming the model, column, test and row count."""
         failures = []
         relation = relation or model.relation
-        actual = {row[0] for row in connection.execute(f"describe {relation}").fetchall()}
+        # Names as DuckDB resolves them: ignoring case.
+        actual = {row[0].lower(): row[1] for row in connection.execute(f"describe {relation}").fetchall()}
         for column in model.documented_columns:
-            if column not in actual:
+            if column.lower() not in actual:
                 failures.append(f"{model.name}.{column}: documented but not produced by the SQL")
+        failures += self._feature_view_failures(model, actual)
         for column in model.doc.get("columns", []):
             name = column["name"]
-            if name not in actual:
+            if name.lower() not in actual:
                 continue
+            name = quoted(name)[1:-1]  # (inside the double quotes below)
             for test in column.get("tests", []):
                 if test == "not_null":
                     sql = f'select count(*) from {relation} where "{name}" is null'

@@ -22,6 +22,34 @@ _TTL_UNITS = {
 
 RESERVED = (TS, CREATED)  # the columns a join reads event and created timestamps into
 
+# A feature's declared type, and the DuckDB types a column of that type may have (the SQL
+# project's column tests compare them; "any" is not checked).
+FEATURE_TYPES: dict[str, tuple[str, ...] | None] = {
+    "float": ("FLOAT", "DOUBLE", "DECIMAL"),
+    "int": ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
+            "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"),
+    "str": ("VARCHAR", "ENUM"),
+    "bool": ("BOOLEAN",),
+    "timestamp": ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS"),
+    "date": ("DATE",),
+    "any": None,
+}
+TIMESTAMP_TYPES = FEATURE_TYPES["timestamp"]  # what an event or created timestamp column may be
+
+
+def timestamp_type_problem(duckdb_type: str) -> str:
+    """Why a column of ``duckdb_type`` cannot be an event or created timestamp."""
+    why = (" (a date would be read as its midnight, before the day's rows were known: give the instant "
+           "each row became known)") if duckdb_type == "DATE" else " (cast it to the instant in the view's SQL)"
+    return f"is {duckdb_type}, not a TIMESTAMP{why}"
+
+
+def type_matches(declared: str, duckdb_type: str) -> bool:
+    """Whether a column of ``duckdb_type`` (as DuckDB names it: ``DECIMAL(18,3)``, ``ENUM(...)``)
+    may hold a feature declared ``declared``."""
+    allowed = FEATURE_TYPES[declared]
+    return allowed is None or duckdb_type.split("(")[0].strip() in allowed
+
 
 def quoted(name: str) -> str:
     """A column or table name as a quoted SQL identifier (DuckDB and SQLite alike)."""
@@ -56,7 +84,7 @@ def parse_ttl(value: str | int | float | None) -> timedelta | None:
                              f"ttl {value!r} is too long; leave it out for no TTL")
         micros = Decimal(str(value)) * 10**6
     else:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+?)s?\s*", str(value).lower())
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]+?)s?\s*", str(value).lower(), re.ASCII)
         if not match or match.group(2) not in _TTL_UNITS:
             raise ValueError(f"ttl {value!r}: expected '<number> <seconds|minutes|hours|days|weeks>'")
         unit = timedelta(**{_TTL_UNITS[match.group(2)]: 1}) // timedelta(microseconds=1)
@@ -80,9 +108,17 @@ def ttl_from_numpy(value: np.timedelta64) -> timedelta | None:
 
 @dataclass(frozen=True)
 class Feature:
+    """A feature column: its name, declared type (one of ``FEATURE_TYPES``), what it means and
+    who answers for it (empty: the view's owner)."""
+
     name: str
     type: str = "float"
     description: str = ""
+    owner: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type not in FEATURE_TYPES:
+            raise ValueError(f"feature {self.name!r}: type {self.type!r} is not one of {list(FEATURE_TYPES)}")
 
 
 @dataclass(frozen=True)
@@ -157,7 +193,8 @@ class FeatureView:
             raise ValueError(f"feature view {self.name!r}: ttl {ttl!r} is not a duration "
                              "(a timedelta, '<number> <seconds|minutes|hours|days|weeks>' or seconds)")
         if ttl is not None and ttl < timedelta(0):
-            raise ValueError(f"feature view {self.name!r}: ttl {ttl} is negative")
+            declared = self.ttl if isinstance(self.ttl, str | int | float) else ttl  # (as the user wrote it)
+            raise ValueError(f"feature view {self.name!r}: ttl {declared} is negative")
         object.__setattr__(self, "ttl", ttl or None)  # 0 means no TTL, as in parse_ttl
 
     @property
@@ -173,7 +210,7 @@ class FeatureView:
     def version(self) -> str:
         """A hash of the declaration and its SQL: a new version whenever either changes."""
         declaration = asdict(self)
-        declaration["ttl"] = self.ttl.total_seconds() if self.ttl else None
+        declaration["ttl"] = self.ttl_micros  # (exact: seconds as a float would merge TTLs 1 µs apart)
         payload = json.dumps(declaration, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -186,7 +223,7 @@ class FeatureView:
                 entities=block["entities"],  # one name or a list; __post_init__ makes it a tuple
                 event_timestamp=block["event_timestamp"],
                 features=tuple(
-                    Feature(f["name"], f.get("type", "float"), f.get("description", ""))
+                    Feature(f["name"], f.get("type", "float"), f.get("description", ""), f.get("owner", ""))
                     for f in block["features"]
                 ),
                 ttl=block.get("ttl"),  # parsed (and refused with the view's name) by __post_init__

@@ -1,0 +1,161 @@
+"""The dbt-like SQL project's declarations: what is refused when loading them (by file, field and
+line), and what the blocking column tests check against the SQL's output."""
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from mlops_pipelines.features.sql_project import SqlProject, default_project_dir
+
+VIEW_SQL = """select * from (values
+    ('JFK', '2013-01-01 10:00'::timestamp, '2013-01-01'::date, 1.5, 2, 'a'),
+    ('LGA', '2013-01-01 11:00'::timestamp, '2013-01-01'::date, 2.5, 3, 'b')
+) v(origin, known_at, known_on, x, n, label)
+"""
+VIEW_YAML = """description: A small view.
+feature_view:
+  entities: [origin]
+  event_timestamp: known_at
+  ttl: 2 hours
+  owner: team-a
+  features:
+    - {name: x, type: float, description: "A value, in units"}
+    - {name: n, type: int, description: A count}
+"""
+
+
+def project_with(tmp_path: Path, yaml_text: str = VIEW_YAML, sql: str = VIEW_SQL, name: str = "fv_x") -> Path:
+    root = tmp_path / "sql"
+    (root / "features").mkdir(parents=True)
+    (root / "features" / f"{name}.sql").write_text(sql)
+    (root / "features" / f"{name}.yml").write_text(yaml_text)
+    return root
+
+
+def test_the_shipped_declarations_load_whole():
+    """Every description of the shipped project survives loading: unquoted commas inside a
+    {...} entry once cut them short and turned the rest into stray keys."""
+    views = SqlProject().feature_views()
+    plane = {f.name: f for f in views["fv_plane"].features}
+    assert plane["engine_type"].description == "Turbo-fan, turbo-jet, reciprocating, ..."
+    assert plane["plane_age_years"].description == "Age in 2013, years"
+    carrier = {f.name: f.description for f in views["fv_carrier_arrival_delays"].features}
+    assert carrier["carrier_delayed_share_24h"] != carrier["carrier_delayed_share_7d"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "error"),
+    [
+        # A misspelt field would silently drop the TTL: refused, by its path.
+        (("  ttl: 2 hours\n", "  tll: 2 hours\n"), r"fv_x\.yml: feature_view\.tll: unknown field"),
+        (("type: int,", "typ: int,"), r"fv_x\.yml: feature_view\.features\[1\]\.typ: unknown field"),
+        (("description: A small view.\n", "descripton: A small view.\n"), r"fv_x\.yml: descripton: unknown field"),
+        # The second of two equal keys would replace the first.
+        (("  ttl: 2 hours\n", "  ttl: 2 hours\n  ttl: 5 days\n"),
+         r"(?s)fv_x\.yml.*first given on line 5.*found key 'ttl' a second time.*line 6"),
+        # YAML 1.1 reads 3:00 as 180 (seconds, as a TTL).
+        (("  ttl: 2 hours\n", "  ttl: 3:00\n"), r"'3:00' reads as a base-60 number"),
+        (("type: int,", "type: integer,"),
+         r"feature_view\.features\[1\]\.type: Input should be 'float', 'int'"),
+        (("  entities: [origin]\n", "  entities: {origin: 1}\n"),
+         r"feature_view\.entities: Input should be a valid list"),
+        (("  entities: [origin]\n", "  entities: []\n"), r"feature_view\.entities: List should have at least 1 item"),
+        (("  ttl: 2 hours\n", "  ttl: true\n"), r"feature_view\.ttl: True is not a duration"),
+        (("    - {name: x,", "    - {nam: x,"), r"feature_view\.features\[0\]\.name: Field required"),
+        (("  event_timestamp: known_at\n", "  event_timestamp: [known_at]\n"),
+         r"feature_view\.event_timestamp: Input should be a valid string"),
+        (("  entities: [origin]\n", "  entities: [origin\n"),
+         r"(?s)fv_x\.yml: while parsing a flow sequence.*in \".*fv_x\.yml\", line 3"),
+    ],
+)
+def test_a_declaration_that_would_be_misread_is_refused_by_file_and_field(tmp_path, edit, error):
+    old, new = edit
+    assert VIEW_YAML.count(old) == 1
+    root = project_with(tmp_path, VIEW_YAML.replace(old, new))
+    with pytest.raises(ValueError, match=error):
+        SqlProject(root).feature_views()
+
+
+def test_files_the_project_would_ignore_are_refused(tmp_path):
+    root = project_with(tmp_path)
+    (root / "features" / "fv_y.yml").write_text(VIEW_YAML)  # no fv_y.sql
+    with pytest.raises(ValueError, match=r"fv_y\.yml: documents no model \(fv_y\.sql does not exist\)"):
+        _ = SqlProject(root).models
+    (root / "features" / "fv_y.yml").unlink()
+    (root / "features" / "deeper").mkdir()
+    (root / "features" / "deeper" / "fv_z.sql").write_text(VIEW_SQL)
+    with pytest.raises(ValueError, match=r"fv_z\.sql: a model must be <schema folder>/<model>\.sql"):
+        _ = SqlProject(root).models
+
+
+def test_a_yaml_extension_is_read_like_yml(tmp_path):
+    root = project_with(tmp_path)
+    (root / "features" / "fv_x.yml").rename(root / "features" / "fv_x.yaml")
+    view = SqlProject(root).feature_views()["fv_x"]
+    assert (view.ttl_micros, view.owner, [f.type for f in view.features]) == (7_200_000_000, "team-a", ["float", "int"])
+    (root / "features" / "fv_x.yml").write_text(VIEW_YAML)
+    with pytest.raises(ValueError, match=r"fv_x\.sql: both fv_x\.yml and fv_x\.yaml document it"):
+        _ = SqlProject(root).models
+
+
+def test_model_names_are_identifiers_unique_ignoring_case(tmp_path):
+    root = project_with(tmp_path)
+    (root / "features" / "FV_X.sql").write_text(VIEW_SQL)  # DuckDB: the same table as fv_x
+    with pytest.raises(ValueError,
+                       match=r"model name fv_x is defined twice \(.*FV_X\.sql; names are compared ignoring case"):
+        _ = SqlProject(root).models
+    (root / "features" / "FV_X.sql").unlink()
+    (root / "features" / "fv-y.sql").write_text(VIEW_SQL)
+    with pytest.raises(ValueError, match=r"fv-y\.sql: model name 'fv-y' is not a plain identifier"):
+        _ = SqlProject(root).models
+
+
+def build(root: Path, con: duckdb.DuckDBPyConnection) -> tuple[int, list[str]]:
+    project = SqlProject(root)
+    return project.build(con, project.models["fv_x"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "failure"),
+    [
+        # A DATE is its midnight: rows of the day would be shown to the day's earlier entity rows.
+        (("event_timestamp: known_at", "event_timestamp: known_on"),
+         "fv_x.known_on: event timestamp is DATE, not a TIMESTAMP (a date would be read as its midnight"),
+        (("event_timestamp: known_at", "event_timestamp: label"),
+         "fv_x.label: event timestamp is VARCHAR, not a TIMESTAMP (cast it to the instant"),
+        (("  event_timestamp: known_at\n", "  event_timestamp: known_at\n  created_timestamp: label\n"),
+         "fv_x.label: created timestamp is VARCHAR, not a TIMESTAMP"),
+        (("entities: [origin]", "entities: [origin, dest]"), "fv_x.dest: join key not produced by the SQL"),
+        (("event_timestamp: known_at", "event_timestamp: seen_at"),
+         "fv_x.seen_at: event timestamp not produced by the SQL"),
+        (("name: n, type: int", "name: n, type: str"), "fv_x.n: declared str but the SQL produces INTEGER"),
+        (("name: x, type: float", "name: label, type: float"),
+         "fv_x.label: declared float but the SQL produces VARCHAR"),
+    ],
+)
+def test_column_tests_check_a_views_keys_timestamps_and_types(tmp_path, edit, failure):
+    old, new = edit
+    assert VIEW_YAML.count(old) == 1
+    con = duckdb.connect()
+    rows, failures = build(project_with(tmp_path, VIEW_YAML.replace(old, new)), con)
+    assert rows == 2 and len(failures) == 1 and failures[0].startswith(failure), failures
+    # The candidate was dropped and no table replaced: nothing of the failed build is left.
+    assert con.sql("select count(*) from duckdb_tables() where schema_name = 'features'").fetchall() == [(0,)]
+
+
+def test_column_tests_find_columns_whatever_their_case(tmp_path):
+    """DuckDB resolves names ignoring case, and so does the store; so do the column tests."""
+    con = duckdb.connect()
+    sql = VIEW_SQL.replace("v(origin, known_at, known_on, x, n, label)", "v(Origin, Known_At, known_on, X, N, label)")
+    assert build(project_with(tmp_path, sql=sql), con) == (2, [])
+    assert con.sql("select count(*) from features.fv_x").fetchall() == [(2,)]
+
+
+def test_shipped_project_builds_its_own_copy(tmp_path):
+    """The shipped declarations load and pass the loader's checks from a copy too (the layout
+    rules read the folder, not the package)."""
+    root = tmp_path / "sql"
+    shutil.copytree(default_project_dir(), root)
+    assert set(SqlProject(root).feature_views()) == set(SqlProject().feature_views())
