@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from datetime import timedelta
+from decimal import Decimal
 
 import duckdb
 import numpy as np
@@ -684,3 +685,94 @@ def test_entity_timestamps_as_text_after_2262_are_read(tmp_path):
     entities = pd.DataFrame({"k": [1, 1, 1], "event_timestamp": pd.array(text, dtype="str")})
     out = fs.get_historical_features(entities, ["f:x"])
     assert out["x"].fillna(-1).tolist() == [1.0, -1, 2.0]
+
+
+def key_store(tmp_path, rows: str, key_type: str = "bigint") -> FeatureStore:
+    """A view ``f`` over ``f(k <key_type>, ts, x)`` with an online store materialized at 12:00."""
+    path = tmp_path / "w.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(f"create table f (k {key_type}, ts timestamptz, x double)")
+        con.execute(f"insert into f values {rows}")
+    store = FeatureStore(path, online_path=tmp_path / "o.sqlite")
+    store.register(FeatureView("f", "f", ("k",), "ts", (Feature("x"),)))
+    store.materialize_online(end_ts=NOON)
+    return store
+
+
+NOON = T("2024-01-01 12:00", tz="UTC")
+
+
+def test_integer_keys_beside_a_none_are_not_rounded_onto_another_entity(tmp_path):
+    """pandas makes [2**53 + 1, None] floats, and 2**53 + 1 rounds to 2**53: another entity's key."""
+    store = key_store(tmp_path, "(9007199254740992, '2024-01-01 11:00+00', 1.0), (5, '2024-01-01 11:00+00', 5.0)")
+    other = 2**53 + 1  # has no row
+    for rows in ([{"k": other}, {"k": None}, {"k": 5}], {"k": [other, None, 5]}):
+        served = store.get_online_features(rows, "f:x")["x"]
+        assert served.isna().tolist() == [True, True, False] and served[2] == 5.0
+    entities = pd.DataFrame({"k": pd.Series([other, None, 5], dtype=object), "event_timestamp": NOON})
+    out = store.get_historical_features(entities, "f:x")
+    assert out["x"].isna().tolist() == [True, True, False]
+    assert out["k"].tolist() == [other, None, 5]  # the caller's column as given
+
+
+def test_a_nan_key_matches_nothing_whatever_the_dtype_online_and_offline(tmp_path):
+    """DuckDB's NaN equals NaN, so a view may hold a NaN key; an entity's NaN is missing, as
+    pandas reads it, in a numpy column, an Arrow-backed one or an Arrow table alike."""
+    store = key_store(tmp_path, "('NaN'::double, '2024-01-01 11:00+00', 99.0), (1.0, '2024-01-01 11:00+00', 1.0)",
+                      "double")
+    for keys in (pd.Series([np.nan, 1.0]), pd.Series(pa.array([np.nan, 1.0]), dtype=pd.ArrowDtype(pa.float64()))):
+        entities = pd.DataFrame({"k": keys, "event_timestamp": NOON})
+        assert store.get_historical_features(entities, "f:x")["x"].isna().tolist() == [True, False]
+        assert store.get_online_features(entities[["k"]], "f:x")["x"].isna().tolist() == [True, False]
+    table = pa.table({"k": pa.array([float("nan"), 1.0]), "event_timestamp": pa.array([NOON, NOON])})
+    assert store.get_historical_features(table, "f:x")["x"].isna().tolist() == [True, False]
+
+
+def test_instants_and_durations_are_not_compared_with_number_keys(tmp_path):
+    """Arrow would cast an instant to its raw count of its own units: 12:00 as datetime64[s]
+    matched id 1704110400 and as [us] id 1704110400000000. DuckDB refuses the comparison too."""
+    store = key_store(tmp_path, "(1704110400, '2024-01-01 11:00+00', 7.0), "
+                                "(1704110400000000, '2024-01-01 11:00+00', 8.0)")
+    instant = pd.Series([T("2024-01-01 12:00")])
+    for keys in [*(instant.astype(f"datetime64[{unit}]") for unit in ("s", "ms", "us", "ns")),
+                 pd.Series(pd.to_timedelta([1704110400], unit="s"))]:
+        with pytest.raises(ValueError, match=r"join key 'k': entity values of type (timestamp|duration)\[\w+\] "
+                                             r"cannot be compared with the view's int64"):
+            store.get_historical_features(pd.DataFrame({"k": keys, "event_timestamp": NOON}), "f:x")
+
+
+def test_decimal_keys_match_integer_keys_of_equal_value(tmp_path):
+    """As in DuckDB (1::bigint = 1.00::decimal): 1.00 finds key 1 and 2.5 nothing (it was an
+    Arrow precision error)."""
+    store = key_store(tmp_path, "(1, '2024-01-01 11:00+00', 1.0), (2, '2024-01-01 11:00+00', 2.0)")
+    for keys in (pd.Series([Decimal("1"), Decimal("2.5")], dtype=object),
+                 pd.Series([Decimal("1.00"), Decimal("2.50")], dtype=pd.ArrowDtype(pa.decimal128(10, 2)))):
+        out = store.get_historical_features(pd.DataFrame({"k": keys, "event_timestamp": NOON}), "f:x")
+        assert out["x"].isna().tolist() == [False, True] and out["x"][0] == 1.0
+
+
+def test_a_key_that_does_not_parse_is_named_by_its_own_row_and_value(tmp_path):
+    store = key_store(tmp_path, "(1, '2024-01-01 11:00+00', 1.0)")
+    cases = [(pd.Series(["1", "x", "y"]), r"\(row 1: Failed to parse string: 'x'"),
+             (pd.Series([1, 2, "x"], dtype=object), r"\(row 2: Failed to parse string: 'x'")]
+    for keys, error in cases:
+        with pytest.raises(ValueError, match=error):
+            store.get_historical_features(pd.DataFrame({"k": keys, "event_timestamp": NOON}), "f:x")
+
+
+@pytest.mark.parametrize("dtype", [pd.ArrowDtype(pa.dictionary(pa.int32(), pa.string())),
+                                   pd.ArrowDtype(pa.string_view()), "category", "str"])
+def test_timestamp_text_of_any_dtype_is_read_and_now_refused(tmp_path, dtype):
+    """Arrow dictionaries and string views lack some of pandas' text methods: "now" slipped
+    through the first (read as the clock's time) and the second raised a bare NotImplementedError."""
+    store = key_store(tmp_path, "(1, '2024-01-01 11:00+00', 1.0)")
+    stamps = pd.Series(pa.array(["2024-01-01 12:00", "2024-01-01 10:00"]).cast(pa.string()))
+    good = pd.DataFrame({"k": [1, 1], "event_timestamp": stamps.astype(dtype) if isinstance(dtype, str)
+                         else pd.Series(pa.array(stamps.tolist()).cast(dtype.pyarrow_dtype), dtype=dtype)})
+    assert store.get_historical_features(good, "f:x")["x"].isna().tolist() == [False, True]
+    texts = ["2024-01-01 12:00", "now"]
+    bad = pd.DataFrame({"k": [1, 1], "event_timestamp": pd.Series(texts).astype(dtype) if isinstance(dtype, str)
+                        else pd.Series(pa.array(texts).cast(dtype.pyarrow_dtype), dtype=dtype)})
+    bad.index = [5, 6]
+    with pytest.raises(ValueError, match=r"timestamp column 'event_timestamp' row 6 \('now'\): give an instant"):
+        store.get_historical_features(bad, "f:x")

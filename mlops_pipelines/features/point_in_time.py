@@ -238,21 +238,39 @@ def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array
     beyond int64, UUIDs mixed with text): :func:`entity_keys_as` types those against the view's
     key type. Done once per column, whatever the number of views joined."""
     if isinstance(values, pa.ChunkedArray):
-        return values.combine_chunks()
+        return _nan_as_null(values.combine_chunks())
     if isinstance(values, pa.Array):
-        return values
+        return _nan_as_null(values)
     if values.dtype == object:
         # Objects of one kind (Timestamps, say) as pandas would type them: Arrow alone would take
         # Timestamps in microseconds. Mixed objects stay objects.
-        values = values.infer_objects()
+        inferred = values.infer_objects()
+        if inferred.dtype.kind == "f":
+            # Integers with a None among them become floats there, rounded beyond 2**53 (onto
+            # another entity's key): Arrow types them as integers with nulls.
+            try:
+                exact = pa.array(values, from_pandas=True)
+                if pa.types.is_integer(exact.type):
+                    return exact
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+                pass
+        values = inferred
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         # As UTC instants (pandas deprecates handing Arrow its zone-less values).
         utc = pa.array(values.dt.tz_convert(None).to_numpy(), from_pandas=True)
         return utc.cast(pa.timestamp(utc.type.unit, tz="UTC"))
     try:
-        return pa.array(values, from_pandas=True)
+        return _nan_as_null(pa.array(values, from_pandas=True))
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
         return values
+
+
+def _nan_as_null(values: pa.Array) -> pa.Array:
+    """A NaN entity key matches nothing, as online and as in a numpy column (which pandas reads
+    as missing); Arrow arrays and Arrow-backed columns hand NaN over as a value."""
+    if pa.types.is_floating(values.type) and pc.any(pc.is_nan(values)).as_py():
+        return pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
+    return values
 
 
 def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: str,
@@ -273,7 +291,8 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
         try:
             values = pa.array(objects, type=wanted, from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
-            values = pa.array([_object_key_as(v, wanted, column) for v in objects], type=wanted)
+            values = pa.array([_object_key_as(v, wanted, column, _row_name(position, labels))
+                               for position, v in enumerate(objects)], type=wanted)
         return _uuid_texts(values, column, labels) if uuids else values
     if isinstance(values.type, pa.UuidType):
         values = pa.array([None if v is None else str(v) for v in values.to_pylist()], type=pa.string())
@@ -288,24 +307,54 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
         return pa.nulls(len(values), wanted)
     if text and (pa.types.is_timestamp(wanted) or pa.types.is_time(wanted)):
         return entity_keys_as(_parsed_times(values, wanted, column), wanted, column)
+    if _is_temporal(values.type) != _is_temporal(wanted) and not (text or pa.types.is_string(wanted)):
+        # An instant or a duration is no number: Arrow's cast would compare its raw count of
+        # (its own) units with the key. DuckDB refuses the comparison too.
+        raise ValueError(f"join key {column!r}: entity values of type {values.type} cannot be compared with "
+                         f"the view's {wanted}")
     try:
         if text:
             return values.cast(wanted)
         cast = values.cast(wanted, safe=False)
-        kept = pc.fill_null(pc.equal(cast.cast(values.type, safe=False), values), False)
+        kept = pc.fill_null(pc.equal(*_comparable(cast, values)), False)
         if pa.types.is_integer(values.type) and pa.types.is_integer(wanted):
             # Signed and unsigned integers of one width survive the way back wrapped around
             # (-1 and 2**64 - 1): the sign must survive too.
             signs = [pc.less(a, pa.scalar(0, a.type)) for a in (cast, values)]
             kept = pc.and_(kept, pc.fill_null(pc.equal(*signs), False))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        where = f"row {_row_name(_first_uncastable(values, wanted), labels)}: " \
-            if text and isinstance(exc, pa.ArrowInvalid) else ""
+        reason, where = str(exc).splitlines()[0], ""
+        if text and isinstance(exc, pa.ArrowInvalid):
+            # The first value that does not parse, and its own error (the whole column's names
+            # whichever value Arrow's kernel met first).
+            row = _first_uncastable(values, wanted)
+            where = f"row {_row_name(row, labels)}: "
+            try:
+                values.slice(row, 1).cast(wanted)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as own:
+                reason = str(own).splitlines()[0]
         raise ValueError(
             f"join key {column!r}: entity values of type {values.type} cannot be compared with the "
-            f"view's {wanted} ({where}{str(exc).splitlines()[0]})"
+            f"view's {wanted} ({where}{reason})"
         ) from exc
     return cast if pc.all(kept).as_py() is not False else pc.if_else(kept, cast, pa.scalar(None, wanted))
+
+
+def _is_temporal(type_: pa.DataType) -> bool:
+    return pa.types.is_temporal(type_)  # (timestamps, dates, times, durations)
+
+
+def _comparable(cast: pa.Array, values: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """``cast`` (``values`` cast to a key type) brought back to ``values``' type, beside
+    ``values``, to tell which survived the cast. Decimals are compared at the widest precision:
+    DECIMAL(10, 2) cannot hold every BIGINT brought back."""
+    if pa.types.is_decimal(values.type) and not pa.types.is_decimal(cast.type):
+        wide = pa.decimal128(38, values.type.scale)
+        try:
+            return cast.cast(wide, safe=False), values.cast(wide)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    return cast.cast(values.type, safe=False), values
 
 
 def _row_name(position: int, labels: pd.Index | None) -> object:
@@ -374,17 +423,18 @@ def _uuid_texts(values: pa.Array, column: str, labels: pd.Index | None = None) -
     return pa.array(texts, pa.string())
 
 
-def _object_key_as(value: object, wanted: pa.DataType, column: str) -> object:
+def _object_key_as(value: object, wanted: pa.DataType, column: str, label: object = 0) -> object:
     """One entity key object as a Python value of the key type, by the rules of
     :func:`entity_keys_as` (text that does not parse is an error; a value the type cannot hold
-    matches nothing). For columns of mixed objects only: one Arrow array per value."""
+    matches nothing). For columns of mixed objects only: one Arrow array per value. ``label``:
+    the value's row, as errors name it."""
     try:
         # Through pandas for a Timestamp: Arrow alone would type it in microseconds, dropping nanoseconds.
         alone = entity_key_array(pd.Series([value])) if isinstance(value, pd.Timestamp) \
             else pa.array([value], from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
         return None  # e.g. an integer beyond every Arrow integer type
-    return entity_keys_as(alone, wanted, column)[0].as_py()
+    return entity_keys_as(alone, wanted, column, labels=pd.Index([label]))[0].as_py()
 
 
 def key_type(field_type: pa.DataType) -> pa.DataType:

@@ -36,8 +36,26 @@ EMPTY_WATERMARK = -(2**62)
 FINITE = 2**63 - 2  # DuckDB's largest finite timestamp (µs); +/-infinity are the next integers out
 
 
+def _relative_to_clock(values: pd.Series) -> pd.Series:
+    """The rows holding "now" or "today", which pandas reads as the clock's time (no result could
+    be repeated). Text of any dtype: Arrow dictionaries and string views lack some of pandas' text
+    methods, and are looked at as objects."""
+    for candidate in (values, values.astype(object)):
+        try:
+            lengths = candidate.str.len()  # (NaN for what is not text; ISO 8601 text has 10 characters or more)
+            short = candidate[(lengths >= 3) & (lengths < 10)]
+            return short[short.str.strip().str.lower().isin(["now", "today"])]
+        except (AttributeError, NotImplementedError, TypeError):  # (no text at all, or no .str here)
+            continue
+    return values.iloc[:0]
+
+
 def to_utc(values: pd.Series) -> pd.Series:
     """Timestamps as UTC instants: aware ones converted, naive ones read as UTC."""
+    if isinstance(values.dtype, pd.ArrowDtype) and pa.types.is_string_view(values.dtype.pyarrow_dtype):
+        # (pandas' own type checks refuse string views, its astype included)
+        text = pa.array(values.array).cast(pa.large_string())
+        values = pd.Series(text, dtype=pd.ArrowDtype(pa.large_string()), index=values.index, name=values.name)
     if pd.api.types.is_datetime64_any_dtype(values):
         return pd.to_datetime(values, utc=True)
     if values.empty:  # no rows, whatever dtype an empty column was given
@@ -47,18 +65,13 @@ def to_utc(values: pd.Series) -> pd.Series:
             f"timestamp column {values.name!r} holds {values.dtype} values, not timestamps "
             "(datetimes or ISO 8601 strings)"
         )
-    try:  # ("now" and "today", which pandas reads as the clock's time: no result could be repeated)
-        lengths = values.str.len()  # (NaN for what is not text; ISO 8601 text has 10 characters or more)
-        short = values[(lengths >= 3) & (lengths < 10)]
-        moving = short[short.str.strip().str.lower().isin(["now", "today"])]
-    except AttributeError:  # no text at all
-        moving = values.iloc[:0]
+    moving = _relative_to_clock(values)
     if len(moving):
         raise ValueError(f"timestamp column {values.name!r} row {moving.index[0]} ({moving.iloc[0]!r}): "
                          "give an instant, not a time relative to the clock")
     try:
         return pd.to_datetime(values, utc=True, format="ISO8601")
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, NotImplementedError) as exc:
         failure = exc
     if isinstance(failure, pd.errors.OutOfBoundsDatetime):
         # Beyond 2262 (pandas parsed the text in nanoseconds): as Python's datetimes, to 9999, in
@@ -167,7 +180,7 @@ def _entity_rows_frame(entity_rows: Sequence[Mapping] | Mapping[str, Sequence] |
         lengths = {k: len(v) for k, v in entity_rows.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"entity rows: the key lists differ in length {lengths}")
-        return pd.DataFrame(entity_rows)
+        return pd.DataFrame({k: _listed_column(v) for k, v in entity_rows.items()}, columns=list(entity_rows))
     if isinstance(entity_rows, str | bytes) or not isinstance(entity_rows, Iterable):
         raise TypeError(f"entity rows must be a list of dicts, a dict of lists, a DataFrame or an Arrow table, "
                         f"not {type(entity_rows).__name__}")
@@ -178,7 +191,21 @@ def _entity_rows_frame(entity_rows: Sequence[Mapping] | Mapping[str, Sequence] |
         missing = [k for k in keys if k not in row]
         if missing:
             raise KeyError(f"entity row {position} lacks join keys {missing} (give None for a key that is unknown)")
-    return pd.DataFrame(rows, columns=list(dict.fromkeys(c for row in rows for c in row)) or list(keys))
+    columns = list(dict.fromkeys(c for row in rows for c in row)) or list(keys)
+    frame = pd.DataFrame(rows, columns=columns)
+    for column in columns:
+        if frame[column].dtype.kind == "f":  # (see _listed_column)
+            frame[column] = _listed_column([row.get(column) for row in rows])
+    return frame
+
+
+def _listed_column(values: list) -> pd.Series:
+    """A column of Python values as pandas types it, except integers with a None among them:
+    pandas makes them floats, rounded beyond 2**53 onto another entity's key. Those stay objects."""
+    column = pd.Series(values)
+    if column.dtype.kind == "f" and any(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in values):
+        return pd.Series(values, dtype=object)
+    return column
 
 
 def feature_table_sql(view: FeatureView, names: Sequence[str], where: str = "") -> str:
