@@ -119,20 +119,46 @@ def test_one_point_in_time_row_by_hand(lifecycle, package_flights, package_csv_d
                    & (weather.available >= at - pd.Timedelta(hours=3))].sort_values("available")
     assert seen.iloc[-1]["time_hour"] == "2013-02-03T22:00:00Z"
     assert row["temp_f"].iloc[0] == seen.iloc[-1]["temp"]
-    # Congestion: departures from JFK known (1 minute after max(departure, schedule)) by 23:00,
-    # averaged over the hour before the latest such departure.
+    # Congestion: departures from JFK known (1 minute after max(departure, schedule)) in the
+    # hour up to 23:00 (not the hour before the latest such departure, which may be long past).
     jfk = f[(f.origin == "JFK") & f.dep_delay.notna()].copy()
     jfk["dep_utc"] = jfk["sched_utc"] + pd.to_timedelta(jfk["dep_delay"], unit="m")
     jfk["known"] = jfk[["dep_utc", "sched_utc"]].max(axis=1) + pd.Timedelta(minutes=1)
     known = jfk[jfk.known <= at]
-    last = known.known.max()
-    window = known[known.known >= last - pd.Timedelta(hours=1)]
+    window = known[known.known >= at - pd.Timedelta(hours=1)]
+    # The last departure was known at 22:56: the hour before it gives another mean.
+    assert len(window) == 28 and known.known.max() == pd.Timestamp("2013-02-03 22:56", tz="UTC")
+    stale = known[known.known >= known.known.max() - pd.Timedelta(hours=1)]
+    assert stale.dep_delay.mean() != pytest.approx(window.dep_delay.mean())
     assert row["origin_dep_delay_mean_1h"].iloc[0] == pytest.approx(window.dep_delay.mean())
     assert row["origin_departures_1h"].iloc[0] == len(window)
     # The flight's own departure is never among what is known at its own prediction time.
     assert me["dep_delay"] == -9
     assert not ((known.carrier == "B6") & (known.flight == 9) & (known.sched_utc == at)).any()
     assert row["is_delayed"].iloc[0] == int(me["arr_delay"] > 15)
+
+
+def test_window_features_cover_the_window_up_to_each_prediction(lifecycle):
+    """'Last hour' / 'last 24 h' features of every training row equal a count over the window
+    ending at its scheduled departure. They were the window before the latest event: hours stale
+    at a quiet airport (8,334 of 20,000 sampled demo rows had another departure count)."""
+    checked = lifecycle.query("""
+        select count(*) as rows,
+               count(*) filter (where coalesce(t.origin_departures_1h, 0) != (
+                   select count(*) from intermediate.int_flight_outcomes o
+                   where o.origin = t.origin and o.dep_delay_minutes is not null
+                     and o.dep_known_at between t.sched_dep_utc - interval 1 hour and t.sched_dep_utc)
+               ) as departures_off,
+               count(*) filter (where round(t.carrier_delayed_share_24h, 9) is distinct from round((
+                   select avg((o.arr_delay_minutes > 15)::double) from intermediate.int_flight_outcomes o
+                   where o.carrier = t.carrier and o.arr_delay_minutes is not null
+                     and o.arr_known_at between t.sched_dep_utc - interval 1 day and t.sched_dep_utc), 9)
+               ) as share_off,
+               count(*) filter (where t.origin_departures_1h = 0) as quiet_hours
+        from training.training_dataset t
+    """).iloc[0]
+    assert checked["rows"] > 1000 and checked["quiet_hours"] > 0
+    assert (checked["departures_off"], checked["share_off"]) == (0, 0)
 
 
 def test_the_registry_lists_every_view_in_the_warehouse_the_ui_and_the_cli(lifecycle):

@@ -1,30 +1,39 @@
 -- Trailing arrival-delay statistics per carrier, from flights that had already arrived.
--- One row per instant at which a carrier's statistics changed (arr_known_at).
+-- One row per instant at which a carrier's statistics changed: when an arrival became known,
+-- and just after it left each window (24 h and 7 days later), so that a quiet carrier's
+-- "last 24 h" is not the last 24 h before its last arrival.
 with arrived as (
     select * from {{ ref('int_flight_outcomes') }}
     where arr_delay_minutes is not null
 ),
 
+instants as (
+    select carrier, arr_known_at as known_at, arr_delay_minutes as delay, flight_id from arrived
+    union all
+    -- (windows include their first instant: an arrival leaves 1 µs after its day)
+    select carrier, arr_known_at + interval 1 day + interval 1 microsecond, null, null from arrived
+    union all
+    select carrier, arr_known_at + interval 7 days + interval 1 microsecond, null, null from arrived
+),
+
 rolling as (
     select
         carrier,
-        arr_known_at as known_at,
-        avg(arr_delay_minutes) over last_day as carrier_arr_delay_mean_24h,
-        avg(arr_delay_minutes) over last_week as carrier_arr_delay_mean_7d,
-        avg(case when arr_delay_minutes > 15 then 1.0 else 0.0 end) over last_day
-            as carrier_delayed_share_24h,
-        avg(case when arr_delay_minutes > 15 then 1.0 else 0.0 end) over last_week
-            as carrier_delayed_share_7d,
-        count(*) over last_week as carrier_arrivals_7d,
-        row_number() over (partition by carrier, arr_known_at order by flight_id) as instant_row
-    from arrived
+        known_at,
+        avg(delay) over last_day as carrier_arr_delay_mean_24h,
+        avg(delay) over last_week as carrier_arr_delay_mean_7d,
+        avg((delay > 15)::double) over last_day as carrier_delayed_share_24h,
+        avg((delay > 15)::double) over last_week as carrier_delayed_share_7d,
+        count(delay) over last_week as carrier_arrivals_7d,
+        row_number() over (partition by carrier, known_at order by flight_id) as instant_row
+    from instants
     window
         last_day as (
-            partition by carrier order by arr_known_at
+            partition by carrier order by known_at
             range between interval 1 day preceding and current row
         ),
         last_week as (
-            partition by carrier order by arr_known_at
+            partition by carrier order by known_at
             range between interval 7 days preceding and current row
         )
 ),

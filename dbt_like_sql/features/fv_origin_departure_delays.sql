@@ -1,27 +1,38 @@
 -- Congestion at each NYC origin: departure delays of flights that had already left.
+-- One row per instant at which a window's value changed: when a departure became known, and
+-- just after it left each window (1 h and 3 h later). Without the second kind a row would keep
+-- serving "the last hour" as of the last departure, hours after that hour had passed.
 with departed as (
     select * from {{ ref('int_flight_outcomes') }}
     where dep_delay_minutes is not null
 ),
 
+instants as (
+    select origin, dep_known_at as known_at, dep_delay_minutes as delay, flight_id from departed
+    union all
+    -- (windows include their first instant: a departure leaves 1 µs after its hour)
+    select origin, dep_known_at + interval 1 hour + interval 1 microsecond, null, null from departed
+    union all
+    select origin, dep_known_at + interval 3 hours + interval 1 microsecond, null, null from departed
+),
+
 rolling as (
     select
         origin,
-        dep_known_at as known_at,
-        avg(dep_delay_minutes) over last_hour as origin_dep_delay_mean_1h,
-        avg(dep_delay_minutes) over last_3_hours as origin_dep_delay_mean_3h,
-        avg(case when dep_delay_minutes > 15 then 1.0 else 0.0 end) over last_hour
-            as origin_dep_delayed_share_1h,
-        count(*) over last_hour as origin_departures_1h,
-        row_number() over (partition by origin, dep_known_at order by flight_id) as instant_row
-    from departed
+        known_at,
+        avg(delay) over last_hour as origin_dep_delay_mean_1h,
+        avg(delay) over last_3_hours as origin_dep_delay_mean_3h,
+        avg((delay > 15)::double) over last_hour as origin_dep_delayed_share_1h,
+        count(delay) over last_hour as origin_departures_1h,
+        row_number() over (partition by origin, known_at order by flight_id) as instant_row
+    from instants
     window
         last_hour as (
-            partition by origin order by dep_known_at
+            partition by origin order by known_at
             range between interval 1 hour preceding and current row
         ),
         last_3_hours as (
-            partition by origin order by dep_known_at
+            partition by origin order by known_at
             range between interval 3 hours preceding and current row
         )
 ),

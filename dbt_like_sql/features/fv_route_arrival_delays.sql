@@ -1,22 +1,30 @@
 -- Trailing 28-day arrival-delay statistics per route (origin, dest), from arrived flights.
+-- One row per instant the statistics changed: an arrival became known, or left the window
+-- (28 days later).
 with arrived as (
     select * from {{ ref('int_flight_outcomes') }}
     where arr_delay_minutes is not null
+),
+
+instants as (
+    select origin, dest, arr_known_at as known_at, arr_delay_minutes as delay, flight_id from arrived
+    union all
+    -- (the window includes its first instant: an arrival leaves 1 µs after its 28 days)
+    select origin, dest, arr_known_at + interval 28 days + interval 1 microsecond, null, null from arrived
 ),
 
 rolling as (
     select
         origin,
         dest,
-        arr_known_at as known_at,
-        avg(arr_delay_minutes) over last_4_weeks as route_arr_delay_mean_28d,
-        avg(case when arr_delay_minutes > 15 then 1.0 else 0.0 end) over last_4_weeks
-            as route_delayed_share_28d,
-        count(*) over last_4_weeks as route_arrivals_28d,
-        row_number() over (partition by origin, dest, arr_known_at order by flight_id) as instant_row
-    from arrived
+        known_at,
+        avg(delay) over last_4_weeks as route_arr_delay_mean_28d,
+        avg((delay > 15)::double) over last_4_weeks as route_delayed_share_28d,
+        count(delay) over last_4_weeks as route_arrivals_28d,
+        row_number() over (partition by origin, dest, known_at order by flight_id) as instant_row
+    from instants
     window last_4_weeks as (
-        partition by origin, dest order by arr_known_at
+        partition by origin, dest order by known_at
         range between interval 28 days preceding and current row
     )
 ),

@@ -1,19 +1,31 @@
 -- The most recent departure from NYC of the same aircraft: a late plane tends to stay late.
+-- One row per instant the values changed: a departure became known, or left the 24-hour count.
 with departed as (
     select * from {{ ref('int_flight_outcomes') }}
     where dep_delay_minutes is not null and tailnum is not null
 ),
 
+instants as (
+    select tailnum, dep_known_at as known_at, dep_delay_minutes as delay, flight_id from departed
+    union all
+    -- (the window includes its first instant: a departure leaves 1 µs after its day)
+    select tailnum, dep_known_at + interval 1 day + interval 1 microsecond, null, null from departed
+),
+
 rolling as (
     select
         tailnum,
-        dep_known_at as known_at,
-        dep_delay_minutes as tail_last_dep_delay,
-        count(*) over last_day as tail_departures_24h,
-        row_number() over (partition by tailnum, dep_known_at order by flight_id desc) as instant_row
-    from departed
+        known_at,
+        -- The latest departure's delay (of several at one instant, the last flight's).
+        last_value(delay ignore nulls) over (
+            partition by tailnum order by known_at, flight_id nulls first
+            rows between unbounded preceding and current row
+        ) as tail_last_dep_delay,
+        count(delay) over last_day as tail_departures_24h,
+        row_number() over (partition by tailnum, known_at order by flight_id desc nulls last) as instant_row
+    from instants
     window last_day as (
-        partition by tailnum order by dep_known_at
+        partition by tailnum order by known_at
         range between interval 1 day preceding and current row
     )
 ),
