@@ -39,6 +39,8 @@ def _summary(_args: argparse.Namespace) -> int:
 
 
 def _features_list(_args: argparse.Namespace) -> int:
+    import json
+
     import duckdb
 
     paths = ProjectPaths.from_env()
@@ -51,14 +53,35 @@ def _features_list(_args: argparse.Namespace) -> int:
         if not table_exists(connection, "features", "registry"):
             print("no feature view materialized yet", file=sys.stderr)
             return 1
-        rows = connection.execute(
-            "select name, version, entities, event_timestamp, ttl_seconds, row_count, materialized_at "
-            "from features.registry order by name"
-        ).fetchall()
-    print(f"{'view':<28} {'version':<17} {'entities':<22} {'event ts':<12} {'ttl s':>8} {'rows':>9}  materialized")
-    for name, version, entities, ts, ttl, count, at in rows:
-        print(f"{name:<28} {version:<17} {entities:<22} {ts:<12} {ttl or 0:>8.0f} {count:>9,}  {at:%Y-%m-%d %H:%M}")
+        connection.execute("SET TimeZone = 'UTC'")
+        cursor = connection.execute("select * from features.registry order by name")
+        columns = [c[0] for c in cursor.description]
+        registry = [dict(zip(columns, values, strict=True)) for values in cursor.fetchall()]
+    header = ("view", "version", "entities", "event ts", "created ts", "ttl", "owner", "rows", "materialized (UTC)")
+    lines = [header]
+    for row in registry:
+        retired = row.get("retired_at")  # (absent from registries written before views could be retired)
+        lines.append((row["name"], row["version"], ", ".join(json.loads(row["entities"])), row["event_timestamp"],
+                      row["created_timestamp"] or "-", _duration(row["ttl_seconds"]), row["owner"] or "-",
+                      f"{row['row_count']:,}", f"{row['materialized_at']:%Y-%m-%d %H:%M}"
+                      + (f", retired {retired:%Y-%m-%d %H:%M}" if retired is not None else "")))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        cells = zip(line, widths, strict=True)
+        print("  ".join(cell.rjust(w) if i == 7 else cell.ljust(w) for i, (cell, w) in enumerate(cells)).rstrip())
     return 0
+
+
+def _duration(seconds: float | None) -> str:
+    """A TTL in the largest unit that holds it whole: 3h, 7d, 90m, 400ms; "none" without one."""
+    if seconds is None or seconds != seconds or seconds == 0:  # (None, NaN, 0: no TTL)
+        return "none"
+    micros = round(seconds * 1_000_000)
+    for unit, size in (("d", 86_400_000_000), ("h", 3_600_000_000), ("m", 60_000_000), ("s", 1_000_000),
+                       ("ms", 1_000)):
+        if micros % size == 0:
+            return f"{micros // size}{unit}"
+    return f"{micros}us"
 
 
 def _read_frame(path: str, keep_index: bool = False):
@@ -357,6 +380,16 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, KeyError, LookupError, FileNotFoundError, OSError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"mlops {args.command}: {message}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        if type(error).__module__.split(".")[0] not in ("duckdb", "_duckdb"):
+            raise
+        # DuckDB's own errors, in one line; the usual one here: a Dagster run holds the warehouse.
+        message = str(error).splitlines()[0]
+        if "lock" in message.lower():
+            message = (f"the warehouse is in use by another process (a Dagster run, `mlops demo`?): try again "
+                       f"when it ends ({message})")
         print(f"mlops {args.command}: {message}", file=sys.stderr)
         return 2
 

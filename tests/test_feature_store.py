@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from datetime import timedelta
 from decimal import Decimal
 
@@ -776,3 +779,53 @@ def test_timestamp_text_of_any_dtype_is_read_and_now_refused(tmp_path, dtype):
     bad.index = [5, 6]
     with pytest.raises(ValueError, match=r"timestamp column 'event_timestamp' row 6 \('now'\): give an instant"):
         store.get_historical_features(bad, "f:x")
+
+
+def test_the_registry_retires_views_no_longer_declared_and_the_cli_lists_them(tmp_path, monkeypatch, capsys):
+    """A view whose declaration is gone is not listed as current: its entry is kept, marked
+    retired with when (its table stays, and models may have used it), and comes back when
+    declared again. The listing shows each TTL in its unit and the owner."""
+    from mlops_pipelines.cli import main
+
+    a = FeatureView("fv_a", "t", ("k",), "ts", (Feature("x"),), ttl=parse_ttl("90 minutes"), owner="team-a")
+    b = FeatureView("fv_b", "t", ("k", "j"), "ts", (Feature("y", owner="team-b"),), ttl=0.4, created_timestamp="c")
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        for view in (a, b):
+            FeatureStore.record_materialization(con, view, 3, "run-1", declared=["fv_a", "fv_b"])
+        FeatureStore.record_materialization(con, a, 5, "run-2", declared=["fv_a"])  # fv_b's YAML removed
+        rows = con.sql("select name, row_count, dagster_run_id, retired_at is not null, features "
+                       "from features.registry order by name").fetchall()
+    assert [r[:4] for r in rows] == [("fv_a", 5, "run-2", False), ("fv_b", 3, "run-1", True)]
+    assert json.loads(rows[1][4]) == [{"name": "y", "type": "float", "description": "", "owner": "team-b"}]
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path))
+    assert main(["features", "list"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["view"].split() == ["view", "version", "entities", "event", "ts", "created", "ts", "ttl", "owner",
+                                     "rows", "materialized", "(UTC)"]
+    assert lines["fv_a"].split()[:8] == ["fv_a", a.version, "k", "ts", "-", "90m", "team-a", "5"]
+    assert lines["fv_b"].split()[:9] == ["fv_b", b.version, "k,", "j", "ts", "c", "400ms", "-", "3"]
+    assert ", retired 20" in lines["fv_b"] and "retired" not in lines["fv_a"]
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:  # declared again: current again
+        FeatureStore.record_materialization(con, b, 4, "run-3", declared=["fv_a", "fv_b"])
+        assert con.sql("select count(*) from features.registry where retired_at is not null").fetchall() == [(0,)]
+
+
+def test_the_cli_says_the_warehouse_is_in_use_rather_than_a_traceback(tmp_path, monkeypatch, capsys):
+    from mlops_pipelines.cli import main
+
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path))
+    (tmp_path / "entities.csv").write_text("origin,event_timestamp\nJFK,2013-01-01\n")
+    script = ("import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+              "time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "warehouse.duckdb")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"  # (another process writes the warehouse)
+        historical = ["features", "historical", "--entities", str(tmp_path / "entities.csv"),
+                      "--features", "fv_origin_weather:temp_f", "--out", str(tmp_path / "o.csv")]
+        for argv in (["features", "list"], historical):
+            assert main(argv) == 2
+            assert "the warehouse is in use by another process" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()

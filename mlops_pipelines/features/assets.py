@@ -54,7 +54,8 @@ def _sql_model_asset(project: SqlProject, model: SqlModel) -> AssetsDefinition:
             rows, failures = project.build(connection, model)
             described = connection.execute(f"describe {model.relation}").fetchall() if not failures else []
             if view is not None and not failures:
-                FeatureStore.record_materialization(connection, view, rows, context.run.run_id)
+                FeatureStore.record_materialization(connection, view, rows, context.run.run_id,
+                                                    declared=project.feature_views())
         docs = {c["name"]: c.get("description", "") for c in model.doc.get("columns", [])}
         if view is not None:
             docs.update({f.name: f.description for f in view.features})

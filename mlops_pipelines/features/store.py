@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import queue
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from datetime import datetime
@@ -672,23 +672,35 @@ class FeatureStore:
 
     @staticmethod
     def record_materialization(connection: duckdb.DuckDBPyConnection, view: FeatureView,
-                               row_count: int, run_id: str) -> None:
-        """Upsert the view's entry in ``features.registry`` (one row per view)."""
+                               row_count: int, run_id: str, declared: Collection[str] | None = None) -> None:
+        """Upsert the view's entry in ``features.registry`` (one row per view). ``declared``: the
+        names of every view the project declares now; the entries of others are marked retired
+        (kept, with when: their tables stay in the warehouse, and a model may have used them)."""
         connection.execute("create schema if not exists features")
         connection.execute(
             f"""create table if not exists {REGISTRY_TABLE} (
                 name varchar primary key, version varchar, source varchar, entities varchar,
                 event_timestamp varchar, created_timestamp varchar, ttl_seconds double,
                 features varchar, owner varchar, description varchar, row_count bigint,
-                materialized_at timestamptz, dagster_run_id varchar)"""
+                materialized_at timestamptz, dagster_run_id varchar, retired_at timestamptz)"""
         )
+        # (registries written before views could be retired)
+        connection.execute(f"alter table {REGISTRY_TABLE} add column if not exists retired_at timestamptz")
         connection.execute(
-            f"insert or replace into {REGISTRY_TABLE} values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?)",
+            f"""insert or replace into {REGISTRY_TABLE} (name, version, source, entities, event_timestamp,
+                    created_timestamp, ttl_seconds, features, owner, description, row_count, materialized_at,
+                    dagster_run_id, retired_at)
+                values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?, null)""",
             [
                 view.name, view.version, view.source, json.dumps(list(view.entities)),
                 view.event_timestamp, view.created_timestamp,
                 view.ttl.total_seconds() if view.ttl else None,
-                json.dumps([{"name": f.name, "type": f.type, "description": f.description} for f in view.features]),
+                json.dumps([{"name": f.name, "type": f.type, "description": f.description,
+                             "owner": f.owner or view.owner} for f in view.features]),
                 view.owner, view.description, row_count, run_id,
             ],
         )
+        if declared is not None:
+            connection.execute(
+                f"update {REGISTRY_TABLE} set retired_at = now() where retired_at is null "
+                "and not list_contains(?::varchar[], name)", [sorted(declared)])
