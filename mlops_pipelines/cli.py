@@ -163,12 +163,14 @@ def _features_historical(args: argparse.Namespace) -> int:
         out = store.get_historical_features(entities, features, args.full_feature_names, args.timestamp_column)
     except (KeyError, ValueError) as exc:
         reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        if "no timestamp column" in reason:
+            reason += "; name another with --timestamp-column"
         raise ValueError(f"{args.entities}: {reason}") from exc
     if args.out.endswith(".parquet"):
         out.to_parquet(args.out, index=False)
     else:
         out.to_csv(args.out, index=False)
-    print(f"{len(out)} rows, {len(features)} features -> {args.out}")
+    print(f"{len(out)} rows, {len(out.columns) - len(entities.columns)} feature columns -> {args.out}")
     return 0
 
 

@@ -829,3 +829,18 @@ def test_the_cli_says_the_warehouse_is_in_use_rather_than_a_traceback(tmp_path, 
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_the_cli_names_the_columns_it_found_and_the_timestamp_option(tmp_path, monkeypatch, capsys):
+    """A header with spaces after its commas: the columns found are listed, and the option that
+    names another timestamp column."""
+    from mlops_pipelines.cli import main
+
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path))
+    duckdb.connect(str(tmp_path / "warehouse.duckdb")).close()
+    (tmp_path / "entities.csv").write_text("origin, event_timestamp\nJFK, 2013-01-01\n")
+    argv = ["features", "historical", "--entities", str(tmp_path / "entities.csv"),
+            "--features", "fv_origin_weather:temp_f", "--out", str(tmp_path / "o.csv")]
+    assert main(argv) == 2
+    assert ("entities.csv: entity frame has no timestamp column 'event_timestamp' (its columns: "
+            "['origin', ' event_timestamp']); name another with --timestamp-column") in capsys.readouterr().err

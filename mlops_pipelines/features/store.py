@@ -465,11 +465,13 @@ class FeatureStore:
         _check_unique_columns(entity_df.columns)
         _check_entity_columns(entity_df.columns, outputs, full_feature_names)
         if timestamp_column not in entity_df.columns:
-            raise KeyError(f"entity frame has no timestamp column {timestamp_column!r}")
+            raise KeyError(f"entity frame has no timestamp column {timestamp_column!r} "
+                           f"(its columns: {list(entity_df.columns)})")
         for view_name in wanted:
             missing = [k for k in self.views[view_name].entities if k not in entity_df.columns]
             if missing:
-                raise KeyError(f"entity frame lacks join keys {missing} of view {view_name!r}")
+                raise KeyError(f"entity frame lacks join keys {missing} of view {view_name!r} "
+                               f"(its columns: {list(entity_df.columns)})")
         with point_in_time.small_pages():  # (for the entity side's arrays too, not only the join's)
             frame = entity_df.copy(deep=False)  # (copy on write: the caller's frame is not changed)
             frame[timestamp_column] = to_utc(frame[timestamp_column])
