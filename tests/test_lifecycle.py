@@ -140,8 +140,9 @@ def test_one_point_in_time_row_by_hand(lifecycle, package_flights, package_csv_d
 
 def test_window_features_cover_the_window_up_to_each_prediction(lifecycle):
     """'Last hour' / 'last 24 h' features of every training row equal a count over the window
-    ending at its scheduled departure. They were the window before the latest event: hours stale
-    at a quiet airport (8,334 of 20,000 sampled demo rows had another departure count)."""
+    ending at its scheduled departure, and the aircraft's previous delay is kept for a day. They
+    were the window before the latest event: hours stale at a quiet airport (8,334 of 20,000
+    sampled demo rows had another departure count)."""
     checked = lifecycle.query("""
         select count(*) as rows,
                count(*) filter (where coalesce(t.origin_departures_1h, 0) != (
@@ -154,11 +155,48 @@ def test_window_features_cover_the_window_up_to_each_prediction(lifecycle):
                    where o.carrier = t.carrier and o.arr_delay_minutes is not null
                      and o.arr_known_at between t.sched_dep_utc - interval 1 day and t.sched_dep_utc), 9)
                ) as share_off,
+               count(*) filter (where t.tail_last_dep_delay is distinct from (
+                   select case when max(o.dep_known_at) >= t.sched_dep_utc - interval 1 day
+                               then max_by(o.dep_delay_minutes, (o.dep_known_at, o.flight_id)) end
+                   from intermediate.int_flight_outcomes o
+                   where o.tailnum = f.tailnum and o.dep_delay_minutes is not null
+                     and o.dep_known_at <= t.sched_dep_utc)
+               ) as last_delay_off,
                count(*) filter (where t.origin_departures_1h = 0) as quiet_hours
-        from training.training_dataset t
+        from training.training_dataset t join intermediate.int_flight_outcomes f on f.flight_id = t.flight_id
     """).iloc[0]
     assert checked["rows"] > 1000 and checked["quiet_hours"] > 0
-    assert (checked["departures_off"], checked["share_off"]) == (0, 0)
+    assert (checked["departures_off"], checked["share_off"], checked["last_delay_off"]) == (0, 0, 0)
+    # Without a TTL, a count is missing only before the origin's first departure known.
+    assert lifecycle.query("""
+        select count(*) n from training.training_dataset t
+        where t.origin_departures_1h is null and exists (
+            select 1 from intermediate.int_flight_outcomes o where o.origin = t.origin
+            and o.dep_delay_minutes is not null and o.dep_known_at <= t.sched_dep_utc)""")["n"].iloc[0] == 0
+
+
+def test_the_online_store_serves_windows_as_of_the_last_departure_known(lifecycle):
+    """The online store is current as of each view's latest row, which for the window views is
+    the latest event: a window's leaving is recorded only up to there (rows past it made every
+    window online look empty, as of hours or days after the data ended)."""
+    store = build_resources(lifecycle.paths)["feature_store"].store()
+    origins = ["EWR", "JFK", "LGA"]
+    online = store.get_online_features({"origin": origins}, ["fv_origin_departure_delays:origin_departures_1h",
+                                                             "fv_origin_departure_delays:origin_dep_delay_mean_3h"])
+    horizon = lifecycle.query("select max(dep_known_at) t from intermediate.int_flight_outcomes "
+                              "where dep_delay_minutes is not null")["t"].iloc[0]
+    assert lifecycle.query("select max(known_at) t from features.fv_origin_departure_delays")["t"].iloc[0] == horizon
+    expected = lifecycle.query(f"""
+        select origin,
+               count(*) filter (where dep_known_at >= '{horizon}'::timestamptz - interval 1 hour) as n_1h,
+               avg(dep_delay_minutes) filter (where dep_known_at >= '{horizon}'::timestamptz - interval 3 hours)
+                   as mean_3h
+        from intermediate.int_flight_outcomes
+        where dep_delay_minutes is not null and dep_known_at <= '{horizon}'::timestamptz
+        group by origin order by origin""")
+    assert expected["origin"].tolist() == origins and expected["n_1h"].sum() > 0
+    assert online["origin_departures_1h"].tolist() == expected["n_1h"].tolist()
+    assert online["origin_dep_delay_mean_3h"].tolist() == pytest.approx(expected["mean_3h"].tolist(), nan_ok=True)
 
 
 def test_the_registry_lists_every_view_in_the_warehouse_the_ui_and_the_cli(lifecycle):

@@ -1,19 +1,25 @@
 -- Trailing arrival-delay statistics per carrier, from flights that had already arrived.
 -- One row per instant at which a carrier's statistics changed: when an arrival became known,
 -- and just after it left each window (24 h and 7 days later), so that a quiet carrier's
--- "last 24 h" is not the last 24 h before its last arrival.
+-- "last 24 h" is not the last 24 h before its last arrival. None past the latest arrival known
+-- (a leaving is known once the data reaches it).
 with arrived as (
     select * from {{ ref('int_flight_outcomes') }}
     where arr_delay_minutes is not null
 ),
 
+exits as (
+    -- (windows include their first instant: an arrival leaves 1 µs after its day)
+    select carrier, arr_known_at + interval 1 day + interval 1 microsecond as known_at from arrived
+    union all
+    select carrier, arr_known_at + interval 7 days + interval 1 microsecond from arrived
+),
+
 instants as (
     select carrier, arr_known_at as known_at, arr_delay_minutes as delay, flight_id from arrived
     union all
-    -- (windows include their first instant: an arrival leaves 1 µs after its day)
-    select carrier, arr_known_at + interval 1 day + interval 1 microsecond, null, null from arrived
-    union all
-    select carrier, arr_known_at + interval 7 days + interval 1 microsecond, null, null from arrived
+    select carrier, known_at, null, null from exits
+    where known_at <= (select max(arr_known_at) from arrived)
 ),
 
 rolling as (

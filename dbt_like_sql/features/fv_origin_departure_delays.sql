@@ -1,19 +1,26 @@
 -- Congestion at each NYC origin: departure delays of flights that had already left.
 -- One row per instant at which a window's value changed: when a departure became known, and
 -- just after it left each window (1 h and 3 h later). Without the second kind a row would keep
--- serving "the last hour" as of the last departure, hours after that hour had passed.
+-- serving "the last hour" as of the last departure, hours after that hour had passed. A
+-- departure's leaving is known only once the data reaches that instant: none past the latest
+-- departure known (the online store is current as of it).
 with departed as (
     select * from {{ ref('int_flight_outcomes') }}
     where dep_delay_minutes is not null
 ),
 
+exits as (
+    -- (windows include their first instant: a departure leaves 1 µs after its hour)
+    select origin, dep_known_at + interval 1 hour + interval 1 microsecond as known_at from departed
+    union all
+    select origin, dep_known_at + interval 3 hours + interval 1 microsecond from departed
+),
+
 instants as (
     select origin, dep_known_at as known_at, dep_delay_minutes as delay, flight_id from departed
     union all
-    -- (windows include their first instant: a departure leaves 1 µs after its hour)
-    select origin, dep_known_at + interval 1 hour + interval 1 microsecond, null, null from departed
-    union all
-    select origin, dep_known_at + interval 3 hours + interval 1 microsecond, null, null from departed
+    select origin, known_at, null, null from exits
+    where known_at <= (select max(dep_known_at) from departed)
 ),
 
 rolling as (

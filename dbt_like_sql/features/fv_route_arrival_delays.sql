@@ -1,6 +1,6 @@
 -- Trailing 28-day arrival-delay statistics per route (origin, dest), from arrived flights.
 -- One row per instant the statistics changed: an arrival became known, or left the window
--- (28 days later).
+-- (28 days later; none past the latest arrival known).
 with arrived as (
     select * from {{ ref('int_flight_outcomes') }}
     where arr_delay_minutes is not null
@@ -11,6 +11,7 @@ instants as (
     union all
     -- (the window includes its first instant: an arrival leaves 1 µs after its 28 days)
     select origin, dest, arr_known_at + interval 28 days + interval 1 microsecond, null, null from arrived
+    where arr_known_at + interval 28 days + interval 1 microsecond <= (select max(arr_known_at) from arrived)
 ),
 
 rolling as (

@@ -1,5 +1,6 @@
 -- The most recent departure from NYC of the same aircraft: a late plane tends to stay late.
--- One row per instant the values changed: a departure became known, or left the 24-hour count.
+-- One row per instant the values changed: a departure became known, or left the 24-hour count
+-- (none past the latest departure known).
 with departed as (
     select * from {{ ref('int_flight_outcomes') }}
     where dep_delay_minutes is not null and tailnum is not null
@@ -10,20 +11,31 @@ instants as (
     union all
     -- (the window includes its first instant: a departure leaves 1 µs after its day)
     select tailnum, dep_known_at + interval 1 day + interval 1 microsecond, null, null from departed
+    where dep_known_at + interval 1 day + interval 1 microsecond <= (select max(dep_known_at) from departed)
+),
+
+latest as (
+    select
+        *,
+        -- The latest departure (of several at one instant, the last flight's) and when it was known.
+        last_value(delay ignore nulls) over up_to_here as last_delay,
+        last_value(case when delay is not null then known_at end ignore nulls) over up_to_here as last_known_at
+    from instants
+    window up_to_here as (
+        partition by tailnum order by known_at, flight_id nulls first
+        rows between unbounded preceding and current row
+    )
 ),
 
 rolling as (
     select
         tailnum,
         known_at,
-        -- The latest departure's delay (of several at one instant, the last flight's).
-        last_value(delay ignore nulls) over (
-            partition by tailnum order by known_at, flight_id nulls first
-            rows between unbounded preceding and current row
-        ) as tail_last_dep_delay,
+        -- The previous departure's delay for a day (inclusive), as the 24-hour count keeps it.
+        case when last_known_at >= known_at - interval 1 day then last_delay end as tail_last_dep_delay,
         count(delay) over last_day as tail_departures_24h,
         row_number() over (partition by tailnum, known_at order by flight_id desc nulls last) as instant_row
-    from instants
+    from latest
     window last_day as (
         partition by tailnum order by known_at
         range between interval 1 day preceding and current row
