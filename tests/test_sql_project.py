@@ -159,3 +159,42 @@ def test_shipped_project_builds_its_own_copy(tmp_path):
     root = tmp_path / "sql"
     shutil.copytree(default_project_dir(), root)
     assert set(SqlProject(root).feature_views()) == set(SqlProject().feature_views())
+
+
+def test_what_the_strict_reading_still_accepts(tmp_path):
+    """Empty descriptions and owners, numbers declared float (a count left to the default type),
+    integers as DECIMAL(18, 0), UUIDs as text."""
+    yaml_text = """description:
+feature_view:
+  entities: [origin]
+  event_timestamp: known_at
+  ttl: 5 days
+  owner:
+  features:
+    - {name: x, description: A value}
+    - {name: n, description: }
+    - {name: d, type: int}
+    - {name: u, type: str}
+"""
+    sql = f"select *, 7::decimal(18, 0) as d, uuid() as u from ({VIEW_SQL}) t"
+    root = project_with(tmp_path, yaml_text, sql=sql)
+    view = SqlProject(root).feature_views()["fv_x"]
+    assert (view.ttl_micros, view.owner, view.description) == (5 * 86_400 * 10**6, "", "")
+    assert [(f.type, f.description) for f in view.features] == [("float", "A value"), ("float", ""), ("int", ""),
+                                                                  ("str", "")]
+    assert build(root, duckdb.connect()) == (2, [])
+
+
+def test_merge_keys_may_be_overridden_and_a_hidden_folder_above_changes_nothing(tmp_path):
+    root = project_with(tmp_path / ".cache", VIEW_YAML.replace("feature_view:\n", "feature_view: &v\n")
+                        + "other: *v\n")
+    with pytest.raises(ValueError, match=r"other: unknown field"):
+        SqlProject(root).feature_views()
+    text = VIEW_YAML.replace("description: A small view.\n", "description: A small view.\ncolumns: []\n")
+    override = text.replace("feature_view:\n  entities", "feature_view:\n  <<: {ttl: 5 days, owner: x}\n  entities")
+    (root / "features" / "fv_x.yml").write_text(override)
+    view = SqlProject(root).feature_views()["fv_x"]
+    assert (view.ttl_micros, view.owner) == (7_200_000_000, "team-a")  # (the block's own keys win)
+    (root / "features" / "fv_y.yml").write_text(VIEW_YAML)  # no fv_y.sql, under a hidden folder
+    with pytest.raises(ValueError, match=r"fv_y\.yml: documents no model"):
+        _ = SqlProject(root).models

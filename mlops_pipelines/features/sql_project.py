@@ -37,9 +37,11 @@ class _StrictLoader(yaml.SafeLoader):
     second would replace the first) and base-60 numbers (YAML 1.1 reads ``ttl: 3:00`` as 180)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        self.flatten_mapping(node)
         seen: dict[Any, yaml.Mark] = {}
+        # The mapping's own keys, before merge keys (<<: *base) add theirs, which it may override.
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=True)
             try:
                 first = seen.get(key)
@@ -50,7 +52,7 @@ class _StrictLoader(yaml.SafeLoader):
                     f"while reading a mapping (key {key!r} first given on line {first.line + 1})", node.start_mark,
                     f"found key {key!r} a second time", key_node.start_mark)
             seen[key] = key_node.start_mark
-        return super().construct_mapping(node, deep)
+        return super().construct_mapping(node, deep)  # (which flattens the merge keys)
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         self._refuse_base_60(node)
@@ -64,8 +66,8 @@ class _StrictLoader(yaml.SafeLoader):
     def _refuse_base_60(node: yaml.ScalarNode) -> None:
         if ":" in node.value:
             raise yaml.constructor.ConstructorError(
-                None, None, f"{node.value!r} reads as a base-60 number in YAML 1.1; quote it, or write "
-                "a duration as '3 hours'", node.start_mark)
+                None, None, f"{node.value!r} reads as a base-60 number in YAML 1.1 (3:00 is 180); quote it "
+                "(a TTL is written '3 hours')", node.start_mark)
 
 
 _StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
@@ -85,6 +87,11 @@ def read_yaml(path: Path) -> Any:
 # leave a view without its TTL.
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("description", "owner", mode="before", check_fields=False)
+    @classmethod
+    def _empty_text(cls, value: Any) -> Any:
+        return "" if value is None else value  # (``description:`` left empty)
 
 
 class _ColumnDoc(_Strict):
@@ -206,7 +213,7 @@ class SqlModel:
         if not block:
             return None
         try:
-            return FeatureView.from_yaml(self.name, self.relation, block, self.doc.get("description", ""), self.sql)
+            return FeatureView.from_yaml(self.name, self.relation, block, self.doc.get("description") or "", self.sql)
         except ValueError as exc:
             raise ValueError(f"{self.doc_path}: {exc}") from None
 
@@ -273,9 +280,10 @@ class SqlProject:
         """Files the project would otherwise ignore without a word: a model's YAML without its SQL,
         or SQL and YAML outside the ``<schema>/<model>`` layout."""
         for path in sorted(self.project_dir.rglob("*")):
-            if path.suffix not in (".sql", ".yml", ".yaml") or any(p.startswith(".") for p in path.parts):
+            inside = path.relative_to(self.project_dir).parts
+            if path.suffix not in (".sql", ".yml", ".yaml") or any(p.startswith(".") for p in inside):
                 continue
-            depth = len(path.relative_to(self.project_dir).parts)
+            depth = len(inside)
             if path.suffix == ".sql" and depth != 2:
                 raise ValueError(f"{path}: a model must be <schema folder>/<model>.sql directly under "
                                  f"{self.project_dir}")

@@ -22,13 +22,15 @@ _TTL_UNITS = {
 
 RESERVED = (TS, CREATED)  # the columns a join reads event and created timestamps into
 
+_INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+             "UHUGEINT")
 # A feature's declared type, and the DuckDB types a column of that type may have (the SQL
-# project's column tests compare them; "any" is not checked).
+# project's column tests compare them; "any" is not checked). A float may be any number (a count
+# declared float, or left to the default, is still a number); an int also a DECIMAL of scale 0.
 FEATURE_TYPES: dict[str, tuple[str, ...] | None] = {
-    "float": ("FLOAT", "DOUBLE", "DECIMAL"),
-    "int": ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
-            "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"),
-    "str": ("VARCHAR", "ENUM"),
+    "float": ("FLOAT", "DOUBLE", "DECIMAL", *_INTEGERS),
+    "int": _INTEGERS,
+    "str": ("VARCHAR", "ENUM", "UUID"),
     "bool": ("BOOLEAN",),
     "timestamp": ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS"),
     "date": ("DATE",),
@@ -48,6 +50,8 @@ def type_matches(declared: str, duckdb_type: str) -> bool:
     """Whether a column of ``duckdb_type`` (as DuckDB names it: ``DECIMAL(18,3)``, ``ENUM(...)``)
     may hold a feature declared ``declared``."""
     allowed = FEATURE_TYPES[declared]
+    if declared == "int" and re.fullmatch(r"DECIMAL\(\d+,\s*0\)", duckdb_type):
+        return True
     return allowed is None or duckdb_type.split("(")[0].strip() in allowed
 
 
@@ -223,12 +227,12 @@ class FeatureView:
                 entities=block["entities"],  # one name or a list; __post_init__ makes it a tuple
                 event_timestamp=block["event_timestamp"],
                 features=tuple(
-                    Feature(f["name"], f.get("type", "float"), f.get("description", ""), f.get("owner", ""))
+                    Feature(f["name"], f.get("type", "float"), f.get("description") or "", f.get("owner") or "")
                     for f in block["features"]
                 ),
                 ttl=block.get("ttl"),  # parsed (and refused with the view's name) by __post_init__
                 created_timestamp=block.get("created_timestamp"),
-                owner=block.get("owner", ""),
+                owner=block.get("owner") or "",  # (an empty ``owner:`` reads None)
                 description=description,
                 sql=sql,
             )
