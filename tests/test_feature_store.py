@@ -692,6 +692,7 @@ def test_entity_timestamps_as_text_after_2262_are_read(tmp_path):
 
 def key_store(tmp_path, rows: str, key_type: str = "bigint") -> FeatureStore:
     """A view ``f`` over ``f(k <key_type>, ts, x)`` with an online store materialized at 12:00."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "w.duckdb"
     with duckdb.connect(str(path)) as con:
         con.execute(f"create table f (k {key_type}, ts timestamptz, x double)")
@@ -844,3 +845,22 @@ def test_the_cli_names_the_columns_it_found_and_the_timestamp_option(tmp_path, m
     assert main(argv) == 2
     assert ("entities.csv: entity frame has no timestamp column 'event_timestamp' (its columns: "
             "['origin', ' event_timestamp']); name another with --timestamp-column") in capsys.readouterr().err
+
+
+def test_big_integers_mixed_with_floats_and_integers_against_narrow_decimals(tmp_path):
+    """2**53 + 1 beside a float was read as a float (2**53: another key); an int64 against a
+    DECIMAL(18, 0) key was an Arrow precision error; a NaN in a dictionary of floats matched a
+    view's NaN row."""
+    store = key_store(tmp_path, "(9007199254740992, '2024-01-01 11:00+00', 1.0), (5, '2024-01-01 11:00+00', 5.0)")
+    rows = [{"k": 2**53 + 1}, {"k": 1.5}, {"k": 5.0}]
+    assert store.get_online_features(rows, "f:x")["x"].isna().tolist() == [True, True, False]
+    entities = pd.DataFrame({"k": pd.Series([2**53 + 1, 1.5, 5.0], dtype=object), "event_timestamp": NOON})
+    assert store.get_historical_features(entities, "f:x")["x"].isna().tolist() == [True, True, False]
+    decimal = key_store(tmp_path / "d", "(12, '2024-01-01 11:00+00', 12.0)", "decimal(18, 0)")
+    entities = pd.DataFrame({"k": [12, 13, 2**62], "event_timestamp": NOON})
+    assert decimal.get_historical_features(entities, "f:x")["x"].isna().tolist() == [False, True, True]
+    nan = key_store(tmp_path / "n", "('NaN'::double, '2024-01-01 11:00+00', 99.0), (1.5, '2024-01-01 11:00+00', 1.0)",
+                    "double")
+    keys = pa.array([float("nan"), 1.5]).dictionary_encode()
+    entities = pd.DataFrame({"k": pd.Series(keys, dtype=pd.ArrowDtype(keys.type)), "event_timestamp": NOON})
+    assert nan.get_historical_features(entities, "f:x")["x"].isna().tolist() == [True, False]

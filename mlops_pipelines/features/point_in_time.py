@@ -254,6 +254,8 @@ def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array
                     return exact
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
                 pass
+            if any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**53 for v in values):
+                return values  # (integers and floats: kept as objects, typed against the key's type)
         values = inferred
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         # As UTC instants (pandas deprecates handing Arrow its zone-less values).
@@ -268,6 +270,8 @@ def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array
 def _nan_as_null(values: pa.Array) -> pa.Array:
     """A NaN entity key matches nothing, as online and as in a numpy column (which pandas reads
     as missing); Arrow arrays and Arrow-backed columns hand NaN over as a value."""
+    if pa.types.is_dictionary(values.type) and pa.types.is_floating(values.type.value_type):
+        values = values.dictionary_decode()
     if pa.types.is_floating(values.type) and pc.any(pc.is_nan(values)).as_py():
         return pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
     return values
@@ -315,7 +319,11 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
     try:
         if text:
             return values.cast(wanted)
-        cast = values.cast(wanted, safe=False)
+        source = values
+        if pa.types.is_decimal(wanted) and pa.types.is_integer(values.type):
+            # (Arrow refuses an int64, which may need 19 digits, to a narrower DECIMAL even unsafely)
+            source = values.cast(pa.decimal128(38, 0))
+        cast = source.cast(wanted, safe=False)
         kept = pc.fill_null(pc.equal(*_comparable(cast, values)), False)
         if pa.types.is_integer(values.type) and pa.types.is_integer(wanted):
             # Signed and unsigned integers of one width survive the way back wrapped around
