@@ -311,7 +311,7 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
         return pa.nulls(len(values), wanted)
     if text and (pa.types.is_timestamp(wanted) or pa.types.is_time(wanted)):
         return entity_keys_as(_parsed_times(values, wanted, column), wanted, column)
-    if _is_temporal(values.type) != _is_temporal(wanted) and not (text or pa.types.is_string(wanted)):
+    if pa.types.is_temporal(values.type) != pa.types.is_temporal(wanted) and not (text or pa.types.is_string(wanted)):
         # An instant or a duration is no number: Arrow's cast would compare its raw count of
         # (its own) units with the key. DuckDB refuses the comparison too.
         raise ValueError(f"join key {column!r}: entity values of type {values.type} cannot be compared with "
@@ -346,10 +346,6 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
             f"view's {wanted} ({where}{reason})"
         ) from exc
     return cast if pc.all(kept).as_py() is not False else pc.if_else(kept, cast, pa.scalar(None, wanted))
-
-
-def _is_temporal(type_: pa.DataType) -> bool:
-    return pa.types.is_temporal(type_)  # (timestamps, dates, times, durations)
 
 
 def _comparable(cast: pa.Array, values: pa.Array) -> tuple[pa.Array, pa.Array]:

@@ -367,16 +367,16 @@ class SqlProject:
             name = column["name"]
             if name.lower() not in actual:
                 continue
-            name = quoted(name)[1:-1]  # (inside the double quotes below)
+            column_sql = quoted(name)
             for test in column.get("tests", []):
                 if test == "not_null":
-                    sql = f'select count(*) from {relation} where "{name}" is null'
+                    sql = f"select count(*) from {relation} where {column_sql} is null"
                 elif test == "unique":
-                    sql = (f'select count(*) from (select "{name}" from {relation} '
-                           f'where "{name}" is not null group by 1 having count(*) > 1)')
+                    sql = (f"select count(*) from (select {column_sql} from {relation} "
+                           f"where {column_sql} is not null group by 1 having count(*) > 1)")
                 elif isinstance(test, dict) and "accepted_values" in test:
-                    values = ", ".join(f"'{v}'" for v in test["accepted_values"])
-                    sql = f'select count(*) from {relation} where "{name}" not in ({values})'
+                    values = ", ".join("'" + str(v).replace("'", "''") + "'" for v in test["accepted_values"])
+                    sql = f"select count(*) from {relation} where {column_sql} not in ({values})"
                 else:
                     raise ValueError(f"{model.path}: unknown column test {test!r} on {name}")
                 bad = int(connection.execute(sql).fetchall()[0][0])
