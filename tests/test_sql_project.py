@@ -198,3 +198,12 @@ def test_merge_keys_may_be_overridden_and_a_hidden_folder_above_changes_nothing(
     (root / "features" / "fv_y.yml").write_text(VIEW_YAML)  # no fv_y.sql, under a hidden folder
     with pytest.raises(ValueError, match=r"fv_y\.yml: documents no model"):
         _ = SqlProject(root).models
+
+
+def test_accepted_values_may_hold_quotes(tmp_path):
+    yaml_text = VIEW_YAML.replace("description: A small view.\n", """description: A small view.
+columns:
+  - {name: label, tests: [{accepted_values: ["a", "O'Hare"]}]}
+""")
+    con = duckdb.connect()
+    assert build(project_with(tmp_path, yaml_text), con) == (2, ["fv_x.label: accepted_values failed for 1 rows"])
