@@ -5,9 +5,12 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 
 from mlops_pipelines.features.sql_project import SqlProject, default_project_dir
+
+T = pd.Timestamp
 
 VIEW_SQL = """select * from (values
     ('JFK', '2013-01-01 10:00'::timestamp, '2013-01-01'::date, 1.5, 2, 'a'),
@@ -207,3 +210,37 @@ columns:
 """)
     con = duckdb.connect()
     assert build(project_with(tmp_path, yaml_text), con) == (2, ["fv_x.label: accepted_values failed for 1 rows"])
+
+
+def test_window_rows_stop_where_every_flight_is_loaded(tmp_path):
+    """Months 2013-01 and 2013-03 loaded, February not: the window views have no row past
+    2013-02-01 00:00 New York time (05:00 UTC). A March departure's windows would count only what
+    was loaded so far, and February's exits would claim an empty hour nobody saw."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("create schema staging; create schema intermediate")
+    con.execute("create table staging.stg_flights as select * from (values (2013, 1), (2013, 3)) v(year, month)")
+    con.execute("""create table intermediate.int_flight_outcomes as select * from (values
+        ('a', 'JFK', '2013-01-31 23:30+00'::timestamptz, 5.0),
+        ('b', 'JFK', '2013-02-01 04:30+00'::timestamptz, 7.0),   -- a January flight, departed late
+        ('c', 'JFK', '2013-03-02 12:00+00'::timestamptz, 9.0)
+    ) v(flight_id, origin, dep_known_at, dep_delay_minutes)""")
+    project = SqlProject()
+    for name in ("int_flights_complete_until", "fv_origin_departure_delays"):
+        assert project.build(con, project.models[name])[1] == []
+    complete = con.sql("select complete_until from intermediate.int_flights_complete_until").fetchall()[0][0]
+    assert complete == T("2013-02-01 05:00", tz="UTC")
+    rows = con.sql("select known_at, origin_departures_1h from features.fv_origin_departure_delays "
+                   "order by known_at").fetchall()
+    # a leaves the hour at 00:30:00.000001 and the 3 hours at 02:30:00.000001; b's leavings and
+    # c lie past 05:00 (not yet known)
+    assert [(T(t).isoformat(), n) for t, n in rows] == [
+        ("2013-01-31T23:30:00+00:00", 1), ("2013-02-01T00:30:00.000001+00:00", 0),
+        ("2013-02-01T02:30:00.000001+00:00", 0), ("2013-02-01T04:30:00+00:00", 1)]
+
+
+def test_two_merge_keys_in_one_mapping_are_two_equal_keys(tmp_path):
+    yaml_text = VIEW_YAML.replace("feature_view:\n", "a: &a {ttl: 1 day}\nb: &b {ttl: 3 hours}\nfeature_view:\n"
+                                  "  <<: *a\n  <<: *b\n").replace("  ttl: 2 hours\n", "")
+    with pytest.raises(ValueError, match=r"(?s)found key '<<' a second time"):
+        SqlProject(project_with(tmp_path, yaml_text)).feature_views()

@@ -1,8 +1,8 @@
 -- Trailing arrival-delay statistics per carrier, from flights that had already arrived.
 -- One row per instant at which a carrier's statistics changed: when an arrival became known,
 -- and just after it left each window (24 h and 7 days later), so that a quiet carrier's
--- "last 24 h" is not the last 24 h before its last arrival. None past the latest arrival known
--- (a leaving is known once the data reaches it).
+-- "last 24 h" is not the last 24 h before its last arrival. None past the instant up to which
+-- every flight is loaded (int_flights_complete_until).
 with arrived as (
     select * from {{ ref('int_flight_outcomes') }}
     where arr_delay_minutes is not null
@@ -16,10 +16,12 @@ exits as (
 ),
 
 instants as (
-    select carrier, arr_known_at as known_at, arr_delay_minutes as delay, flight_id from arrived
-    union all
-    select carrier, known_at, null, null from exits
-    where known_at <= (select max(arr_known_at) from arrived)
+    select * from (
+        select carrier, arr_known_at as known_at, arr_delay_minutes as delay, flight_id from arrived
+        union all
+        select carrier, known_at, null, null from exits
+    )
+    where known_at <= (select complete_until from {{ ref('int_flights_complete_until') }})
 ),
 
 rolling as (

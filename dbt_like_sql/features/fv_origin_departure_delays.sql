@@ -1,9 +1,10 @@
 -- Congestion at each NYC origin: departure delays of flights that had already left.
 -- One row per instant at which a window's value changed: when a departure became known, and
 -- just after it left each window (1 h and 3 h later). Without the second kind a row would keep
--- serving "the last hour" as of the last departure, hours after that hour had passed. A
--- departure's leaving is known only once the data reaches that instant: none past the latest
--- departure known (the online store is current as of it).
+-- serving "the last hour" as of the last departure, hours after that hour had passed. No row
+-- lies past the instant up to which every flight is loaded (int_flights_complete_until): past it
+-- a window would count only the flights loaded so far (the online store is current as of the
+-- latest row).
 with departed as (
     select * from {{ ref('int_flight_outcomes') }}
     where dep_delay_minutes is not null
@@ -17,10 +18,12 @@ exits as (
 ),
 
 instants as (
-    select origin, dep_known_at as known_at, dep_delay_minutes as delay, flight_id from departed
-    union all
-    select origin, known_at, null, null from exits
-    where known_at <= (select max(dep_known_at) from departed)
+    select * from (
+        select origin, dep_known_at as known_at, dep_delay_minutes as delay, flight_id from departed
+        union all
+        select origin, known_at, null, null from exits
+    )
+    where known_at <= (select complete_until from {{ ref('int_flights_complete_until') }})
 ),
 
 rolling as (

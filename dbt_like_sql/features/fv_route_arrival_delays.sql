@@ -1,17 +1,19 @@
 -- Trailing 28-day arrival-delay statistics per route (origin, dest), from arrived flights.
 -- One row per instant the statistics changed: an arrival became known, or left the window
--- (28 days later; none past the latest arrival known).
+-- (28 days later). None past the instant up to which every flight is loaded.
 with arrived as (
     select * from {{ ref('int_flight_outcomes') }}
     where arr_delay_minutes is not null
 ),
 
 instants as (
-    select origin, dest, arr_known_at as known_at, arr_delay_minutes as delay, flight_id from arrived
-    union all
-    -- (the window includes its first instant: an arrival leaves 1 µs after its 28 days)
-    select origin, dest, arr_known_at + interval 28 days + interval 1 microsecond, null, null from arrived
-    where arr_known_at + interval 28 days + interval 1 microsecond <= (select max(arr_known_at) from arrived)
+    select * from (
+        select origin, dest, arr_known_at as known_at, arr_delay_minutes as delay, flight_id from arrived
+        union all
+        -- (the window includes its first instant: an arrival leaves 1 µs after its 28 days)
+        select origin, dest, arr_known_at + interval 28 days + interval 1 microsecond, null, null from arrived
+    )
+    where known_at <= (select complete_until from {{ ref('int_flights_complete_until') }})
 ),
 
 rolling as (

@@ -1,17 +1,19 @@
 -- The most recent departure from NYC of the same aircraft: a late plane tends to stay late.
--- One row per instant the values changed: a departure became known, or left the 24-hour count
--- (none past the latest departure known).
+-- One row per instant the values changed: a departure became known, or left the 24-hour count.
+-- None past the instant up to which every flight is loaded.
 with departed as (
     select * from {{ ref('int_flight_outcomes') }}
     where dep_delay_minutes is not null and tailnum is not null
 ),
 
 instants as (
-    select tailnum, dep_known_at as known_at, dep_delay_minutes as delay, flight_id from departed
-    union all
-    -- (the window includes its first instant: a departure leaves 1 µs after its day)
-    select tailnum, dep_known_at + interval 1 day + interval 1 microsecond, null, null from departed
-    where dep_known_at + interval 1 day + interval 1 microsecond <= (select max(dep_known_at) from departed)
+    select * from (
+        select tailnum, dep_known_at as known_at, dep_delay_minutes as delay, flight_id from departed
+        union all
+        -- (the window includes its first instant: a departure leaves 1 µs after its day)
+        select tailnum, dep_known_at + interval 1 day + interval 1 microsecond, null, null from departed
+    )
+    where known_at <= (select complete_until from {{ ref('int_flights_complete_until') }})
 ),
 
 latest as (
