@@ -385,11 +385,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mlops {args.command}: {message}", file=sys.stderr)
         return 2
     except Exception as error:
-        if type(error).__module__.split(".")[0] not in ("duckdb", "_duckdb"):
-            raise
-        # DuckDB's own errors, in one line; the usual one here: a Dagster run holds the warehouse.
+        # DuckDB's errors about the file itself (held by another process, damaged) in one line;
+        # its other errors keep their traceback (they are the project's faults).
         message = str(error).splitlines()[0]
-        if "lock" in message.lower():
+        about_the_file = type(error).__name__ == "IOException" or message.startswith("Corrupt database file")
+        if not about_the_file or type(error).__module__.split(".")[0] not in ("duckdb", "_duckdb"):
+            raise
+        if "Could not set lock" in message or "Conflicting lock" in message:
             message = (f"the warehouse is in use by another process (a Dagster run, `mlops demo`?): try again "
                        f"when it ends ({message})")
         print(f"mlops {args.command}: {message}", file=sys.stderr)

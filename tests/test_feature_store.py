@@ -864,3 +864,18 @@ def test_big_integers_mixed_with_floats_and_integers_against_narrow_decimals(tmp
     keys = pa.array([float("nan"), 1.5]).dictionary_encode()
     entities = pd.DataFrame({"k": pd.Series(keys, dtype=pd.ArrowDtype(keys.type)), "event_timestamp": NOON})
     assert nan.get_historical_features(entities, "f:x")["x"].isna().tolist() == [True, False]
+
+
+def test_the_cli_does_not_call_a_damaged_warehouse_in_use(tmp_path, monkeypatch, capsys):
+    from mlops_pipelines.cli import main
+
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path))
+    path = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("create schema features; create table features.registry as select 1 as x")
+    data = bytearray(path.read_bytes())
+    data[12288:12288 + 64] = b"\xff" * 64  # (a block's bytes: its checksum no longer holds)
+    path.write_bytes(bytes(data))
+    code = main(["features", "list"])
+    err = capsys.readouterr().err
+    assert code == 2 and "in use by another process" not in err and err.startswith("mlops features: ")

@@ -38,11 +38,10 @@ class _StrictLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, yaml.Mark] = {}
-        # The mapping's own keys, before merge keys (<<: *base) add theirs, which it may override.
+        # The mapping's own keys, before merge keys (<<: *base) add theirs, which it may override;
+        # two merge keys are two equal keys (<<: [*a, *b] merges several).
         for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
+            key = "<<" if key_node.tag == "tag:yaml.org,2002:merge" else self.construct_object(key_node, deep=True)
             try:
                 first = seen.get(key)
             except TypeError:  # (an unhashable key: the base class says so)
