@@ -854,8 +854,11 @@ def test_big_integers_mixed_with_floats_and_integers_against_narrow_decimals(tmp
     store = key_store(tmp_path, "(9007199254740992, '2024-01-01 11:00+00', 1.0), (5, '2024-01-01 11:00+00', 5.0)")
     rows = [{"k": 2**53 + 1}, {"k": 1.5}, {"k": 5.0}]
     assert store.get_online_features(rows, "f:x")["x"].isna().tolist() == [True, True, False]
-    entities = pd.DataFrame({"k": pd.Series([2**53 + 1, 1.5, 5.0], dtype=object), "event_timestamp": NOON})
-    assert store.get_historical_features(entities, "f:x")["x"].isna().tolist() == [True, True, False]
+    for big in (2**53 + 1, np.int64(2**53 + 1)):  # (Python's and numpy's integers)
+        entities = pd.DataFrame({"k": pd.Series([big, 1.5, 5.0], dtype=object), "event_timestamp": NOON})
+        assert store.get_historical_features(entities, "f:x")["x"].isna().tolist() == [True, True, False]
+        rows = [{"k": big}, {"k": 1.5}, {"k": 5.0}]
+        assert store.get_online_features(rows, "f:x")["x"].isna().tolist() == [True, True, False]
     decimal = key_store(tmp_path / "d", "(12, '2024-01-01 11:00+00', 12.0)", "decimal(18, 0)")
     entities = pd.DataFrame({"k": [12, 13, 2**62], "event_timestamp": NOON})
     assert decimal.get_historical_features(entities, "f:x")["x"].isna().tolist() == [False, True, True]

@@ -214,8 +214,9 @@ columns:
 
 def test_window_rows_stop_where_every_flight_is_loaded(tmp_path):
     """Months 2013-01 and 2013-03 loaded, February not: the window views have no row past
-    2013-02-01 00:00 New York time (05:00 UTC). A March departure's windows would count only what
-    was loaded so far, and February's exits would claim an empty hour nobody saw."""
+    2013-02-01 00:00 New York time (05:00 UTC) but one that makes every window unknown from
+    there. A March departure's windows would count only what was loaded so far, and February's
+    exits would claim an empty hour nobody saw."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.execute("create schema staging; create schema intermediate")
@@ -233,10 +234,23 @@ def test_window_rows_stop_where_every_flight_is_loaded(tmp_path):
     rows = con.sql("select known_at, origin_departures_1h from features.fv_origin_departure_delays "
                    "order by known_at").fetchall()
     # a leaves the hour at 00:30:00.000001 and the 3 hours at 02:30:00.000001; b's leavings and
-    # c lie past 05:00 (not yet known)
+    # c lie past 05:00 (not known: March is loaded, February is not)
     assert [(T(t).isoformat(), n) for t, n in rows] == [
         ("2013-01-31T23:30:00+00:00", 1), ("2013-02-01T00:30:00.000001+00:00", 0),
-        ("2013-02-01T02:30:00.000001+00:00", 0), ("2013-02-01T04:30:00+00:00", 1)]
+        ("2013-02-01T02:30:00.000001+00:00", 0), ("2013-02-01T04:30:00+00:00", 1),
+        ("2013-02-01T05:00:00.000001+00:00", None)]
+    # February loaded: the windows are known again, and nothing is unknown.
+    con.execute("insert into staging.stg_flights values (2013, 2)")
+    for name in ("int_flights_complete_until", "fv_origin_departure_delays"):
+        assert project.build(con, project.models[name])[1] == []
+    assert con.sql("select count(*) filter (where origin_departures_1h is null), max(known_at) "
+                   "from features.fv_origin_departure_delays").fetchall() == [(0, T("2013-03-02 15:00:00.000001",
+                                                                                    tz="UTC"))]
+    # No flight loaded: no instant is complete, and the views are empty (their builds pass).
+    con.execute("delete from staging.stg_flights")
+    for name in ("int_flights_complete_until", "fv_origin_departure_delays"):
+        assert project.build(con, project.models[name])[1] == []
+    assert con.sql("select count(*) from features.fv_origin_departure_delays").fetchall() == [(0,)]
 
 
 def test_two_merge_keys_in_one_mapping_are_two_equal_keys(tmp_path):
@@ -244,3 +258,9 @@ def test_two_merge_keys_in_one_mapping_are_two_equal_keys(tmp_path):
                                   "  <<: *a\n  <<: *b\n").replace("  ttl: 2 hours\n", "")
     with pytest.raises(ValueError, match=r"(?s)found key '<<' a second time"):
         SqlProject(project_with(tmp_path, yaml_text)).feature_views()
+    # The text '<<', quoted, is a key like any other, not a second merge key.
+    from mlops_pipelines.features.sql_project import read_yaml
+
+    path = tmp_path / "plain.yml"
+    path.write_text("base: &b {x: 1}\nm:\n  <<: *b\n  '<<': literal\n")
+    assert read_yaml(path)["m"] == {"x": 1, "<<": "literal"}

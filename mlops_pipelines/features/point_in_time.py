@@ -254,7 +254,7 @@ def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array
                     return exact
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
                 pass
-            if any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**53 for v in values):
+            if any(isinstance(v, int | np.integer) and not isinstance(v, bool) and abs(int(v)) > 2**53 for v in values):
                 return values  # (integers and floats: kept as objects, typed against the key's type)
         values = inferred
     if isinstance(values.dtype, pd.DatetimeTZDtype):

@@ -32,6 +32,9 @@ SOURCE = re.compile(r"\{\{\s*source\(\s*['\"](\w+)['\"]\s*,\s*['\"](\w+)['\"]\s*
 MODEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a model is a table: its file name must be a plain identifier
 
 
+_MERGE = type("MergeKey", (), {"__repr__": lambda _: "'<<'"})()  # (a merge key: not the text '<<')
+
+
 class _StrictLoader(yaml.SafeLoader):
     """Safe YAML that refuses what would silently change a declaration: a key given twice (the
     second would replace the first) and base-60 numbers (YAML 1.1 reads ``ttl: 3:00`` as 180)."""
@@ -41,7 +44,8 @@ class _StrictLoader(yaml.SafeLoader):
         # The mapping's own keys, before merge keys (<<: *base) add theirs, which it may override;
         # two merge keys are two equal keys (<<: [*a, *b] merges several).
         for key_node, _ in node.value:
-            key = "<<" if key_node.tag == "tag:yaml.org,2002:merge" else self.construct_object(key_node, deep=True)
+            merge = key_node.tag == "tag:yaml.org,2002:merge"
+            key = _MERGE if merge else self.construct_object(key_node, deep=True)
             try:
                 first = seen.get(key)
             except TypeError:  # (an unhashable key: the base class says so)
