@@ -48,6 +48,13 @@ rolling as (
 
 final as (
     select * exclude (instant_row) from rolling where instant_row = 1
+    union all
+    -- A month missing before loaded ones: past its start every window is unknown (until it is
+    -- loaded and the view rebuilt), rather than as of the last rows before it.
+    select distinct carrier,
+        (select complete_until from {{ ref('int_flights_complete_until') }}) + interval 1 microsecond,
+        null, null, null, null, null
+    from arrived where (select flights_after from {{ ref('int_flights_complete_until') }})
 )
 
 select * from final

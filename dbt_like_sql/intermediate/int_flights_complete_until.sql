@@ -2,14 +2,18 @@
 -- start (New York time) of the first month without flights, counting from the first month
 -- loaded. A flight scheduled later becomes known only after it; one scheduled earlier is loaded.
 -- Trailing-window features stop here: past it a window would count only the flights loaded so
--- far (a month ingested out of order, or the next month not yet in).
+-- far. NULL when no flight is loaded. flights_after: months past that one are loaded (a month
+-- missing or ingested out of order), so what lies past it is unknown, not merely not yet known.
 with months as (
     select distinct make_date(year, month, 1) as month from {{ ref('stg_flights') }}
 ),
 
-gaps as (
-    select month + interval 1 month as month from months
+first_missing as (
+    select min(month + interval 1 month) as month from months
     where month + interval 1 month not in (select month from months)
 )
 
-select timezone('America/New_York', min(month)) as complete_until from gaps
+select
+    timezone('America/New_York', first_missing.month) as complete_until,
+    exists (select 1 from months where months.month > first_missing.month) as flights_after
+from first_missing
