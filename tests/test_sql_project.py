@@ -264,3 +264,37 @@ def test_two_merge_keys_in_one_mapping_are_two_equal_keys(tmp_path):
     path = tmp_path / "plain.yml"
     path.write_text("base: &b {x: 1}\nm:\n  <<: *b\n  '<<': literal\n")
     assert read_yaml(path)["m"] == {"x": 1, "<<": "literal"}
+
+
+@pytest.mark.parametrize(("view", "keys", "features"), [
+    ("fv_origin_departure_delays", ["origin"], 4),
+    ("fv_carrier_arrival_delays", ["carrier"], 5),
+    ("fv_route_arrival_delays", ["origin", "dest"], 3),
+    ("fv_tail_departures", ["tailnum"], 2),
+])
+def test_every_window_view_is_unknown_past_a_missing_month(view, keys, features):
+    """January and March loaded: each view's last row per entity is 1 µs past 2013-02-01 05:00 UTC,
+    every feature missing; nothing of March is in it. With February loaded, no such row."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("create schema staging; create schema intermediate")
+    con.execute("create table staging.stg_flights as select * from (values (2013, 1), (2013, 3)) v(year, month)")
+    con.execute("""create table intermediate.int_flight_outcomes as select * from (values
+        ('a', 'JFK', 'LAX', 'AA', 'N1', '2013-01-30 12:00+00', '2013-01-30 18:00+00', 5.0, 9.0),
+        ('c', 'JFK', 'LAX', 'AA', 'N1', '2013-03-02 12:00+00', '2013-03-02 18:00+00', 1.0, 2.0)
+    ) v(flight_id, origin, dest, carrier, tailnum, dep_known_at, arr_known_at, dep_delay_minutes, arr_delay_minutes)""")
+    for column in ("dep_known_at", "arr_known_at"):
+        con.execute(f"alter table intermediate.int_flight_outcomes alter {column} type timestamptz")
+    project = SqlProject()
+    for name in ("int_flights_complete_until", view):
+        assert project.build(con, project.models[name])[1] == []
+    last = con.sql(f"select * from features.{view} order by known_at desc limit 1").fetchall()[0]
+    key_values = {"origin": "JFK", "dest": "LAX", "carrier": "AA", "tailnum": "N1"}
+    assert last[:len(keys) + 1] == (*(key_values[k] for k in keys), T("2013-02-01 05:00:00.000001", tz="UTC"))
+    assert last[len(keys) + 1:] == (None,) * features
+    assert con.sql(f"select count(*) from features.{view} where known_at >= '2013-03-01'").fetchall() == [(0,)]
+    con.execute("insert into staging.stg_flights values (2013, 2)")
+    for name in ("int_flights_complete_until", view):
+        assert project.build(con, project.models[name])[1] == []
+    values = con.sql(f"select * exclude ({', '.join(keys)}, known_at) from features.{view}").fetchall()
+    assert values and all(any(v is not None for v in row) for row in values)
