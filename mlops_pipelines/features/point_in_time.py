@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import time
@@ -254,7 +254,7 @@ def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array
                     return exact
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
                 pass
-            if any(isinstance(v, int | np.integer) and not isinstance(v, bool) and abs(int(v)) > 2**53 for v in values):
+            if holds_integers(values, beyond=2**53):
                 return values  # (integers and floats: kept as objects, typed against the key's type)
         values = inferred
     if isinstance(values.dtype, pd.DatetimeTZDtype):
@@ -265,6 +265,12 @@ def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array
         return _nan_as_null(pa.array(values, from_pandas=True))
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
         return values
+
+
+def holds_integers(values: Iterable, beyond: int = -1) -> bool:
+    """Whether ``values`` hold Python or numpy integers (booleans aside) of magnitude above
+    ``beyond``: floats would round those beyond 2**53 onto a neighbour."""
+    return any(isinstance(v, int | np.integer) and not isinstance(v, bool) and abs(int(v)) > beyond for v in values)
 
 
 def _nan_as_null(values: pa.Array) -> pa.Array:

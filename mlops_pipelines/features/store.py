@@ -203,7 +203,7 @@ def _listed_column(values: list) -> pd.Series:
     """A column of Python values as pandas types it, except integers with a None among them:
     pandas makes them floats, rounded beyond 2**53 onto another entity's key. Those stay objects."""
     column = pd.Series(values)
-    if column.dtype.kind == "f" and any(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in values):
+    if column.dtype.kind == "f" and point_in_time.holds_integers(values):
         return pd.Series(values, dtype=object)
     return column
 
