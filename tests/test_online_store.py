@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from mlops_pipelines.features.store import FeatureStore
@@ -608,3 +609,44 @@ def test_changes_duckdbs_value_hash_cannot_see_are_picked_up_too(tmp_path):
     assert fs.materialize_online() == {"v": 1}
     online = fs.get_online_features({"k": [1]}, ["v:l", "v:s"])
     assert list(online["l"].iloc[0]) == [] and online["s"].iloc[0] == {"a": None}
+
+
+def test_integers_and_booleans_keep_their_values_and_dtype_whatever_matched(tmp_path):
+    """An int64 feature came back as int64 when every entity row matched and as float64 (2**53 + 1
+    read as 2**53) when one did not; a boolean as bool or object; an integer in a struct as a
+    float. Now Int64 / boolean on both paths, whatever matched, and nested integers exact."""
+    at = pd.Timestamp("2024-01-01", tz="UTC")
+    big = 2**53 + 1
+    frame = pd.DataFrame({"k": [1, 2], "ts": [at, at], "n": [big, -7], "flag": [True, False]})
+    fs = _tiny_store(tmp_path, frame, [FeatureView("v", "t", "k", "ts", (Feature("n", "int"), Feature("flag", "bool")))])
+    with duckdb.connect(str(tmp_path / "tiny.duckdb")) as con:
+        con.execute("create table nested as select k, ts, {'a': n} as s, [n, null] as l from t")
+    fs.register(FeatureView("w", "nested", "k", "ts", (Feature("s"), Feature("l"))))
+    fs.materialize_online(end_ts=at)
+    refs = ["v:n", "v:flag", "w:s", "w:l"]
+    for keys in ([1], [1, 3], [3]):
+        online = fs.get_online_features({"k": keys}, refs)
+        offline = fs.get_historical_features(pd.DataFrame({"k": keys, "event_timestamp": at}), refs)
+        for frame_ in (online, offline):
+            assert str(frame_["n"].dtype) == "Int64" and str(frame_["flag"].dtype) == "boolean", keys
+            assert frame_["n"].tolist() == [big if k == 1 else pd.NA for k in keys], keys
+            assert frame_["flag"].tolist() == [True if k == 1 else pd.NA for k in keys], keys
+            if 1 in keys:
+                assert frame_["s"].iloc[0] == {"a": big} and frame_["l"].iloc[0][0] == big, keys
+        pd.testing.assert_frame_equal(online, offline.drop(columns="event_timestamp"))
+
+
+def test_an_arrow_table_of_entity_rows_keeps_large_integer_keys_beside_a_null(tmp_path):
+    """pandas read an Arrow int64 column with a null as float64: 2**60 + 1 became 2**60 and got
+    2**60's features (online and offline)."""
+    at = pd.Timestamp("2024-01-01", tz="UTC")
+    base = 2**60
+    frame = pd.DataFrame({"k": [base], "ts": [at], "x": [1.0]})
+    fs = _tiny_store(tmp_path, frame, [FeatureView("v", "t", "k", "ts", (Feature("x"),))])
+    fs.materialize_online(end_ts=at)
+    keys = pa.array([base + 1, base, None], pa.int64())
+    online = fs.get_online_features(pa.table({"k": keys}), ["v:x"])
+    offline = fs.get_historical_features(pa.table({"k": keys, "event_timestamp": pa.array([at] * 3)}), ["v:x"])
+    for result in (online, offline):
+        assert result["x"].fillna(-1).tolist() == [-1, 1.0, -1]
+        assert result["k"].tolist() == [base + 1, base, pd.NA] and str(result["k"].dtype) == "Int64"

@@ -138,7 +138,7 @@ def _requests(flights: pd.DataFrame) -> list[dict]:
 
 
 def _same(a, b) -> bool:
-    missing = lambda v: v is None or (isinstance(v, float) and math.isnan(v))  # noqa: E731
+    missing = lambda v: v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))  # noqa: E731
     if missing(a) or missing(b):
         return missing(a) and missing(b)
     if isinstance(a, str) or isinstance(b, str):

@@ -463,6 +463,33 @@ def served_type(field_type: pa.DataType) -> pa.DataType:
     return field_type
 
 
+# pandas' nullable dtypes, used whether or not a value is null: numpy's int64 and bool cannot
+# hold a null, and pandas' default then turns the column into float64 (2**53 + 1 read as 2**53)
+# or object, so a column's dtype, and its values, would depend on which rows matched.
+_NULLABLE_DTYPES = {
+    pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(), pa.uint32(): pd.UInt32Dtype(),
+    pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype(),
+}
+
+
+def served_pandas(values: pa.Array | pa.ChunkedArray) -> pd.Series:
+    """Feature values (of their :func:`served_type`) as pandas, exactly: integers and booleans in
+    pandas' nullable dtypes (``Int64``, ``boolean``) whatever matched, integers inside lists and
+    structs as Python ints when a null sits beside them (not floats)."""
+    return values.to_pandas(types_mapper=_NULLABLE_DTYPES.get, integer_object_nulls=True)
+
+
+def entity_pandas(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table of entity rows as pandas, its integer columns with nulls in pandas' nullable
+    dtypes (pandas' default reads them as float64: 2**53 + 1 would become 2**53, another key)."""
+    frame = table.to_pandas()
+    for position, column in enumerate(table.columns):
+        if column.null_count and column.type in _NULLABLE_DTYPES and not pa.types.is_boolean(column.type):
+            frame.isetitem(position, column.to_pandas(types_mapper=_NULLABLE_DTYPES.get))
+    return frame
+
+
 def _column_codes(features: pa.Table, entity: pa.Array | pd.Series, column: str, workspace: Workspace,
                   labels: pd.Index | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Codes 0 .. n - 1 of one key column's values, for feature rows (never null) and entity rows
@@ -811,7 +838,7 @@ def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray,
     others = [n for n in names if n not in columns]
     if others:
         for name, column in take_arrow(features, others, chosen).items():
-            columns[name] = column.cast(served_type(column.type)).to_pandas()
+            columns[name] = served_pandas(column.cast(served_type(column.type)))
     return {n: columns[n] for n in names}
 
 

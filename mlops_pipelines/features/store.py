@@ -152,7 +152,7 @@ def _arrow_entities(table: pa.Table) -> pd.DataFrame:
              if isinstance(type_, pa.UuidType)}
     for name, text in uuids.items():
         table = table.set_column(table.column_names.index(name), name, text)
-    return table.to_pandas()
+    return point_in_time.entity_pandas(table)
 
 
 def _check_unique_columns(columns: pd.Index) -> None:
@@ -667,7 +667,7 @@ class FeatureStore:
                 for name, values in found.items():
                     # Converted to pandas as the offline store converts (point_in_time.take_pandas),
                     # dtype included when every value is null.
-                    out[outputs[view_name, name]] = values.to_pandas() if isinstance(values, pa.Array) else values
+                    out[outputs[view_name, name]] = point_in_time.served_pandas(values) if isinstance(values, pa.Array) else values
         out = out[[*frame.columns, *outputs.values()]]
         out.index = entity_rows.index if isinstance(entity_rows, pd.DataFrame) else out.index
         return out
