@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from mlops_pipelines.paths import DATA_DIR_ENV, ProjectPaths
 
@@ -92,7 +93,8 @@ def _read_frame(path: str, keep_index: bool = False):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if path.endswith(".parquet"):
+    kind = Path(path).suffix.lower()  # ("folder/" and "x.PARQUET" too)
+    if kind == ".parquet" or Path(path).is_dir():
         try:
             names = [n for n in pq.ParquetDataset(path).schema.names if not n.startswith("__index_level_")]
             twice = sorted({n for n in names if names.count(n) > 1})
@@ -103,7 +105,7 @@ def _read_frame(path: str, keep_index: bool = False):
             raise ValueError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]})") from exc
         named = keep_index and any(name is not None for name in frame.index.names)
         return frame.reset_index() if named else frame.reset_index(drop=True)
-    if path.endswith(".csv"):
+    if kind == ".csv":
         return _read_csv(path)
     raise ValueError(f"{path}: expected a .parquet or .csv file")
 
@@ -152,7 +154,8 @@ def _features_historical(args: argparse.Namespace) -> int:
     features = [f.strip() for f in args.features.split(",") if f.strip()]
     if not features:
         raise ValueError(f"--features {args.features!r}: no 'view:feature' reference")
-    if not args.out.endswith((".parquet", ".csv")):
+    out_kind = Path(args.out).suffix.lower()
+    if out_kind not in (".parquet", ".csv"):
         raise ValueError(f"{args.out}: expected a .parquet or .csv file")
     try:
         store.resolve_features(features)  # (before the entities: an error here is not the file's)
@@ -166,7 +169,7 @@ def _features_historical(args: argparse.Namespace) -> int:
         if "no timestamp column" in reason:
             reason += "; name another with --timestamp-column"
         raise ValueError(f"{args.entities}: {reason}") from exc
-    if args.out.endswith(".parquet"):
+    if out_kind == ".parquet":
         out.to_parquet(args.out, index=False)
     else:
         out.to_csv(args.out, index=False)
@@ -196,7 +199,6 @@ def _drift(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     import shutil
     import time
-    from pathlib import Path
 
     from mlops_pipelines.monitoring.replay import run_replay, write_timeline
 

@@ -882,3 +882,60 @@ def test_the_cli_does_not_call_a_damaged_warehouse_in_use(tmp_path, monkeypatch,
     code = main(["features", "list"])
     err = capsys.readouterr().err
     assert code == 2 and "in use by another process" not in err and err.startswith("mlops features: ")
+
+
+def test_the_cli_reads_parquet_folders_by_any_name_or_trailing_slash_and_any_case(tmp_path):
+    """A folder given as 'rows.parquet/' (shell completion) or named without .parquet, and
+    'X.PARQUET' / 'X.CSV', were refused as 'expected a .parquet or .csv file'."""
+    import pyarrow.parquet as pq
+
+    from mlops_pipelines.cli import _read_frame
+
+    for folder in (tmp_path / "rows.parquet", tmp_path / "rows"):
+        pq.write_to_dataset(pa.table({"carrier": ["UA", "AA"]}), str(folder))
+        for given in (str(folder), f"{folder}/"):
+            assert sorted(_read_frame(given)["carrier"]) == ["AA", "UA"], given
+    pd.DataFrame({"carrier": ["DL"]}).to_parquet(tmp_path / "UPPER.PARQUET")
+    (tmp_path / "UPPER.CSV").write_text("carrier\nB6\n")
+    assert _read_frame(str(tmp_path / "UPPER.PARQUET"))["carrier"].tolist() == ["DL"]
+    assert _read_frame(str(tmp_path / "UPPER.CSV"))["carrier"].tolist() == ["B6"]
+    with pytest.raises(ValueError, match="expected a .parquet or .csv file"):
+        _read_frame(str(tmp_path / "rows.txt"))
+
+
+@pytest.mark.parametrize("text", ["NaT", "nan", "NaN", ""])
+def test_timestamp_texts_pandas_reads_as_missing_are_refused_by_row(store, text):
+    """'NaT', 'nan', 'NaN' and '' were read as no timestamp: the row quietly matched nothing
+    (the CLI reads every CSV cell as text, so a cell 'NaT' did too). A missing value stays missing."""
+    entities = pd.DataFrame({"carrier": ["AA", "AA", "AA"], "event_timestamp": ["2013-01-01 12:00", None, text]},
+                            index=[10, 11, 12])
+    with pytest.raises(ValueError, match=rf"timestamp column 'event_timestamp' row 12 \({text!r}\): not an instant"):
+        store.get_historical_features(entities, ["carrier_stats:delay"])
+    beyond = entities.assign(event_timestamp=["2500-01-01T00:00:00Z", None, text])  # (the path past 2262)
+    with pytest.raises(ValueError, match=r"row 12 .*not an instant"):
+        store.get_historical_features(beyond, ["carrier_stats:delay"])
+    out = store.get_historical_features(entities.iloc[:2], ["carrier_stats:delay"])
+    assert out["delay"].iloc[0] == 3.0 and pd.isna(out["event_timestamp"].iloc[1]) and pd.isna(out["delay"].iloc[1])
+
+
+def test_a_failure_inside_the_callers_transaction_is_the_error_raised(tmp_path):
+    """Inside a transaction of the caller's that the failure aborted, setting the TimeZone back
+    raised 'Current transaction is aborted' instead of the failure; now the failure is raised,
+    with a note that the TimeZone stayed UTC, and it is set back when nothing failed."""
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("create table t as select 1::bigint as k, '2020-01-01'::timestamp as ts, 'ax' as x")
+    store = FeatureStore(tmp_path / "w.duckdb", [
+        FeatureView("bad", "(select k, ts, x::int as x from t)", "k", "ts", (Feature("x"),)),
+        FeatureView("good", "(select k, ts, 1.5 as y from t)", "k", "ts", (Feature("y"),))])
+    entities = pd.DataFrame({"k": [1], "event_timestamp": T("2021-01-01", tz="UTC")})
+    con.execute("set TimeZone = 'America/Los_Angeles'")
+    con.begin()
+    with pytest.raises(ValueError, match="feature view 'bad': reading .*Could not convert string 'ax'") as failure:
+        store.get_historical_features(entities, ["bad:x"], connection=con)
+    assert any("TimeZone is still 'UTC' (it was 'America/Los_Angeles')" in n for n in failure.value.__notes__)
+    con.rollback()
+    con.execute("set TimeZone = 'America/Los_Angeles'")
+    con.begin()
+    assert store.get_historical_features(entities, ["good:y"], connection=con)["y"].tolist() == [1.5]
+    assert con.execute("select current_setting('TimeZone')").fetchone()[0] == "America/Los_Angeles"
+    con.commit()

@@ -618,7 +618,8 @@ def test_integers_and_booleans_keep_their_values_and_dtype_whatever_matched(tmp_
     at = pd.Timestamp("2024-01-01", tz="UTC")
     big = 2**53 + 1
     frame = pd.DataFrame({"k": [1, 2], "ts": [at, at], "n": [big, -7], "flag": [True, False]})
-    fs = _tiny_store(tmp_path, frame, [FeatureView("v", "t", "k", "ts", (Feature("n", "int"), Feature("flag", "bool")))])
+    view = FeatureView("v", "t", "k", "ts", (Feature("n", "int"), Feature("flag", "bool")))
+    fs = _tiny_store(tmp_path, frame, [view])
     with duckdb.connect(str(tmp_path / "tiny.duckdb")) as con:
         con.execute("create table nested as select k, ts, {'a': n} as s, [n, null] as l from t")
     fs.register(FeatureView("w", "nested", "k", "ts", (Feature("s"), Feature("l"))))

@@ -70,16 +70,20 @@ def to_utc(values: pd.Series) -> pd.Series:
         raise ValueError(f"timestamp column {values.name!r} row {moving.index[0]} ({moving.iloc[0]!r}): "
                          "give an instant, not a time relative to the clock")
     try:
-        return pd.to_datetime(values, utc=True, format="ISO8601")
+        return _no_text_read_as_missing(values, pd.to_datetime(values, utc=True, format="ISO8601"))
     except (ValueError, TypeError, NotImplementedError) as exc:
         failure = exc
+        if isinstance(exc, _TextReadAsMissing):
+            raise
     if isinstance(failure, pd.errors.OutOfBoundsDatetime):
         # Beyond 2262 (pandas parsed the text in nanoseconds): as Python's datetimes, to 9999, in
         # microseconds (nanoseconds given with such a value are dropped).
         try:
-            return pd.to_datetime(values.map(_iso_datetime, na_action="ignore"), utc=True)
+            parsed = pd.to_datetime(values.map(_iso_datetime, na_action="ignore"), utc=True)
         except (ValueError, TypeError):
             pass
+        else:
+            return _no_text_read_as_missing(values, parsed)
     reason = str(failure).splitlines()[0].split(" You might want to try")[0]
     try:  # name the first row that does not parse (None/NaN stay missing and are fine)
         parsed = pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
@@ -89,6 +93,23 @@ def to_utc(values: pd.Series) -> pd.Series:
     where = f" row {bad.index[0]} ({bad.iloc[0]!r})" if len(bad) else ""
     raise ValueError(f"timestamp column {values.name!r}{where}: {reason} (datetimes or ISO 8601 strings "
                      "expected)") from failure
+
+
+class _TextReadAsMissing(ValueError):
+    pass
+
+
+def _no_text_read_as_missing(values: pd.Series, parsed: pd.Series) -> pd.Series:
+    """``parsed``, unless a value that is there was read as missing: pandas reads the texts
+    "NaT", "nan", "NaN" and "" as no timestamp, and the row would then quietly match nothing.
+    Only a missing value (None, NaN, an empty CSV cell) is missing."""
+    hidden = parsed.isna().to_numpy() & values.notna().to_numpy()
+    if hidden.any():
+        position = int(np.flatnonzero(hidden)[0])
+        raise _TextReadAsMissing(
+            f"timestamp column {values.name!r} row {values.index[position]} ({values.iloc[position]!r}): "
+            "not an instant (a row without a timestamp leaves it empty: None, or an empty CSV cell)")
+    return parsed
 
 
 def _iso_datetime(value: object) -> object:
@@ -490,8 +511,16 @@ class FeatureStore:
             connection.execute("SET TimeZone = 'UTC'")
             try:
                 yield connection
-            finally:
-                connection.execute("SET TimeZone = ?", [zone])
+            except BaseException as failure:
+                try:
+                    connection.execute("SET TimeZone = ?", [zone])
+                except duckdb.Error:
+                    # A transaction of the caller's that the failure aborted refuses every
+                    # statement: the failure is what the caller needs to see, not this one.
+                    failure.add_note(f"The connection's TimeZone is still 'UTC' (it was {zone!r}): its "
+                                     "transaction is aborted, so it could not be set back.")
+                raise
+            connection.execute("SET TimeZone = ?", [zone])
             return
         own = duckdb.connect(self.database_path, read_only=self.database_path != ":memory:")
         try:
@@ -667,7 +696,8 @@ class FeatureStore:
                 for name, values in found.items():
                     # Converted to pandas as the offline store converts (point_in_time.take_pandas),
                     # dtype included when every value is null.
-                    out[outputs[view_name, name]] = point_in_time.served_pandas(values) if isinstance(values, pa.Array) else values
+                    served = point_in_time.served_pandas(values) if isinstance(values, pa.Array) else values
+                    out[outputs[view_name, name]] = served
         out = out[[*frame.columns, *outputs.values()]]
         out.index = entity_rows.index if isinstance(entity_rows, pd.DataFrame) else out.index
         return out
