@@ -651,3 +651,64 @@ def test_an_arrow_table_of_entity_rows_keeps_large_integer_keys_beside_a_null(tm
     for result in (online, offline):
         assert result["x"].fillna(-1).tolist() == [-1, 1.0, -1]
         assert result["k"].tolist() == [base + 1, base, pd.NA] and str(result["k"].dtype) == "Int64"
+
+
+def test_views_the_online_store_cannot_hold_are_refused_by_name(tmp_path):
+    """A view without features made materialize_online fail with SQLite's 'near ",": syntax
+    error' for every view; one of more than 1,997 features with 'too many columns'."""
+    with pytest.raises(ValueError, match="feature view 'keys_only': no features"):
+        FeatureView("keys_only", "t", "k", "ts", ())
+    at = pd.Timestamp("2024-01-01", tz="UTC")
+    frame = pd.DataFrame({"k": ["a"], "ts": [at], **{f"e{i}": [float(i)] for i in range(2100)}})
+    wide = FeatureView("emb", "t", "k", "ts", tuple(Feature(f"e{i}") for i in range(2100)))
+    fs = _tiny_store(tmp_path, frame, [wide])
+    offline = fs.get_historical_features(pd.DataFrame({"k": ["a"], "event_timestamp": at}), ["emb:e2099"])
+    assert offline["e2099"][0] == 2099
+    with pytest.raises(ValueError, match=r"feature view 'emb': 2100 features do not fit in the online store, a SQLite "
+                                         r"table of at most 2000 columns \(1997 features"):
+        fs.materialize_online(end_ts=at)
+
+
+def test_online_errors_name_the_callers_row_and_nan_keys_are_not_stored(tmp_path):
+    """An online key that did not parse was named by its position, the offline one by the frame's
+    label; a NaN key (which matches nothing) was stored as a NULL key, one more row every run."""
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    frame = pd.DataFrame({"k": [np.nan, np.nan, 1.0], "ts": [start + pd.Timedelta(hours=h) for h in (0, 1, 0)],
+                          "x": [1.0, 2.0, 3.0]})
+    fs = _tiny_store(tmp_path, frame, [FeatureView("v", "t", "k", "ts", (Feature("x"),))])
+    for hours in (0, 1, 2):
+        fs.materialize_online(end_ts=start + pd.Timedelta(hours=hours))
+    with sqlite3.connect(tmp_path / "online.sqlite") as lite:
+        assert lite.execute('select k, x from "fv__v"').fetchall() == [(1.0, 3.0)]
+    rows = pd.DataFrame({"k": ["1", "seven", np.nan]}, index=[100, 200, 300])
+    for lookup in (lambda: fs.get_online_features(rows, ["v:x"]),
+                   lambda: fs.get_historical_features(rows.assign(event_timestamp=start), ["v:x"])):
+        with pytest.raises(ValueError, match=r"join key 'k': .*\(row 200: .*'seven'"):
+            lookup()
+    assert fs.get_online_features(rows.iloc[[0, 2]], ["v:x"])["x"].fillna(-1).tolist() == [3.0, -1]
+
+
+def test_the_online_asset_of_another_project_materializes_that_projects_views(tmp_path):
+    """online_features_asset(project) named the project's views but its resource read the
+    default project's: 'feature views ['fv_tiny'] are not registered'."""
+    from dagster import materialize
+
+    from mlops_pipelines.features.assets import online_features_asset
+    from mlops_pipelines.features.resource import FeatureStoreResource
+    from mlops_pipelines.features.sql_project import SqlProject
+
+    (tmp_path / "features").mkdir()
+    (tmp_path / "features" / "fv_tiny.sql").write_text("select 'a' as k, timestamptz '2024-01-01 00:00:00+00' as ts, "
+                                                      "1.5 as x\n")
+    (tmp_path / "features" / "fv_tiny.yml").write_text(
+        "feature_view:\n  entities: [k]\n  event_timestamp: ts\n  features:\n    - {name: x, type: float}\n")
+    database = tmp_path / "w.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("create schema features")
+        con.execute("create table features.fv_tiny as select 'a' as k, timestamptz '2024-01-01 00:00:00+00' as ts, "
+                    "1.5 as x")
+    resource = FeatureStoreResource(database_path=str(database), online_path=str(tmp_path / "online.sqlite"))
+    project = SqlProject(tmp_path)
+    assert materialize([online_features_asset(project)], resources={"feature_store": resource}).success
+    assert resource.store(project).get_online_features({"k": ["a", "b"]}, ["fv_tiny:x"])["x"].fillna(-1).tolist() \
+        == [1.5, -1]

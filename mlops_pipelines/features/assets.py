@@ -128,7 +128,7 @@ def online_features_asset(project: SqlProject | None = None) -> AssetsDefinition
     def _online(
         context: AssetExecutionContext, config: OnlineMaterializationConfig, feature_store: FeatureStoreResource
     ) -> MaterializeResult:
-        store = feature_store.store()
+        store = feature_store.store(project)
         processed = store.materialize_online(views, end_ts=config.end_ts, full_refresh=config.full_refresh)
         context.log.info(f"online store {feature_store.online_path}: entities written per view {processed}")
         online = store.online

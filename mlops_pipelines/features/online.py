@@ -250,6 +250,13 @@ class OnlineStore:
 
     def reset(self, connection: sqlite3.Connection, view: FeatureView) -> None:
         """Drop the view's table (a new version is materialized from scratch)."""
+        columns = len(view.entities) + 2 + len(view.features)  # (keys, __ts, __created, features)
+        limit = connection.getlimit(sqlite3.SQLITE_LIMIT_COLUMN)
+        if columns > limit:
+            room = limit - columns + len(view.features)
+            raise ValueError(f"feature view {view.name!r}: {len(view.features)} features do not fit in the online "
+                             f"store, a SQLite table of at most {limit} columns ({room} features with its keys and "
+                             "timestamps); leave it out of materialize_online")
         connection.execute(f"drop table if exists {view_table(view)}")
         keys = ", ".join(quoted(k) for k in view.entities)
         features = ", ".join(quoted(f) for f in view.feature_names)
@@ -325,10 +332,10 @@ class OnlineStore:
                 connection.execute("rollback")  # (nothing was written)
 
     def lookup(self, connection: sqlite3.Connection, view: FeatureView, names: Sequence[str],
-               key_columns: Sequence) -> dict[str, pa.Array | list]:
+               key_columns: Sequence, labels: pd.Index | None = None) -> dict[str, pa.Array | list]:
         """``names`` for each entity row (``key_columns``: one column per join key, rows aligned),
         null where the store has no row for it as of the view's watermark (expired rows left out).
-        ``connection``: from :meth:`snapshot`.
+        ``connection``: from :meth:`snapshot`; ``labels``: the rows' names in errors (else positions).
 
         Keys are cast to the view's key types as the offline join casts them (a timestamp given as
         text, an id as a float...), then stored values are matched by :func:`key_value`. Each
@@ -342,7 +349,7 @@ class OnlineStore:
         if types is not None:
             key_columns = [
                 point_in_time.entity_keys_as(point_in_time.entity_key_array(values), types.field(k).type, k,
-                                             uuids=point_in_time.is_uuid(types.field(k)))
+                                             uuids=point_in_time.is_uuid(types.field(k)), labels=labels)
                 for k, values in zip(view.entities, key_columns, strict=True)]
         keys = list(zip(*(key_values(c) for c in key_columns), strict=True))
         rows = read_rows(connection, view, names, keys, watermark)

@@ -15,5 +15,7 @@ class FeatureStoreResource(ConfigurableResource):
     database_path: str = Field(description="The DuckDB warehouse holding the feature views.")
     online_path: str = Field(description="The SQLite file of the online store (WAL mode).")
 
-    def store(self) -> FeatureStore:
-        return FeatureStore(self.database_path, SqlProject().feature_views().values(), online_path=self.online_path)
+    def store(self, project: SqlProject | None = None) -> FeatureStore:
+        """The store with the feature views of ``project`` (default: dbt_like_sql/)."""
+        views = (project or SqlProject()).feature_views().values()
+        return FeatureStore(self.database_path, views, online_path=self.online_path)

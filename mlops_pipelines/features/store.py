@@ -24,6 +24,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mlops_pipelines.features import point_in_time
 from mlops_pipelines.features.online import OnlineStore, from_micros, key_values, stored_values, to_micros
@@ -639,6 +640,9 @@ class FeatureStore:
         ``(keys..., ts_us, created_us, features...)``."""
         keys = list(view.entities)
         distinct = table.select(keys).group_by(keys).aggregate([])
+        for key in keys:  # a NaN key matches nothing (SQLite would store it as NULL, a new row every run)
+            if pa.types.is_floating(distinct.schema.field(key).type):
+                distinct = distinct.filter(pc.invert(pc.fill_null(pc.is_nan(distinct.column(key)), False)))
         count = distinct.num_rows
         entities = point_in_time.EntityRows(
             keys={k: distinct.column(k).combine_chunks() for k in keys},
@@ -689,10 +693,11 @@ class FeatureStore:
             if missing:
                 raise KeyError(f"entity rows lack join keys {missing} of view {view_name!r}")
         online = self._online()
+        labels = entity_rows.index if isinstance(entity_rows, pd.DataFrame) else None  # (errors name the caller's rows)
         with online.snapshot() as connection:  # (every view as of one state of the store)
             for view_name, names in wanted.items():
                 view = self.views[view_name]
-                found = online.lookup(connection, view, names, [frame[k] for k in view.entities])
+                found = online.lookup(connection, view, names, [frame[k] for k in view.entities], labels)
                 for name, values in found.items():
                     # Converted to pandas as the offline store converts (point_in_time.take_pandas),
                     # dtype included when every value is null.

@@ -158,6 +158,8 @@ class FeatureView:
         object.__setattr__(self, "features", tuple(self.features))
         if not entities:
             raise ValueError(f"feature view {self.name!r}: no entity join key")
+        if not self.features:
+            raise ValueError(f"feature view {self.name!r}: no features (a view serves at least one)")
         if ":" in self.name:  # (references are 'view:feature')
             raise ValueError(f"feature view {self.name!r}: a view name cannot contain ':'")
         # Column names are compared ignoring case, as DuckDB and SQLite resolve them: "x" and "X"
