@@ -712,3 +712,26 @@ def test_the_online_asset_of_another_project_materializes_that_projects_views(tm
     assert materialize([online_features_asset(project)], resources={"feature_store": resource}).success
     assert resource.store(project).get_online_features({"k": ["a", "b"]}, ["fv_tiny:x"])["x"].fillna(-1).tolist() \
         == [1.5, -1]
+
+
+def test_enums_inside_lists_structs_and_maps_are_served_online_as_offline(tmp_path):
+    """A LIST, STRUCT, MAP or ARRAY feature holding an ENUM materialized without error, then every
+    lookup of it failed ('Dictionary field not found'): its dictionary was not stored."""
+    database = tmp_path / "enums.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("create type mood as enum ('sad', 'ok', 'happy')")
+        con.execute("""create table t as select * from (values
+            (1, timestamptz '2024-01-01 00:00:00+00', ['ok', 'happy']::mood[], {'m': 'ok'::mood},
+             map(['a'], ['sad'::mood]), ['ok', 'sad']::mood[2]),
+            (2, timestamptz '2024-01-01 00:00:00+00', ['sad']::mood[], {'m': null::mood}, map(['b'], [null::mood]),
+             null)) v(id, ts, l, s, m, a)""")
+    fs = FeatureStore(database, online_path=tmp_path / "online.sqlite")
+    fs.register(FeatureView("t", "t", ("id",), "ts", tuple(Feature(n) for n in "lsma")))
+    fs.materialize_online(end_ts="2024-01-02")
+    refs = [f"t:{n}" for n in "lsma"]
+    entities = pd.DataFrame({"id": [2, 1, 3]})
+    online = fs.get_online_features(entities, refs)
+    offline = fs.get_historical_features(entities.assign(event_timestamp=pd.Timestamp("2024-01-02", tz="UTC")), refs)
+    pd.testing.assert_frame_equal(online, offline.drop(columns="event_timestamp"))
+    assert list(online["l"].iloc[1]) == ["ok", "happy"] and online["s"].iloc[1] == {"m": "ok"}
+    assert online["m"].iloc[0] == [("b", None)] and list(online["a"].iloc[1]) == ["ok", "sad"]

@@ -460,7 +460,26 @@ def served_type(field_type: pa.DataType) -> pa.DataType:
         return pa.float64()
     if pa.types.is_dictionary(field_type):
         return served_type(field_type.value_type)
-    return field_type
+    return _without_dictionaries(field_type)
+
+
+def _without_dictionaries(type_: pa.DataType) -> pa.DataType:
+    """``type_`` with dictionary-encoded values (ENUMs) inside lists, structs and maps as their
+    values: the online store writes values as Arrow record batches, which cannot carry the
+    dictionaries of nested columns."""
+    if pa.types.is_dictionary(type_):
+        return _without_dictionaries(type_.value_type)
+    if pa.types.is_map(type_):
+        return pa.map_(_without_dictionaries(type_.key_type), _without_dictionaries(type_.item_type))
+    if pa.types.is_fixed_size_list(type_):
+        return pa.list_(type_.value_field.with_type(_without_dictionaries(type_.value_type)), type_.list_size)
+    if pa.types.is_large_list(type_):
+        return pa.large_list(type_.value_field.with_type(_without_dictionaries(type_.value_type)))
+    if pa.types.is_list(type_):
+        return pa.list_(type_.value_field.with_type(_without_dictionaries(type_.value_type)))
+    if pa.types.is_struct(type_):
+        return pa.struct([f.with_type(_without_dictionaries(f.type)) for f in type_])
+    return type_
 
 
 # pandas' nullable dtypes, used whether or not a value is null: numpy's int64 and bool cannot
@@ -798,7 +817,15 @@ def take_arrow(features: pa.Table, names: Sequence[str], chosen: np.ndarray) -> 
     if matched.all():
         return {n: taken.column(n) for n in names}
     keep = pa.array(matched)
-    return {n: pc.if_else(keep, taken.column(n), pa.scalar(None, taken.schema.field(n).type)) for n in names}
+    columns = {}
+    for name in names:
+        try:
+            columns[name] = pc.if_else(keep, taken.column(name), pa.scalar(None, taken.schema.field(name).type))
+        except (pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            # Types Arrow's if_else does not take (ENUMs inside lists, extension types): the
+            # slower take with null indices.
+            columns[name] = features.column(name).take(pa.array(chosen, mask=~matched))
+    return columns
 
 
 def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray,
