@@ -735,3 +735,23 @@ def test_enums_inside_lists_structs_and_maps_are_served_online_as_offline(tmp_pa
     pd.testing.assert_frame_equal(online, offline.drop(columns="event_timestamp"))
     assert list(online["l"].iloc[1]) == ["ok", "happy"] and online["s"].iloc[1] == {"m": "ok"}
     assert online["m"].iloc[0] == [("b", None)] and list(online["a"].iloc[1]) == ["ok", "sad"]
+
+
+def test_nanosecond_created_timestamps_break_ties_online_and_offline(tmp_path):
+    """Created timestamps were cut to microseconds: two rows created 300 ns apart tied, and the
+    smaller feature value won instead of the later row."""
+    database = tmp_path / "ns.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("""create table t as select * from (values
+            (1, timestamp '2024-01-01 00:00:00', timestamp_ns '2024-01-01 00:00:00.000000100', 1.0),
+            (1, timestamp '2024-01-01 00:00:00', timestamp_ns '2024-01-01 00:00:00.000000400', 2.0),
+            (2, timestamp '2024-01-01 00:00:00', timestamp_ns '2024-01-01 00:00:00.000000999', 5.0),
+            (2, timestamp '2024-01-01 00:00:00', timestamp_ns '2024-01-01 00:00:00.000001000', 4.0)
+            ) v(k, ts, created, x)""")
+    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("x"),), created_timestamp="created")],
+                      online_path=tmp_path / "online.sqlite")
+    fs.materialize_online(end_ts="2024-01-02")
+    offline = fs.get_historical_features(pd.DataFrame({"k": [1, 2], "event_timestamp": pd.Timestamp("2024-01-02")}),
+                                         ["v:x"])
+    assert offline["x"].tolist() == [2.0, 4.0]
+    assert fs.get_online_features({"k": [1, 2]}, ["v:x"])["x"].tolist() == [2.0, 4.0]

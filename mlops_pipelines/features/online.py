@@ -266,7 +266,7 @@ class OnlineStore:
         )
 
     def upsert(self, connection: sqlite3.Connection, view: FeatureView, rows: Sequence[tuple]) -> None:
-        """Insert rows ``(keys..., ts_us, created_us, features...)``; an existing entity is replaced
+        """Insert rows ``(keys..., ts_us, created, features...)``; an existing entity is replaced
         only by a later event, or the same event created later (the offline tie-break)."""
         if not rows:
             return

@@ -230,15 +230,19 @@ def _listed_column(values: list) -> pd.Series:
     return column
 
 
-def feature_table_sql(view: FeatureView, names: Sequence[str], where: str = "") -> str:
+def feature_table_sql(view: FeatureView, names: Sequence[str], where: str = "", created_ns: bool = False) -> str:
     """The rows of ``view`` a point-in-time join can use: ``keys, __ts, [__created], features``.
 
     ``__ts`` and ``__created`` are TIMESTAMPTZ (microseconds; the cast reads naive timestamps as
-    UTC on the store's connections). Rows with a NULL key or event timestamp can match no entity
-    row and are left out. ``where`` is one more condition (e.g. an incremental window).
+    UTC on the store's connections), except that ``__created`` of a TIMESTAMP_NS column stays as
+    it is (``created_ns``, from :func:`check_timestamp_types`): created timestamps only break ties,
+    and two a few nanoseconds apart would tie in microseconds. Rows with a NULL key or event
+    timestamp can match no entity row and are left out. ``where`` is one more condition (e.g. an
+    incremental window).
     """
     keys = ", ".join(quoted(k) for k in view.entities)
-    created = f", {quoted(view.created_timestamp)}::timestamptz as {point_in_time.CREATED}" \
+    cast = "" if created_ns else "::timestamptz"
+    created = f", {quoted(view.created_timestamp)}{cast} as {point_in_time.CREATED}" \
         if view.created_timestamp else ""
     features = "".join(f", {quoted(f)}" for f in names)
     joinable = " and ".join(f'{quoted(c)} is not null' for c in (view.event_timestamp, *view.entities))
@@ -255,10 +259,11 @@ def _window(view: FeatureView, since: int | None, until: int) -> str:
     return window if since is None else f"{window} and {event} > make_timestamp({since}::bigint)::timestamptz"
 
 
-def check_timestamp_types(connection: duckdb.DuckDBPyConnection, view: FeatureView) -> None:
+def check_timestamp_types(connection: duckdb.DuckDBPyConnection, view: FeatureView) -> bool:
     """Refuse a view whose event or created timestamp column is not a TIMESTAMP (a DATE, text,
     epoch numbers): the join's cast would read a date as its midnight, hours before the day's
-    rows were known, and text in whatever format DuckDB guesses. (Binding only: no row is read.)"""
+    rows were known, and text in whatever format DuckDB guesses. (Binding only: no row is read.)
+    Returns whether the created timestamp is a TIMESTAMP_NS (see :func:`feature_table_sql`)."""
     columns = [c for c in (view.event_timestamp, view.created_timestamp) if c]
     with _reading(view):
         types = connection.sql(f"select {', '.join(quoted(c) for c in columns)} from {view.source} limit 0").types
@@ -266,6 +271,7 @@ def check_timestamp_types(connection: duckdb.DuckDBPyConnection, view: FeatureVi
         if str(type_) not in TIMESTAMP_TYPES:
             raise ValueError(f"feature view {view.name!r}: {role} column {column!r} "
                              f"{timestamp_type_problem(str(type_))}")
+    return view.created_timestamp is not None and str(types[-1]) == "TIMESTAMP_NS"
 
 
 @contextmanager
@@ -278,7 +284,7 @@ def _reading(view: FeatureView) -> Iterator[None]:
 
 
 def _fingerprints(connection: duckdb.DuckDBPyConnection, view: FeatureView, since: int | None,
-                  until: int) -> tuple[str | None, str]:
+                  until: int, created_ns: bool) -> tuple[str | None, str]:
     """Fingerprints (row count and sum of row hashes, whatever the order) of the view's rows with
     an event time at or before ``since`` (None without one) and at or before ``until`` (µs), in one
     scan: a run records the second; the next compares the first with it."""
@@ -293,8 +299,8 @@ def _fingerprints(connection: duckdb.DuckDBPyConnection, view: FeatureView, sinc
 
     bounds = [until] if since is None else [until, since]
     with _reading(view):
-        row = connection.sql(f"select {', '.join(upto(b) for b in bounds)} "
-                             f"from ({feature_table_sql(view, view.feature_names)})").fetchall()[0]
+        rows = feature_table_sql(view, view.feature_names, created_ns=created_ns)
+        row = connection.sql(f"select {', '.join(upto(b) for b in bounds)} from ({rows})").fetchall()[0]
     return (None if since is None else f"{row[2]}:{row[3]}"), f"{row[0]}:{row[1]}"
 
 
@@ -306,9 +312,9 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
     reading a parquet file with Arrow directly, DuckDB was faster end to end (0.89 s against
     1.2 s, median of 8 alternating runs of the benchmark).
     """
-    check_timestamp_types(connection, view)
+    created_ns = check_timestamp_types(connection, view)
     with _reading(view):
-        relation = connection.sql(feature_table_sql(view, names, where))
+        relation = connection.sql(feature_table_sql(view, names, where, created_ns))
         # One record batch per DuckDB thread: fewer chunks for the join to walk (reading took as
         # long with batches of 1 Mi or 2 Mi rows).
         table = relation.to_arrow_table(batch_size=1 << 40)
@@ -583,7 +589,7 @@ class FeatureStore:
                 plans = []
                 for name in names:
                     view = self.views[name]
-                    check_timestamp_types(con, view)
+                    created_ns = check_timestamp_types(con, view)
                     since = None if full_refresh else online.watermark(lite, view)
                     if end_ts is None:
                         # The latest finite event (+infinity is no instant to be current as of),
@@ -606,7 +612,7 @@ class FeatureStore:
                         )
                     plans.append((view, since, until))
                 for view, since, until in plans:
-                    past, fingerprint = _fingerprints(con, view, since, until)
+                    past, fingerprint = _fingerprints(con, view, since, until, created_ns)
                     if since is not None and past != online.recorded_fingerprint(lite, view):
                         # Rows at or before the last end_ts changed since (late rows, corrected or
                         # deleted ones): reading only newer rows would miss them. Start over.
@@ -637,7 +643,7 @@ class FeatureStore:
     def _latest_rows(table: pa.Table, view: FeatureView, until: int) -> list[tuple]:
         """The row of each entity in ``table`` that the point-in-time join picks at ``until``
         (the same rule, ties included, as get_historical_features), as online-store tuples
-        ``(keys..., ts_us, created_us, features...)``."""
+        ``(keys..., ts_us, created (µs, or ns of a TIMESTAMP_NS column), features...)``."""
         keys = list(view.entities)
         distinct = table.select(keys).group_by(keys).aggregate([])
         for key in keys:  # a NaN key matches nothing (SQLite would store it as NULL, a new row every run)
