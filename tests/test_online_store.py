@@ -755,3 +755,41 @@ def test_nanosecond_created_timestamps_break_ties_online_and_offline(tmp_path):
                                          ["v:x"])
     assert offline["x"].tolist() == [2.0, 4.0]
     assert fs.get_online_features({"k": [1, 2]}, ["v:x"])["x"].tolist() == [2.0, 4.0]
+
+
+@pytest.mark.parametrize(("type_", "literal", "error"), [
+    ("VARINT", "-3", r"feature 'y' is a BIGNUM \(VARINT\), which the store does not serve: cast it to HUGEINT"),
+    ("UNION(a INTEGER, b VARCHAR)", "1", r"feature 'y' is a UNION, which the store does not serve"),
+    ("TIME_NS[]", "['10:00']", r"feature 'y' is TIME_NS\[\] holding a TIME_NS, which pandas cannot hold"),
+    ("MAP(VARCHAR, VARINT)", "map(['a'], [1])", r"feature 'y' is MAP\(VARCHAR, BIGNUM\) holding a BIGNUM"),
+])
+def test_types_pandas_cannot_hold_are_refused_by_view_and_feature(tmp_path, type_, literal, error):
+    """A VARINT came back as its raw encoded bytes (b'\\x7f\\xff\\xfe\\xfc' for -3), and with an
+    unmatched row, a UNION or a TIME_NS raised Arrow's errors naming neither view nor feature."""
+    database = tmp_path / "odd.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute(f"create table t (k bigint, ts timestamptz, y {type_})")
+        con.execute(f"insert into t values (1, '2013-01-01 00:00:00+00', {literal})")
+    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("y"),))], online_path=tmp_path / "o.sqlite")
+    entities = pd.DataFrame({"k": [1, 2], "event_timestamp": pd.Timestamp("2013-06-01", tz="UTC")})
+    for run in (lambda: fs.get_historical_features(entities, ["v:y"]), lambda: fs.materialize_online()):
+        with pytest.raises(ValueError, match="feature view 'v': " + error):
+            run()
+
+
+def test_a_date_pandas_cannot_hold_is_an_error_naming_the_view_and_feature(tmp_path):
+    """DATE 'infinity' raised a bare 'year 5881580 is out of range', naming neither."""
+    database = tmp_path / "inf.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("create table t as select 1::bigint as k, timestamptz '2013-01-01 00:00:00+00' as ts, "
+                    "'infinity'::date as d, 1.0 as x")
+    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("d"), Feature("x")))],
+                      online_path=tmp_path / "o.sqlite")
+    entities = pd.DataFrame({"k": [1], "event_timestamp": pd.Timestamp("2013-06-01", tz="UTC")})
+    fs.materialize_online(end_ts="2013-06-01")
+    for run in (lambda: fs.get_historical_features(entities, ["v:d"]),
+                lambda: fs.get_online_features({"k": [1]}, ["v:d"])):
+        with pytest.raises(ValueError, match=r"feature view 'v': feature 'd': values of type date32\[day\] that pandas "
+                                             r"cannot hold \(year 5881580 is out of range\)"):
+            run()
+    assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [1.0]

@@ -492,11 +492,20 @@ _NULLABLE_DTYPES = {
 }
 
 
-def served_pandas(values: pa.Array | pa.ChunkedArray) -> pd.Series:
+class UnservableValues(ValueError):
+    """Feature values pandas cannot hold (a DATE 'infinity' is beyond Python's dates)."""
+
+
+def served_pandas(values: pa.Array | pa.ChunkedArray, feature: str) -> pd.Series:
     """Feature values (of their :func:`served_type`) as pandas, exactly: integers and booleans in
     pandas' nullable dtypes (``Int64``, ``boolean``) whatever matched, integers inside lists and
-    structs as Python ints when a null sits beside them (not floats)."""
-    return values.to_pandas(types_mapper=_NULLABLE_DTYPES.get, integer_object_nulls=True)
+    structs as Python ints when a null sits beside them (not floats). Values pandas cannot hold
+    are an :class:`UnservableValues` naming ``feature``."""
+    try:
+        return values.to_pandas(types_mapper=_NULLABLE_DTYPES.get, integer_object_nulls=True)
+    except (ValueError, OverflowError, pa.ArrowException) as exc:
+        raise UnservableValues(f"feature {feature!r}: values of type {values.type} that pandas cannot hold "
+                               f"({str(exc).splitlines()[0]}); cast them in the view (e.g. to text)") from exc
 
 
 def entity_pandas(table: pa.Table) -> pd.DataFrame:
@@ -865,7 +874,7 @@ def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray,
     others = [n for n in names if n not in columns]
     if others:
         for name, column in take_arrow(features, others, chosen).items():
-            columns[name] = served_pandas(column.cast(served_type(column.type)))
+            columns[name] = served_pandas(column.cast(served_type(column.type)), name)
     return {n: columns[n] for n in names}
 
 

@@ -304,6 +304,27 @@ def _fingerprints(connection: duckdb.DuckDBPyConnection, view: FeatureView, sinc
     return (None if since is None else f"{row[2]}:{row[3]}"), f"{row[0]}:{row[1]}"
 
 
+# DuckDB types pandas has no place for (and Arrow hands over as raw bytes or cannot convert).
+_UNSERVED_TYPES = {
+    "bignum": "a BIGNUM (VARINT), which the store does not serve: cast it to HUGEINT, DOUBLE or VARCHAR in the view",
+    "varint": "a VARINT, which the store does not serve: cast it to HUGEINT, DOUBLE or VARCHAR in the view",
+    "union": "a UNION, which the store does not serve: cast it to one of its types in the view",
+    "time_ns": "a TIME_NS, which pandas cannot hold: cast it to TIME in the view",
+}
+
+
+def _unserved(type_) -> str | None:  # (a DuckDBPyType, whose module moved between DuckDB versions)
+    """Why a column of ``type_`` (or holding one, in a list, struct, map or array) cannot be
+    served, or None."""
+    if type_.id in _UNSERVED_TYPES:
+        return _UNSERVED_TYPES[type_.id]
+    if type_.id in ("list", "array", "struct", "map"):
+        for _, child in type_.children:
+            if not isinstance(child, int) and (problem := _unserved(child)):  # (an ARRAY's size is an int)
+                return f"{type_} holding {problem}"
+    return None
+
+
 def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, names: Sequence[str],
                    where: str = "") -> pa.Table:
     """The rows of ``view`` for a point-in-time join (see :func:`feature_table_sql`), as Arrow.
@@ -313,13 +334,18 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
     1.2 s, median of 8 alternating runs of the benchmark).
     """
     created_ns = check_timestamp_types(connection, view)
+    created = [point_in_time.CREATED] if view.created_timestamp else []
     with _reading(view):
         relation = connection.sql(feature_table_sql(view, names, where, created_ns))
+        for column, type_ in zip([*view.entities, point_in_time.TS, *created, *names], relation.types, strict=True):
+            problem = _unserved(type_)
+            if problem:
+                role = "join key" if column in view.entities else "feature"
+                raise ValueError(f"feature view {view.name!r}: {role} {column!r} is {problem}")
         # One record batch per DuckDB thread: fewer chunks for the join to walk (reading took as
         # long with batches of 1 Mi or 2 Mi rows).
         table = relation.to_arrow_table(batch_size=1 << 40)
     # Named as declared: DuckDB finds a column whatever the case of its name, and names it as the source does.
-    created = [point_in_time.CREATED] if view.created_timestamp else []
     table = table.rename_columns([*view.entities, point_in_time.TS, *created, *names])
     uuids = [i for i, type_ in enumerate(relation.types) if str(type_) == "UUID"]
     if not uuids:
@@ -432,10 +458,12 @@ class FeatureStore:
         for _ in range(workers):
             spare.put(point_in_time.Workspace())
 
-        def join(*args) -> dict:
+        def join(view_name: str, *args) -> dict:
             workspace = spare.get()
             try:
                 return point_in_time.join_view(*args, workspace=workspace)
+            except point_in_time.UnservableValues as exc:
+                raise ValueError(f"feature view {view_name!r}: {exc}") from exc
             finally:
                 spare.put(workspace)
 
@@ -448,7 +476,7 @@ class FeatureStore:
                 view = self.views[view_name]
                 # Every declared feature is read, asked for or not: ties are decided on all of them.
                 table = read_view_rows(connection, view, view.feature_names)
-                pending.append(pool.submit(join, table, entities, view.entities, view.feature_names, names,
+                pending.append(pool.submit(join, view_name, table, entities, view.entities, view.feature_names, names,
                                            view.ttl_micros, view.created_timestamp is not None, as_pandas))
                 del table
             columns = {}
@@ -707,7 +735,10 @@ class FeatureStore:
                 for name, values in found.items():
                     # Converted to pandas as the offline store converts (point_in_time.take_pandas),
                     # dtype included when every value is null.
-                    served = point_in_time.served_pandas(values) if isinstance(values, pa.Array) else values
+                    try:
+                        served = point_in_time.served_pandas(values, name) if isinstance(values, pa.Array) else values
+                    except point_in_time.UnservableValues as exc:
+                        raise ValueError(f"feature view {view_name!r}: {exc}") from exc
                     out[outputs[view_name, name]] = served
         out = out[[*frame.columns, *outputs.values()]]
         out.index = entity_rows.index if isinstance(entity_rows, pd.DataFrame) else out.index
