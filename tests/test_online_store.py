@@ -793,3 +793,20 @@ def test_a_date_pandas_cannot_hold_is_an_error_naming_the_view_and_feature(tmp_p
                                              r"cannot hold \(year 5881580 is out of range\)"):
             run()
     assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [1.0]
+
+
+@pytest.mark.parametrize("years", [200_000, 300_000])
+def test_a_minus_infinity_event_is_older_than_any_ttl_online_and_offline(tmp_path, years):
+    """With a TTL of more than 2**63 µs (about 292,000 years, still a timedelta) a '-infinity'
+    event was within it, its age measured from its int64 stand-in."""
+    database = tmp_path / "w.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("create table t (k bigint, ts timestamptz, x double)")
+        con.execute("insert into t values (1, '-infinity', 1.0), (2, '1999-01-01 00:00:00+00', 2.0)")
+    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("x"),), ttl=timedelta(days=365 * years))],
+                      online_path=tmp_path / "o.sqlite")
+    fs.materialize_online(end_ts="1999-01-01")
+    at = pd.Timestamp("1999-01-01", tz="UTC")
+    assert fs.get_online_features({"k": [1, 2]}, ["v:x"])["x"].fillna(-1).tolist() == [-1, 2.0]
+    offline = fs.get_historical_features(pd.DataFrame({"k": [1, 2], "event_timestamp": at}), ["v:x"])
+    assert offline["x"].fillna(-1).tolist() == [-1, 2.0]

@@ -368,7 +368,8 @@ def read_rows(connection: sqlite3.Connection, view: FeatureView, names: Sequence
     if not unique:
         return {}
     width = len(view.entities)
-    floor = watermark - view.ttl_micros if view.ttl else None
+    # -infinity is older than any TTL, even one reaching past it (more than 2**63 µs).
+    floor = max(watermark - view.ttl_micros, point_in_time.NEGATIVE_INFINITY + 1) if view.ttl else None
     key_list = ", ".join(quoted(k) for k in view.entities)
     columns = ", ".join(quoted(n) for n in names)
     found: dict[tuple, tuple] = {}

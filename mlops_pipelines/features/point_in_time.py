@@ -38,6 +38,9 @@ import pyarrow.compute as pc
 MICROS_PER_UNIT = {"s": 10**6, "ms": 10**3, "us": 1}  # numpy's and Arrow's coarser time units
 
 
+NEGATIVE_INFINITY = -(2**63 - 1)  # a TIMESTAMP '-infinity' in DuckDB's microseconds
+
+
 def micros_of(count: int, unit: str) -> int:
     """``count`` of a time ``unit`` ("s", "ms", "us" or "ns") in microseconds, floored."""
     return count // 1000 if unit == "ns" else count * MICROS_PER_UNIT[unit]
@@ -808,6 +811,8 @@ def _drop_expired(hit: np.ndarray, landed: np.ndarray, sorted_entities: np.ndarr
         age = entities.micros[rows].view(np.uint64) - events.view(np.uint64)
         bound = np.uint64(min(ttl_micros, 2**64 - 1))
         within = age <= bound
+        # -infinity (DuckDB's -(2**63 - 1)) is older than any TTL, even one of more than 2**63 µs.
+        within &= events != NEGATIVE_INFINITY
         if entities.finer is not None:  # (event times are whole microseconds: nanoseconds past the bound are out)
             within &= (age < bound) | ~entities.finer[rows]
         if entities.beyond is not None:  # (a few rows at most: Python integers)
