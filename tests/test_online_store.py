@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import decimal
+import re
 import sqlite3
 import uuid
 from datetime import datetime, timedelta
@@ -810,3 +811,21 @@ def test_a_minus_infinity_event_is_older_than_any_ttl_online_and_offline(tmp_pat
     assert fs.get_online_features({"k": [1, 2]}, ["v:x"])["x"].fillna(-1).tolist() == [-1, 2.0]
     offline = fs.get_historical_features(pd.DataFrame({"k": [1, 2], "event_timestamp": at}), ["v:x"])
     assert offline["x"].fillna(-1).tolist() == [-1, 2.0]
+
+
+@pytest.mark.parametrize(("type_", "literal"), [
+    ("INTERVAL", "interval 1 day"), ("INTEGER[]", "[1]"), ("STRUCT(a INTEGER)", "{'a': 1}"),
+    ("MAP(VARCHAR, INTEGER)", "map(['a'], [1])")])
+def test_key_types_no_join_compares_are_refused_by_view_and_key(tmp_path, type_, literal):
+    """An INTERVAL key failed online with sqlite3's "type 'MonthDayNano' is not supported", a list
+    or struct key with Arrow's "Keys of type list<...>", and offline on the entity values' cast."""
+    database = tmp_path / "keys.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute(f"create table t (k {type_}, ts timestamptz, x double)")
+        con.execute(f"insert into t values ({literal}, '1999-01-01 00:00:00+00', 2.0)")
+    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("x"),))], online_path=tmp_path / "o.sqlite")
+    entities = pd.DataFrame({"k": pd.Series([None], dtype=object), "event_timestamp": pd.Timestamp("2000-01-01")})
+    for run in (lambda: fs.get_historical_features(entities, ["v:x"]), lambda: fs.materialize_online()):
+        with pytest.raises(ValueError, match=rf"feature view 'v': join key 'k' is {re.escape(type_)}, which cannot be "
+                                             "a join key"):
+            run()

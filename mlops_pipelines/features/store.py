@@ -313,6 +313,10 @@ _UNSERVED_TYPES = {
 }
 
 
+# Key types neither join compares (Arrow has no hash or order for them; SQLite cannot store them).
+_UNJOINABLE_TYPES = {"interval", "list", "array", "struct", "map", "union", "bignum", "varint", "time_ns"}
+
+
 def _unserved(type_) -> str | None:  # (a DuckDBPyType, whose module moved between DuckDB versions)
     """Why a column of ``type_`` (or holding one, in a list, struct, map or array) cannot be
     served, or None."""
@@ -337,11 +341,14 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
     created = [point_in_time.CREATED] if view.created_timestamp else []
     with _reading(view):
         relation = connection.sql(feature_table_sql(view, names, where, created_ns))
-        for column, type_ in zip([*view.entities, point_in_time.TS, *created, *names], relation.types, strict=True):
+        for key, type_ in zip(view.entities, relation.types, strict=False):
+            if type_.id in _UNJOINABLE_TYPES:
+                raise ValueError(f"feature view {view.name!r}: join key {key!r} is {type_}, which cannot be a join "
+                                 "key (a number, text, boolean, date, time, timestamp, UUID or blob can)")
+        for name, type_ in zip(names, relation.types[-len(names):] if names else [], strict=True):
             problem = _unserved(type_)
             if problem:
-                role = "join key" if column in view.entities else "feature"
-                raise ValueError(f"feature view {view.name!r}: {role} {column!r} is {problem}")
+                raise ValueError(f"feature view {view.name!r}: feature {name!r} is {problem}")
         # One record batch per DuckDB thread: fewer chunks for the join to walk (reading took as
         # long with batches of 1 Mi or 2 Mi rows).
         table = relation.to_arrow_table(batch_size=1 << 40)
