@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from mlops_pipelines.features.store import FeatureStore
+from mlops_pipelines.features.store import FeatureStore, entity_rows
 from mlops_pipelines.features.views import Feature, FeatureView
 
 
@@ -652,6 +652,20 @@ def test_an_arrow_table_of_entity_rows_keeps_large_integer_keys_beside_a_null(tm
     for result in (online, offline):
         assert result["x"].fillna(-1).tolist() == [-1, 1.0, -1]
         assert result["k"].tolist() == [base + 1, base, pd.NA] and str(result["k"].dtype) == "Int64"
+    # Tables made from pandas frames carry their index in their metadata (a slice: 2, 3, 4; or
+    # stored first): the fixed column was aligned on that index (blanked, or rows swapped) or
+    # put at the table's position of another column.
+    frame = pd.DataFrame({"k": pd.array([0, 1, base, None, base], dtype="Int64"), "b": [1, 2, 3, 4, None]})
+    for table in (pa.Table.from_pandas(frame.iloc[2:5]), pa.Table.from_pandas(frame.iloc[[4, 2, 3]]),
+                  pa.Table.from_pandas(frame.iloc[2:5].set_index(pd.Index([7, 8, 9], name="rid")),
+                                       preserve_index=True).select(["rid", "b", "k"])):
+        online = fs.get_online_features(table, ["v:x"])
+        offline = fs.get_historical_features(table.append_column("event_timestamp", pa.array([at] * 3)), ["v:x"])
+        for result in (online, offline):
+            keys = table.column("k").to_pylist()
+            assert [None if k is pd.NA else k for k in result["k"]] == keys, table.schema
+            assert result["x"].notna().tolist() == [k == base for k in keys], table.schema
+            assert result["b"].fillna(-1).tolist() == [-1 if b is None else b for b in table.column("b").to_pylist()]
 
 
 def test_views_the_online_store_cannot_hold_are_refused_by_name(tmp_path):
@@ -771,11 +785,19 @@ def test_types_pandas_cannot_hold_are_refused_by_view_and_feature(tmp_path, type
     with duckdb.connect(str(database)) as con:
         con.execute(f"create table t (k bigint, ts timestamptz, y {type_})")
         con.execute(f"insert into t values (1, '2013-01-01 00:00:00+00', {literal})")
-    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("y"),))], online_path=tmp_path / "o.sqlite")
+        con.execute("alter table t add column x double default 2.5")
+    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("y"), Feature("x")))],
+                      online_path=tmp_path / "o.sqlite")
     entities = pd.DataFrame({"k": [1, 2], "event_timestamp": pd.Timestamp("2013-06-01", tz="UTC")})
     for run in (lambda: fs.get_historical_features(entities, ["v:y"]), lambda: fs.materialize_online()):
         with pytest.raises(ValueError, match="feature view 'v': " + error):
             run()
+    # The view's other features are served, and the Arrow path (training sets) serves it too.
+    assert fs.get_historical_features(entities, ["v:x"])["x"].fillna(-1).tolist() == [2.5, -1]
+    with duckdb.connect(str(database), read_only=True) as con:
+        rows = entity_rows({"k": entities["k"]}, entities["event_timestamp"])
+        arrow = fs.join_features(con, rows, {"v": ["y", "x"]}, full_feature_names=False)
+    assert arrow.column("x").to_pylist() == [2.5, None] and arrow.column("y").to_pylist()[1] is None
 
 
 def test_a_date_pandas_cannot_hold_is_an_error_naming_the_view_and_feature(tmp_path):
@@ -811,10 +833,14 @@ def test_a_minus_infinity_event_is_older_than_any_ttl_online_and_offline(tmp_pat
     assert fs.get_online_features({"k": [1, 2]}, ["v:x"])["x"].fillna(-1).tolist() == [-1, 2.0]
     offline = fs.get_historical_features(pd.DataFrame({"k": [1, 2], "event_timestamp": at}), ["v:x"])
     assert offline["x"].fillna(-1).tolist() == [-1, 2.0]
+    # An entity time before DuckDB's range has its TTL measured from its true instant: still out.
+    far = pd.Series(np.array(["-300000-01-01", "1999-01-01"], dtype="datetime64[s]"))
+    offline = fs.get_historical_features(pd.DataFrame({"k": [1, 1], "event_timestamp": far}), ["v:x"])
+    assert offline["x"].isna().tolist() == [True, True]
 
 
 @pytest.mark.parametrize(("type_", "literal"), [
-    ("INTERVAL", "interval 1 day"), ("INTEGER[]", "[1]"), ("STRUCT(a INTEGER)", "{'a': 1}"),
+    ("TIME_NS", "'10:00'"), ("INTEGER[]", "[1]"), ("STRUCT(a INTEGER)", "{'a': 1}"),
     ("MAP(VARCHAR, INTEGER)", "map(['a'], [1])")])
 def test_key_types_no_join_compares_are_refused_by_view_and_key(tmp_path, type_, literal):
     """An INTERVAL key failed online with sqlite3's "type 'MonthDayNano' is not supported", a list
@@ -827,5 +853,34 @@ def test_key_types_no_join_compares_are_refused_by_view_and_key(tmp_path, type_,
     entities = pd.DataFrame({"k": pd.Series([None], dtype=object), "event_timestamp": pd.Timestamp("2000-01-01")})
     for run in (lambda: fs.get_historical_features(entities, ["v:x"]), lambda: fs.materialize_online()):
         with pytest.raises(ValueError, match=rf"feature view 'v': join key 'k' is {re.escape(type_)}, which cannot be "
-                                             "a join key"):
+                                             r"a key in a join \(cast it in the view: a number, text, .* TIME, "):
             run()
+
+
+def test_interval_keys_join_offline_and_are_refused_online_by_name(tmp_path):
+    database = tmp_path / "keys.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("create table t as select interval 1 day as k, timestamptz '1999-01-01 00:00:00+00' as ts, "
+                    "2.0 as x")
+    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("x"),))], online_path=tmp_path / "o.sqlite")
+    days = pa.array([pa.MonthDayNano([0, 1, 0]), pa.MonthDayNano([0, 2, 0])], pa.month_day_nano_interval())
+    entities = pa.table({"k": days, "event_timestamp": pa.array([pd.Timestamp("2000-01-01", tz="UTC")] * 2)})
+    assert fs.get_historical_features(entities, ["v:x"])["x"].fillna(-1).tolist() == [2.0, -1]
+    with pytest.raises(ValueError, match="join key 'k' is INTERVAL, which cannot be a key in the online store"):
+        fs.materialize_online()
+
+
+def test_each_view_keeps_its_own_created_timestamp_precision_between_runs(tmp_path):
+    """The fingerprint of every view was taken with the created-timestamp precision of the last
+    view planned: a run of one view after a run of several started it over for nothing."""
+    database = tmp_path / "w.duckdb"
+    with duckdb.connect(str(database)) as con:
+        for name, type_ in (("a", "timestamp_ns"), ("b", "timestamp")):
+            con.execute(f"create table {name} as select i as k, timestamp '2024-01-01' + to_hours(i) as ts, "
+                        f"(timestamp '2024-01-01 00:00:00.000000001' + to_hours(i))::{type_} as created, i * 1.0 as x "
+                        "from range(4) r(i)")
+    views = [FeatureView(n, n, "k", "ts", (Feature("x"),), created_timestamp="created") for n in "ab"]
+    fs = FeatureStore(database, views, online_path=tmp_path / "o.sqlite")
+    assert fs.materialize_online(end_ts="2024-01-01 01:00") == {"a": 2, "b": 2}
+    assert fs.materialize_online(["a"], end_ts="2024-01-01 02:00") == {"a": 1}  # (was 3: started over)
+    assert fs.materialize_online(["b"], end_ts="2024-01-01 03:00") == {"b": 2}

@@ -514,10 +514,13 @@ def served_pandas(values: pa.Array | pa.ChunkedArray, feature: str) -> pd.Series
 def entity_pandas(table: pa.Table) -> pd.DataFrame:
     """An Arrow table of entity rows as pandas, its integer columns with nulls in pandas' nullable
     dtypes (pandas' default reads them as float64: 2**53 + 1 would become 2**53, another key)."""
-    frame = table.to_pandas()
-    for position, column in enumerate(table.columns):
+    frame = table.to_pandas()  # (with the index pandas stored in the table's metadata, if any)
+    for name, column in zip(table.column_names, table.columns, strict=True):
         if column.null_count and column.type in _NULLABLE_DTYPES and not pa.types.is_boolean(column.type):
-            frame.isetitem(position, column.to_pandas(types_mapper=_NULLABLE_DTYPES.get))
+            positions = np.flatnonzero(frame.columns == name)
+            if len(positions) == 1:  # (else an index column, or a name given twice: refused later)
+                # The values, not a Series: a Series would be aligned on the frame's own index.
+                frame.isetitem(int(positions[0]), column.to_pandas(types_mapper=_NULLABLE_DTYPES.get).array)
     return frame
 
 
@@ -817,7 +820,8 @@ def _drop_expired(hit: np.ndarray, landed: np.ndarray, sorted_entities: np.ndarr
             within &= (age < bound) | ~entities.finer[rows]
         if entities.beyond is not None:  # (a few rows at most: Python integers)
             for position in np.flatnonzero(np.isin(rows, list(entities.beyond))):
-                within[position] = entities.beyond[int(rows[position])] - int(events[position]) <= ttl_micros
+                within[position] = (entities.beyond[int(rows[position])] - int(events[position]) <= ttl_micros
+                                    and events[position] != NEGATIVE_INFINITY)
         hit[exact] = within
 
 

@@ -82,7 +82,12 @@ def to_utc(values: pd.Series) -> pd.Series:
         try:
             parsed = pd.to_datetime(values.map(_iso_datetime, na_action="ignore"), utc=True)
         except (ValueError, TypeError):
-            pass
+            # Name the first value that is no instant as Python reads them (pandas' coercion
+            # below would blame the first value beyond 2262 instead).
+            bad = values[values.map(_not_iso, na_action="ignore").fillna(False).astype(bool)]
+            if len(bad):
+                raise ValueError(f"timestamp column {values.name!r} row {bad.index[0]} ({bad.iloc[0]!r}): not an "
+                                 "instant (datetimes or ISO 8601 strings expected)") from failure
         else:
             return _no_text_read_as_missing(values, parsed)
     reason = str(failure).splitlines()[0].split(" You might want to try")[0]
@@ -111,6 +116,15 @@ def _no_text_read_as_missing(values: pd.Series, parsed: pd.Series) -> pd.Series:
             f"timestamp column {values.name!r} row {values.index[position]} ({values.iloc[position]!r}): "
             "not an instant (a row without a timestamp leaves it empty: None, or an empty CSV cell)")
     return parsed
+
+
+def _not_iso(value: object) -> bool:
+    """Whether ``value`` is text Python does not read as ISO 8601."""
+    try:
+        _iso_datetime(value)
+    except (ValueError, TypeError):
+        return True
+    return False
 
 
 def _iso_datetime(value: object) -> object:
@@ -313,8 +327,9 @@ _UNSERVED_TYPES = {
 }
 
 
-# Key types neither join compares (Arrow has no hash or order for them; SQLite cannot store them).
-_UNJOINABLE_TYPES = {"interval", "list", "array", "struct", "map", "union", "bignum", "varint", "time_ns"}
+# Key types the join cannot compare (Arrow has no hash for them, or, for TIME_NS, the entity's
+# time is cut to microseconds); INTERVAL keys join offline, but SQLite cannot store them.
+_UNJOINABLE_TYPES = {"list", "array", "struct", "map", "union", "bignum", "varint", "time_ns"}
 
 
 def _unserved(type_) -> str | None:  # (a DuckDBPyType, whose module moved between DuckDB versions)
@@ -330,8 +345,11 @@ def _unserved(type_) -> str | None:  # (a DuckDBPyType, whose module moved betwe
 
 
 def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, names: Sequence[str],
-                   where: str = "") -> pa.Table:
+                   where: str = "", served: Collection[str] = (), online: bool = False) -> pa.Table:
     """The rows of ``view`` for a point-in-time join (see :func:`feature_table_sql`), as Arrow.
+
+    ``served``: the features that will go to pandas, refused if pandas cannot hold their type;
+    ``online``: the rows go to the online store, whose keys SQLite must hold.
 
     DuckDB reads them, whatever the source (a table, ``read_parquet(...)``): tried against
     reading a parquet file with Arrow directly, DuckDB was faster end to end (0.89 s against
@@ -342,11 +360,13 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
     with _reading(view):
         relation = connection.sql(feature_table_sql(view, names, where, created_ns))
         for key, type_ in zip(view.entities, relation.types, strict=False):
-            if type_.id in _UNJOINABLE_TYPES:
-                raise ValueError(f"feature view {view.name!r}: join key {key!r} is {type_}, which cannot be a join "
-                                 "key (a number, text, boolean, date, time, timestamp, UUID or blob can)")
+            if type_.id in _UNJOINABLE_TYPES or (online and type_.id == "interval"):
+                where_ = "in the online store" if type_.id == "interval" else "in a join"
+                raise ValueError(f"feature view {view.name!r}: join key {key!r} is {type_}, which cannot be a key "
+                                 f"{where_} (cast it in the view: a number, text, boolean, date, TIME, timestamp, "
+                                 "UUID or blob can be one)")
         for name, type_ in zip(names, relation.types[-len(names):] if names else [], strict=True):
-            problem = _unserved(type_)
+            problem = _unserved(type_) if name in served else None
             if problem:
                 raise ValueError(f"feature view {view.name!r}: feature {name!r} is {problem}")
         # One record batch per DuckDB thread: fewer chunks for the join to walk (reading took as
@@ -482,7 +502,7 @@ class FeatureStore:
                     wait(running, return_when=FIRST_COMPLETED)
                 view = self.views[view_name]
                 # Every declared feature is read, asked for or not: ties are decided on all of them.
-                table = read_view_rows(connection, view, view.feature_names)
+                table = read_view_rows(connection, view, view.feature_names, served=names if as_pandas else ())
                 pending.append(pool.submit(join, view_name, table, entities, view.entities, view.feature_names, names,
                                            view.ttl_micros, view.created_timestamp is not None, as_pandas))
                 del table
@@ -645,21 +665,23 @@ class FeatureStore:
                             f"feature view {name!r} is materialized up to {from_micros(since)}; "
                             f"end_ts {from_micros(until)} would go back in time"
                         )
-                    plans.append((view, since, until))
-                for view, since, until in plans:
+                    plans.append((view, since, until, created_ns))
+                for view, since, until, created_ns in plans:
                     past, fingerprint = _fingerprints(con, view, since, until, created_ns)
                     if since is not None and past != online.recorded_fingerprint(lite, view):
                         # Rows at or before the last end_ts changed since (late rows, corrected or
                         # deleted ones): reading only newer rows would miss them. Start over.
                         since = None
-                    table = read_view_rows(con, view, view.feature_names, _window(view, since, until))
+                    table = read_view_rows(con, view, view.feature_names, _window(view, since, until),
+                                           served=view.feature_names, online=True)
                     schema = online.lookup_schema(view, table.schema)
                     if since is not None and not schema.equals(online.recorded_schema(lite, view) or schema,
                                                                check_metadata=True):
                         # The source's types changed under the same declaration: the rows kept
                         # from earlier runs hold values of the old types. Start over.
                         since = None
-                        table = read_view_rows(con, view, view.feature_names, _window(view, since, until))
+                        table = read_view_rows(con, view, view.feature_names, _window(view, since, until),
+                                               served=view.feature_names, online=True)
                     if since is None:
                         online.reset(lite, view)
                     rows = self._latest_rows(table, view, until)
