@@ -6,7 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import duckdb
@@ -943,3 +943,37 @@ def test_a_failure_inside_the_callers_transaction_is_the_error_raised(tmp_path):
     assert store.get_historical_features(entities, ["good:y"], connection=con)["y"].tolist() == [1.5]
     assert con.execute("select current_setting('TimeZone')").fetchone()[0] == "America/Los_Angeles"
     con.commit()
+
+
+def test_new_yorks_repeated_hour_as_text_and_as_python_datetimes():
+    """01:45 on 2013-11-03 happens twice in New York (EDT, then EST): the offset in ISO text and
+    ``fold=1`` on a Python datetime tell them apart (random cases hit this hour only sometimes)."""
+    from zoneinfo import ZoneInfo
+
+    new_york = ZoneInfo("America/New_York")
+    con = duckdb.connect()
+    con.execute("create table f (k bigint, ts timestamptz, x double)")
+    con.execute("insert into f values (1, '2013-11-03 05:30+00', 1.0), (1, '2013-11-03 06:30+00', 2.0)")
+    store = FeatureStore(":memory:", [FeatureView("f", "f", ("k",), "ts", (Feature("x"),))])
+    first, second = (datetime(2013, 11, 3, 1, 45, fold=fold, tzinfo=new_york) for fold in (0, 1))
+    for times in (["2013-11-03T01:45:00-04:00", "2013-11-03T01:45:00-05:00"], [first, second]):
+        frame = pd.DataFrame({"k": [1, 1], "event_timestamp": pd.Series(times, dtype=object)})
+        assert store.get_historical_features(frame, ["f:x"], connection=con)["x"].tolist() == [1.0, 2.0], times
+
+
+def test_ranked_times_with_one_infinity_before_the_first_and_after_the_last_event():
+    """An infinite event rules out the time grid (times are ranked instead): an entity just
+    before the first finite event, or after the last one, on either side of a single infinity."""
+    con = duckdb.connect()
+    con.execute("create table g (k bigint, ts timestamptz, x double)")  # +infinity: nothing after the last event
+    con.execute("insert into g values (1, 'infinity', 9.0), (1, '2020-01-01 10:00+00', 1.0)")
+    con.execute("create table h (k bigint, ts timestamptz, x double)")  # -infinity: nothing before the first event
+    con.execute("insert into h values (1, '-infinity', 8.0), (1, '2020-01-01 10:00+00', 1.0), "
+                "(2, '2020-01-01 09:00+00', 2.0)")
+    store = FeatureStore(":memory:", [FeatureView(v, v, ("k",), "ts", (Feature("x"),)) for v in "gh"])
+    frame = pd.DataFrame({"k": [1, 1, 1, 2], "event_timestamp": pd.to_datetime(
+        ["2020-01-01 09:59:59.999999", "2020-01-01 10:00:00", "2020-01-02 00:00:00", "2030-01-01 00:00:00"],
+        utc=True, format="ISO8601")})
+    out = store.get_historical_features(frame, ["g:x", "h:x"], full_feature_names=True, connection=con)
+    assert out["g__x"].fillna(-1).tolist() == [-1, 1.0, 1.0, -1]
+    assert out["h__x"].tolist() == [8.0, 1.0, 1.0, 2.0]

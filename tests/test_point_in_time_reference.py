@@ -148,12 +148,16 @@ def _render_times(micros, how):
     raise AssertionError(how)
 
 
-def _create_views(con, store, views, rows, ttls, with_created):
-    """A table ``t_<view>`` of each view's drawn rows, and the view registered over it."""
+def _create_views(con, store, views, rows, ttls, with_created, naive):
+    """A table ``t_<view>`` of each view's drawn rows, and the view registered over it; the
+    timestamps of the ``naive`` views as TIMESTAMP (UTC wall time), which the store must read as
+    UTC whatever the connection's zone, the others as TIMESTAMPTZ."""
     for v, (keys, feats) in views.items():
         cols = {k: pa.array([r[k] for r in rows[v]], pa.int64() if k == "k1" else pa.string()) for k in keys}
         for name in ("ts", "created"):
             cols[name] = pa.array([r[name] for r in rows[v]], pa.timestamp("us", tz="UTC"))
+            if naive[v]:
+                cols[name] = cols[name].cast(pa.timestamp("us"))
         for f in feats:
             cols[f] = pa.array([r[f] for r in rows[v]], pa.float64())
         con.register("arrow_rows", pa.table(cols))
@@ -179,7 +183,8 @@ def test_historical_matches_reference(data):
     con = duckdb.connect()
     con.execute("set TimeZone='America/New_York'")  # the store must read as UTC whatever the caller's zone
     store = FeatureStore(":memory:")
-    _create_views(con, store, VIEWS, rows, ttls, with_created)
+    _create_views(con, store, VIEWS, rows, ttls, with_created, {v: data.draw(st.booleans(), label=f"{v} naive")
+                                                                for v in VIEWS})
 
     n = data.draw(st.integers(1, 16), label="entities")
     ents = []
@@ -238,7 +243,8 @@ def test_online_equals_offline_and_reference(data):
         db = os.path.join(tmp, "off.duckdb")
         store = FeatureStore(db, online_path=os.path.join(tmp, "on.sqlite"))
         with duckdb.connect(db) as con:
-            _create_views(con, store, ONLINE_VIEWS, rows, ttls, with_created)
+            _create_views(con, store, ONLINE_VIEWS, rows, ttls, with_created,
+                          {v: data.draw(st.booleans()) for v in ONLINE_VIEWS})
         anchored = [(v, r) for v, rs in rows.items() for r in rs if r["ts"] is not None]
 
         def instant():
