@@ -71,11 +71,11 @@ def to_utc(values: pd.Series) -> pd.Series:
         raise ValueError(f"timestamp column {values.name!r} row {moving.index[0]} ({moving.iloc[0]!r}): "
                          "give an instant, not a time relative to the clock")
     try:
-        return _no_text_read_as_missing(values, pd.to_datetime(values, utc=True, format="ISO8601"))
+        parsed = pd.to_datetime(values, utc=True, format="ISO8601")
     except (ValueError, TypeError, NotImplementedError) as exc:
         failure = exc
-        if isinstance(exc, _TextReadAsMissing):
-            raise
+    else:
+        return _no_text_read_as_missing(values, parsed)
     if isinstance(failure, pd.errors.OutOfBoundsDatetime):
         # Beyond 2262 (pandas parsed the text in nanoseconds): as Python's datetimes, to 9999, in
         # microseconds (nanoseconds given with such a value are dropped).
@@ -101,10 +101,6 @@ def to_utc(values: pd.Series) -> pd.Series:
                      "expected)") from failure
 
 
-class _TextReadAsMissing(ValueError):
-    pass
-
-
 def _no_text_read_as_missing(values: pd.Series, parsed: pd.Series) -> pd.Series:
     """``parsed``, unless a value that is there was read as missing: pandas reads the texts
     "NaT", "nan", "NaN" and "" as no timestamp, and the row would then quietly match nothing.
@@ -112,7 +108,7 @@ def _no_text_read_as_missing(values: pd.Series, parsed: pd.Series) -> pd.Series:
     hidden = parsed.isna().to_numpy() & values.notna().to_numpy()
     if hidden.any():
         position = int(np.flatnonzero(hidden)[0])
-        raise _TextReadAsMissing(
+        raise ValueError(
             f"timestamp column {values.name!r} row {values.index[position]} ({values.iloc[position]!r}): "
             "not an instant (a row without a timestamp leaves it empty: None, or an empty CSV cell)")
     return parsed
@@ -361,9 +357,9 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
         relation = connection.sql(feature_table_sql(view, names, where, created_ns))
         for key, type_ in zip(view.entities, relation.types, strict=False):
             if type_.id in _UNJOINABLE_TYPES or (online and type_.id == "interval"):
-                where_ = "in the online store" if type_.id == "interval" else "in a join"
+                place = "in the online store" if type_.id == "interval" else "in a join"
                 raise ValueError(f"feature view {view.name!r}: join key {key!r} is {type_}, which cannot be a key "
-                                 f"{where_} (cast it in the view: a number, text, boolean, date, TIME, timestamp, "
+                                 f"{place} (cast it in the view: a number, text, boolean, date, TIME, timestamp, "
                                  "UUID or blob can be one)")
         for name, type_ in zip(names, relation.types[-len(names):] if names else [], strict=True):
             problem = _unserved(type_) if name in served else None
@@ -770,7 +766,8 @@ class FeatureStore:
                         raise ValueError(f"feature view {view_name!r}: {exc}") from exc
                     out[outputs[view_name, name]] = served
         out = out[[*frame.columns, *outputs.values()]]
-        out.index = entity_rows.index if isinstance(entity_rows, pd.DataFrame) else out.index
+        if labels is not None:
+            out.index = labels
         return out
 
     @staticmethod
