@@ -266,8 +266,8 @@ def test_parquet_and_table_sources_agree(tmp_path):
         with pytest.raises(ValueError, match="feature view 'f': event timestamp column 'day' is DATE, not a TIMESTAMP"):
             store.get_historical_features(entities, ["f:label"], connection=con)
     first, third = pd.Timestamp("2019-05-01"), pd.Timestamp("2019-05-03")
-    # The first row's event is 999 ns past 10:00: DuckDB's cast rounds it to 10:00:00.000001, so
-    # an entity row at 10:00:00 sees nothing yet.
+    # The first row's event is 999 ns past 10:00: it counts from 10:00:00.000001, so an entity row
+    # at 10:00:00 sees nothing yet.
     assert answers["f", "ts"] == [["x", None, None, "z", None, None], [5, None, 6, None, None, None],
                                   [first, None, None, third, None, None]]
     assert answers[f"read_parquet('{path}')", "ts"] == answers["f", "ts"]

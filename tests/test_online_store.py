@@ -691,6 +691,9 @@ def test_online_errors_name_the_callers_row_and_nan_keys_are_not_stored(tmp_path
     frame = pd.DataFrame({"k": [np.nan, np.nan, 1.0], "ts": [start + pd.Timedelta(hours=h) for h in (0, 1, 0)],
                           "x": [1.0, 2.0, 3.0]})
     fs = _tiny_store(tmp_path, frame, [FeatureView("v", "t", "k", "ts", (Feature("x"),))])
+    with duckdb.connect(str(tmp_path / "tiny.duckdb")) as con:  # (pandas' NaN arrives in DuckDB as NULL)
+        con.execute("update t set k = 'nan'::double where k is null")
+        assert con.execute("select count(*) from t where isnan(k)").fetchone()[0] == 2
     for hours in (0, 1, 2):
         fs.materialize_online(end_ts=start + pd.Timedelta(hours=hours))
     with sqlite3.connect(tmp_path / "online.sqlite") as lite:
@@ -700,7 +703,8 @@ def test_online_errors_name_the_callers_row_and_nan_keys_are_not_stored(tmp_path
                    lambda: fs.get_historical_features(rows.assign(event_timestamp=start), ["v:x"])):
         with pytest.raises(ValueError, match=r"join key 'k': .*\(row 200: .*'seven'"):
             lookup()
-    assert fs.get_online_features(rows.iloc[[0, 2]], ["v:x"])["x"].fillna(-1).tolist() == [3.0, -1]
+    online = fs.get_online_features(rows.iloc[[0, 2]], ["v:x"])
+    assert online["x"].fillna(-1).tolist() == [3.0, -1] and online.index.tolist() == [100, 300]
 
 
 def test_the_online_asset_of_another_project_materializes_that_projects_views(tmp_path):
@@ -775,12 +779,13 @@ def test_nanosecond_created_timestamps_break_ties_online_and_offline(tmp_path):
 @pytest.mark.parametrize(("type_", "literal", "error"), [
     ("VARINT", "-3", r"feature 'y' is a BIGNUM \(VARINT\), which the store does not serve: cast it to HUGEINT"),
     ("UNION(a INTEGER, b VARCHAR)", "1", r"feature 'y' is a UNION, which the store does not serve"),
-    ("TIME_NS[]", "['10:00']", r"feature 'y' is TIME_NS\[\] holding a TIME_NS, which pandas cannot hold"),
+    ("BIT[]", "['101']", r"feature 'y' is BIT\[\] holding a BIT, which the store does not serve"),
     ("MAP(VARCHAR, VARINT)", "map(['a'], [1])", r"feature 'y' is MAP\(VARCHAR, BIGNUM\) holding a BIGNUM"),
 ])
 def test_types_pandas_cannot_hold_are_refused_by_view_and_feature(tmp_path, type_, literal, error):
     """A VARINT came back as its raw encoded bytes (b'\\x7f\\xff\\xfe\\xfc' for -3), and with an
-    unmatched row, a UNION or a TIME_NS raised Arrow's errors naming neither view nor feature."""
+    unmatched row, a UNION raised Arrow's errors naming neither view nor feature; a BIT came back
+    as DuckDB's bytes."""
     database = tmp_path / "odd.duckdb"
     with duckdb.connect(str(database)) as con:
         con.execute(f"create table t (k bigint, ts timestamptz, y {type_})")
@@ -840,7 +845,7 @@ def test_a_minus_infinity_event_is_older_than_any_ttl_online_and_offline(tmp_pat
 
 
 @pytest.mark.parametrize(("type_", "literal"), [
-    ("TIME_NS", "'10:00'"), ("INTEGER[]", "[1]"), ("STRUCT(a INTEGER)", "{'a': 1}"),
+    ("BIT", "'101'"), ("INTEGER[]", "[1]"), ("STRUCT(a INTEGER)", "{'a': 1}"),
     ("MAP(VARCHAR, INTEGER)", "map(['a'], [1])")])
 def test_key_types_no_join_compares_are_refused_by_view_and_key(tmp_path, type_, literal):
     """An INTERVAL key failed online with sqlite3's "type 'MonthDayNano' is not supported", a list
@@ -884,3 +889,61 @@ def test_each_view_keeps_its_own_created_timestamp_precision_between_runs(tmp_pa
     assert fs.materialize_online(end_ts="2024-01-01 01:00") == {"a": 2, "b": 2}
     assert fs.materialize_online(["a"], end_ts="2024-01-01 02:00") == {"a": 1}  # (was 3: started over)
     assert fs.materialize_online(["b"], end_ts="2024-01-01 03:00") == {"b": 2}
+
+
+def test_a_nanosecond_event_is_never_shown_before_it_happened_online_or_offline(tmp_path):
+    """DuckDB's cast rounds a TIMESTAMP_NS event to the nearest microsecond: an event 400 ns after
+    an entity's instant was shown to it (a feature from its future), offline and online. It now
+    counts from the next whole microsecond."""
+    database = tmp_path / "ns.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("""create table t as select * from (values
+            (1, timestamp_ns '2024-01-01 00:00:00.000000400', 1.0),
+            (2, timestamp_ns '1969-12-31 23:59:59.999998400', 2.0)) v(k, ts, x)""")
+    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("x"),))], online_path=tmp_path / "o.sqlite")
+    stamps = ["2024-01-01 00:00:00", "2024-01-01 00:00:00.000000200", "2024-01-01 00:00:00.000001",
+              "1969-12-31 23:59:59.999998", "1969-12-31 23:59:59.999999"]
+    entities = pd.DataFrame({"k": [1, 1, 1, 2, 2],
+                             "event_timestamp": pd.to_datetime(stamps, utc=True, format="ISO8601")})
+    assert fs.get_historical_features(entities, ["v:x"])["x"].fillna(-1).tolist() == [-1, -1, 1.0, -1, 2.0]
+    assert fs.materialize_online(end_ts="2024-01-01 00:00:00") == {"v": 1}  # (k = 2's row only)
+    assert fs.get_online_features({"k": [1, 2]}, ["v:x"])["x"].fillna(-1).tolist() == [-1, 2.0]
+    assert fs.materialize_online(end_ts="2024-01-01 00:00:00.000001") == {"v": 1}
+    assert fs.get_online_features({"k": [1, 2]}, ["v:x"])["x"].tolist() == [1.0, 2.0]
+
+
+def test_time_ns_keys_and_features_on_the_microsecond_grid_are_served(tmp_path):
+    """TIME_NS keys and features were refused outright for a while; on whole microseconds they join."""
+    database = tmp_path / "t.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("create table t as select '10:00'::time_ns as k, timestamptz '2024-01-01 00:00:00+00' as ts, "
+                    "'10:00:00.000001'::time_ns as y, 2.0 as x")
+    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("x"), Feature("y")))],
+                      online_path=tmp_path / "o.sqlite")
+    keys = ["10:00:00", "11:00:00"]
+    offline = fs.get_historical_features(pd.DataFrame({"k": keys, "event_timestamp": pd.Timestamp("2024-01-02")}),
+                                         ["v:x", "v:y"])
+    fs.materialize_online(end_ts="2024-01-02")
+    online = fs.get_online_features({"k": keys}, ["v:x", "v:y"])
+    for result in (offline, online):
+        assert result["x"].fillna(-1).tolist() == [2.0, -1]
+        assert result["y"].iloc[0] == datetime(2024, 1, 1, 10, 0, 0, 1).time() and pd.isna(result["y"].iloc[1])
+
+
+def test_a_created_timestamp_corrected_by_nanoseconds_is_seen_by_the_next_run(tmp_path):
+    """The fingerprint of earlier rows reads created timestamps as they are joined, nanoseconds
+    included: a correction of 350 ns (the same microsecond) changes which row wins."""
+    database = tmp_path / "t.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("""create table t as select * from (values
+            (1, timestamp '2024-01-01 00:00:00', timestamp_ns '2024-01-01 00:00:00.000000100', 1.0),
+            (1, timestamp '2024-01-01 00:00:00', timestamp_ns '2024-01-01 00:00:00.000000400', 2.0)
+            ) v(k, ts, created, x)""")
+    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("x"),), created_timestamp="created")],
+                      online_path=tmp_path / "o.sqlite")
+    fs.materialize_online(end_ts="2024-01-02")
+    assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [2.0]
+    with duckdb.connect(str(database)) as con:
+        con.execute("update t set created = timestamp_ns '2024-01-01 00:00:00.000000450' where x = 1.0")
+    assert fs.materialize_online(end_ts="2024-01-03") == {"v": 1}
+    assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [1.0]

@@ -17,6 +17,7 @@ import queue
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -240,40 +241,63 @@ def _listed_column(values: list) -> pd.Series:
     return column
 
 
-def feature_table_sql(view: FeatureView, names: Sequence[str], where: str = "", created_ns: bool = False) -> str:
+@dataclass(frozen=True)
+class NanosecondTimestamps:
+    """Which of a view's timestamp columns are TIMESTAMP_NS (see :func:`check_timestamp_types`)."""
+
+    event: bool = False
+    created: bool = False
+
+
+def event_instant_sql(view: FeatureView, ns: NanosecondTimestamps) -> str:
+    """The view's event time as a TIMESTAMPTZ in microseconds (naive timestamps read as UTC on the
+    store's connections). A TIMESTAMP_NS event counts from the next whole microsecond: DuckDB's
+    cast rounds to the nearest, and an event 400 ns after an entity's instant would have been
+    shown to it (a feature from its future); late by less than 1 us is the safe side."""
+    column = quoted(view.event_timestamp)
+    if not ns.event:
+        return f"{column}::timestamptz"
+    # (integer division truncates toward zero in DuckDB: + 1 only for a positive remainder;
+    # epoch_ns of 'infinity' is NULL, whose own cast is kept)
+    return (f"coalesce(make_timestamp(epoch_ns({column}) // 1000 + (epoch_ns({column}) % 1000 > 0)::bigint)"
+            f"::timestamptz, {column}::timestamptz)")
+
+
+def feature_table_sql(view: FeatureView, names: Sequence[str], where: str = "",
+                      ns: NanosecondTimestamps = NanosecondTimestamps()) -> str:
     """The rows of ``view`` a point-in-time join can use: ``keys, __ts, [__created], features``.
 
-    ``__ts`` and ``__created`` are TIMESTAMPTZ (microseconds; the cast reads naive timestamps as
-    UTC on the store's connections), except that ``__created`` of a TIMESTAMP_NS column stays as
-    it is (``created_ns``, from :func:`check_timestamp_types`): created timestamps only break ties,
-    and two a few nanoseconds apart would tie in microseconds. Rows with a NULL key or event
-    timestamp can match no entity row and are left out. ``where`` is one more condition (e.g. an
-    incremental window).
+    ``__ts`` is :func:`event_instant_sql`; ``__created`` a TIMESTAMPTZ in microseconds too,
+    except that of a TIMESTAMP_NS column, which stays as it is (``ns``, from
+    :func:`check_timestamp_types`): created timestamps only break ties, and two a few
+    nanoseconds apart would tie in microseconds. Rows with a NULL key or event timestamp can
+    match no entity row and are left out. ``where`` is one more condition (e.g. an incremental
+    window).
     """
     keys = ", ".join(quoted(k) for k in view.entities)
-    cast = "" if created_ns else "::timestamptz"
+    cast = "" if ns.created else "::timestamptz"
     created = f", {quoted(view.created_timestamp)}{cast} as {point_in_time.CREATED}" \
         if view.created_timestamp else ""
     features = "".join(f", {quoted(f)}" for f in names)
     joinable = " and ".join(f'{quoted(c)} is not null' for c in (view.event_timestamp, *view.entities))
     return (
-        f'select {keys}, {quoted(view.event_timestamp)}::timestamptz as {point_in_time.TS}{created}{features} '
+        f'select {keys}, {event_instant_sql(view, ns)} as {point_in_time.TS}{created}{features} '
         f"from {view.source} where {joinable}{' and ' + where if where else ''}"
     )
 
 
-def _window(view: FeatureView, since: int | None, until: int) -> str:
+def _window(view: FeatureView, since: int | None, until: int, ns: NanosecondTimestamps) -> str:
     """The rows a materialization reads: event times after ``since`` (if any) up to ``until`` (µs)."""
-    event = f"{quoted(view.event_timestamp)}::timestamptz"
+    event = event_instant_sql(view, ns)
     window = f"{event} <= make_timestamp({until}::bigint)::timestamptz"
     return window if since is None else f"{window} and {event} > make_timestamp({since}::bigint)::timestamptz"
 
 
-def check_timestamp_types(connection: duckdb.DuckDBPyConnection, view: FeatureView) -> bool:
+def check_timestamp_types(connection: duckdb.DuckDBPyConnection, view: FeatureView) -> NanosecondTimestamps:
     """Refuse a view whose event or created timestamp column is not a TIMESTAMP (a DATE, text,
     epoch numbers): the join's cast would read a date as its midnight, hours before the day's
     rows were known, and text in whatever format DuckDB guesses. (Binding only: no row is read.)
-    Returns whether the created timestamp is a TIMESTAMP_NS (see :func:`feature_table_sql`)."""
+    Returns which of them are TIMESTAMP_NS (see :func:`feature_table_sql`)."""
     columns = [c for c in (view.event_timestamp, view.created_timestamp) if c]
     with _reading(view):
         types = connection.sql(f"select {', '.join(quoted(c) for c in columns)} from {view.source} limit 0").types
@@ -281,7 +305,8 @@ def check_timestamp_types(connection: duckdb.DuckDBPyConnection, view: FeatureVi
         if str(type_) not in TIMESTAMP_TYPES:
             raise ValueError(f"feature view {view.name!r}: {role} column {column!r} "
                              f"{timestamp_type_problem(str(type_))}")
-    return view.created_timestamp is not None and str(types[-1]) == "TIMESTAMP_NS"
+    return NanosecondTimestamps(str(types[0]) == "TIMESTAMP_NS",
+                                view.created_timestamp is not None and str(types[-1]) == "TIMESTAMP_NS")
 
 
 @contextmanager
@@ -294,7 +319,7 @@ def _reading(view: FeatureView) -> Iterator[None]:
 
 
 def _fingerprints(connection: duckdb.DuckDBPyConnection, view: FeatureView, since: int | None,
-                  until: int, created_ns: bool) -> tuple[str | None, str]:
+                  until: int, ns: NanosecondTimestamps) -> tuple[str | None, str]:
     """Fingerprints (row count and sum of row hashes, whatever the order) of the view's rows with
     an event time at or before ``since`` (None without one) and at or before ``until`` (µs), in one
     scan: a run records the second; the next compares the first with it."""
@@ -309,7 +334,7 @@ def _fingerprints(connection: duckdb.DuckDBPyConnection, view: FeatureView, sinc
 
     bounds = [until] if since is None else [until, since]
     with _reading(view):
-        rows = feature_table_sql(view, view.feature_names, created_ns=created_ns)
+        rows = feature_table_sql(view, view.feature_names, ns=ns)
         row = connection.sql(f"select {', '.join(upto(b) for b in bounds)} from ({rows})").fetchall()[0]
     return (None if since is None else f"{row[2]}:{row[3]}"), f"{row[0]}:{row[1]}"
 
@@ -319,13 +344,13 @@ _UNSERVED_TYPES = {
     "bignum": "a BIGNUM (VARINT), which the store does not serve: cast it to HUGEINT, DOUBLE or VARCHAR in the view",
     "varint": "a VARINT, which the store does not serve: cast it to HUGEINT, DOUBLE or VARCHAR in the view",
     "union": "a UNION, which the store does not serve: cast it to one of its types in the view",
-    "time_ns": "a TIME_NS, which pandas cannot hold: cast it to TIME in the view",
+    "bit": "a BIT, which the store does not serve (Arrow hands over DuckDB's bytes): cast it to VARCHAR in the view",
 }
 
 
-# Key types the join cannot compare (Arrow has no hash for them, or, for TIME_NS, the entity's
-# time is cut to microseconds); INTERVAL keys join offline, but SQLite cannot store them.
-_UNJOINABLE_TYPES = {"list", "array", "struct", "map", "union", "bignum", "varint", "time_ns"}
+# Key types the join cannot compare (Arrow has no hash for them, or hands over DuckDB's bytes);
+# INTERVAL keys join offline, but SQLite cannot store them.
+_UNJOINABLE_TYPES = {"list", "array", "struct", "map", "union", "bignum", "varint", "bit"}
 
 
 def _unserved(type_) -> str | None:  # (a DuckDBPyType, whose module moved between DuckDB versions)
@@ -351,10 +376,10 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
     reading a parquet file with Arrow directly, DuckDB was faster end to end (0.89 s against
     1.2 s, median of 8 alternating runs of the benchmark).
     """
-    created_ns = check_timestamp_types(connection, view)
+    ns = check_timestamp_types(connection, view)
     created = [point_in_time.CREATED] if view.created_timestamp else []
     with _reading(view):
-        relation = connection.sql(feature_table_sql(view, names, where, created_ns))
+        relation = connection.sql(feature_table_sql(view, names, where, ns))
         for key, type_ in zip(view.entities, relation.types, strict=False):
             if type_.id in _UNJOINABLE_TYPES or (online and type_.id == "interval"):
                 place = "in the online store" if type_.id == "interval" else "in a join"
@@ -640,12 +665,12 @@ class FeatureStore:
                 plans = []
                 for name in names:
                     view = self.views[name]
-                    created_ns = check_timestamp_types(con, view)
+                    ns = check_timestamp_types(con, view)
                     since = None if full_refresh else online.watermark(lite, view)
                     if end_ts is None:
                         # The latest finite event (+infinity is no instant to be current as of),
                         # as an integer: Python's datetime ends in year 9999, DuckDB's do not.
-                        event = f"{quoted(view.event_timestamp)}::timestamptz"
+                        event = event_instant_sql(view, ns)
                         latest = con.sql(
                             f"select epoch_us(max({event}) filter (where isfinite({event}))) from {view.source}"
                         ).fetchall()[0][0]
@@ -661,14 +686,14 @@ class FeatureStore:
                             f"feature view {name!r} is materialized up to {from_micros(since)}; "
                             f"end_ts {from_micros(until)} would go back in time"
                         )
-                    plans.append((view, since, until, created_ns))
-                for view, since, until, created_ns in plans:
-                    past, fingerprint = _fingerprints(con, view, since, until, created_ns)
+                    plans.append((view, since, until, ns))
+                for view, since, until, ns in plans:
+                    past, fingerprint = _fingerprints(con, view, since, until, ns)
                     if since is not None and past != online.recorded_fingerprint(lite, view):
                         # Rows at or before the last end_ts changed since (late rows, corrected or
                         # deleted ones): reading only newer rows would miss them. Start over.
                         since = None
-                    table = read_view_rows(con, view, view.feature_names, _window(view, since, until),
+                    table = read_view_rows(con, view, view.feature_names, _window(view, since, until, ns),
                                            served=view.feature_names, online=True)
                     schema = online.lookup_schema(view, table.schema)
                     if since is not None and not schema.equals(online.recorded_schema(lite, view) or schema,
@@ -676,7 +701,7 @@ class FeatureStore:
                         # The source's types changed under the same declaration: the rows kept
                         # from earlier runs hold values of the old types. Start over.
                         since = None
-                        table = read_view_rows(con, view, view.feature_names, _window(view, since, until),
+                        table = read_view_rows(con, view, view.feature_names, _window(view, since, until, ns),
                                                served=view.feature_names, online=True)
                     if since is None:
                         online.reset(lite, view)
