@@ -947,3 +947,20 @@ def test_a_created_timestamp_corrected_by_nanoseconds_is_seen_by_the_next_run(tm
         con.execute("update t set created = timestamp_ns '2024-01-01 00:00:00.000000450' where x = 1.0")
     assert fs.materialize_online(end_ts="2024-01-03") == {"v": 1}
     assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [1.0]
+
+
+def test_parquet_written_by_pandas_with_aware_nanosecond_timestamps_is_a_view(tmp_path):
+    """pandas writes datetime64[ns, UTC] to parquet, which DuckDB reads as TIMESTAMPTZ_NS: such
+    event and created columns were refused ('TIMESTAMPTZ_NS, not a TIMESTAMP')."""
+    stamps = pd.to_datetime(["2024-01-01 00:00:00.000000400", "2024-01-01 00:00:01"], utc=True,
+                            format="ISO8601").as_unit("ns")
+    pd.DataFrame({"k": [1, 1], "ts": stamps, "created": stamps, "x": [1.0, 2.0]}).to_parquet(tmp_path / "my.parquet")
+    fs = FeatureStore(":memory:", [FeatureView("v", f"read_parquet('{tmp_path / 'my.parquet'}')", "k", "ts",
+                                               (Feature("x"),), created_timestamp="created")],
+                      online_path=tmp_path / "o.sqlite")
+    at = pd.to_datetime(["2024-01-01 00:00:00", "2024-01-01 00:00:00.000001", "2024-01-02"], utc=True,
+                        format="ISO8601")
+    offline = fs.get_historical_features(pd.DataFrame({"k": [1, 1, 1], "event_timestamp": at}), ["v:x"])
+    assert offline["x"].fillna(-1).tolist() == [-1, 1.0, 2.0]  # (the 400 ns event counts from the next microsecond)
+    fs.materialize_online(end_ts="2024-01-02")
+    assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [2.0]

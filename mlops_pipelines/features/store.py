@@ -243,7 +243,7 @@ def _listed_column(values: list) -> pd.Series:
 
 @dataclass(frozen=True)
 class NanosecondTimestamps:
-    """Which of a view's timestamp columns are TIMESTAMP_NS (see :func:`check_timestamp_types`)."""
+    """Which of a view's timestamp columns hold nanoseconds (see :func:`check_timestamp_types`)."""
 
     event: bool = False
     created: bool = False
@@ -305,8 +305,9 @@ def check_timestamp_types(connection: duckdb.DuckDBPyConnection, view: FeatureVi
         if str(type_) not in TIMESTAMP_TYPES:
             raise ValueError(f"feature view {view.name!r}: {role} column {column!r} "
                              f"{timestamp_type_problem(str(type_))}")
-    return NanosecondTimestamps(str(types[0]) == "TIMESTAMP_NS",
-                                view.created_timestamp is not None and str(types[-1]) == "TIMESTAMP_NS")
+    nanoseconds = ("TIMESTAMP_NS", "TIMESTAMPTZ_NS")  # (pandas' datetime64[ns, UTC] in parquet: the second)
+    return NanosecondTimestamps(str(types[0]) in nanoseconds,
+                                view.created_timestamp is not None and str(types[-1]) in nanoseconds)
 
 
 @contextmanager

@@ -32,7 +32,8 @@ FEATURE_TYPES: dict[str, tuple[str, ...] | None] = {
     "int": _INTEGERS,
     "str": ("VARCHAR", "ENUM", "UUID"),
     "bool": ("BOOLEAN",),
-    "timestamp": ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS"),
+    "timestamp": ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS",
+                  "TIMESTAMPTZ_NS"),
     "date": ("DATE",),
     "any": None,
 }
