@@ -298,3 +298,32 @@ def test_every_window_view_is_unknown_past_a_missing_month(view, keys, features)
         assert project.build(con, project.models[name])[1] == []
     values = con.sql(f"select * exclude ({', '.join(keys)}, known_at) from features.{view}").fetchall()
     assert values and all(any(v is not None for v in row) for row in values)
+
+
+def test_a_build_its_column_tests_block_records_no_materialization(tmp_path):
+    """A build whose column tests failed kept the previous table but was still recorded in Dagster
+    as a materialization, with the rejected candidate's version, row count and an empty schema."""
+    from dagster import AssetKey, DagsterInstance, materialize
+
+    from mlops_pipelines.features.assets import build_sql_assets
+    from mlops_pipelines.warehouse import DuckDBWarehouse
+
+    root = project_with(tmp_path)
+    warehouse = DuckDBWarehouse(database_path=str(tmp_path / "w.duckdb"))
+    instance = DagsterInstance.ephemeral()
+    assets = build_sql_assets(SqlProject(root))
+    assert materialize(assets, resources={"warehouse": warehouse}, instance=instance).success
+    first = instance.get_latest_materialization_event(AssetKey("fv_x")).asset_materialization.metadata
+    (root / "features" / "fv_x.sql").write_text(VIEW_SQL.replace("('LGA',", "(null,"))  # a NULL join key
+    (root / "features" / "fv_x.yml").write_text(VIEW_YAML.replace(
+        "feature_view:", "columns:\n  - {name: origin, tests: [not_null]}\nfeature_view:"))
+    result = materialize(build_sql_assets(SqlProject(root)), resources={"warehouse": warehouse}, instance=instance,
+                         raise_on_error=False)
+    assert not result.success
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed and "origin" in evaluation.description
+    latest = instance.get_latest_materialization_event(AssetKey("fv_x")).asset_materialization.metadata
+    assert latest["feature_view/version"] == first["feature_view/version"]
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        assert con.sql("select count(*) from features.fv_x where origin = 'LGA'").fetchall() == [(1,)]
+        assert con.sql("select version from features.registry").fetchall() == [(first["feature_view/version"].value,)]

@@ -1,5 +1,6 @@
 """One Dagster asset per SQL model of dbt_like_sql/, with its column tests as a blocking check."""
 
+from collections.abc import Iterator
 
 from dagster import (
     AssetCheckResult,
@@ -8,6 +9,7 @@ from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
     Config,
+    Failure,
     MaterializeResult,
     MetadataValue,
     TableColumn,
@@ -46,14 +48,20 @@ def _sql_model_asset(project: SqlProject, model: SqlModel) -> AssetsDefinition:
         description=model.doc.get("description", ""),
         metadata={"sql_file": MetadataValue.path(str(model.path))},
     )
-    def _model(context: AssetExecutionContext, warehouse: DuckDBWarehouse) -> MaterializeResult:
+    def _model(context: AssetExecutionContext, warehouse: DuckDBWarehouse) -> Iterator:
         with warehouse.connect() as connection:
             refuse_failed_validations(
                 connection, [t for s, t in model.sources if s == VALIDATED_SCHEMA], model.name
             )
             rows, failures = project.build(connection, model)
-            described = connection.execute(f"describe {model.relation}").fetchall() if not failures else []
-            if view is not None and not failures:
+            if failures:
+                # The candidate was dropped and the previous table kept: no materialization, whose
+                # metadata (version, row count, schema) would describe a table that is not there.
+                yield _column_tests_result(failures)
+                raise Failure(description=f"{model.relation}: column tests failed, the previous table is kept: "
+                                          + "; ".join(failures))
+            described = connection.execute(f"describe {model.relation}").fetchall()
+            if view is not None:
                 FeatureStore.record_materialization(connection, view, rows, context.run.run_id,
                                                     declared=project.feature_views())
         docs = {c["name"]: c.get("description", "") for c in model.doc.get("columns", [])}
@@ -82,20 +90,19 @@ def _sql_model_asset(project: SqlProject, model: SqlModel) -> AssetsDefinition:
                     ),
                 }
             )
-        return MaterializeResult(
-            metadata=metadata,
-            check_results=[
-                AssetCheckResult(
-                    check_name="column_tests",
-                    passed=not failures,
-                    severity=AssetCheckSeverity.ERROR,
-                    description="; ".join(failures) or "all column tests passed",
-                    metadata={"failures": MetadataValue.int(len(failures))},
-                )
-            ],
-        )
+        yield MaterializeResult(metadata=metadata, check_results=[_column_tests_result(failures)])
 
     return _model
+
+
+def _column_tests_result(failures: list[str]) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name="column_tests",
+        passed=not failures,
+        severity=AssetCheckSeverity.ERROR,
+        description="; ".join(failures) or "all column tests passed",
+        metadata={"failures": MetadataValue.int(len(failures))},
+    )
 
 
 class OnlineMaterializationConfig(Config):
