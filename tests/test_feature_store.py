@@ -977,3 +977,12 @@ def test_ranked_times_with_one_infinity_before_the_first_and_after_the_last_even
     out = store.get_historical_features(frame, ["g:x", "h:x"], full_feature_names=True, connection=con)
     assert out["g__x"].fillna(-1).tolist() == [-1, 1.0, 1.0, -1]
     assert out["h__x"].tolist() == [8.0, 1.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("ttl", [timedelta(hours=3), timedelta(days=7), timedelta(minutes=90), timedelta(seconds=5),
+                                 timedelta(milliseconds=400), timedelta(microseconds=1500), timedelta(weeks=2)])
+def test_the_ttl_mlops_features_list_prints_reads_back_as_the_same_ttl(ttl):
+    """`mlops features list` printed '3h' and '400ms', which a declaration refused ('ttl: 3h')."""
+    from mlops_pipelines.cli import _duration
+
+    assert parse_ttl(_duration(ttl.total_seconds())) == ttl

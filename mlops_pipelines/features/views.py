@@ -18,6 +18,9 @@ from mlops_pipelines.features.point_in_time import CREATED, MICROS_PER_UNIT, TS
 _TTL_UNITS = {
     "second": "seconds", "minute": "minutes", "hour": "hours", "day": "days", "week": "weeks",
 }
+_SHORT_TTL_UNITS = {  # microseconds in each unit of the short forms
+    "d": 86_400_000_000, "h": 3_600_000_000, "m": 60_000_000, "s": 1_000_000, "ms": 1_000, "us": 1,
+}
 
 
 RESERVED = (TS, CREATED)  # the columns a join reads event and created timestamps into
@@ -89,10 +92,17 @@ def parse_ttl(value: str | int | float | None) -> timedelta | None:
                              f"ttl {value!r} is too long; leave it out for no TTL")
         micros = Decimal(str(value)) * 10**6
     else:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]+?)s?\s*", str(value).lower(), re.ASCII)
-        if not match or match.group(2) not in _TTL_UNITS:
-            raise ValueError(f"ttl {value!r}: expected '<number> <seconds|minutes|hours|days|weeks>'")
-        unit = timedelta(**{_TTL_UNITS[match.group(2)]: 1}) // timedelta(microseconds=1)
+        text = str(value).lower()
+        # The short forms `mlops features list` prints (3h, 90m, 400ms), then words (3 hours).
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(d|h|m|s|ms|us)\s*", text, re.ASCII)
+        if match:
+            unit = _SHORT_TTL_UNITS[match.group(2)]
+        else:
+            match = re.fullmatch(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]+?)s?\s*", text, re.ASCII)
+            if not match or match.group(2) not in _TTL_UNITS:
+                raise ValueError(f"ttl {value!r}: expected '<number> <seconds|minutes|hours|days|weeks>' "
+                                 "(or 3h, 90m, 400ms)")
+            unit = timedelta(**{_TTL_UNITS[match.group(2)]: 1}) // timedelta(microseconds=1)
         micros = Decimal(match.group(1)) * unit
     return _ttl_of_micros(micros, value)
 
