@@ -618,14 +618,14 @@ def test_integers_and_booleans_keep_their_values_and_dtype_whatever_matched(tmp_
     float. Now Int64 / boolean on both paths, whatever matched, and nested integers exact."""
     at = pd.Timestamp("2024-01-01", tz="UTC")
     big = 2**53 + 1
-    frame = pd.DataFrame({"k": [1, 2], "ts": [at, at], "n": [big, -7], "flag": [True, False]})
-    view = FeatureView("v", "t", "k", "ts", (Feature("n", "int"), Feature("flag", "bool")))
+    frame = pd.DataFrame({"k": [1, 2], "ts": [at, at], "n": [big, -7], "flag": [True, False], "label": ["a", "b"]})
+    view = FeatureView("v", "t", "k", "ts", (Feature("n", "int"), Feature("flag", "bool"), Feature("label", "str")))
     fs = _tiny_store(tmp_path, frame, [view])
     with duckdb.connect(str(tmp_path / "tiny.duckdb")) as con:
         con.execute("create table nested as select k, ts, {'a': n} as s, [n, null] as l from t")
     fs.register(FeatureView("w", "nested", "k", "ts", (Feature("s"), Feature("l"))))
     fs.materialize_online(end_ts=at)
-    refs = ["v:n", "v:flag", "w:s", "w:l"]
+    refs = ["v:n", "v:flag", "v:label", "w:s", "w:l"]
     for keys in ([1], [1, 3], [3]):
         online = fs.get_online_features({"k": keys}, refs)
         offline = fs.get_historical_features(pd.DataFrame({"k": keys, "event_timestamp": at}), refs)
@@ -633,6 +633,8 @@ def test_integers_and_booleans_keep_their_values_and_dtype_whatever_matched(tmp_
             assert str(frame_["n"].dtype) == "Int64" and str(frame_["flag"].dtype) == "boolean", keys
             assert frame_["n"].tolist() == [big if k == 1 else pd.NA for k in keys], keys
             assert frame_["flag"].tolist() == [True if k == 1 else pd.NA for k in keys], keys
+            # (text too: a column of nulls only came back as object, beside str with a value)
+            assert frame_["label"].dtype == pd.Series(["text"]).dtype, keys
             if 1 in keys:
                 assert frame_["s"].iloc[0] == {"a": big} and frame_["l"].iloc[0][0] == big, keys
         pd.testing.assert_frame_equal(online, offline.drop(columns="event_timestamp"))

@@ -493,6 +493,11 @@ _NULLABLE_DTYPES = {
     pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(), pa.uint32(): pd.UInt32Dtype(),
     pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype(),
 }
+# Text as pandas holds it by default (``str`` in pandas 3): with a types mapper, Arrow turns a
+# column of nulls only into object, another dtype than the same column with a value.
+_TEXT_DTYPE = pa.array(["text"]).to_pandas().dtype
+if _TEXT_DTYPE != np.dtype(object):
+    _NULLABLE_DTYPES.update({pa.string(): _TEXT_DTYPE, pa.large_string(): _TEXT_DTYPE})
 
 
 class UnservableValues(ValueError):
@@ -516,7 +521,7 @@ def entity_pandas(table: pa.Table) -> pd.DataFrame:
     dtypes (pandas' default reads them as float64: 2**53 + 1 would become 2**53, another key)."""
     frame = table.to_pandas()  # (with the index pandas stored in the table's metadata, if any)
     for name, column in zip(table.column_names, table.columns, strict=True):
-        if column.null_count and column.type in _NULLABLE_DTYPES and not pa.types.is_boolean(column.type):
+        if column.null_count and pa.types.is_integer(column.type):
             positions = np.flatnonzero(frame.columns == name)
             if len(positions) == 1:  # (else an index column, or a name given twice: refused later)
                 # The values, not a Series: a Series would be aligned on the frame's own index.
