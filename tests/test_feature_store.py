@@ -986,3 +986,10 @@ def test_the_ttl_mlops_features_list_prints_reads_back_as_the_same_ttl(ttl):
     from mlops_pipelines.cli import _duration
 
     assert parse_ttl(_duration(ttl.total_seconds())) == ttl
+
+
+@pytest.mark.parametrize("text", ["3M", "3 M", "10mS", "3 H", "1w", "1 min", "1e3s"])
+def test_short_ttl_forms_are_lower_case_units_only(text):
+    """'3M' could mean three months: the short forms are only those `mlops features list` prints."""
+    with pytest.raises(ValueError, match="expected '<number> <seconds"):
+        parse_ttl(text)

@@ -93,8 +93,9 @@ def parse_ttl(value: str | int | float | None) -> timedelta | None:
         micros = Decimal(str(value)) * 10**6
     else:
         text = str(value).lower()
-        # The short forms `mlops features list` prints (3h, 90m, 400ms), then words (3 hours).
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(d|h|m|s|ms|us)\s*", text, re.ASCII)
+        # The short forms `mlops features list` prints (3h, 90m, 400ms), in lower case only ('3M'
+        # could mean months), then words in any case (3 hours).
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(d|h|m|s|ms|us)\s*", str(value), re.ASCII)
         if match:
             unit = _SHORT_TTL_UNITS[match.group(2)]
         else:
