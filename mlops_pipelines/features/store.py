@@ -251,9 +251,10 @@ class NanosecondTimestamps:
 
 def event_instant_sql(view: FeatureView, ns: NanosecondTimestamps) -> str:
     """The view's event time as a TIMESTAMPTZ in microseconds (naive timestamps read as UTC on the
-    store's connections). A TIMESTAMP_NS event counts from the next whole microsecond: DuckDB's
-    cast rounds to the nearest, and an event 400 ns after an entity's instant would have been
-    shown to it (a feature from its future); late by less than 1 us is the safe side."""
+    store's connections). A nanosecond event (TIMESTAMP_NS or TIMESTAMPTZ_NS) counts from the next
+    whole microsecond: DuckDB's cast rounds to the nearest, and an event 400 ns after an entity's
+    instant would have been shown to it (a feature from its future); late by less than 1 us is
+    the safe side."""
     column = quoted(view.event_timestamp)
     if not ns.event:
         return f"{column}::timestamptz"
@@ -268,7 +269,7 @@ def feature_table_sql(view: FeatureView, names: Sequence[str], where: str = "",
     """The rows of ``view`` a point-in-time join can use: ``keys, __ts, [__created], features``.
 
     ``__ts`` is :func:`event_instant_sql`; ``__created`` a TIMESTAMPTZ in microseconds too,
-    except that of a TIMESTAMP_NS column, which stays as it is (``ns``, from
+    except that of a nanosecond column, which stays as it is (``ns``, from
     :func:`check_timestamp_types`): created timestamps only break ties, and two a few
     nanoseconds apart would tie in microseconds. Rows with a NULL key or event timestamp can
     match no entity row and are left out. ``where`` is one more condition (e.g. an incremental
@@ -297,7 +298,7 @@ def check_timestamp_types(connection: duckdb.DuckDBPyConnection, view: FeatureVi
     """Refuse a view whose event or created timestamp column is not a TIMESTAMP (a DATE, text,
     epoch numbers): the join's cast would read a date as its midnight, hours before the day's
     rows were known, and text in whatever format DuckDB guesses. (Binding only: no row is read.)
-    Returns which of them are TIMESTAMP_NS (see :func:`feature_table_sql`)."""
+    Returns which of them hold nanoseconds (see :func:`feature_table_sql`)."""
     columns = [c for c in (view.event_timestamp, view.created_timestamp) if c]
     with _reading(view):
         types = connection.sql(f"select {', '.join(quoted(c) for c in columns)} from {view.source} limit 0").types
