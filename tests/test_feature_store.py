@@ -993,3 +993,12 @@ def test_short_ttl_forms_are_lower_case_units_only(text):
     """'3M' could mean three months: the short forms are only those `mlops features list` prints."""
     with pytest.raises(ValueError, match="expected '<number> <seconds"):
         parse_ttl(text)
+
+
+def test_a_store_over_a_missing_warehouse_says_so(tmp_path):
+    """DuckDB's own words were 'IO Error: Cannot open database ... does not exist' (read-only)."""
+    store = FeatureStore(tmp_path / "nowhere.duckdb", [FeatureView("f", "f", ("k",), "ts", (Feature("x"),))])
+    entities = pd.DataFrame({"k": [1], "event_timestamp": T("2021-01-01", tz="UTC")})
+    with pytest.raises(FileNotFoundError, match=r"no warehouse at .*nowhere\.duckdb: run `mlops demo`"):
+        store.get_historical_features(entities, ["f:x"])
+    assert not (tmp_path / "nowhere.duckdb").exists()

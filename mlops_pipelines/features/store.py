@@ -607,6 +607,10 @@ class FeatureStore:
                 raise
             connection.execute("SET TimeZone = ?", [zone])
             return
+        if self.database_path != ":memory:" and not Path(self.database_path).is_file():
+            # (DuckDB's own read-only error: 'IO Error: Cannot open database ... does not exist')
+            raise FileNotFoundError(f"no warehouse at {self.database_path}: run `mlops demo` (or build the "
+                                    "feature views) first, or give the path of a DuckDB file")
         own = duckdb.connect(self.database_path, read_only=self.database_path != ":memory:")
         try:
             own.execute("SET TimeZone = 'UTC'")
@@ -686,7 +690,8 @@ class FeatureStore:
                     if since is not None and until < since:
                         raise ValueError(
                             f"feature view {name!r} is materialized up to {from_micros(since)}; "
-                            f"end_ts {from_micros(until)} would go back in time"
+                            f"end_ts {from_micros(until)} would go back in time (full_refresh=True rebuilds "
+                            "it as of an earlier instant)"
                         )
                     plans.append((view, since, until, ns))
                 for view, since, until, ns in plans:
