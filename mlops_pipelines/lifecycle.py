@@ -61,7 +61,10 @@ def _errors(result) -> list[str]:
             # The user's own exception is at the bottom of Dagster's wrappers.
             while error.cause is not None:
                 error = error.cause
-            messages.append(f"{event.step_key}: {error.message.strip()}")
+            text = error.message.strip()
+            if error.cls_name == "Failure":  # (its class path, dagster._core..., says nothing more)
+                text = text.split(": ", 1)[-1]
+            messages.append(f"{event.step_key}: {text}")
     return messages
 
 

@@ -320,6 +320,10 @@ def test_a_build_its_column_tests_block_records_no_materialization(tmp_path):
     result = materialize(build_sql_assets(SqlProject(root)), resources={"warehouse": warehouse}, instance=instance,
                          raise_on_error=False)
     assert not result.success
+    # (the lifecycle's FAIL line: without Dagster's class path, dagster._core.definitions.events.Failure)
+    from mlops_pipelines.lifecycle import _errors
+
+    assert [e.split(": column tests failed")[0] for e in _errors(result)] == ["fv_x: features.fv_x"]
     [evaluation] = result.get_asset_check_evaluations()
     assert not evaluation.passed and "origin" in evaluation.description
     latest = instance.get_latest_materialization_event(AssetKey("fv_x")).asset_materialization.metadata
