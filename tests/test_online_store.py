@@ -401,6 +401,16 @@ def test_online_ttl_boundary_is_inclusive_for_ttls_of_fractional_seconds(tmp_pat
         fs.materialize_online("a", end_ts=pd.NaT)
 
 
+def _sql_store(tmp_path, views: list[FeatureView], *statements: str) -> FeatureStore:
+    """A store over a warehouse built by ``statements`` (DuckDB SQL: tables of types pandas could
+    not carry over, ENUMs, TIMESTAMP_NS...), with an online store beside it."""
+    database = tmp_path / "w.duckdb"
+    with duckdb.connect(str(database)) as con:
+        for statement in statements:
+            con.execute(statement)
+    return FeatureStore(database, views, online_path=tmp_path / "online.sqlite")
+
+
 def _tiny_store(tmp_path, frame: pd.DataFrame, views: list[FeatureView]) -> FeatureStore:
     database = tmp_path / "tiny.duckdb"
     with duckdb.connect(str(database)) as con:
@@ -738,15 +748,14 @@ def test_the_online_asset_of_another_project_materializes_that_projects_views(tm
 def test_enums_inside_lists_structs_and_maps_are_served_online_as_offline(tmp_path):
     """A LIST, STRUCT, MAP or ARRAY feature holding an ENUM materialized without error, then every
     lookup of it failed ('Dictionary field not found'): its dictionary was not stored."""
-    database = tmp_path / "enums.duckdb"
-    with duckdb.connect(str(database)) as con:
-        con.execute("create type mood as enum ('sad', 'ok', 'happy')")
-        con.execute("""create table t as select * from (values
+    fs = _sql_store(
+        tmp_path, [],
+        "create type mood as enum ('sad', 'ok', 'happy')",
+        """create table t as select * from (values
             (1, timestamptz '2024-01-01 00:00:00+00', ['ok', 'happy']::mood[], {'m': 'ok'::mood},
              map(['a'], ['sad'::mood]), ['ok', 'sad']::mood[2]),
             (2, timestamptz '2024-01-01 00:00:00+00', ['sad']::mood[], {'m': null::mood}, map(['b'], [null::mood]),
              null)) v(id, ts, l, s, m, a)""")
-    fs = FeatureStore(database, online_path=tmp_path / "online.sqlite")
     fs.register(FeatureView("t", "t", ("id",), "ts", tuple(Feature(n) for n in "lsma")))
     fs.materialize_online(end_ts="2024-01-02")
     refs = [f"t:{n}" for n in "lsma"]
@@ -761,16 +770,14 @@ def test_enums_inside_lists_structs_and_maps_are_served_online_as_offline(tmp_pa
 def test_nanosecond_created_timestamps_break_ties_online_and_offline(tmp_path):
     """Created timestamps were cut to microseconds: two rows created 300 ns apart tied, and the
     smaller feature value won instead of the later row."""
-    database = tmp_path / "ns.duckdb"
-    with duckdb.connect(str(database)) as con:
-        con.execute("""create table t as select * from (values
+    fs = _sql_store(
+        tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),), created_timestamp="created")],
+        """create table t as select * from (values
             (1, timestamp '2024-01-01 00:00:00', timestamp_ns '2024-01-01 00:00:00.000000100', 1.0),
             (1, timestamp '2024-01-01 00:00:00', timestamp_ns '2024-01-01 00:00:00.000000400', 2.0),
             (2, timestamp '2024-01-01 00:00:00', timestamp_ns '2024-01-01 00:00:00.000000999', 5.0),
             (2, timestamp '2024-01-01 00:00:00', timestamp_ns '2024-01-01 00:00:00.000001000', 4.0)
             ) v(k, ts, created, x)""")
-    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("x"),), created_timestamp="created")],
-                      online_path=tmp_path / "online.sqlite")
     fs.materialize_online(end_ts="2024-01-02")
     offline = fs.get_historical_features(pd.DataFrame({"k": [1, 2], "event_timestamp": pd.Timestamp("2024-01-02")}),
                                          ["v:x"])
@@ -788,20 +795,18 @@ def test_types_pandas_cannot_hold_are_refused_by_view_and_feature(tmp_path, type
     """A VARINT came back as its raw encoded bytes (b'\\x7f\\xff\\xfe\\xfc' for -3), and with an
     unmatched row, a UNION raised Arrow's errors naming neither view nor feature; a BIT came back
     as DuckDB's bytes."""
-    database = tmp_path / "odd.duckdb"
-    with duckdb.connect(str(database)) as con:
-        con.execute(f"create table t (k bigint, ts timestamptz, y {type_})")
-        con.execute(f"insert into t values (1, '2013-01-01 00:00:00+00', {literal})")
-        con.execute("alter table t add column x double default 2.5")
-    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("y"), Feature("x")))],
-                      online_path=tmp_path / "o.sqlite")
+    fs = _sql_store(
+        tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("y"), Feature("x")))],
+        f"create table t (k bigint, ts timestamptz, y {type_})",
+        f"insert into t values (1, '2013-01-01 00:00:00+00', {literal})",
+        "alter table t add column x double default 2.5")
     entities = pd.DataFrame({"k": [1, 2], "event_timestamp": pd.Timestamp("2013-06-01", tz="UTC")})
     for run in (lambda: fs.get_historical_features(entities, ["v:y"]), lambda: fs.materialize_online()):
         with pytest.raises(ValueError, match="feature view 'v': " + error):
             run()
     # The view's other features are served, and the Arrow path (training sets) serves it too.
     assert fs.get_historical_features(entities, ["v:x"])["x"].fillna(-1).tolist() == [2.5, -1]
-    with duckdb.connect(str(database), read_only=True) as con:
+    with duckdb.connect(fs.database_path, read_only=True) as con:
         rows = entity_rows({"k": entities["k"]}, entities["event_timestamp"])
         arrow = fs.join_features(con, rows, {"v": ["y", "x"]}, full_feature_names=False)
     assert arrow.column("x").to_pylist() == [2.5, None] and arrow.column("y").to_pylist()[1] is None
@@ -809,12 +814,10 @@ def test_types_pandas_cannot_hold_are_refused_by_view_and_feature(tmp_path, type
 
 def test_a_date_pandas_cannot_hold_is_an_error_naming_the_view_and_feature(tmp_path):
     """DATE 'infinity' raised a bare 'year 5881580 is out of range', naming neither."""
-    database = tmp_path / "inf.duckdb"
-    with duckdb.connect(str(database)) as con:
-        con.execute("create table t as select 1::bigint as k, timestamptz '2013-01-01 00:00:00+00' as ts, "
-                    "'infinity'::date as d, 1.0 as x")
-    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("d"), Feature("x")))],
-                      online_path=tmp_path / "o.sqlite")
+    fs = _sql_store(
+        tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("d"), Feature("x")))],
+        "create table t as select 1::bigint as k, timestamptz '2013-01-01 00:00:00+00' as ts, "
+        "'infinity'::date as d, 1.0 as x")
     entities = pd.DataFrame({"k": [1], "event_timestamp": pd.Timestamp("2013-06-01", tz="UTC")})
     fs.materialize_online(end_ts="2013-06-01")
     for run in (lambda: fs.get_historical_features(entities, ["v:d"]),
@@ -829,12 +832,10 @@ def test_a_date_pandas_cannot_hold_is_an_error_naming_the_view_and_feature(tmp_p
 def test_a_minus_infinity_event_is_older_than_any_ttl_online_and_offline(tmp_path, years):
     """With a TTL of more than 2**63 µs (about 292,000 years, still a timedelta) a '-infinity'
     event was within it, its age measured from its int64 stand-in."""
-    database = tmp_path / "w.duckdb"
-    with duckdb.connect(str(database)) as con:
-        con.execute("create table t (k bigint, ts timestamptz, x double)")
-        con.execute("insert into t values (1, '-infinity', 1.0), (2, '1999-01-01 00:00:00+00', 2.0)")
-    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("x"),), ttl=timedelta(days=365 * years))],
-                      online_path=tmp_path / "o.sqlite")
+    fs = _sql_store(
+        tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),), ttl=timedelta(days=365 * years))],
+        "create table t (k bigint, ts timestamptz, x double)",
+        "insert into t values (1, '-infinity', 1.0), (2, '1999-01-01 00:00:00+00', 2.0)")
     fs.materialize_online(end_ts="1999-01-01")
     at = pd.Timestamp("1999-01-01", tz="UTC")
     assert fs.get_online_features({"k": [1, 2]}, ["v:x"])["x"].fillna(-1).tolist() == [-1, 2.0]
@@ -852,11 +853,10 @@ def test_a_minus_infinity_event_is_older_than_any_ttl_online_and_offline(tmp_pat
 def test_key_types_no_join_compares_are_refused_by_view_and_key(tmp_path, type_, literal):
     """An INTERVAL key failed online with sqlite3's "type 'MonthDayNano' is not supported", a list
     or struct key with Arrow's "Keys of type list<...>", and offline on the entity values' cast."""
-    database = tmp_path / "keys.duckdb"
-    with duckdb.connect(str(database)) as con:
-        con.execute(f"create table t (k {type_}, ts timestamptz, x double)")
-        con.execute(f"insert into t values ({literal}, '1999-01-01 00:00:00+00', 2.0)")
-    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("x"),))], online_path=tmp_path / "o.sqlite")
+    fs = _sql_store(
+        tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),))],
+        f"create table t (k {type_}, ts timestamptz, x double)",
+        f"insert into t values ({literal}, '1999-01-01 00:00:00+00', 2.0)")
     entities = pd.DataFrame({"k": pd.Series([None], dtype=object), "event_timestamp": pd.Timestamp("2000-01-01")})
     for run in (lambda: fs.get_historical_features(entities, ["v:x"]), lambda: fs.materialize_online()):
         with pytest.raises(ValueError, match=rf"feature view 'v': join key 'k' is {re.escape(type_)}, which cannot be "
@@ -865,11 +865,10 @@ def test_key_types_no_join_compares_are_refused_by_view_and_key(tmp_path, type_,
 
 
 def test_interval_keys_join_offline_and_are_refused_online_by_name(tmp_path):
-    database = tmp_path / "keys.duckdb"
-    with duckdb.connect(str(database)) as con:
-        con.execute("create table t as select interval 1 day as k, timestamptz '1999-01-01 00:00:00+00' as ts, "
-                    "2.0 as x")
-    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("x"),))], online_path=tmp_path / "o.sqlite")
+    fs = _sql_store(
+        tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),))],
+        "create table t as select interval 1 day as k, timestamptz '1999-01-01 00:00:00+00' as ts, "
+        "2.0 as x")
     days = pa.array([pa.MonthDayNano([0, 1, 0]), pa.MonthDayNano([0, 2, 0])], pa.month_day_nano_interval())
     entities = pa.table({"k": days, "event_timestamp": pa.array([pd.Timestamp("2000-01-01", tz="UTC")] * 2)})
     assert fs.get_historical_features(entities, ["v:x"])["x"].fillna(-1).tolist() == [2.0, -1]
@@ -897,12 +896,11 @@ def test_a_nanosecond_event_is_never_shown_before_it_happened_online_or_offline(
     """DuckDB's cast rounds a TIMESTAMP_NS event to the nearest microsecond: an event 400 ns after
     an entity's instant was shown to it (a feature from its future), offline and online. It now
     counts from the next whole microsecond."""
-    database = tmp_path / "ns.duckdb"
-    with duckdb.connect(str(database)) as con:
-        con.execute("""create table t as select * from (values
+    fs = _sql_store(
+        tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),))],
+        """create table t as select * from (values
             (1, timestamp_ns '2024-01-01 00:00:00.000000400', 1.0),
             (2, timestamp_ns '1969-12-31 23:59:59.999998400', 2.0)) v(k, ts, x)""")
-    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("x"),))], online_path=tmp_path / "o.sqlite")
     stamps = ["2024-01-01 00:00:00", "2024-01-01 00:00:00.000000200", "2024-01-01 00:00:00.000001",
               "1969-12-31 23:59:59.999998", "1969-12-31 23:59:59.999999"]
     entities = pd.DataFrame({"k": [1, 1, 1, 2, 2],
@@ -916,12 +914,10 @@ def test_a_nanosecond_event_is_never_shown_before_it_happened_online_or_offline(
 
 def test_time_ns_keys_and_features_on_the_microsecond_grid_are_served(tmp_path):
     """TIME_NS keys and features were refused outright for a while; on whole microseconds they join."""
-    database = tmp_path / "t.duckdb"
-    with duckdb.connect(str(database)) as con:
-        con.execute("create table t as select '10:00'::time_ns as k, timestamptz '2024-01-01 00:00:00+00' as ts, "
-                    "'10:00:00.000001'::time_ns as y, 2.0 as x")
-    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("x"), Feature("y")))],
-                      online_path=tmp_path / "o.sqlite")
+    fs = _sql_store(
+        tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"), Feature("y")))],
+        "create table t as select '10:00'::time_ns as k, timestamptz '2024-01-01 00:00:00+00' as ts, "
+        "'10:00:00.000001'::time_ns as y, 2.0 as x")
     keys = ["10:00:00", "11:00:00"]
     offline = fs.get_historical_features(pd.DataFrame({"k": keys, "event_timestamp": pd.Timestamp("2024-01-02")}),
                                          ["v:x", "v:y"])
@@ -935,17 +931,15 @@ def test_time_ns_keys_and_features_on_the_microsecond_grid_are_served(tmp_path):
 def test_a_created_timestamp_corrected_by_nanoseconds_is_seen_by_the_next_run(tmp_path):
     """The fingerprint of earlier rows reads created timestamps as they are joined, nanoseconds
     included: a correction of 350 ns (the same microsecond) changes which row wins."""
-    database = tmp_path / "t.duckdb"
-    with duckdb.connect(str(database)) as con:
-        con.execute("""create table t as select * from (values
+    fs = _sql_store(
+        tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),), created_timestamp="created")],
+        """create table t as select * from (values
             (1, timestamp '2024-01-01 00:00:00', timestamp_ns '2024-01-01 00:00:00.000000100', 1.0),
             (1, timestamp '2024-01-01 00:00:00', timestamp_ns '2024-01-01 00:00:00.000000400', 2.0)
             ) v(k, ts, created, x)""")
-    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("x"),), created_timestamp="created")],
-                      online_path=tmp_path / "o.sqlite")
     fs.materialize_online(end_ts="2024-01-02")
     assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [2.0]
-    with duckdb.connect(str(database)) as con:
+    with duckdb.connect(fs.database_path) as con:
         con.execute("update t set created = timestamp_ns '2024-01-01 00:00:00.000000450' where x = 1.0")
     assert fs.materialize_online(end_ts="2024-01-03") == {"v": 1}
     assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [1.0]
