@@ -16,13 +16,26 @@ def _demo(args: argparse.Namespace) -> int:
     paths = ProjectPaths.from_env()
     os.environ[DATA_DIR_ENV] = str(paths.data_dir)
     from mlops_pipelines.ingest.sources import FLIGHT_MONTHS
-    from mlops_pipelines.lifecycle import run_lifecycle
+    from mlops_pipelines.lifecycle import run_lifecycle, training_window
     from mlops_pipelines.summary import collect_summary, format_summary
 
-    months = [m for m in FLIGHT_MONTHS if args.months is None or m in args.months]
+    run_config = None
+    months = list(FLIGHT_MONTHS)
+    if args.months is not None:
+        unknown = sorted(set(args.months) - set(FLIGHT_MONTHS))
+        if unknown:
+            print(f"mlops demo: --months {' '.join(unknown)}: not a month of the data "
+                  f"(YYYY-MM, {FLIGHT_MONTHS[0]} to {FLIGHT_MONTHS[-1]})", file=sys.stderr)
+            return 2
+        months = [m for m in FLIGHT_MONTHS if m in args.months]
+        if len(months) < 2:
+            print("mlops demo: --months needs two months or more: the model trains on the earlier ones "
+                  "and is evaluated on the last", file=sys.stderr)
+            return 2
+        run_config = {"training": training_window(months)}
     started = time.perf_counter()
     print(f"mlops demo: data folder {paths.data_dir}, DAGSTER_HOME {paths.dagster_home}")
-    result = run_lifecycle(paths, months)
+    result = run_lifecycle(paths, months, run_config=run_config)
     print(format_summary(collect_summary(paths)))
     print(f"\nwall time {time.perf_counter() - started:.1f} s")
     if not result.success:
@@ -45,6 +58,7 @@ def _features_list(_args: argparse.Namespace) -> int:
     import duckdb
 
     paths = ProjectPaths.from_env()
+    from mlops_pipelines.features.views import ttl_text
     from mlops_pipelines.warehouse import table_exists
 
     if not paths.warehouse_path.exists():
@@ -63,7 +77,7 @@ def _features_list(_args: argparse.Namespace) -> int:
     for row in registry:
         retired = row.get("retired_at")  # (absent from registries written before views could be retired)
         lines.append((row["name"], row["version"], ", ".join(json.loads(row["entities"])), row["event_timestamp"],
-                      row["created_timestamp"] or "-", _duration(row["ttl_seconds"]), row["owner"] or "-",
+                      row["created_timestamp"] or "-", ttl_text(row["ttl_seconds"]), row["owner"] or "-",
                       f"{row['row_count']:,}", f"{row['materialized_at']:%Y-%m-%d %H:%M}"
                       + (f", retired {retired:%Y-%m-%d %H:%M}" if retired is not None else "")))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -71,18 +85,6 @@ def _features_list(_args: argparse.Namespace) -> int:
         cells = zip(line, widths, strict=True)
         print("  ".join(cell.rjust(w) if i == 7 else cell.ljust(w) for i, (cell, w) in enumerate(cells)).rstrip())
     return 0
-
-
-def _duration(seconds: float | None) -> str:
-    """A TTL in the largest unit that holds it whole: 3h, 7d, 90m, 400ms; "none" without one."""
-    if seconds is None or seconds != seconds or seconds == 0:  # (None, NaN, 0: no TTL)
-        return "none"
-    micros = round(seconds * 1_000_000)
-    for unit, size in (("d", 86_400_000_000), ("h", 3_600_000_000), ("m", 60_000_000), ("s", 1_000_000),
-                       ("ms", 1_000)):
-        if micros % size == 0:
-            return f"{micros // size}{unit}"
-    return f"{micros}us"
 
 
 def _read_frame(path: str, keep_index: bool = False):

@@ -983,9 +983,9 @@ def test_ranked_times_with_one_infinity_before_the_first_and_after_the_last_even
                                  timedelta(milliseconds=400), timedelta(microseconds=1500), timedelta(weeks=2)])
 def test_the_ttl_mlops_features_list_prints_reads_back_as_the_same_ttl(ttl):
     """`mlops features list` printed '3h' and '400ms', which a declaration refused ('ttl: 3h')."""
-    from mlops_pipelines.cli import _duration
+    from mlops_pipelines.features.views import ttl_text
 
-    assert parse_ttl(_duration(ttl.total_seconds())) == ttl
+    assert parse_ttl(ttl_text(ttl.total_seconds())) == ttl
 
 
 @pytest.mark.parametrize("text", ["3M", "3 M", "10mS", "3 H", "1w", "1 min", "1e3s"])

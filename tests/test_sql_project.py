@@ -331,3 +331,40 @@ def test_a_build_its_column_tests_block_records_no_materialization(tmp_path):
     with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
         assert con.sql("select count(*) from features.fv_x where origin = 'LGA'").fetchall() == [(1,)]
         assert con.sql("select version from features.registry").fetchall() == [(first["feature_view/version"].value,)]
+
+
+def test_the_dagster_metadata_of_a_view_shows_what_the_registry_holds(tmp_path):
+    """The fv_* metadata lacked the owner, the created timestamp and the TTL as the CLI prints
+    it, and gave ttl_seconds 0.0 for a view without a TTL (which reads as "expires at once")."""
+    from dagster import AssetKey, DagsterInstance, materialize
+
+    from mlops_pipelines.features.assets import build_sql_assets
+    from mlops_pipelines.warehouse import DuckDBWarehouse
+
+    owned = VIEW_YAML.replace("    - {name: n, type: int, description: A count}",
+                              "    - {name: n, type: int, description: 'A count | of flights', owner: team-b}")
+    root = project_with(tmp_path, owned)
+    (root / "features" / "fv_y.sql").write_text(VIEW_SQL)
+    (root / "features" / "fv_y.yml").write_text(
+        VIEW_YAML.replace("  ttl: 2 hours\n", "  created_timestamp: known_at\n").replace("  owner: team-a\n", ""))
+    instance = DagsterInstance.ephemeral()
+    result = materialize(build_sql_assets(SqlProject(root)), instance=instance,
+                         resources={"warehouse": DuckDBWarehouse(database_path=str(tmp_path / "w.duckdb"))})
+    assert result.success
+
+    def metadata(key: str) -> dict:
+        found = instance.get_latest_materialization_event(AssetKey(key)).asset_materialization.metadata
+        return {name: value.value for name, value in found.items() if name.startswith("feature_view/")}
+
+    x, y = metadata("fv_x"), metadata("fv_y")
+    assert (x["feature_view/ttl"], x["feature_view/ttl_seconds"]) == ("2h", 7200.0)
+    assert (y["feature_view/ttl"], y["feature_view/ttl_seconds"]) == ("none", None)
+    assert (x["feature_view/owner"], y["feature_view/owner"]) == ("team-a", "none")
+    assert (x["feature_view/created_timestamp"], y["feature_view/created_timestamp"]) == ("none", "known_at")
+    assert x["feature_view/description"] == "A small view."
+    # each feature's owner (its own, else the view's); a '|' in a description stays in its cell
+    assert x["feature_view/features"].splitlines()[2:] == [
+        "| x | float | A value, in units | team-a |", "| n | int | A count \\| of flights | team-b |"]
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        registry = con.sql("select name, owner, created_timestamp, ttl_seconds from features.registry order by name")
+        assert registry.fetchall() == [("fv_x", "team-a", None, 7200.0), ("fv_y", "", "known_at", None)]

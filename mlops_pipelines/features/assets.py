@@ -22,6 +22,7 @@ from mlops_pipelines.features.online import from_micros
 from mlops_pipelines.features.resource import FeatureStoreResource
 from mlops_pipelines.features.sql_project import SqlModel, SqlProject
 from mlops_pipelines.features.store import EMPTY_WATERMARK, FeatureStore
+from mlops_pipelines.features.views import ttl_text
 from mlops_pipelines.validation.store import SCHEMA as VALIDATED_SCHEMA
 from mlops_pipelines.validation.store import refuse_failed_validations
 from mlops_pipelines.warehouse import WAREHOUSE_POOL, DuckDBWarehouse
@@ -81,18 +82,29 @@ def _sql_model_asset(project: SqlProject, model: SqlModel) -> AssetsDefinition:
                     "feature_view/version": MetadataValue.text(view.version),
                     "feature_view/entities": MetadataValue.text(", ".join(view.entities)),
                     "feature_view/event_timestamp": MetadataValue.text(view.event_timestamp),
-                    "feature_view/ttl_seconds": MetadataValue.float(
-                        view.ttl.total_seconds() if view.ttl else 0.0
-                    ),
+                    "feature_view/created_timestamp": MetadataValue.text(view.created_timestamp or "none"),
+                    # As `mlops features list` prints it (7d, 400ms, none), and in seconds (no
+                    # TTL: null, where 0.0 would read as "expires at once").
+                    "feature_view/ttl": MetadataValue.text(ttl_text(view.ttl.total_seconds() if view.ttl else None)),
+                    "feature_view/ttl_seconds": (MetadataValue.float(view.ttl.total_seconds()) if view.ttl
+                                                 else MetadataValue.null()),
+                    "feature_view/owner": MetadataValue.text(view.owner or "none"),
+                    "feature_view/description": MetadataValue.text(view.description),
                     "feature_view/features": MetadataValue.md(
-                        "| feature | type | description |\n|---|---|---|\n"
-                        + "\n".join(f"| {f.name} | {f.type} | {f.description} |" for f in view.features)
+                        "| feature | type | description | owner |\n|---|---|---|---|\n"
+                        + "\n".join(f"| {_cell(f.name)} | {f.type} | {_cell(f.description)} | "
+                                     f"{_cell(f.owner or view.owner)} |" for f in view.features)
                     ),
                 }
             )
         yield MaterializeResult(metadata=metadata, check_results=[_column_tests_result(failures)])
 
     return _model
+
+
+def _cell(text: str) -> str:
+    """``text`` as one cell of a markdown table: a '|' or a line break would end the cell or the row."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
 def _column_tests_result(failures: list[str]) -> AssetCheckResult:

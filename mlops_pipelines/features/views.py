@@ -108,6 +108,18 @@ def parse_ttl(value: str | int | float | None) -> timedelta | None:
     return _ttl_of_micros(micros, value)
 
 
+def ttl_text(seconds: float | None) -> str:
+    """A TTL of ``seconds`` in the largest unit that holds it whole (3h, 7d, 90m, 400ms, 5us), a
+    form :func:`parse_ttl` reads back; "none" without one (None, NaN or 0)."""
+    if seconds is None or seconds != seconds or seconds == 0:
+        return "none"
+    micros = round(seconds * 1_000_000)
+    for unit, size in sorted(_SHORT_TTL_UNITS.items(), key=lambda item: -item[1]):
+        if micros % size == 0:
+            return f"{micros // size}{unit}"
+    raise AssertionError("unreachable: 1us divides every whole number of microseconds")
+
+
 def ttl_from_numpy(value: np.timedelta64) -> timedelta | None:
     """A numpy duration as a TTL, exactly (numpy's own cast to microseconds would truncate, or
     wrap around beyond int64). Months and years are not fixed durations and are refused."""
