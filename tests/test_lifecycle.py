@@ -318,6 +318,21 @@ def test_worse_challenger_is_refused_and_champion_kept(lifecycle):
     assert not dict(gates.values.tolist())["no_regression"]
 
 
+def test_a_training_window_past_the_loaded_months_trains_and_stops_at_a_clear_error(lifecycle):
+    """Training through a month with no rows (`mlops demo --months 2013-01 2013-03` did this with
+    the default window) crashed in sklearn ('Found array with 0 sample(s)'): the importance tail
+    was the 30 days before the window's end, which held no row."""
+    window = json.loads(json.dumps(SMALL_TRAINING))
+    window["ops"]["trained_model"]["config"].update({"train_end": "2013-06", "holdout_end": "2013-07"})
+    result = lifecycle.run_job("training", window)
+    assert not result.success
+    assert [e.step_key for e in result.all_events if e.is_step_success] == ["training_dataset", "trained_model"]
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "evaluated_model"
+    assert "holdout 2013-06..2013-07 has 0 rows" in failure.event_specific_data.error.cause.message
+    assert lifecycle.registry.version_number("champion") == "1"
+
+
 def test_drift_report_for_a_month(lifecycle):
     result = lifecycle.run_job("monitor_drift", partition_key="2013-04")
     assert result.success
@@ -370,3 +385,30 @@ def _check_key():
     from dagster import AssetCheckKey, AssetKey
 
     return AssetCheckKey(AssetKey("validated_flights"), "table_contract")
+
+
+@pytest.mark.parametrize(("months", "window"), [
+    (["2013-01", "2013-03"], ("2013-01", "2013-03", "2013-04")),
+    (["2013-11", "2013-12"], ("2013-11", "2013-12", "2014-01")),
+])
+def test_a_demo_over_some_months_trains_on_them_and_holds_out_the_last(months, window):
+    from mlops_pipelines.lifecycle import training_window
+
+    config = training_window(months)["ops"]["trained_model"]["config"]
+    assert (config["train_start"], config["train_end"], config["holdout_end"]) == window
+
+
+@pytest.mark.parametrize(("months", "error"), [
+    (["2013-1"], "--months 2013-1: not a month of the data (YYYY-MM, 2013-01 to 2013-12)"),
+    (["2014-01", "2013-02"], "--months 2014-01: not a month of the data"),
+    (["2013-04"], "--months needs two months or more"),
+    ([], "--months needs two months or more"),
+])
+def test_the_demo_refuses_months_it_cannot_train_on_before_running(months, error, tmp_path, monkeypatch, capsys):
+    """A mistyped month was dropped silently (`--months 2013-1` ran on no month at all)."""
+    from mlops_pipelines.cli import main
+
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "data"))
+    assert main(["demo", "--months", *months]) == 2
+    assert error in capsys.readouterr().err
+    assert not (tmp_path / "data" / "warehouse.duckdb").exists()

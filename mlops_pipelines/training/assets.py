@@ -214,7 +214,11 @@ def trained_model(
     )
 
     # Importance on the last training month (never the holdout), by permutation: model-agnostic.
-    tail = train[train["sched_dep_utc"] >= split.boundary(config.train_end) - pd.Timedelta(days=30)]
+    # (The 30 days before the last training row when the window's last month has no rows loaded.)
+    month = pd.Timedelta(days=30)
+    tail = train[train["sched_dep_utc"] >= split.boundary(config.train_end) - month]
+    if tail.empty:
+        tail = train[train["sched_dep_utc"] >= train["sched_dep_utc"].max() - month]
     tail = tail.sample(n=min(len(tail), 20000), random_state=params.seed)
     importance = permutation_importance(
         pipeline, tail[list(columns)], tail[LABEL], scoring="roc_auc", n_repeats=2,
