@@ -310,6 +310,8 @@ def test_feature_rows_in_several_chunks_give_what_one_chunk_gives(data):
                       pa.decimal128(12, 2)),
         "e": pa.array([data.draw(st.sampled_from([None, "low", "high"])) for _ in range(size)],
                       pa.string()).dictionary_encode(),
+        "g": pa.array([data.draw(st.one_of(st.none(), st.integers(-2, 2).map(float))) for _ in range(size)],
+                      pa.float32()),  # (served as float32)
     })
     cuts = sorted(data.draw(st.lists(st.integers(1, size - 1), max_size=4, unique=True), label="cuts")) \
         if size > 1 else []
@@ -327,10 +329,16 @@ def test_feature_rows_in_several_chunks_give_what_one_chunk_gives(data):
     ttl = data.draw(st.sampled_from([None, 90 * MICROS, 10 * 60 * MICROS]), label="ttl")
     used = pit.Workspace()
     # A workspace used before by a larger join: its arrays are longer than this join needs.
-    names = ["x", "s", "d", "e"]
+    names = ["x", "s", "d", "e", "g"]
     pit.join_view(chunked, entity_rows({"k": pd.concat([keys] * 3, ignore_index=True)},
                                        pd.concat([stamps] * 3, ignore_index=True)),
                   ["k"], names, names, ttl, True, as_pandas=True, workspace=used)
+    # A join told it is the workspace's last use takes its output columns from the workspace's
+    # arrays: the joins after it (which get new arrays) must leave those columns alone.
+    last = data.draw(st.booleans(), label="last use")
+    given = pit.join_view(chunked, entities, ["k"], names, names, ttl, True, as_pandas=True, workspace=used, last=last)
+    copies = {name: pd.Series(values).copy() for name, values in given.items()}
+    expected_pandas = pit.join_view(table, entities, ["k"], names, names, ttl, True, as_pandas=True)
     for as_pandas in (True, False):
         expected = pit.join_view(table, entities, ["k"], names, names, ttl, True, as_pandas=as_pandas)
         got = pit.join_view(chunked, entities, ["k"], names, names, ttl, True, as_pandas=as_pandas, workspace=used)
@@ -339,3 +347,44 @@ def test_feature_rows_in_several_chunks_give_what_one_chunk_gives(data):
                 pd.testing.assert_series_equal(pd.Series(got[name]), pd.Series(expected[name]))
             else:
                 assert got[name].to_pylist() == expected[name].to_pylist(), name
+    for name in names:
+        pd.testing.assert_series_equal(pd.Series(given[name]), copies[name])
+        pd.testing.assert_series_equal(pd.Series(given[name]), pd.Series(expected_pandas[name]))
+
+
+def test_a_workspace_gives_up_its_arrays_as_float_columns_but_the_kept_ones_and_forgets_them():
+    import numpy as np
+
+    from mlops_pipelines.features import point_in_time as pit
+
+    workspace = pit.Workspace()
+    found = workspace.array("found", 4, np.int64)  # (a join's answer, still read while its columns are filled)
+    a, b = workspace.array("a", 8, np.int64), workspace.array("b", 12, np.uint64)
+    flags, short = workspace.array("flags", 40, bool), workspace.array("short", 3, np.int64)
+    given = workspace.give_up(10, 4, keep=("found",))
+    assert [(len(g), g.dtype) for g in given] == [(4, np.float64)] * 5  # a in two, b in three
+    assert not any(np.shares_memory(g, kept) for g in given for kept in (found, flags, short))
+    assert not np.shares_memory(workspace.array("a", 8, np.int64), a)  # forgotten: new memory
+    assert not np.shares_memory(workspace.array("b", 12, np.uint64), b)
+    assert np.shares_memory(workspace.array("found", 4, np.int64), found)
+    # An array of more pieces than wanted stays: a slice handed out would keep all of it alive.
+    large = pit.Workspace()
+    large.array("rows", 100, np.int64)
+    assert large.give_up(2, 4, keep=()) == []
+
+
+def test_a_last_use_never_writes_a_column_over_the_rows_it_takes():
+    """The rows chosen (the workspace's "found") are read again for the columns taken after the
+    floats: they are not given up as a float column."""
+    import numpy as np
+
+    from mlops_pipelines.features import point_in_time as pit
+
+    table = pa.table({"x": [0.5, 1.5, 2.5], "s": ["a", "b", "c"], "y": [10.0, 11.0, 12.0]})
+    workspace = pit.Workspace()
+    chosen = workspace.array("found", 4, np.int64)
+    chosen[:] = [2, -1, 0, 2]
+    out = pit.take_pandas(table, ["x", "s", "y"], chosen, workspace, last=True)
+    assert pd.Series(out["x"]).fillna(-1).tolist() == [2.5, -1, 0.5, 2.5]
+    assert pd.Series(out["y"]).fillna(-1).tolist() == [12.0, -1, 10.0, 12.0]
+    assert pd.Series(out["s"]).fillna("-").tolist() == ["c", "-", "a", "c"]

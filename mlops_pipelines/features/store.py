@@ -523,10 +523,10 @@ class FeatureStore:
         for _ in range(workers):
             spare.put(point_in_time.Workspace())
 
-        def join(view_name: str, *args) -> dict:
+        def join(view_name: str, *args, last: bool) -> dict:
             workspace = spare.get()
             try:
-                return point_in_time.join_view(*args, workspace=workspace)
+                return point_in_time.join_view(*args, workspace=workspace, last=last)
             except point_in_time.UnservableValues as exc:
                 raise ValueError(f"feature view {view_name!r}: {exc}") from exc
             finally:
@@ -534,7 +534,7 @@ class FeatureStore:
 
         with point_in_time.small_pages(), ThreadPoolExecutor(max_workers=workers) as pool:
             pending = []
-            for view_name, names in wanted.items():
+            for index, (view_name, names) in enumerate(wanted.items()):
                 running = [f for f in pending if not f.done()]
                 if len(running) >= workers:
                     wait(running, return_when=FIRST_COMPLETED)
@@ -542,7 +542,11 @@ class FeatureStore:
                 # Every declared feature is read, asked for or not: ties are decided on all of them.
                 table = read_view_rows(connection, view, view.feature_names, served=names if as_pandas else ())
                 pending.append(pool.submit(join, view_name, table, entities, view.entities, view.feature_names, names,
-                                           view.ttl_micros, view.created_timestamp is not None, as_pandas))
+                                           view.ttl_micros, view.created_timestamp is not None, as_pandas,
+                                           # No view after it can take this workspace (usually):
+                                           # its scratch arrays may become output columns. (One
+                                           # that does gets new arrays.)
+                                           last=index >= len(wanted) - workers))
                 del table
             columns = {}
             for (view_name, names), future in zip(wanted.items(), pending, strict=True):
