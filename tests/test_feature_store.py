@@ -987,6 +987,17 @@ def test_the_ttl_mlops_features_list_prints_reads_back_as_the_same_ttl(ttl):
     from mlops_pipelines.features.views import ttl_text
 
     assert parse_ttl(ttl_text(ttl.total_seconds())) == ttl
+    assert parse_ttl(ttl_text(ttl)) == ttl
+
+
+def test_a_ttl_prints_to_the_microsecond_and_none_reads_back_as_no_ttl():
+    """The metadata's TTL went through float seconds: 100,000 days and 1 us printed 2 us too many."""
+    from mlops_pipelines.features.views import ttl_text
+
+    ttl = timedelta(days=100_000, microseconds=1)
+    assert ttl_text(ttl) == "8640000000000001us" and parse_ttl(ttl_text(ttl)) == ttl
+    assert [ttl_text(t) for t in (None, timedelta(0), 0.0, float("nan"))] == ["none"] * 4
+    assert parse_ttl("none") is None and parse_ttl(" None ") is None
 
 
 @pytest.mark.parametrize("text", ["3M", "3 M", "10mS", "3 H", "1w", "1 min", "1e3s"])

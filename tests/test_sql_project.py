@@ -368,3 +368,9 @@ def test_the_dagster_metadata_of_a_view_shows_what_the_registry_holds(tmp_path):
     with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
         registry = con.sql("select name, owner, created_timestamp, ttl_seconds from features.registry order by name")
         assert registry.fetchall() == [("fv_x", "team-a", None, 7200.0), ("fv_y", "", "known_at", None)]
+
+
+def test_a_markdown_cell_keeps_its_row_whatever_the_text():
+    from mlops_pipelines.features.assets import _cell
+
+    assert _cell("a|b\r\nc\rd\ne `\\d+`") == "a\\|b c d e `\\d+`"

@@ -85,7 +85,7 @@ def _sql_model_asset(project: SqlProject, model: SqlModel) -> AssetsDefinition:
                     "feature_view/created_timestamp": MetadataValue.text(view.created_timestamp or "none"),
                     # As `mlops features list` prints it (7d, 400ms, none), and in seconds (no
                     # TTL: null, where 0.0 would read as "expires at once").
-                    "feature_view/ttl": MetadataValue.text(ttl_text(view.ttl.total_seconds() if view.ttl else None)),
+                    "feature_view/ttl": MetadataValue.text(ttl_text(view.ttl)),
                     "feature_view/ttl_seconds": (MetadataValue.float(view.ttl.total_seconds()) if view.ttl
                                                  else MetadataValue.null()),
                     "feature_view/owner": MetadataValue.text(view.owner or "none"),
@@ -103,8 +103,9 @@ def _sql_model_asset(project: SqlProject, model: SqlModel) -> AssetsDefinition:
 
 
 def _cell(text: str) -> str:
-    """``text`` as one cell of a markdown table: a '|' or a line break would end the cell or the row."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """``text`` as one cell of a markdown table: a '|' or a line break would end the cell or the
+    row. (Backslashes stay: inside a code span an escape would show.)"""
+    return text.replace("|", "\\|").replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
 
 
 def _column_tests_result(failures: list[str]) -> AssetCheckResult:

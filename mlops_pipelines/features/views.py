@@ -82,9 +82,9 @@ def _ttl_of_micros(micros: Decimal | int, value: object) -> timedelta | None:
 
 
 def parse_ttl(value: str | int | float | None) -> timedelta | None:
-    """``"3 hours"``, ``"2 days"``, ``"90 minutes"`` or a number of seconds; None or 0 for no TTL.
+    """``"3 hours"``, ``"2 days"``, ``"90 minutes"`` or a number of seconds; None, 0 or "none" for no TTL.
     Read exactly (in decimal): ``"1.5 seconds"`` is 1,500,000 µs."""
-    if value in (None, "", 0):
+    if value in (None, "", 0) or (isinstance(value, str) and value.strip().lower() == "none"):
         return None
     if isinstance(value, int | float):
         if not math.isfinite(value):
@@ -108,12 +108,13 @@ def parse_ttl(value: str | int | float | None) -> timedelta | None:
     return _ttl_of_micros(micros, value)
 
 
-def ttl_text(seconds: float | None) -> str:
-    """A TTL of ``seconds`` in the largest unit that holds it whole (3h, 7d, 90m, 400ms, 5us), a
-    form :func:`parse_ttl` reads back; "none" without one (None, NaN or 0)."""
-    if seconds is None or seconds != seconds or seconds == 0:
+def ttl_text(ttl: timedelta | float | None) -> str:
+    """A TTL (a ``timedelta``, exactly, or seconds, as the registry keeps it) in the largest unit
+    that holds it whole (3h, 7d, 90m, 400ms, 5us); "none" without one (None, NaN or 0). Both
+    read back with :func:`parse_ttl`."""
+    if ttl is None or ttl != ttl or not ttl:
         return "none"
-    micros = round(seconds * 1_000_000)
+    micros = ttl // timedelta(microseconds=1) if isinstance(ttl, timedelta) else round(ttl * 1_000_000)
     for unit, size in sorted(_SHORT_TTL_UNITS.items(), key=lambda item: -item[1]):
         if micros % size == 0:
             return f"{micros // size}{unit}"

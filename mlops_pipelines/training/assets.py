@@ -131,6 +131,18 @@ class TrainingConfig(Config):
     )
 
 
+def _months_trained_on(train_window: str, split: TimeSplit) -> list[str]:
+    """The months of ``split``'s holdout inside a model's ``train_window`` tag ("2013-01..2013-09",
+    inclusive); none when the tag is missing or unreadable (models registered before it)."""
+    first, sep, last = train_window.partition("..")
+    try:
+        trained = set(pd.period_range(first, last, freq="M")) if sep else set()
+    except ValueError:
+        return []
+    holdout = pd.period_range(split.train_end, pd.Period(split.holdout_end, freq="M") - 1, freq="M")
+    return [str(month) for month in holdout if month in trained]
+
+
 def _split(config: TrainingConfig) -> TimeSplit:
     return TimeSplit(config.train_start, config.train_end, config.holdout_end)
 
@@ -216,9 +228,10 @@ def trained_model(
     # Importance on the last training month (never the holdout), by permutation: model-agnostic.
     # (The 30 days before the last training row when the window's last month has no rows loaded.)
     month = pd.Timedelta(days=30)
-    tail = train[train["sched_dep_utc"] >= split.boundary(config.train_end) - month]
-    if tail.empty:
-        tail = train[train["sched_dep_utc"] >= train["sched_dep_utc"].max() - month]
+    latest = train["sched_dep_utc"].max()
+    last_month = split.boundary((pd.Period(config.train_end, freq="M") - 1).strftime("%Y-%m"))
+    tail_end = split.boundary(config.train_end) if latest >= last_month else latest
+    tail = train[train["sched_dep_utc"] >= tail_end - month]
     tail = tail.sample(n=min(len(tail), 20000), random_state=params.seed)
     importance = permutation_importance(
         pipeline, tail[list(columns)], tail[LABEL], scoring="roc_auc", n_repeats=2,
@@ -331,7 +344,12 @@ def evaluated_model(
     elif champion is not None:
         columns = json.loads(champion.tags.get("feature_columns", "{}"))
         missing = [c for c in columns if c not in holdout.columns]
-        if not columns or missing:
+        seen = _months_trained_on(champion.tags.get("train_window", ""), split)
+        if seen:
+            # Scored on rows it learnt from, the champion would look better than it is.
+            champion_note = (f"champion v{champion.version} was trained on {', '.join(seen)} of this holdout "
+                             f"({split.holdout_window}): no fair comparison on the same rows")
+        elif not columns or missing:
             champion_note = (f"champion v{champion.version} cannot be scored on this holdout: "
                              f"missing {missing or 'its column list'}")
         else:
