@@ -388,3 +388,21 @@ def test_a_last_use_never_writes_a_column_over_the_rows_it_takes():
     assert pd.Series(out["x"]).fillna(-1).tolist() == [2.5, -1, 0.5, 2.5]
     assert pd.Series(out["y"]).fillna(-1).tolist() == [12.0, -1, 10.0, 12.0]
     assert pd.Series(out["s"]).fillna("-").tolist() == ["c", "-", "a", "c"]
+
+
+def test_a_last_use_gives_no_array_that_float32_columns_would_leave_mostly_unused():
+    """FLOAT (float32) columns take no given-up array: counting them cut a large array into
+    slices of which one was used, and that one kept the whole array alive with the frame."""
+    import numpy as np
+
+    from mlops_pipelines.features import point_in_time as pit
+
+    table = pa.table({"d": [0.5, 1.5], "f1": pa.array([1, 2], pa.float32()), "f2": pa.array([3, 4], pa.float32())})
+    workspace = pit.Workspace()
+    large = workspace.array("feature keys", 12, np.int64)  # three columns' worth
+    chosen = workspace.array("found", 4, np.int64)
+    chosen[:] = [1, 0, -1, 1]
+    out = pit.take_pandas(table, ["d", "f1", "f2"], chosen, workspace, last=True)
+    assert pd.Series(out["d"]).fillna(-1).tolist() == [1.5, 0.5, -1, 1.5]
+    assert pd.Series(out["f2"]).fillna(-1).tolist() == [4.0, 3.0, -1, 4.0]
+    assert not np.shares_memory(out["d"], large)

@@ -374,3 +374,5 @@ def test_a_markdown_cell_keeps_its_row_whatever_the_text():
     from mlops_pipelines.features.assets import _cell
 
     assert _cell("a|b\r\nc\rd\ne `\\d+`") == "a\\|b c d e `\\d+`"
+    # a backslash of the text's own before a '|' stays a backslash (the pipe is escaped after it)
+    assert _cell("a\\|b") == "a\\\\\\|b"

@@ -1,5 +1,6 @@
 """One Dagster asset per SQL model of dbt_like_sql/, with its column tests as a blocking check."""
 
+import re
 from collections.abc import Iterator
 
 from dagster import (
@@ -104,8 +105,10 @@ def _sql_model_asset(project: SqlProject, model: SqlModel) -> AssetsDefinition:
 
 def _cell(text: str) -> str:
     """``text`` as one cell of a markdown table: a '|' or a line break would end the cell or the
-    row. (Backslashes stay: inside a code span an escape would show.)"""
-    return text.replace("|", "\\|").replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+    row. Backslashes are doubled only before a '|' (elsewhere, inside a code span, the escape
+    would show), so that the text's own backslash before a '|' is not read as escaping it."""
+    escaped = re.sub(r"(\\*)\|", lambda match: match.group(1) * 2 + "\\|", text)
+    return escaped.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
 
 
 def _column_tests_result(failures: list[str]) -> AssetCheckResult:

@@ -886,7 +886,8 @@ def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray,
     missing = np.flatnonzero(chosen < 0)  # (indices: assigning through them is ~10x a boolean mask's speed)
     workspace = workspace or Workspace()
     # (match_rows' answer, ``chosen``, is the workspace's "found"; arrays asked for below are new)
-    outputs = workspace.give_up(len(floats), len(chosen), keep=("found",)) if last else []
+    wide = sum(served_type(features.schema.field(n).type) == pa.float64() for n in floats)
+    outputs = workspace.give_up(wide, len(chosen), keep=("found",)) if last else []
     layouts: dict[tuple[int, ...], tuple[np.ndarray, list]] = {}  # columns may be chunked differently
     for name in floats:
         column = features.column(name)
