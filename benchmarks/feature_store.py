@@ -218,7 +218,7 @@ def run_floor(meta: dict, explain: bool = False):
     from mlops_pipelines.features import point_in_time
 
     def no_join(features, entities, keys, view_features, names, ttl_micros, has_created, as_pandas=False,
-                workspace=None):
+                workspace=None, last=False):
         return {name: np.full(len(entities), np.nan) for name in names}
 
     point_in_time.join_view = no_join
