@@ -139,7 +139,7 @@ def _months_trained_on(train_window: str, split: TimeSplit) -> list[str]:
         trained = set(pd.period_range(first, last, freq="M")) if sep else set()
     except ValueError:
         return []
-    holdout = pd.period_range(split.train_end, pd.Period(split.holdout_end, freq="M") - 1, freq="M")
+    holdout = pd.period_range(split.train_end, split.month_before(split.holdout_end), freq="M")
     return [str(month) for month in holdout if month in trained]
 
 
@@ -229,7 +229,7 @@ def trained_model(
     # (The 30 days before the last training row when the window's last month has no rows loaded.)
     month = pd.Timedelta(days=30)
     latest = train["sched_dep_utc"].max()
-    last_month = split.boundary((pd.Period(config.train_end, freq="M") - 1).strftime("%Y-%m"))
+    last_month = split.boundary(split.month_before(config.train_end))
     tail_end = split.boundary(config.train_end) if latest >= last_month else latest
     tail = train[train["sched_dep_utc"] >= tail_end - month]
     tail = tail.sample(n=min(len(tail), 20000), random_state=params.seed)

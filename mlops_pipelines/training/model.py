@@ -48,17 +48,17 @@ class TimeSplit:
         return train, holdout
 
     @staticmethod
-    def _month_before(month: str) -> str:
+    def month_before(month: str) -> str:
         return (pd.Period(month, freq="M") - 1).strftime("%Y-%m")
 
     @property
     def train_window(self) -> str:
         """Inclusive months, e.g. ``2013-01..2013-09``."""
-        return f"{self.train_start}..{self._month_before(self.train_end)}"
+        return f"{self.train_start}..{self.month_before(self.train_end)}"
 
     @property
     def holdout_window(self) -> str:
-        return f"{self.train_end}..{self._month_before(self.holdout_end)}"
+        return f"{self.train_end}..{self.month_before(self.holdout_end)}"
 
     def folds(self, holdout: pd.DataFrame) -> pd.Series:
         """The local month (``YYYY-MM``) of each holdout row: the folds of the stability gate."""
