@@ -1030,3 +1030,34 @@ def test_the_store_reads_local_parquet_without_prefetching_and_keeps_it_for_remo
     if not prefetch:
         entity = pd.DataFrame({"k": [1], "event_timestamp": pd.to_datetime(["2000-01-01"], utc=True)})
         assert store.get_historical_features(entity, ["v:x"])["x"].tolist() == [1.0]
+
+
+def test_the_last_two_views_of_a_call_are_their_workspaces_last_use(tmp_path, monkeypatch):
+    """Two workers, three views: the first view's workspace is used again by the third, so only
+    the last two may hand their scratch arrays over as output columns."""
+    from mlops_pipelines.features import point_in_time
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("create table t as select 1 as k, timestamp '2020-01-01' as ts, 1.0 as x")
+    store = FeatureStore(tmp_path / "w.duckdb", [FeatureView(f"v{i}", "t", ("k",), "ts", (Feature("x"),))
+                                                 for i in range(3)])
+    con.close()
+    told = []
+    real = point_in_time.join_view
+
+    def recording(*args, last=False, **kwargs):
+        told.append(last)
+        return real(*args, last=last, **kwargs)
+
+    monkeypatch.setattr(point_in_time, "join_view", recording)
+    entity = pd.DataFrame({"k": [1], "event_timestamp": pd.to_datetime(["2021-01-01"], utc=True)})
+    out = store.get_historical_features(entity, ["v0:x", "v1:x", "v2:x"], full_feature_names=True)
+    assert out[["v0__x", "v1__x", "v2__x"]].values.tolist() == [[1.0, 1.0, 1.0]]
+    assert told == [False, True, True]
+
+
+def test_one_remote_source_keeps_prefetching_for_the_whole_store(tmp_path):
+    views = [FeatureView("local", "read_parquet('x.parquet')", ("k",), "ts", (Feature("x"),)),
+             FeatureView("remote", "read_parquet('https://example.org/x.parquet')", ("k",), "ts", (Feature("x"),))]
+    with FeatureStore(":memory:", views)._connection(None) as con:
+        assert con.sql("select current_setting('disable_parquet_prefetching')").fetchall() == [(False,)]

@@ -419,6 +419,7 @@ def _check_key():
 @pytest.mark.parametrize(("months", "window"), [
     (["2013-01", "2013-03"], ("2013-01", "2013-03", "2013-04")),
     (["2013-11", "2013-12"], ("2013-11", "2013-12", "2014-01")),
+    (["2013-10", "2013-11"], ("2013-10", "2013-11", "2013-12")),
 ])
 def test_a_demo_over_some_months_trains_on_them_and_holds_out_the_last(months, window):
     from mlops_pipelines.lifecycle import training_window
@@ -441,3 +442,22 @@ def test_the_demo_refuses_months_it_cannot_train_on_before_running(months, error
     assert main(["demo", "--months", *months]) == 2
     assert error in capsys.readouterr().err
     assert not (tmp_path / "data" / "warehouse.duckdb").exists()
+
+
+def test_the_demo_hands_the_months_window_to_the_lifecycle(tmp_path, monkeypatch):
+    """The window reaches the training job: a spy in place of run_lifecycle (the real run is
+    test_a_training_window_past_the_loaded_months_...; a whole demo takes ~25 s)."""
+    import mlops_pipelines.lifecycle as lifecycle_module
+    import mlops_pipelines.summary as summary_module
+    from mlops_pipelines.cli import main
+    from mlops_pipelines.lifecycle import LifecycleResult, training_window
+
+    calls = []
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(lifecycle_module, "run_lifecycle",
+                        lambda paths, months, run_config=None: calls.append((months, run_config)) or
+                        LifecycleResult([]))
+    monkeypatch.setattr(summary_module, "collect_summary", lambda paths: None)
+    monkeypatch.setattr(summary_module, "format_summary", lambda summary: "")
+    assert main(["demo", "--months", "2013-03", "2013-01"]) == 0
+    assert calls == [(["2013-01", "2013-03"], {"training": training_window(["2013-01", "2013-03"])})]

@@ -370,7 +370,15 @@ def test_a_workspace_gives_up_its_arrays_as_float_columns_but_the_kept_ones_and_
     # An array of more pieces than wanted stays: a slice handed out would keep all of it alive.
     large = pit.Workspace()
     large.array("rows", 100, np.int64)
+    large.array("twelve", 12, np.int64)
     assert large.give_up(2, 4, keep=()) == []
+    # ... and exactly as many as wanted are given; only 8-byte arrays, whatever their length
+    exact = pit.Workspace()
+    exact.array("a", 8, np.int64), exact.array("b", 12, np.int64), exact.array("flags", 40, bool)
+    assert [len(g) for g in exact.give_up(5, 4, keep=())] == [4] * 5
+    flags = pit.Workspace()
+    flags.array("flags", 40, bool)
+    assert flags.give_up(20, 4, keep=()) == []
 
 
 def test_a_last_use_never_writes_a_column_over_the_rows_it_takes():
@@ -406,3 +414,26 @@ def test_a_last_use_gives_no_array_that_float32_columns_would_leave_mostly_unuse
     assert pd.Series(out["d"]).fillna(-1).tolist() == [1.5, 0.5, -1, 1.5]
     assert pd.Series(out["f2"]).fillna(-1).tolist() == [4.0, 3.0, -1, 4.0]
     assert not np.shares_memory(out["d"], large)
+
+
+def test_a_last_use_takes_its_float64_columns_from_the_workspace_and_no_more():
+    import numpy as np
+
+    from mlops_pipelines.features import point_in_time as pit
+
+    table = pa.table({"k": [1, 1], pit.TS: pa.array([0, 5], pa.timestamp("us", "UTC")), "x": [0.5, 1.5]})
+    entities = pit.EntityRows(keys={"k": pa.array([1, 1, 2, 1])}, micros=np.array([0, 9, 9, -1]),
+                              valid=np.ones(4, dtype=bool))
+    for last in (True, False):
+        workspace = pit.Workspace()
+        spare = workspace.array("spare", 4, np.int64)
+        out = pit.join_view(table, entities, ["k"], ["x"], ["x"], None, False, as_pandas=True,
+                            workspace=workspace, last=last)
+        assert pd.Series(out["x"]).fillna(-1).tolist() == [0.5, 1.5, -1, -1]
+        assert np.shares_memory(out["x"], spare) == last
+    # a two-column array for a one-column output stays whole: one slice would keep both alive
+    workspace = pit.Workspace()
+    pair = workspace.array("pair", 8, np.int64)
+    out = pit.join_view(table, entities, ["k"], ["x"], ["x"], None, False, as_pandas=True,
+                        workspace=workspace, last=True)
+    assert not np.shares_memory(out["x"], pair)
