@@ -406,6 +406,14 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
     return pa.Table.from_arrays(table.columns, schema=schema)
 
 
+
+def _rows_to_serve(connection: duckdb.DuckDBPyConnection, view: FeatureView, since: int | None, until: int,
+                   ns: NanosecondTimestamps) -> pa.Table:
+    """The view's rows with an event time in (``since``, ``until``] (all up to ``until`` when
+    ``since`` is None), every feature, for the online store."""
+    return read_view_rows(connection, view, view.feature_names, _window(view, since, until, ns),
+                          served=view.feature_names, online=True)
+
 def entity_rows(keys: Mapping[str, pd.Series | pa.ChunkedArray], timestamps: pd.Series) -> point_in_time.EntityRows:
     """The entity side of a join: its key columns and its UTC timestamps (from :func:`to_utc`).
 
@@ -721,16 +729,14 @@ class FeatureStore:
                         # Rows at or before the last end_ts changed since (late rows, corrected or
                         # deleted ones): reading only newer rows would miss them. Start over.
                         since = None
-                    table = read_view_rows(con, view, view.feature_names, _window(view, since, until, ns),
-                                           served=view.feature_names, online=True)
+                    table = _rows_to_serve(con, view, since, until, ns)
                     schema = online.lookup_schema(view, table.schema)
                     if since is not None and not schema.equals(online.recorded_schema(lite, view) or schema,
                                                                check_metadata=True):
                         # The source's types changed under the same declaration: the rows kept
                         # from earlier runs hold values of the old types. Start over.
                         since = None
-                        table = read_view_rows(con, view, view.feature_names, _window(view, since, until, ns),
-                                               served=view.feature_names, online=True)
+                        table = _rows_to_serve(con, view, since, until, ns)
                     if since is None:
                         online.reset(lite, view)
                     rows = self._latest_rows(table, view, until)
