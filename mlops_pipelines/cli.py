@@ -58,6 +58,7 @@ def _features_list(_args: argparse.Namespace) -> int:
     import duckdb
 
     paths = ProjectPaths.from_env()
+    from mlops_pipelines.features.store import PYTHON_ORIGIN
     from mlops_pipelines.features.views import ttl_text
     from mlops_pipelines.warehouse import table_exists
 
@@ -76,10 +77,13 @@ def _features_list(_args: argparse.Namespace) -> int:
     lines = [header]
     for row in registry:
         retired = row.get("retired_at")  # (absent from registries written before views could be retired)
+        if row.get("origin") == PYTHON_ORIGIN:  # (applied from Python: never built by a run)
+            rows, when = "-", f"never (applied from Python {row['applied_at']:%Y-%m-%d %H:%M})"
+        else:
+            rows, when = f"{row['row_count']:,}", f"{row['materialized_at']:%Y-%m-%d %H:%M}"
         lines.append((row["name"], row["version"], ", ".join(json.loads(row["entities"])), row["event_timestamp"],
                       row["created_timestamp"] or "-", ttl_text(row["ttl_seconds"]), row["owner"] or "-",
-                      f"{row['row_count']:,}", f"{row['materialized_at']:%Y-%m-%d %H:%M}"
-                      + (f", retired {retired:%Y-%m-%d %H:%M}" if retired is not None else "")))
+                      rows, when + (f", retired {retired:%Y-%m-%d %H:%M}" if retired is not None else "")))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         cells = zip(line, widths, strict=True)

@@ -20,11 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mlops_pipelines.features.views import (
     FEATURE_TYPES,
-    TIMESTAMP_TYPES,
     FeatureView,
     quoted,
-    timestamp_type_problem,
-    type_matches,
 )
 
 REF = re.compile(r"\{\{\s*ref\(\s*['\"](\w+)['\"]\s*\)\s*\}\}")
@@ -331,27 +328,10 @@ class SqlProject:
 
     @staticmethod
     def _feature_view_failures(model: SqlModel, actual: dict[str, str]) -> list[str]:
-        """A feature view's declared columns against the SQL's (name lowered -> DuckDB type):
-        its join keys and timestamps exist, the timestamps are timestamps, the features have
-        their declared types."""
+        """A feature view's declared columns against the SQL's (name lowered -> DuckDB type)."""
         view = model.feature_view()
-        if view is None:
-            return []
-        failures = [f"{model.name}.{key}: join key not produced by the SQL"
-                    for key in view.entities if key.lower() not in actual]
-        for role, column in (("event timestamp", view.event_timestamp), ("created timestamp", view.created_timestamp)):
-            if column is None:
-                continue
-            type_ = actual.get(column.lower())
-            if type_ is None:
-                failures.append(f"{model.name}.{column}: {role} not produced by the SQL")
-            elif type_ not in TIMESTAMP_TYPES:
-                failures.append(f"{model.name}.{column}: {role} {timestamp_type_problem(type_)}")
-        for feature in view.features:
-            type_ = actual.get(feature.name.lower())
-            if type_ is not None and not type_matches(feature.type, type_):
-                failures.append(f"{model.name}.{feature.name}: declared {feature.type} but the SQL produces {type_}")
-        return failures
+        return [f"{model.name}.{problem}" for problem in view.schema_problems(actual, "the SQL")] \
+            if view is not None else []
 
     def column_test_failures(
         self, connection: duckdb.DuckDBPyConnection, model: SqlModel, relation: str | None = None

@@ -32,6 +32,7 @@ from mlops_pipelines.features.online import OnlineStore, from_micros, key_values
 from mlops_pipelines.features.views import TIMESTAMP_TYPES, FeatureView, quoted, timestamp_type_problem
 
 REGISTRY_TABLE = "features.registry"
+PYTHON_ORIGIN = "python"  # a registry row of a view applied from Python (FeatureStore.apply), not built from SQL
 # The watermark of a view materialized while it had no rows at all: before any event, so that the
 # next materialization reads every row.
 EMPTY_WATERMARK = -(2**62)
@@ -465,6 +466,54 @@ def _read_local_parquet_as_needed(connection: duckdb.DuckDBPyConnection) -> None
         pass
 
 
+def _create_registry(connection: duckdb.DuckDBPyConnection) -> None:
+    """``features.registry`` (one row per view) if it is not there, with every column later
+    versions added (``retired_at``; ``origin``, ``declaration``, ``applied_at`` for views applied
+    from Python)."""
+    connection.execute("create schema if not exists features")
+    connection.execute(
+        f"""create table if not exists {REGISTRY_TABLE} (
+            name varchar primary key, version varchar, source varchar, entities varchar,
+            event_timestamp varchar, created_timestamp varchar, ttl_seconds double,
+            features varchar, owner varchar, description varchar, row_count bigint,
+            materialized_at timestamptz, dagster_run_id varchar, retired_at timestamptz,
+            origin varchar, declaration varchar, applied_at timestamptz)"""
+    )
+    for column, type_ in (("retired_at", "timestamptz"), ("origin", "varchar"), ("declaration", "varchar"),
+                          ("applied_at", "timestamptz")):  # (registries written by earlier versions)
+        connection.execute(f"alter table {REGISTRY_TABLE} add column if not exists {column} {type_}")
+
+
+def _registry_columns(connection: duckdb.DuckDBPyConnection) -> set[str]:
+    """The columns of ``features.registry`` (none when there is no registry)."""
+    schema, table = REGISTRY_TABLE.split(".")
+    return {row[0] for row in connection.execute(
+        "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
+        [schema, table]).fetchall()}
+
+
+def _upsert_registry(connection: duckdb.DuckDBPyConnection, view: FeatureView, row_count: int | None,
+                     run_id: str | None, origin: str) -> None:
+    """Write the view's row of ``features.registry``: materialized now (``origin`` "sql") or
+    applied now, never materialized (``origin`` "python", with its whole declaration)."""
+    applied = origin == PYTHON_ORIGIN
+    connection.execute(
+        f"""insert or replace into {REGISTRY_TABLE} (name, version, source, entities, event_timestamp,
+                created_timestamp, ttl_seconds, features, owner, description, row_count, materialized_at,
+                dagster_run_id, retired_at, origin, declaration, applied_at)
+            values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {'null' if applied else 'now()'}, ?, null, ?, ?,
+                    {'now()' if applied else 'null'})""",
+        [
+            view.name, view.version, view.source, json.dumps(list(view.entities)),
+            view.event_timestamp, view.created_timestamp,
+            view.ttl.total_seconds() if view.ttl else None,
+            json.dumps([{"name": f.name, "type": f.type, "description": f.description,
+                         "owner": f.owner or view.owner} for f in view.features]),
+            view.owner, view.description, row_count, run_id, origin, view.to_json() if applied else None,
+        ],
+    )
+
+
 class FeatureStore:
     """Feature views over tables of a DuckDB file.
 
@@ -485,15 +534,111 @@ class FeatureStore:
             self.register(view)
 
     def register(self, view: FeatureView) -> FeatureView:
-        """Add (or replace) a view; its source may be a table or ``read_parquet('...')``."""
+        """Add (or replace) a view in this store object only; its source may be a table or
+        ``read_parquet('...')``. :meth:`apply` also records it in the warehouse."""
         self.views[view.name] = view
         return view
 
-    def resolve_features(self, features: Sequence[str] | str) -> dict[str, list[str]]:
-        """``["view:feature", ...]`` (or one reference) grouped by view, in the order asked, validated."""
+    def apply(self, *views: FeatureView, connection: duckdb.DuckDBPyConnection | None = None) -> list[FeatureView]:
+        """Register ``views`` and record them in the warehouse's registry (Feast's ``apply``): every
+        store over this warehouse then finds them by name, and so do ``mlops features list`` and
+        ``mlops features historical``.
+
+        Each view is checked against its source first (no row is read): its join keys and
+        timestamps exist, the timestamps are TIMESTAMPs, each feature has its declared type, and
+        DuckDB can read it. One that fails is a ValueError naming the view and the column, and
+        none of ``views`` is recorded. A view applied again is replaced (its version changes with
+        its declaration); a name built from dbt_like_sql/ is refused. ``connection``: a writable
+        connection to the warehouse (else one of the store's own; the file is created if missing).
+        """
+        if connection is None and self.database_path == ":memory:":
+            raise ValueError("an in-memory store keeps no registry: register() the views, or give the "
+                             "path of a DuckDB file")
+        own = duckdb.connect(self.database_path) if connection is None else None
+        try:
+            with self._connection(connection or own) as con:
+                for view in views:
+                    with _reading(view):
+                        relation = con.sql(f"select * from {view.source} limit 0")
+                    columns = zip(relation.columns, relation.types, strict=True)
+                    problems = view.schema_problems({name.lower(): str(type_) for name, type_ in columns})
+                    if problems:
+                        raise ValueError(f"feature view {view.name!r} over {view.source}: " + "; ".join(problems))
+                    read_view_rows(con, view, view.feature_names, where="false")  # (DuckDB's own checks, no row)
+                if own is not None:
+                    con.execute("begin transaction")  # (all the views or none)
+                _create_registry(con)
+                # (retired ones too: their tables stay, and the name comes back if declared again)
+                built = {name.lower(): name for (name,) in con.execute(
+                    f"select name from {REGISTRY_TABLE} where origin is distinct from '{PYTHON_ORIGIN}'").fetchall()}
+                for view in views:
+                    if view.name.lower() in built:
+                        raise ValueError(f"feature view {view.name!r}: {built[view.name.lower()]!r} is built from "
+                                         "dbt_like_sql/ in this warehouse; apply the view under another name")
+                for view in views:
+                    _upsert_registry(con, view, None, None, origin=PYTHON_ORIGIN)
+                if own is not None:
+                    con.execute("commit")
+        finally:
+            if own is not None:
+                own.close()
+        return [self.register(view) for view in views]
+
+    def retire(self, name: str, connection: duckdb.DuckDBPyConnection | None = None) -> None:
+        """Mark a view applied from Python retired in the registry (its row is kept, with when)
+        and drop it from this store: stores made afterwards no longer find it."""
+        own = duckdb.connect(self.database_path) if connection is None else None
+        try:
+            con = connection or own
+            retired = []
+            if "declaration" in _registry_columns(con):
+                retired = con.execute(
+                    f"update {REGISTRY_TABLE} set retired_at = now() where name = ? and origin = '{PYTHON_ORIGIN}' "
+                    "and retired_at is null returning name", [name]).fetchall()
+        finally:
+            if own is not None:
+                own.close()
+        if not retired:
+            raise KeyError(f"no feature view {name!r} applied from Python in {self.database_path} (a view of "
+                           "dbt_like_sql/ is retired by removing its YAML)")
+        self.views.pop(name, None)
+
+    def applied_views(self, connection: duckdb.DuckDBPyConnection | None = None) -> dict[str, FeatureView]:
+        """The views applied from Python to this warehouse and not retired, by name (none
+        without a warehouse file or a registry), read through ``connection`` if given."""
+        if connection is None:
+            if self.database_path == ":memory:" or not Path(self.database_path).is_file():
+                return {}
+            with duckdb.connect(self.database_path, read_only=True) as own:
+                return self.applied_views(own)
+        if "declaration" not in _registry_columns(connection):
+            return {}
+        rows = connection.execute(f"select declaration from {REGISTRY_TABLE} where origin = '{PYTHON_ORIGIN}' "
+                                  "and retired_at is null order by name").fetchall()
+        return {view.name: view for view in (FeatureView.from_json(text) for (text,) in rows)}
+
+    def _know(self, names: Iterable[str], connection: duckdb.DuckDBPyConnection | None = None) -> str:
+        """Views of ``names`` this store lacks, from those applied to its warehouse (if any).
+        Returns why the registry could not be read (e.g. another process writes the file), or ""."""
+        if all(name in self.views for name in names):
+            return ""
+        try:
+            applied = self.applied_views(connection)
+        except duckdb.Error as exc:
+            return f"; the views applied to {self.database_path} could not be read: {str(exc).splitlines()[0]}"
+        for name, view in applied.items():
+            self.views.setdefault(name, view)
+        return ""
+
+    def resolve_features(self, features: Sequence[str] | str,
+                         connection: duckdb.DuckDBPyConnection | None = None) -> dict[str, list[str]]:
+        """``["view:feature", ...]`` (or one reference) grouped by view, in the order asked, validated.
+        A view this store lacks is looked for among those applied to its warehouse (through
+        ``connection``, if given)."""
         features = references(features)
         if not features:
             raise ValueError("no features requested: pass 'view:feature' references")
+        unread = self._know([reference.partition(":")[0] for reference in features], connection)
         wanted: dict[str, list[str]] = {}
         for reference in features:
             view_name, sep, feature = reference.partition(":")
@@ -501,7 +646,7 @@ class FeatureStore:
                 raise ValueError(f"feature reference {reference!r}: expected 'view:feature'")
             view = self.views.get(view_name)
             if view is None:
-                raise KeyError(f"feature view {view_name!r} is not registered (known: {sorted(self.views)})")
+                raise KeyError(f"feature view {view_name!r} is not registered (known: {sorted(self.views)}){unread}")
             if feature not in view.feature_names:
                 raise KeyError(f"feature view {view_name!r} has no feature {feature!r} (has: {view.feature_names})")
             wanted.setdefault(view_name, [])
@@ -593,7 +738,7 @@ class FeatureStore:
         if not isinstance(entity_df, pd.DataFrame):
             raise TypeError(f"entity_df must be a pandas DataFrame or an Arrow table, not {type(entity_df).__name__}")
         features = references(features)
-        wanted = self.resolve_features(features)
+        wanted = self.resolve_features(features, connection)
         outputs = list(output_names(_requested(features), full_feature_names).values())
         _check_unique_columns(entity_df.columns)
         _check_entity_columns(entity_df.columns, outputs, full_feature_names)
@@ -675,9 +820,10 @@ class FeatureStore:
         """
         online = self._online()
         names = [views] if isinstance(views, str) else list(views) if views is not None else list(self.views)
+        unread = self._know(names, connection)
         unknown = [n for n in names if n not in self.views]
         if unknown:
-            raise KeyError(f"feature views {unknown} are not registered (known: {sorted(self.views)})")
+            raise KeyError(f"feature views {unknown} are not registered (known: {sorted(self.views)}){unread}")
         if end_ts is not None:
             try:
                 stamp = to_utc(pd.Series([end_ts], name="end_ts")).iloc[0]
@@ -833,33 +979,13 @@ class FeatureStore:
     def record_materialization(connection: duckdb.DuckDBPyConnection, view: FeatureView,
                                row_count: int, run_id: str, declared: Collection[str] | None = None) -> None:
         """Upsert the view's entry in ``features.registry`` (one row per view). ``declared``: the
-        names of every view the project declares now; the entries of others are marked retired
-        (kept, with when: their tables stay in the warehouse, and a model may have used them)."""
-        connection.execute("create schema if not exists features")
-        connection.execute(
-            f"""create table if not exists {REGISTRY_TABLE} (
-                name varchar primary key, version varchar, source varchar, entities varchar,
-                event_timestamp varchar, created_timestamp varchar, ttl_seconds double,
-                features varchar, owner varchar, description varchar, row_count bigint,
-                materialized_at timestamptz, dagster_run_id varchar, retired_at timestamptz)"""
-        )
-        # (registries written before views could be retired)
-        connection.execute(f"alter table {REGISTRY_TABLE} add column if not exists retired_at timestamptz")
-        connection.execute(
-            f"""insert or replace into {REGISTRY_TABLE} (name, version, source, entities, event_timestamp,
-                    created_timestamp, ttl_seconds, features, owner, description, row_count, materialized_at,
-                    dagster_run_id, retired_at)
-                values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?, null)""",
-            [
-                view.name, view.version, view.source, json.dumps(list(view.entities)),
-                view.event_timestamp, view.created_timestamp,
-                view.ttl.total_seconds() if view.ttl else None,
-                json.dumps([{"name": f.name, "type": f.type, "description": f.description,
-                             "owner": f.owner or view.owner} for f in view.features]),
-                view.owner, view.description, row_count, run_id,
-            ],
-        )
+        names of every view the project declares now; the entries of others (views applied from
+        Python aside) are marked retired (kept, with when: their tables stay in the warehouse,
+        and a model may have used them)."""
+        _create_registry(connection)
+        _upsert_registry(connection, view, row_count, run_id, origin="sql")
         if declared is not None:
             connection.execute(
                 f"update {REGISTRY_TABLE} set retired_at = now() where retired_at is null "
-                "and not list_contains(?::varchar[], name)", [sorted(declared)])
+                f"and origin is distinct from '{PYTHON_ORIGIN}' and not list_contains(?::varchar[], name)",
+                [sorted(declared)])

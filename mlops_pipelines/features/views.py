@@ -245,6 +245,41 @@ class FeatureView:
         payload = json.dumps(declaration, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
+    def to_json(self) -> str:
+        """The whole declaration as JSON (the TTL in exact microseconds): :meth:`from_json` gives
+        back an equal view of the same version. The registry keeps applied views so."""
+        declaration = asdict(self)
+        declaration["ttl"] = self.ttl_micros
+        return json.dumps(declaration, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> FeatureView:
+        """The view :meth:`to_json` wrote."""
+        declaration = json.loads(text)
+        features = tuple(Feature(**feature) for feature in declaration.pop("features"))
+        micros = declaration.pop("ttl")
+        return cls(**declaration, features=features, ttl=None if micros is None else timedelta(microseconds=micros))
+
+    def schema_problems(self, columns: dict[str, str], source: str = "the source") -> list[str]:
+        """The view's declared columns against its ``source``'s (``columns``: name lowered ->
+        DuckDB type), each problem as ``column: what``: its join keys and timestamps must exist,
+        the timestamps be TIMESTAMPs and the features have their declared types."""
+        problems = [f"{key}: join key not produced by {source}" for key in self.entities
+                    if key.lower() not in columns]
+        for role, column in (("event timestamp", self.event_timestamp), ("created timestamp", self.created_timestamp)):
+            if column is None:
+                continue
+            type_ = columns.get(column.lower())
+            if type_ is None:
+                problems.append(f"{column}: {role} not produced by {source}")
+            elif type_ not in TIMESTAMP_TYPES:
+                problems.append(f"{column}: {role} {timestamp_type_problem(type_)}")
+        for feature in self.features:
+            type_ = columns.get(feature.name.lower())
+            if type_ is not None and not type_matches(feature.type, type_):
+                problems.append(f"{feature.name}: declared {feature.type} but {source} produces {type_}")
+        return problems
+
     @classmethod
     def from_yaml(cls, name: str, source: str, block: dict, description: str = "", sql: str = "") -> FeatureView:
         try:

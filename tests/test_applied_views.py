@@ -1,0 +1,194 @@
+"""Views applied from Python (FeatureStore.apply): recorded in the warehouse's registry, found by
+every later store, the CLI included; checked against their source before anything is written."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mlops_pipelines.cli import main
+from mlops_pipelines.features.store import FeatureStore
+from mlops_pipelines.features.views import Feature, FeatureView
+
+T = pd.Timestamp
+
+
+def _view(tmp_path, name: str = "trips", ttl: timedelta | None = timedelta(milliseconds=400), **changes) -> FeatureView:
+    declaration = dict(name=name, source=f"read_parquet('{tmp_path / 'trips.parquet'}')", entities=("city", "line"),
+                       event_timestamp="ts", created_timestamp="created", ttl=ttl, owner="team-trips",
+                       description="trips per line",
+                       features=(Feature("trips", "int", "trips that hour"),
+                                 Feature("late_share", "float", owner="ops")))
+    return FeatureView(**{**declaration, **changes})
+
+
+@pytest.fixture()
+def warehouse(tmp_path, monkeypatch):
+    """A warehouse file and a parquet file of trips (two rows tied on event time: the later
+    created wins), with MLOPS_DATA_DIR at the folder for the CLI."""
+    stamps = pa.array([T("2024-03-01 10:00:00", tz="UTC"), T("2024-03-01 10:00:00", tz="UTC"),
+                       T("2024-03-01 10:00:01", tz="UTC"), T("2024-03-01 09:00:00", tz="UTC")],
+                      pa.timestamp("us", tz="UTC"))
+    created = pa.array([T("2024-03-01 10:00:00", tz="UTC"), T("2024-03-01 10:05:00", tz="UTC"),
+                        T("2024-03-01 10:00:01", tz="UTC"), T("2024-03-01 09:00:00", tz="UTC")],
+                       pa.timestamp("us", tz="UTC"))
+    pq.write_table(pa.table({"city": ["oslo", "oslo", "oslo", "rome"], "line": [1, 1, 2, 1], "ts": stamps,
+                             "created": created, "trips": [5, 7, 3, 9], "late_share": [0.1, 0.2, 0.3, 0.4]}),
+                   tmp_path / "trips.parquet")
+    duckdb.connect(str(tmp_path / "warehouse.duckdb")).close()
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path))
+    return tmp_path / "warehouse.duckdb"
+
+
+ENTITIES = pd.DataFrame({"city": ["oslo", "oslo", "oslo", "rome", "oslo"], "line": [1, 1, 2, 1, 1],
+                         "event_timestamp": pd.to_datetime(["2024-03-01 10:00:00.4", "2024-03-01 10:00:00.400001",
+                                                            "2024-03-01 10:00:01", "2024-03-01 10:00",
+                                                            "2024-03-01 09:59:59"], utc=True, format="ISO8601")})
+
+
+def test_an_applied_view_is_found_by_a_new_store_with_the_same_declaration_and_answers(warehouse, tmp_path):
+    view = _view(tmp_path)
+    first = FeatureStore(warehouse)
+    assert first.apply(view) == [view]
+    expected = first.get_historical_features(ENTITIES, ["trips:trips", "trips:late_share"])
+    # 400 ms TTL inclusive; the tie at 10:00 goes to the later created row (7); rome's 09:00 row
+    # is an hour old; nothing before 10:00 for oslo line 1.
+    assert expected["trips"].tolist() == [7, pd.NA, 3, pd.NA, pd.NA]
+
+    later = FeatureStore(warehouse)  # another process would see the same: only the file is shared
+    assert later.views == {}
+    out = later.get_historical_features(ENTITIES, ["trips:trips", "trips:late_share"])
+    pd.testing.assert_frame_equal(out, expected)
+    found = later.views["trips"]
+    assert found == view and found.version == view.version and found.ttl == timedelta(milliseconds=400)
+    assert found.features[0].owner == "" and found.features[1].owner == "ops"  # (the registry's column fills in)
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        row = con.sql("select origin, version, row_count, materialized_at, applied_at is not null, retired_at "
+                      "from features.registry").fetchall()
+    assert row == [("python", view.version, None, None, True, None)]
+
+
+def test_the_cli_lists_an_applied_view_and_joins_it(warehouse, tmp_path, capsys):
+    FeatureStore(warehouse).apply(_view(tmp_path))
+    assert main(["features", "list"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("trips "))
+    assert line.split()[:10] == ["trips", _view(tmp_path).version, "city,", "line", "ts", "created", "400ms",
+                                 "team-trips", "-", "never"]
+    assert "(applied from Python 20" in line
+    ENTITIES.to_csv(tmp_path / "entities.csv", index=False)
+    assert main(["features", "historical", "--entities", str(tmp_path / "entities.csv"),
+                 "--features", "trips:trips", "--out", str(tmp_path / "out.csv")]) == 0
+    assert pd.read_csv(tmp_path / "out.csv")["trips"].fillna(-1).tolist() == [7, -1, 3, -1, -1]
+
+
+def test_applying_again_replaces_the_view_and_a_new_declaration_is_a_new_version(warehouse, tmp_path):
+    store = FeatureStore(warehouse)
+    store.apply(_view(tmp_path))
+    longer = _view(tmp_path, ttl=timedelta(hours=2))
+    store.apply(longer)
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        assert con.sql("select name, version, ttl_seconds from features.registry").fetchall() == [
+            ("trips", longer.version, 7200.0)]
+    assert longer.version != _view(tmp_path).version
+    out = FeatureStore(warehouse).get_historical_features(ENTITIES, "trips:trips")
+    assert out["trips"].tolist() == [7, 7, 3, 9, pd.NA]
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"features": (Feature("trips", "str"),)}, r"feature view 'trips' over read_parquet\(.*\): trips: declared str "
+                                               r"but the source produces BIGINT"),
+    ({"features": (Feature("missing"),)}, r"Referenced column \"missing\" not found"),
+    ({"entities": ("city", "tram")}, r"tram: join key not produced by the source"),
+    ({"event_timestamp": "late_share", "features": (Feature("trips", "int"),)},
+     r"late_share: event timestamp is DOUBLE, not a TIMESTAMP"),
+    ({"created_timestamp": "nope"}, r"nope: created timestamp not produced by the source"),
+    ({"source": "no_such_table"}, r"feature view 'trips': reading no_such_table: Catalog Error"),
+])
+def test_a_view_that_does_not_fit_its_source_is_refused_and_nothing_is_recorded(warehouse, tmp_path,
+                                                                                changes, message):
+    good = _view(tmp_path, name="good")
+    bad = _view(tmp_path, **changes)
+    with pytest.raises(ValueError, match=message):
+        FeatureStore(warehouse).apply(good, bad)
+    assert FeatureStore(warehouse).applied_views() == {}
+    with duckdb.connect(str(warehouse), read_only=True) as con:  # (nothing written: not even the table)
+        assert con.sql("select count(*) from information_schema.tables where table_schema = 'features'"
+                       ).fetchall() == [(0,)]
+
+
+def test_views_built_from_sql_keep_their_names_and_do_not_retire_applied_ones(warehouse, tmp_path):
+    built = FeatureView("fv_built", "read_parquet('x.parquet')", ("city",), "ts", (Feature("trips"),))
+    with duckdb.connect(str(warehouse)) as con:
+        FeatureStore.record_materialization(con, built, 4, "run-1", declared=["fv_built"])
+    store = FeatureStore(warehouse)
+    with pytest.raises(ValueError, match="'fv_built' is built from dbt_like_sql/ in this warehouse"):
+        store.apply(_view(tmp_path, name="FV_Built"))  # (names compared ignoring case, as DuckDB does)
+    store.apply(_view(tmp_path))
+    with duckdb.connect(str(warehouse)) as con:  # a later build, with its project's declared views
+        FeatureStore.record_materialization(con, built, 5, "run-2", declared=["fv_built"])
+        assert con.sql("select name, origin, retired_at is null from features.registry order by name").fetchall() == [
+            ("fv_built", "sql", True), ("trips", "python", True)]
+    assert list(FeatureStore(warehouse).applied_views()) == ["trips"]
+    with duckdb.connect(str(warehouse)) as con:  # fv_built's YAML removed: retired, its name still refused
+        FeatureStore.record_materialization(con, _view(tmp_path, name="fv_other"), 1, "run-3", declared=["fv_other"])
+    with pytest.raises(ValueError, match="'fv_built' is built from dbt_like_sql/"):
+        store.apply(_view(tmp_path, name="fv_built"))
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        assert con.sql("select name, origin, retired_at is null from features.registry order by name").fetchall() == [
+            ("fv_built", "sql", False), ("fv_other", "sql", True), ("trips", "python", True)]
+
+
+def test_a_retired_view_is_kept_in_the_registry_but_no_longer_found(warehouse, tmp_path, capsys):
+    store = FeatureStore(warehouse)
+    store.apply(_view(tmp_path))
+    store.retire("trips")
+    assert "trips" not in store.views and FeatureStore(warehouse).applied_views() == {}
+    with pytest.raises(KeyError, match="feature view 'trips' is not registered"):
+        FeatureStore(warehouse).get_historical_features(ENTITIES, "trips:trips")
+    with pytest.raises(KeyError, match="no feature view 'trips' applied from Python"):
+        store.retire("trips")
+    assert main(["features", "list"]) == 0
+    assert ", retired 20" in capsys.readouterr().out
+    store.apply(_view(tmp_path))  # applied again: current again
+    assert list(FeatureStore(warehouse).applied_views()) == ["trips"]
+
+
+def test_a_view_in_this_store_is_not_replaced_by_an_applied_one_of_the_same_name(warehouse, tmp_path):
+    FeatureStore(warehouse).apply(_view(tmp_path))
+    mine = _view(tmp_path, ttl=None)
+    store = FeatureStore(warehouse, [mine])
+    store.get_historical_features(ENTITIES, ["trips:trips"])
+    assert store.views["trips"] is mine
+
+
+def test_an_in_memory_store_has_no_registry_to_apply_to(tmp_path):
+    with pytest.raises(ValueError, match="an in-memory store keeps no registry"):
+        FeatureStore(":memory:").apply(_view(tmp_path))
+
+
+def test_an_applied_view_is_materialized_online_by_name(warehouse, tmp_path):
+    FeatureStore(warehouse).apply(_view(tmp_path, ttl=None))
+    store = FeatureStore(warehouse, online_path=tmp_path / "online.sqlite")
+    assert store.materialize_online("trips", end_ts="2024-03-01T10:00:02Z") == {"trips": 3}
+    served = store.get_online_features({"city": ["oslo", "oslo", "rome"], "line": [1, 2, 1]}, "trips:trips")
+    assert served["trips"].tolist() == [7, 3, 9]
+    assert json.loads(FeatureStore(warehouse).applied_views()["trips"].to_json())["ttl"] is None
+
+
+def test_a_connection_given_is_the_one_the_registry_is_read_through(warehouse, tmp_path):
+    """DuckDB refuses a read-only connection beside a writable one in the same process: a
+    writer's connection finds applied views through itself. Without it the view is still named,
+    with why the registry was not read."""
+    FeatureStore(warehouse).apply(_view(tmp_path))
+    with duckdb.connect(str(warehouse)) as writer:
+        out = FeatureStore(warehouse).get_historical_features(ENTITIES, "trips:trips", connection=writer)
+        assert out["trips"].fillna(-1).tolist() == [7, -1, 3, -1, -1]
+        with pytest.raises(KeyError, match=r"feature view 'trips' is not registered \(known: \[\]\); the views "
+                                           r"applied to .* could not be read"):
+            FeatureStore(warehouse).get_historical_features(ENTITIES, "trips:trips")
