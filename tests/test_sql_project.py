@@ -60,6 +60,9 @@ def test_the_shipped_declarations_load_whole():
          r"(?s)fv_x\.yml.*first given on line 5.*found key 'ttl' a second time.*line 6"),
         # YAML 1.1 reads 3:00 as 180 (seconds, as a TTL).
         (("  ttl: 2 hours\n", "  ttl: 3:00\n"), r"'3:00' reads as a base-60 number"),
+        # ... 0300 as octal (192), 0x10 as 16, 0b11 as 3.
+        *[(("  ttl: 2 hours\n", f"  ttl: {text}\n"), rf"'{text}' is not a decimal number in YAML 1\.1")
+          for text in ("0300", "010", "-010", "0x10", "0b11", "0_10")],
         (("type: int,", "type: integer,"),
          r"feature_view\.features\[1\]\.type: Input should be 'float', 'int'"),
         (("  entities: [origin]\n", "  entities: {origin: 1}\n"),

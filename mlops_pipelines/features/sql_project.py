@@ -34,7 +34,8 @@ _MERGE = type("MergeKey", (), {"__repr__": lambda _: "'<<'"})()  # (a merge key:
 
 class _StrictLoader(yaml.SafeLoader):
     """Safe YAML that refuses what would silently change a declaration: a key given twice (the
-    second would replace the first) and base-60 numbers (YAML 1.1 reads ``ttl: 3:00`` as 180)."""
+    second would replace the first), base-60 numbers (YAML 1.1 reads ``ttl: 3:00`` as 180) and
+    integers that are not decimal (``010`` is 8, ``0x10`` 16)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, yaml.Mark] = {}
@@ -56,6 +57,14 @@ class _StrictLoader(yaml.SafeLoader):
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         self._refuse_base_60(node)
+        digits = node.value.lstrip("+-").replace("_", "")
+        if len(digits) > 1 and digits[0] == "0":
+            # YAML 1.1 reads 010 as octal (8), 0x10 as 16 and 0b11 as 3: a TTL of seconds that
+            # quietly differs from the digits written.
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} is not a decimal number in YAML 1.1 (010 reads as 8, 0x10 as 16); "
+                "write it without a leading 0, or quote it if it is text (a TTL is written '3 hours')",
+                node.start_mark)
         return super().construct_yaml_int(node)
 
     def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
