@@ -180,7 +180,23 @@ def _features_historical(args: argparse.Namespace) -> int:
     else:
         out.to_csv(args.out, index=False)
     print(f"{len(out)} rows, {len(out.columns) - len(entities.columns)} feature columns -> {args.out}")
+    _say_which_views_found_nothing(store, features, args.full_feature_names, out)
     return 0
+
+
+def _say_which_views_found_nothing(store, features: list[str], full_feature_names: bool, out) -> None:
+    """A note on standard error for each view of which no entity row got a value: keys are
+    matched as written (' JFK' and 'jfk' are not 'JFK'), which is easy to miss in a CSV."""
+    from mlops_pipelines.features.store import output_names
+
+    wanted = store.resolve_features(features)
+    columns = output_names(((v, n) for v, names in wanted.items() for n in names), full_feature_names)
+    for view_name, names in wanted.items():
+        if len(out) and out[[columns[view_name, n] for n in names]].isna().all(axis=None):
+            keys = ", ".join(store.views[view_name].entities)
+            print(f"note: no entity row got a value of {view_name} (keys: {keys}): keys are matched as "
+                  "written (' JFK' and 'jfk' are not 'JFK'), and only rows at or before each entity's "
+                  "timestamp, within the view's TTL, count", file=sys.stderr)
 
 
 def _drift(args: argparse.Namespace) -> int:

@@ -192,3 +192,21 @@ def test_a_connection_given_is_the_one_the_registry_is_read_through(warehouse, t
         with pytest.raises(KeyError, match=r"feature view 'trips' is not registered \(known: \[\]\); the views "
                                            r"applied to .* could not be read"):
             FeatureStore(warehouse).get_historical_features(ENTITIES, "trips:trips")
+
+
+def test_the_cli_notes_a_view_of_which_no_entity_row_got_a_value(warehouse, tmp_path, capsys):
+    """Keys are matched as written: ' oslo' in a CSV matches nothing, quietly but for this note."""
+    FeatureStore(warehouse).apply(_view(tmp_path), _view(tmp_path, name="again", ttl=None))
+    argv = ["features", "historical", "--entities", str(tmp_path / "entities.csv"),
+            "--features", "trips:trips,again:late_share", "--out", str(tmp_path / "out.parquet")]
+    (tmp_path / "entities.csv").write_text("city,line,event_timestamp\n oslo,1,2024-03-01T11:00Z\n")
+    assert main(argv) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(" (keys")[0] for line in err] == ["note: no entity row got a value of trips",
+                                                          "note: no entity row got a value of again"]
+    assert "(keys: city, line): keys are matched as written (' JFK' and 'jfk' are not 'JFK')" in err[0]
+    (tmp_path / "entities.csv").write_text("city,line,event_timestamp\noslo,1,2024-03-01T11:00Z\n")
+    assert main(argv) == 0
+    # "again" (no TTL) finds the 10:00 row; "trips" (a 400 ms TTL) nothing an hour later: noted
+    assert capsys.readouterr().err.splitlines() == [
+        line for line in err if "value of trips" in line]
