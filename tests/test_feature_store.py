@@ -870,6 +870,39 @@ def test_big_integers_mixed_with_floats_and_integers_against_narrow_decimals(tmp
     assert nan.get_historical_features(entities, "f:x")["x"].isna().tolist() == [True, False]
 
 
+def test_dates_beside_datetimes_keep_their_times_of_day_against_date_and_timestamp_keys(tmp_path):
+    """A datetime is a date to Python, and Arrow typed [date, datetime] objects as dates,
+    dropping 10:00: it found that day's row of a DATE key, offline and online. A time of day
+    matches no date; a midnight does."""
+    import datetime as dt
+
+    day = key_store(tmp_path / "d", "('2013-03-09', '2024-01-01 11:00+00', 9.0), "
+                                    "('2013-03-10', '2024-01-01 11:00+00', 10.0)", "date")
+    keys = [dt.date(2013, 3, 9), dt.datetime(2013, 3, 10, 10, 0), dt.datetime(2013, 3, 10), T("2013-03-10 00:00")]
+    for ordered in (keys, keys[::-1]):
+        expected = [9.0, None, 10.0, 10.0] if ordered is keys else [10.0, 10.0, None, 9.0]
+        entities = pd.DataFrame({"k": pd.Series(ordered, dtype=object), "event_timestamp": NOON})
+        for served in (day.get_historical_features(entities, "f:x")["x"],
+                       day.get_online_features([{"k": k} for k in ordered], "f:x")["x"]):
+            assert [None if pd.isna(v) else v for v in served] == expected
+    instant = key_store(tmp_path / "t", "('2013-03-10 00:00', '2024-01-01 11:00+00', 0.0), "
+                                        "('2013-03-10 10:00', '2024-01-01 11:00+00', 10.0)", "timestamp")
+    entities = pd.DataFrame({"k": pd.Series([dt.date(2013, 3, 10), dt.datetime(2013, 3, 10, 10)], dtype=object),
+                             "event_timestamp": NOON})
+    assert instant.get_historical_features(entities, "f:x")["x"].tolist() == [0.0, 10.0]
+
+
+def test_an_arrow_dictionary_holding_nan_or_null_is_read_as_its_values(tmp_path):
+    """pandas refuses a NaN category ("Categorical categories cannot be null"), which an Arrow
+    entity table's dictionary column may hold: read as plain values, a NaN key matches nothing."""
+    store = key_store(tmp_path, "(1.5, '2024-01-01 11:00+00', 1.5)", "double")
+    for keys in (pa.array([1.5, float("nan")]).dictionary_encode(),
+                 pa.DictionaryArray.from_arrays(pa.array([0, 1], pa.int32()), pa.array([1.5, None]))):
+        entities = pa.table({"k": keys, "event_timestamp": pa.array([NOON.to_pydatetime()] * 2, pa.timestamp("us"))})
+        assert store.get_historical_features(entities, "f:x")["x"].isna().tolist() == [False, True]
+        assert store.get_online_features(pa.table({"k": keys}), "f:x")["x"].isna().tolist() == [False, True]
+
+
 def test_the_cli_does_not_call_a_damaged_warehouse_in_use(tmp_path, monkeypatch, capsys):
     from mlops_pipelines.cli import main
 

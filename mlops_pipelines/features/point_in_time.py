@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import time
+from datetime import datetime, time
 
 import numpy as np
 import pandas as pd
@@ -281,9 +281,19 @@ def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array
         utc = pa.array(values.dt.tz_convert(None).to_numpy(), from_pandas=True)
         return utc.cast(pa.timestamp(utc.type.unit, tz="UTC"))
     try:
-        return _nan_as_null(pa.array(values, from_pandas=True))
+        typed = _nan_as_null(pa.array(values, from_pandas=True))
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
         return values
+    if values.dtype == object and pa.types.is_date(typed.type) and _holds_datetimes(values):
+        # Dates beside datetimes (a datetime is a date to Python): Arrow typed them all as dates,
+        # dropping the times of day. Kept as objects, typed against the key's type.
+        return values
+    return typed
+
+
+def _holds_datetimes(values: Iterable) -> bool:
+    """Whether ``values`` hold a ``datetime`` (a pandas Timestamp is one)."""
+    return any(isinstance(v, datetime) for v in values)
 
 
 def holds_integers(values: Iterable, beyond: int = -1) -> bool:
@@ -318,6 +328,10 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
         objects = [str(v) if isinstance(v, uuid.UUID) else pd.Timestamp(v) if isinstance(v, np.datetime64) else v
                    for v in values]
         try:
+            if pa.types.is_date(wanted) and _holds_datetimes(objects):
+                # (Arrow makes a datetime a date by dropping its time of day: 10:00 would find
+                # that day's row. Value by value, a time of day matches nothing.)
+                raise pa.ArrowInvalid("datetimes for a date key")
             values = pa.array(objects, type=wanted, from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
             values = pa.array([_object_key_as(v, wanted, column, _row_name(position, labels))

@@ -180,13 +180,21 @@ def _check_entity_columns(columns: Sequence[str], outputs: Sequence[str], full_f
 
 def _arrow_entities(table: pa.Table) -> pd.DataFrame:
     """An Arrow table of entity rows as pandas, UUID columns as their canonical text (as DuckDB
-    hands UUID keys over; pandas would get their 16 raw bytes)."""
-    uuids = {name: pa.array([None if v is None else str(v) for v in table.column(name).to_pylist()], pa.string())
-             for name, type_ in zip(table.column_names, table.schema.types, strict=True)
-             if isinstance(type_, pa.UuidType)}
-    for name, text in uuids.items():
-        table = table.set_column(table.column_names.index(name), name, text)
+    hands UUID keys over; pandas would get their 16 raw bytes), and dictionary columns whose
+    dictionary holds a null or NaN as their values (pandas' categories cannot hold one: "Categorical
+    categories cannot be null"; a NaN key then matches nothing, as in a plain column)."""
+    for index, (name, type_) in enumerate(zip(table.column_names, table.schema.types, strict=True)):
+        column = table.column(index)
+        if isinstance(type_, pa.UuidType):
+            text = pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
+            table = table.set_column(index, name, text)
+        elif pa.types.is_dictionary(type_) and any(_holds_null_or_nan(chunk.dictionary) for chunk in column.chunks):
+            table = table.set_column(index, name, column.cast(type_.value_type))
     return point_in_time.entity_pandas(table)
+
+
+def _holds_null_or_nan(values: pa.Array) -> bool:
+    return values.null_count > 0 or (pa.types.is_floating(values.type) and bool(pc.any(pc.is_nan(values)).as_py()))
 
 
 def _check_unique_columns(columns: pd.Index) -> None:
