@@ -185,8 +185,9 @@ def _features_historical(args: argparse.Namespace) -> int:
 
 
 def _say_which_views_found_nothing(store, features: list[str], full_feature_names: bool, out) -> None:
-    """A note on standard error for each view of which no entity row got a value: keys are
-    matched as written (' JFK' and 'jfk' are not 'JFK'), which is easy to miss in a CSV."""
+    """A note on standard error for each view whose features asked for are missing in every row:
+    keys are matched as written (' JFK' and 'jfk' are not 'JFK'), which is easy to miss in a CSV.
+    (The values may also be missing in the rows found: the note says where to look, not why.)"""
     from mlops_pipelines.features.store import output_names
 
     wanted = store.resolve_features(features)
@@ -194,9 +195,9 @@ def _say_which_views_found_nothing(store, features: list[str], full_feature_name
     for view_name, names in wanted.items():
         if len(out) and out[[columns[view_name, n] for n in names]].isna().all(axis=None):
             keys = ", ".join(store.views[view_name].entities)
-            print(f"note: no entity row got a value of {view_name} (keys: {keys}): keys are matched as "
-                  "written (' JFK' and 'jfk' are not 'JFK'), and only rows at or before each entity's "
-                  "timestamp, within the view's TTL, count", file=sys.stderr)
+            print(f"note: every value of {view_name} asked for is missing; if that is unexpected, check the keys "
+                  f"({keys}: matched as written, ' JFK' and 'jfk' are not 'JFK') and the timestamps (a row "
+                  "counts at or after its event time, within the view's TTL)", file=sys.stderr)
 
 
 def _drift(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ every later store, the CLI included; checked against their source before anythin
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 
 import duckdb
@@ -183,30 +184,99 @@ def test_an_applied_view_is_materialized_online_by_name(warehouse, tmp_path):
 
 def test_a_connection_given_is_the_one_the_registry_is_read_through(warehouse, tmp_path):
     """DuckDB refuses a read-only connection beside a writable one in the same process: a
-    writer's connection finds applied views through itself. Without it the view is still named,
-    with why the registry was not read."""
+    writer's connection finds applied views through itself. Without it the store says to pass it."""
     FeatureStore(warehouse).apply(_view(tmp_path))
     with duckdb.connect(str(warehouse)) as writer:
         out = FeatureStore(warehouse).get_historical_features(ENTITIES, "trips:trips", connection=writer)
         assert out["trips"].fillna(-1).tolist() == [7, -1, 3, -1, -1]
-        with pytest.raises(KeyError, match=r"feature view 'trips' is not registered \(known: \[\]\); the views "
-                                           r"applied to .* could not be read"):
+        with pytest.raises(ValueError, match=r"this process holds .*warehouse.duckdb open for writing, beside which "
+                                             r"DuckDB opens no read-only connection: pass that connection"):
             FeatureStore(warehouse).get_historical_features(ENTITIES, "trips:trips")
 
 
-def test_the_cli_notes_a_view_of_which_no_entity_row_got_a_value(warehouse, tmp_path, capsys):
-    """Keys are matched as written: ' oslo' in a CSV matches nothing, quietly but for this note."""
+def test_the_cli_notes_a_view_whose_features_are_missing_in_every_row(warehouse, tmp_path, capsys):
+    """Keys are matched as written: ' oslo' in a CSV matches nothing, quietly but for this note.
+    It says where to look, not why: the values found may be missing too."""
     FeatureStore(warehouse).apply(_view(tmp_path), _view(tmp_path, name="again", ttl=None))
     argv = ["features", "historical", "--entities", str(tmp_path / "entities.csv"),
             "--features", "trips:trips,again:late_share", "--out", str(tmp_path / "out.parquet")]
     (tmp_path / "entities.csv").write_text("city,line,event_timestamp\n oslo,1,2024-03-01T11:00Z\n")
     assert main(argv) == 0
     err = capsys.readouterr().err.splitlines()
-    assert [line.split(" (keys")[0] for line in err] == ["note: no entity row got a value of trips",
-                                                          "note: no entity row got a value of again"]
-    assert "(keys: city, line): keys are matched as written (' JFK' and 'jfk' are not 'JFK')" in err[0]
+    assert [line.split(";")[0] for line in err] == ["note: every value of trips asked for is missing",
+                                                     "note: every value of again asked for is missing"]
+    assert "check the keys (city, line: matched as written, ' JFK' and 'jfk' are not 'JFK')" in err[0]
     (tmp_path / "entities.csv").write_text("city,line,event_timestamp\noslo,1,2024-03-01T11:00Z\n")
     assert main(argv) == 0
     # "again" (no TTL) finds the 10:00 row; "trips" (a 400 ms TTL) nothing an hour later: noted
-    assert capsys.readouterr().err.splitlines() == [
-        line for line in err if "value of trips" in line]
+    assert capsys.readouterr().err.splitlines() == [line for line in err if "value of trips" in line]
+
+
+def test_an_applied_source_read_by_a_relative_path_is_refused(warehouse, tmp_path, monkeypatch):
+    """The registry keeps the source as written: 'trips.parquet' would be another file (or none)
+    for a process started elsewhere."""
+    monkeypatch.chdir(tmp_path)
+    for source in ("read_parquet('trips.parquet')", "read_parquet(['trips.parquet'])", "'trips.parquet'",
+                   "(select * from read_parquet('./*.parquet'))"):
+        relative = source.split("'")[1]
+        with pytest.raises(ValueError, match=rf"feature view 'trips': its source reads '{re.escape(relative)}', a "
+                                             rf"relative path, .* give it whole \('{re.escape(str(tmp_path))}/"):
+            FeatureStore(warehouse).apply(_view(tmp_path, source=source))
+    assert FeatureStore(warehouse).applied_views() == {}
+    store = FeatureStore(warehouse)  # (register() keeps it in this process only: as written)
+    store.register(_view(tmp_path, source="read_parquet('trips.parquet')"))
+    assert store.get_historical_features(ENTITIES, "trips:trips")["trips"].fillna(-1).tolist() == [7, -1, 3, -1, -1]
+
+
+def test_materializing_every_view_takes_the_applied_ones_whatever_was_looked_up(warehouse, tmp_path):
+    FeatureStore(warehouse).apply(_view(tmp_path, ttl=None))
+    store = FeatureStore(warehouse, online_path=tmp_path / "online.sqlite")
+    assert store.materialize_online(end_ts="2024-03-01T10:00:02Z") == {"trips": 3}
+
+
+def test_a_sql_build_does_not_replace_a_live_applied_view_of_its_name(warehouse, tmp_path):
+    FeatureStore(warehouse).apply(_view(tmp_path, name="fv_x"))
+    built = FeatureView("FV_X", "t", ("city",), "ts", (Feature("trips"),))
+    with duckdb.connect(str(warehouse)) as con:
+        with pytest.raises(ValueError, match=r"feature view 'FV_X': 'fv_x' was applied to this warehouse from Python "
+                                             r"on 20.* retire it \(FeatureStore.retire\('fv_x'\)\)"):
+            FeatureStore.record_materialization(con, built, 4, "run-1", declared=["FV_X"])
+    assert list(FeatureStore(warehouse).applied_views()) == ["fv_x"]
+    FeatureStore(warehouse).retire("fv_x")
+    with duckdb.connect(str(warehouse)) as con:  # retired: the name is the build's again
+        FeatureStore.record_materialization(con, built.__class__(**{**built.__dict__, "name": "fv_x"}), 4, "run-2")
+        assert con.sql("select name, origin, row_count from features.registry").fetchall() == [("fv_x", "sql", 4)]
+
+
+def test_a_process_writing_the_warehouse_finds_applied_views_without_handing_its_connection(warehouse, tmp_path):
+    """DuckDB refuses a read-only connection beside this process's writable one: the lookup then
+    shares the writer's database."""
+    FeatureStore(warehouse).apply(_view(tmp_path))
+    with duckdb.connect(str(warehouse)) as writer:
+        writer.execute("create table held (x int)")
+        assert FeatureStore(warehouse).resolve_features("trips:trips") == {"trips": ["trips"]}
+
+
+def test_retiring_in_a_missing_warehouse_creates_no_file(tmp_path):
+    with pytest.raises(KeyError, match="no feature view 'trips' applied from Python: no warehouse at"):
+        FeatureStore(tmp_path / "nowhere.duckdb").retire("trips")
+    assert not (tmp_path / "nowhere.duckdb").exists()
+
+
+def test_an_unknown_view_is_named_with_why_applied_views_could_not_be_read(warehouse, tmp_path):
+    """Another process writing the warehouse holds its lock: the view is still named, with why."""
+    import subprocess
+    import sys
+
+    FeatureStore(warehouse).apply(_view(tmp_path))
+    script = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", script, str(warehouse)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(KeyError) as refused:
+            FeatureStore(warehouse).resolve_features("trips:trips")
+        assert re.match(r"feature view 'trips' is not registered \(known: \[\]\); the views applied to "
+                        r".*warehouse.duckdb could not be read: IO Error: Could not set lock", refused.value.args[0])
+    finally:
+        holder.kill()
+        holder.wait()

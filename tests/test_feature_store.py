@@ -892,12 +892,27 @@ def test_dates_beside_datetimes_keep_their_times_of_day_against_date_and_timesta
     assert instant.get_historical_features(entities, "f:x")["x"].tolist() == [0.0, 10.0]
 
 
+def test_dates_with_a_missing_one_stay_dates_for_arrow():
+    """NaT is a datetime to Python: a column of dates with one missing went value by value
+    (~15 us a row and view) as if times of day sat among them."""
+    import datetime as dt
+
+    from mlops_pipelines.features.point_in_time import entity_key_array
+
+    typed = entity_key_array(pd.Series([dt.date(2013, 3, 9), pd.NaT, None], dtype=object))
+    assert isinstance(typed, pa.Array) and typed.type == pa.date32() and typed.null_count == 2
+    assert isinstance(entity_key_array(pd.Series([dt.date(2013, 3, 9), dt.datetime(2013, 3, 9, 1)])), pd.Series)
+
+
 def test_an_arrow_dictionary_holding_nan_or_null_is_read_as_its_values(tmp_path):
-    """pandas refuses a NaN category ("Categorical categories cannot be null"), which an Arrow
-    entity table's dictionary column may hold: read as plain values, a NaN key matches nothing."""
+    """pandas refuses a NaN category ("Categorical categories cannot be null") and a category
+    given twice, which an Arrow entity table's dictionary may hold: read as plain values, a NaN
+    key matches nothing."""
     store = key_store(tmp_path, "(1.5, '2024-01-01 11:00+00', 1.5)", "double")
     for keys in (pa.array([1.5, float("nan")]).dictionary_encode(),
-                 pa.DictionaryArray.from_arrays(pa.array([0, 1], pa.int32()), pa.array([1.5, None]))):
+                 pa.DictionaryArray.from_arrays(pa.array([0, 1], pa.int32()), pa.array([1.5, None])),
+                 # (a value twice in the dictionary: "Categorical categories must be unique")
+                 pa.DictionaryArray.from_arrays(pa.array([0, None], pa.int32()), pa.array([1.5, 1.5]))):
         entities = pa.table({"k": keys, "event_timestamp": pa.array([NOON.to_pydatetime()] * 2, pa.timestamp("us"))})
         assert store.get_historical_features(entities, "f:x")["x"].isna().tolist() == [False, True]
         assert store.get_online_features(pa.table({"k": keys}), "f:x")["x"].isna().tolist() == [False, True]

@@ -292,8 +292,8 @@ def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array
 
 
 def _holds_datetimes(values: Iterable) -> bool:
-    """Whether ``values`` hold a ``datetime`` (a pandas Timestamp is one)."""
-    return any(isinstance(v, datetime) for v in values)
+    """Whether ``values`` hold a ``datetime`` (a pandas Timestamp is one; NaT, a missing value, is not)."""
+    return any(isinstance(v, datetime) and v is not pd.NaT for v in values)
 
 
 def holds_integers(values: Iterable, beyond: int = -1) -> bool:

@@ -12,8 +12,10 @@ naive timestamps are read as UTC.
 
 from __future__ import annotations
 
+import glob
 import json
 import queue
+import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -181,20 +183,23 @@ def _check_entity_columns(columns: Sequence[str], outputs: Sequence[str], full_f
 def _arrow_entities(table: pa.Table) -> pd.DataFrame:
     """An Arrow table of entity rows as pandas, UUID columns as their canonical text (as DuckDB
     hands UUID keys over; pandas would get their 16 raw bytes), and dictionary columns whose
-    dictionary holds a null or NaN as their values (pandas' categories cannot hold one: "Categorical
-    categories cannot be null"; a NaN key then matches nothing, as in a plain column)."""
+    dictionary holds a null, a NaN or a value twice as their values (pandas refuses them as
+    categories; a NaN key then matches nothing, as in a plain column)."""
     for index, (name, type_) in enumerate(zip(table.column_names, table.schema.types, strict=True)):
         column = table.column(index)
         if isinstance(type_, pa.UuidType):
             text = pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
             table = table.set_column(index, name, text)
-        elif pa.types.is_dictionary(type_) and any(_holds_null_or_nan(chunk.dictionary) for chunk in column.chunks):
+        elif pa.types.is_dictionary(type_) and not all(_categories(chunk.dictionary) for chunk in column.chunks):
             table = table.set_column(index, name, column.cast(type_.value_type))
     return point_in_time.entity_pandas(table)
 
 
-def _holds_null_or_nan(values: pa.Array) -> bool:
-    return values.null_count > 0 or (pa.types.is_floating(values.type) and bool(pc.any(pc.is_nan(values)).as_py()))
+def _categories(values: pa.Array) -> bool:
+    """Whether pandas takes a dictionary's values as categories: no null or NaN, none twice."""
+    if values.null_count or (pa.types.is_floating(values.type) and pc.any(pc.is_nan(values)).as_py()):
+        return False
+    return len(pc.unique(values)) == len(values)
 
 
 def _check_unique_columns(columns: pd.Index) -> None:
@@ -474,6 +479,23 @@ def _read_local_parquet_as_needed(connection: duckdb.DuckDBPyConnection) -> None
         pass
 
 
+_FILE_SUFFIXES = (".parquet", ".csv", ".tsv", ".json", ".ndjson", ".jsonl", ".txt", ".gz", ".zst", ".arrow")
+
+
+def _relative_paths(source: str) -> list[str]:
+    """The text literals of a view's SQL ``source`` that name local files by a relative path (a
+    name ending like a data file, or a path or pattern that finds files from here): not URLs,
+    absolute or home (~) paths."""
+    found = []
+    for literal in re.findall(r"'((?:[^']|'')*)'", source):
+        text = literal.replace("''", "'")
+        if not text or "://" in text or text.startswith(("/", "~")) or Path(text).is_absolute():
+            continue
+        if text.lower().endswith(_FILE_SUFFIXES) or (("/" in text or "*" in text) and glob.glob(text)):
+            found.append(text)
+    return found
+
+
 def _create_registry(connection: duckdb.DuckDBPyConnection) -> None:
     """``features.registry`` (one row per view) if it is not there, with every column later
     versions added (``retired_at``; ``origin``, ``declaration``, ``applied_at`` for views applied
@@ -562,6 +584,13 @@ class FeatureStore:
         if connection is None and self.database_path == ":memory:":
             raise ValueError("an in-memory store keeps no registry: register() the views, or give the "
                              "path of a DuckDB file")
+        for view in views:
+            relative = _relative_paths(view.source)
+            if relative:
+                # The registry keeps the source as written: every process would read its own file.
+                raise ValueError(f"feature view {view.name!r}: its source reads {relative[0]!r}, a relative path, "
+                                 "which each process would resolve from its own working folder; give it whole "
+                                 f"({str(Path(relative[0]).absolute())!r})")
         own = duckdb.connect(self.database_path) if connection is None else None
         try:
             with self._connection(connection or own) as con:
@@ -595,6 +624,8 @@ class FeatureStore:
     def retire(self, name: str, connection: duckdb.DuckDBPyConnection | None = None) -> None:
         """Mark a view applied from Python retired in the registry (its row is kept, with when)
         and drop it from this store: stores made afterwards no longer find it."""
+        if connection is None and not Path(self.database_path).is_file():
+            raise KeyError(f"no feature view {name!r} applied from Python: no warehouse at {self.database_path}")
         own = duckdb.connect(self.database_path) if connection is None else None
         try:
             con = connection or own
@@ -617,7 +648,13 @@ class FeatureStore:
         if connection is None:
             if self.database_path == ":memory:" or not Path(self.database_path).is_file():
                 return {}
-            with duckdb.connect(self.database_path, read_only=True) as own:
+            try:
+                own = duckdb.connect(self.database_path, read_only=True)
+            except duckdb.ConnectionException:
+                # This process holds the file open for writing (a Dagster run's warehouse): DuckDB
+                # refuses a read-only connection beside it, and shares that one's database instead.
+                own = duckdb.connect(self.database_path)
+            with own:
                 return self.applied_views(own)
         if "declaration" not in _registry_columns(connection):
             return {}
@@ -625,10 +662,11 @@ class FeatureStore:
                                   "and retired_at is null order by name").fetchall()
         return {view.name: view for view in (FeatureView.from_json(text) for (text,) in rows)}
 
-    def _know(self, names: Iterable[str], connection: duckdb.DuckDBPyConnection | None = None) -> str:
-        """Views of ``names`` this store lacks, from those applied to its warehouse (if any).
-        Returns why the registry could not be read (e.g. another process writes the file), or ""."""
-        if all(name in self.views for name in names):
+    def _know(self, names: Iterable[str] | None, connection: duckdb.DuckDBPyConnection | None = None) -> str:
+        """Views of ``names`` (None: every view) this store lacks, from those applied to its
+        warehouse. Returns why the registry could not be read (e.g. another process writes the
+        file), or ""."""
+        if names is not None and all(name in self.views for name in names):
             return ""
         try:
             applied = self.applied_views(connection)
@@ -791,7 +829,11 @@ class FeatureStore:
             # (DuckDB's own read-only error: 'IO Error: Cannot open database ... does not exist')
             raise FileNotFoundError(f"no warehouse at {self.database_path}: run `mlops demo` (or build the "
                                     "feature views) first, or give the path of a DuckDB file")
-        own = duckdb.connect(self.database_path, read_only=self.database_path != ":memory:")
+        try:
+            own = duckdb.connect(self.database_path, read_only=self.database_path != ":memory:")
+        except duckdb.ConnectionException as exc:  # (DuckDB: "... with a different configuration ...")
+            raise ValueError(f"this process holds {self.database_path} open for writing, beside which DuckDB "
+                             "opens no read-only connection: pass that connection (connection=...)") from exc
         try:
             own.execute("SET TimeZone = 'UTC'")
             own.execute(f"SET memory_limit = '{self.memory_limit}'")
@@ -827,8 +869,12 @@ class FeatureStore:
         Returns the entities written per view (new or changed latest rows).
         """
         online = self._online()
-        names = [views] if isinstance(views, str) else list(views) if views is not None else list(self.views)
-        unread = self._know(names, connection)
+        if views is None:  # (every view: the applied ones too, whatever this store looked up before)
+            unread = self._know(None, connection)
+            names = list(self.views)
+        else:
+            names = [views] if isinstance(views, str) else list(views)
+            unread = self._know(names, connection)
         unknown = [n for n in names if n not in self.views]
         if unknown:
             raise KeyError(f"feature views {unknown} are not registered (known: {sorted(self.views)}){unread}")
@@ -991,6 +1037,14 @@ class FeatureStore:
         Python aside) are marked retired (kept, with when: their tables stay in the warehouse,
         and a model may have used them)."""
         _create_registry(connection)
+        applied = connection.execute(
+            f"select name, applied_at from {REGISTRY_TABLE} where lower(name) = lower(?) and origin = "
+            f"'{PYTHON_ORIGIN}' and retired_at is null", [view.name]).fetchall()
+        if applied:
+            # Its row would be replaced: the applied declaration lost without a word.
+            raise ValueError(f"feature view {view.name!r}: {applied[0][0]!r} was applied to this warehouse from "
+                             f"Python on {applied[0][1]:%Y-%m-%d %H:%M} (UTC); retire it (FeatureStore.retire("
+                             f"{applied[0][0]!r})) or name the SQL model otherwise")
         _upsert_registry(connection, view, row_count, run_id, origin="sql")
         if declared is not None:
             connection.execute(
