@@ -336,6 +336,33 @@ def test_a_build_its_column_tests_block_records_no_materialization(tmp_path):
         assert con.sql("select version from features.registry").fetchall() == [(first["feature_view/version"].value,)]
 
 
+def test_a_build_named_as_a_view_applied_from_python_changes_nothing(tmp_path):
+    """The registry row of a view applied from Python would be replaced by the build's: the run
+    fails before building, naming the view, and the table, registry and Dagster stay as they were."""
+    from dagster import AssetKey, DagsterInstance, materialize
+
+    from mlops_pipelines.features.assets import build_sql_assets
+    from mlops_pipelines.features.store import FeatureStore
+    from mlops_pipelines.features.views import Feature, FeatureView
+    from mlops_pipelines.lifecycle import _errors
+    from mlops_pipelines.warehouse import DuckDBWarehouse
+
+    root = project_with(tmp_path)
+    path = tmp_path / "w.duckdb"
+    FeatureStore(path).apply(FeatureView("FV_X", f"({VIEW_SQL})", ("origin",), "known_at", (Feature("x"),)))
+    instance = DagsterInstance.ephemeral()
+    result = materialize(build_sql_assets(SqlProject(root)), resources={"warehouse": DuckDBWarehouse(
+        database_path=str(path))}, instance=instance, raise_on_error=False)
+    assert not result.success
+    assert any("feature view 'fv_x': 'FV_X' was applied to this warehouse from Python on 20" in e
+               and "retire it (FeatureStore.retire('FV_X'))" in e for e in _errors(result))
+    assert instance.get_latest_materialization_event(AssetKey("fv_x")) is None
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.sql("select name, origin from features.registry").fetchall() == [("FV_X", "python")]
+        assert con.sql("select count(*) from information_schema.tables where table_name ilike 'fv_x'"
+                       ).fetchall() == [(0,)]
+
+
 def test_the_dagster_metadata_of_a_view_shows_what_the_registry_holds(tmp_path):
     """The fv_* metadata lacked the owner, the created timestamp and the TTL as the CLI prints
     it, and gave ttl_seconds 0.0 for a view without a TTL (which reads as "expires at once")."""

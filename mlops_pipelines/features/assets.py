@@ -55,6 +55,8 @@ def _sql_model_asset(project: SqlProject, model: SqlModel) -> AssetsDefinition:
             refuse_failed_validations(
                 connection, [t for s, t in model.sources if s == VALIDATED_SCHEMA], model.name
             )
+            if view is not None:  # (before the build: a refused run leaves the table as it was)
+                FeatureStore.refuse_if_applied(connection, view)
             rows, failures = project.build(connection, model)
             if failures:
                 # The candidate was dropped and the previous table kept: no materialization, whose

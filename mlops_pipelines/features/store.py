@@ -20,7 +20,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -1030,21 +1030,30 @@ class FeatureStore:
         return out
 
     @staticmethod
+    def refuse_if_applied(connection: duckdb.DuckDBPyConnection, view: FeatureView) -> None:
+        """Refuse to build ``view`` from SQL where a live view of its name (ignoring case) was
+        applied from Python: its registry row would be replaced, the applied declaration lost
+        without a word. The SQL model's asset asks before it builds anything."""
+        if "declaration" not in _registry_columns(connection):
+            return
+        applied = connection.execute(
+            f"select name, applied_at from {REGISTRY_TABLE} where lower(name) = lower(?) and origin = "
+            f"'{PYTHON_ORIGIN}' and retired_at is null", [view.name]).fetchall()
+        if applied:
+            name, when = applied[0]
+            raise ValueError(f"feature view {view.name!r}: {name!r} was applied to this warehouse from Python on "
+                             f"{when.astimezone(UTC):%Y-%m-%d %H:%M} (UTC); retire it "
+                             f"(FeatureStore.retire({name!r})) or name the SQL model otherwise")
+
+    @staticmethod
     def record_materialization(connection: duckdb.DuckDBPyConnection, view: FeatureView,
                                row_count: int, run_id: str, declared: Collection[str] | None = None) -> None:
         """Upsert the view's entry in ``features.registry`` (one row per view). ``declared``: the
         names of every view the project declares now; the entries of others (views applied from
         Python aside) are marked retired (kept, with when: their tables stay in the warehouse,
         and a model may have used them)."""
+        FeatureStore.refuse_if_applied(connection, view)
         _create_registry(connection)
-        applied = connection.execute(
-            f"select name, applied_at from {REGISTRY_TABLE} where lower(name) = lower(?) and origin = "
-            f"'{PYTHON_ORIGIN}' and retired_at is null", [view.name]).fetchall()
-        if applied:
-            # Its row would be replaced: the applied declaration lost without a word.
-            raise ValueError(f"feature view {view.name!r}: {applied[0][0]!r} was applied to this warehouse from "
-                             f"Python on {applied[0][1]:%Y-%m-%d %H:%M} (UTC); retire it (FeatureStore.retire("
-                             f"{applied[0][0]!r})) or name the SQL model otherwise")
         _upsert_registry(connection, view, row_count, run_id, origin="sql")
         if declared is not None:
             connection.execute(
