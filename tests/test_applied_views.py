@@ -280,3 +280,73 @@ def test_an_unknown_view_is_named_with_why_applied_views_could_not_be_read(wareh
     finally:
         holder.kill()
         holder.wait()
+
+
+OLD_REGISTRY = """create schema features; create table features.registry (
+    name varchar primary key, version varchar, source varchar, entities varchar, event_timestamp varchar,
+    created_timestamp varchar, ttl_seconds double, features varchar, owner varchar, description varchar,
+    row_count bigint, materialized_at timestamptz, dagster_run_id varchar, retired_at timestamptz);
+    insert into features.registry values ('fv_old', 'v1', 't', '["city"]', 'ts', null, null, '[]', 'team-a', '',
+    3, '2026-11-01 10:00+00', 'run-0', null)"""
+
+
+def test_a_registry_written_before_views_could_be_applied(warehouse, tmp_path, capsys):
+    """Its rows have no origin: listed as builds, refused as names to apply, and still recorded."""
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(OLD_REGISTRY)
+    assert main(["features", "list"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:9] == ["fv_old", "v1", "city", "ts", "-", "none",
+                                                                   "team-a", "3", "2026-11-01"]
+    with pytest.raises(ValueError, match="'fv_old' is built from dbt_like_sql/"):
+        FeatureStore(warehouse).apply(_view(tmp_path, name="fv_old"))
+    with pytest.raises(KeyError, match="no feature view 'fv_old' applied from Python"):
+        FeatureStore(warehouse).retire("fv_old")
+    built = FeatureView("fv_new", "t", ("city",), "ts", (Feature("trips"),))
+    with duckdb.connect(str(warehouse)) as con:
+        FeatureStore.record_materialization(con, built, 2, "run-1", declared=["fv_new"])
+        assert con.sql("select name, origin, declaration, retired_at is null from features.registry order by name"
+                       ).fetchall() == [("fv_new", "sql", None, True), ("fv_old", None, None, False)]
+    with pytest.raises(KeyError, match="no feature view 'fv_new' applied from Python"):  # (a build's to retire)
+        FeatureStore(warehouse).retire("fv_new")
+
+
+def test_a_store_looks_up_only_the_views_it_lacks_and_keeps_its_own(warehouse, tmp_path):
+    FeatureStore(warehouse).apply(_view(tmp_path, ttl=timedelta(hours=1)), _view(tmp_path, name="other"))
+    mine = _view(tmp_path, ttl=None)
+    store = FeatureStore(warehouse, [mine])
+    assert store.resolve_features(["trips:trips", "other:trips"]) == {"trips": ["trips"], "other": ["trips"]}
+    assert store.views["trips"] is mine and store.views["other"] == _view(tmp_path, name="other")
+
+
+def test_materializing_through_a_writers_connection_finds_applied_views(warehouse, tmp_path):
+    FeatureStore(warehouse).apply(_view(tmp_path, ttl=None))
+    with duckdb.connect(str(warehouse)) as writer:
+        store = FeatureStore(warehouse, online_path=tmp_path / "online.sqlite")
+        assert store.materialize_online("trips", end_ts="2024-03-01T10:00:02Z", connection=writer) == {"trips": 3}
+
+
+def test_declared_columns_are_found_whatever_their_case(warehouse, tmp_path):
+    """DuckDB resolves names ignoring case: a key 'City' is the column city, and a feature 'Trips'
+    is checked against the type of trips."""
+    store = FeatureStore(warehouse)
+    store.apply(_view(tmp_path, entities=("City", "LINE")))
+    with pytest.raises(ValueError, match="Trips: declared str but the source produces BIGINT"):
+        store.apply(_view(tmp_path, features=(Feature("Trips", "str"),)))
+
+
+def test_an_arrow_dictionary_pandas_can_hold_stays_a_category(warehouse, tmp_path):
+    FeatureStore(warehouse).apply(_view(tmp_path))
+    entities = pa.table({"city": pa.array(["oslo", "rome"]).dictionary_encode(), "line": [1, 1],
+                         "event_timestamp": pa.array([T("2024-03-01 10:00", tz="UTC")] * 2)})
+    out = FeatureStore(warehouse).get_historical_features(entities, "trips:trips")
+    assert out["city"].dtype == "category" and out["trips"].tolist() == [7, pd.NA]
+
+
+def test_the_cli_notes_nothing_when_some_row_has_a_value_or_there_are_no_rows(warehouse, tmp_path, capsys):
+    FeatureStore(warehouse).apply(_view(tmp_path, ttl=None))
+    argv = ["features", "historical", "--entities", str(tmp_path / "entities.csv"),
+            "--features", "trips:trips", "--out", str(tmp_path / "out.csv")]
+    for rows in ("oslo,1,2024-03-01T11:00Z\ntokyo,1,2024-03-01T11:00Z\n", ""):
+        (tmp_path / "entities.csv").write_text("city,line,event_timestamp\n" + rows)
+        assert main(argv) == 0
+        assert capsys.readouterr().err == ""

@@ -84,6 +84,15 @@ def test_a_declaration_that_would_be_misread_is_refused_by_file_and_field(tmp_pa
         SqlProject(root).feature_views()
 
 
+@pytest.mark.parametrize(("text", "seconds"), [("0", None), ("-0", None), ("90", 90), ("1_000", 1000)])
+def test_decimal_integers_are_read_as_written(tmp_path, text, seconds):
+    """Only integers with a leading 0 are refused (YAML 1.1 reads them in other bases): 0 itself
+    (no TTL) and digits grouped by '_' are decimal."""
+    root = project_with(tmp_path, VIEW_YAML.replace("  ttl: 2 hours\n", f"  ttl: {text}\n"))
+    ttl = SqlProject(root).feature_views()["fv_x"].ttl
+    assert (ttl.total_seconds() if ttl else None) == seconds
+
+
 def test_files_the_project_would_ignore_are_refused(tmp_path):
     root = project_with(tmp_path)
     (root / "features" / "fv_y.yml").write_text(VIEW_YAML)  # no fv_y.sql
