@@ -151,6 +151,7 @@ def _read_csv(path: str):
 
 
 def _features_historical(args: argparse.Namespace) -> int:
+    from mlops_pipelines.features.store import ViewReadError
     from mlops_pipelines.resources import build_resources
 
     paths = ProjectPaths.from_env()
@@ -170,6 +171,8 @@ def _features_historical(args: argparse.Namespace) -> int:
     entities = _read_frame(args.entities, keep_index=True)
     try:
         out = store.get_historical_features(entities, features, args.full_feature_names, args.timestamp_column)
+    except ViewReadError:
+        raise  # (the view's source, not the entity file)
     except (KeyError, ValueError) as exc:
         reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         if "no timestamp column" in reason:

@@ -212,20 +212,39 @@ def test_the_cli_notes_a_view_whose_features_are_missing_in_every_row(warehouse,
     assert capsys.readouterr().err.splitlines() == [line for line in err if "value of trips" in line]
 
 
-def test_an_applied_source_read_by_a_relative_path_is_refused(warehouse, tmp_path, monkeypatch):
-    """The registry keeps the source as written: 'trips.parquet' would be another file (or none)
-    for a process started elsewhere."""
+def test_an_applied_source_read_by_a_relative_or_home_path_is_refused(warehouse, tmp_path, monkeypatch):
+    """The registry keeps the source as written: 'trips.parquet' (or ~/trips.parquet) would be
+    another file, or none, for a process started elsewhere (or by another user). DuckDB's parser
+    finds the files: comments, other text and named options are no files."""
     monkeypatch.chdir(tmp_path)
-    for source in ("read_parquet('trips.parquet')", "read_parquet(['trips.parquet'])", "'trips.parquet'",
-                   "(select * from read_parquet('./*.parquet'))"):
-        relative = source.split("'")[1]
-        with pytest.raises(ValueError, match=rf"feature view 'trips': its source reads '{re.escape(relative)}', a "
-                                             rf"relative path, .* give it whole \('{re.escape(str(tmp_path))}/"):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for source, named in [("read_parquet('trips.parquet')", "trips.parquet"),
+                          ("read_parquet(['trips.parquet'])", "trips.parquet"),
+                          ('"trips.parquet"', "trips.parquet"), ("'trips.parquet'", "trips.parquet"),
+                          ("(-- the city's trips\n select * from read_parquet('./*.parquet'))", "./*.parquet"),
+                          ("read_parquet('~/trips.parquet')", "~/trips.parquet")]:
+        whole = re.escape(str(tmp_path / named.removeprefix("~/").removeprefix("./")))
+        with pytest.raises(ValueError, match=rf"feature view 'trips': its source reads '{re.escape(named)}', which "
+                                             rf"each process would find from its own working \(or home\) folder; "
+                                             rf"give the path whole \('{whole}'\)"):
             FeatureStore(warehouse).apply(_view(tmp_path, source=source))
     assert FeatureStore(warehouse).applied_views() == {}
+    whole = tmp_path / "trips.parquet"
+    # Text that names no file: a filter on '%.csv', a file name compared, a named option.
+    for source in (f"(select * from read_parquet('{whole}') where city not like '%.csv' and city != 'a.parquet')",
+                   f"read_parquet('{whole}', filename = 'x.parquet')"):
+        FeatureStore(warehouse).apply(_view(tmp_path, source=source))
     store = FeatureStore(warehouse)  # (register() keeps it in this process only: as written)
     store.register(_view(tmp_path, source="read_parquet('trips.parquet')"))
     assert store.get_historical_features(ENTITIES, "trips:trips")["trips"].fillna(-1).tolist() == [7, -1, 3, -1, -1]
+
+
+def test_a_name_declared_in_dbt_like_sql_is_refused_before_it_is_built(warehouse, tmp_path):
+    """Else the project's stores would read the SQL declaration, and every build would refuse the
+    applied one."""
+    with pytest.raises(ValueError, match=r"feature view 'FV_plane': 'fv_plane' is declared in dbt_like_sql/"):
+        FeatureStore(warehouse).apply(_view(tmp_path, name="FV_plane"))
+    assert FeatureStore(warehouse).applied_views() == {}
 
 
 def test_materializing_every_view_takes_the_applied_ones_whatever_was_looked_up(warehouse, tmp_path):
@@ -263,23 +282,44 @@ def test_retiring_in_a_missing_warehouse_creates_no_file(tmp_path):
     assert not (tmp_path / "nowhere.duckdb").exists()
 
 
-def test_an_unknown_view_is_named_with_why_applied_views_could_not_be_read(warehouse, tmp_path):
-    """Another process writing the warehouse holds its lock: the view is still named, with why."""
+def test_a_warehouse_held_by_another_process_is_said_to_be_in_use(warehouse, tmp_path, capsys):
+    """Looking up an applied view while another process writes the warehouse: DuckDB's lock
+    error, which the CLI says as "in use, try again", not "not registered"."""
     import subprocess
     import sys
 
     FeatureStore(warehouse).apply(_view(tmp_path))
+    (tmp_path / "entities.csv").write_text("city,line,event_timestamp\noslo,1,2024-03-01T11:00Z\n")
     script = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)"
     holder = subprocess.Popen([sys.executable, "-c", script, str(warehouse)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(KeyError) as refused:
+        with pytest.raises(duckdb.IOException, match="Could not set lock"):
             FeatureStore(warehouse).resolve_features("trips:trips")
-        assert re.match(r"feature view 'trips' is not registered \(known: \[\]\); the views applied to "
-                        r".*warehouse.duckdb could not be read: IO Error: Could not set lock", refused.value.args[0])
+        assert main(["features", "historical", "--entities", str(tmp_path / "entities.csv"),
+                     "--features", "trips:trips", "--out", str(tmp_path / "out.csv")]) == 2
+        assert capsys.readouterr().err.startswith("mlops features: the warehouse is in use by another process")
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_the_cli_blames_the_view_not_the_entity_file_for_a_source_gone(warehouse, tmp_path, capsys):
+    FeatureStore(warehouse).apply(_view(tmp_path))
+    (tmp_path / "trips.parquet").unlink()
+    (tmp_path / "entities.csv").write_text("city,line,event_timestamp\noslo,1,2024-03-01T11:00Z\n")
+    assert main(["features", "historical", "--entities", str(tmp_path / "entities.csv"),
+                 "--features", "trips:trips", "--out", str(tmp_path / "out.csv")]) == 2
+    assert capsys.readouterr().err.startswith("mlops features: feature view 'trips': reading read_parquet(")
+
+
+def test_apply_and_retire_beside_a_read_only_connection_of_this_process(warehouse, tmp_path):
+    store = FeatureStore(warehouse)
+    with duckdb.connect(str(warehouse), read_only=True):
+        for call in (lambda: store.apply(_view(tmp_path)), lambda: store.retire("trips")):
+            with pytest.raises(ValueError, match="this process holds .* open read-only, beside which DuckDB opens no "
+                                                 "writable connection: close it, or pass a writable one"):
+                call()
 
 
 OLD_REGISTRY = """create schema features; create table features.registry (

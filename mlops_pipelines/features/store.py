@@ -12,10 +12,8 @@ naive timestamps are read as UTC.
 
 from __future__ import annotations
 
-import glob
 import json
 import queue
-import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -31,6 +29,7 @@ import pyarrow.compute as pc
 
 from mlops_pipelines.features import point_in_time
 from mlops_pipelines.features.online import OnlineStore, from_micros, key_values, stored_values, to_micros
+from mlops_pipelines.features.sql_project import SqlProject
 from mlops_pipelines.features.views import TIMESTAMP_TYPES, FeatureView, quoted, timestamp_type_problem
 
 REGISTRY_TABLE = "features.registry"
@@ -325,13 +324,19 @@ def check_timestamp_types(connection: duckdb.DuckDBPyConnection, view: FeatureVi
                                 view.created_timestamp is not None and str(types[-1]) in nanoseconds)
 
 
+class ViewReadError(ValueError):
+    """A view's source could not be read (a missing file or column): the view's fault, not the
+    entity rows'."""
+
+
 @contextmanager
 def _reading(view: FeatureView) -> Iterator[None]:
-    """DuckDB's errors while reading a view's rows, as a ValueError naming the view and its source."""
+    """DuckDB's errors while reading a view's rows, as a :class:`ViewReadError` naming the view
+    and its source."""
     try:
         yield
     except duckdb.Error as exc:
-        raise ValueError(f"feature view {view.name!r}: reading {view.source}: {str(exc).splitlines()[0]}") from exc
+        raise ViewReadError(f"feature view {view.name!r}: reading {view.source}: {str(exc).splitlines()[0]}") from exc
 
 
 def _fingerprints(connection: duckdb.DuckDBPyConnection, view: FeatureView, since: int | None,
@@ -479,21 +484,61 @@ def _read_local_parquet_as_needed(connection: duckdb.DuckDBPyConnection) -> None
         pass
 
 
-_FILE_SUFFIXES = (".parquet", ".csv", ".tsv", ".json", ".ndjson", ".jsonl", ".txt", ".gz", ".zst", ".arrow")
+_FILE_READERS = ("parquet_scan", "sniff_csv", "glob", "iceberg_scan", "delta_scan", "sqlite_scan")
+_FILE_SUFFIXES = (".parquet", ".csv", ".tsv", ".json", ".ndjson", ".jsonl", ".gz", ".zst", ".arrow")
 
 
-def _relative_paths(source: str) -> list[str]:
-    """The text literals of a view's SQL ``source`` that name local files by a relative path (a
-    name ending like a data file, or a path or pattern that finds files from here): not URLs,
-    absolute or home (~) paths."""
-    found = []
-    for literal in re.findall(r"'((?:[^']|'')*)'", source):
-        text = literal.replace("''", "'")
-        if not text or "://" in text or text.startswith(("/", "~")) or Path(text).is_absolute():
-            continue
-        if text.lower().endswith(_FILE_SUFFIXES) or (("/" in text or "*" in text) and glob.glob(text)):
-            found.append(text)
-    return found
+def _files_named(source: str) -> list[str]:
+    """The files a view's SQL ``source`` names, as DuckDB's own parser reads it: the first
+    argument (a text or a list of texts) of each table function reading files (``read_*``,
+    ``parquet_scan``, ...) and each table named as a data file (``"x.parquet"``). Comments,
+    other literals and named options are not files."""
+    with duckdb.connect() as parser:
+        tree = json.loads(parser.execute("select json_serialize_sql(?)", [f"select * from {source}"]).fetchone()[0])
+    if not isinstance(tree, dict) or tree.get("error"):
+        return []  # (binding the source says what is wrong)
+
+    def texts(expression: dict) -> Iterator[str]:
+        literal = expression.get("literal") or {}  # (DuckDB 2; 1.x keeps a typed "value")
+        value = expression.get("value") or {}
+        if expression.get("class") == "CONSTANT" and literal.get("kind") == "STRING":
+            yield literal["text"]
+        elif expression.get("class") == "CONSTANT" and (value.get("type") or {}).get("id") == "VARCHAR" \
+                and not value.get("is_null"):
+            yield value["value"]
+        elif expression.get("class") == "FUNCTION" and expression.get("function_name") == "list_value":
+            for argument in expression.get("arguments") or expression.get("children") or []:
+                yield from texts(argument.get("expression", argument))
+
+    files: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        if not isinstance(node, dict):
+            return
+        if node.get("type") == "TABLE_FUNCTION":
+            function = node.get("function") or {}
+            name = str(function.get("function_name", "")).lower()
+            arguments = function.get("arguments") or function.get("children") or []
+            if arguments and (name.startswith("read_") or name in _FILE_READERS):
+                files.extend(texts(arguments[0].get("expression", arguments[0])))
+        elif node.get("type") == "BASE_TABLE" and not node.get("schema_name") and not node.get("catalog_name"):
+            table = str(node.get("table_name", ""))
+            if "/" in table or table.lower().endswith(_FILE_SUFFIXES):
+                files.append(table)
+        for value in node.values():
+            walk(value)
+
+    walk(tree)
+    return files
+
+
+def _read_per_process(source: str) -> list[str]:
+    """The files of ``source`` that each process would find elsewhere: relative paths (from its
+    working folder) and ~ paths (from its home folder)."""
+    return [f for f in _files_named(source) if "://" not in f and (f.startswith("~") or not Path(f).is_absolute())]
 
 
 def _create_registry(connection: duckdb.DuckDBPyConnection) -> None:
@@ -584,14 +629,19 @@ class FeatureStore:
         if connection is None and self.database_path == ":memory:":
             raise ValueError("an in-memory store keeps no registry: register() the views, or give the "
                              "path of a DuckDB file")
+        declared = {name.lower(): name for name in SqlProject().feature_views()}
         for view in views:
-            relative = _relative_paths(view.source)
-            if relative:
+            if view.name.lower() in declared:
+                raise ValueError(f"feature view {view.name!r}: {declared[view.name.lower()]!r} is declared in "
+                                 "dbt_like_sql/; apply the view under another name")
+            elsewhere = _read_per_process(view.source)
+            if elsewhere:
                 # The registry keeps the source as written: every process would read its own file.
-                raise ValueError(f"feature view {view.name!r}: its source reads {relative[0]!r}, a relative path, "
-                                 "which each process would resolve from its own working folder; give it whole "
-                                 f"({str(Path(relative[0]).absolute())!r})")
-        own = duckdb.connect(self.database_path) if connection is None else None
+                whole = str(Path(elsewhere[0]).expanduser().absolute())
+                raise ValueError(f"feature view {view.name!r}: its source reads {elsewhere[0]!r}, which each "
+                                 "process would find from its own working (or home) folder; give the path whole "
+                                 f"({whole!r})")
+        own = self._writer() if connection is None else None
         try:
             with self._connection(connection or own) as con:
                 for view in views:
@@ -626,7 +676,7 @@ class FeatureStore:
         and drop it from this store: stores made afterwards no longer find it."""
         if connection is None and not Path(self.database_path).is_file():
             raise KeyError(f"no feature view {name!r} applied from Python: no warehouse at {self.database_path}")
-        own = duckdb.connect(self.database_path) if connection is None else None
+        own = self._writer() if connection is None else None
         try:
             con = connection or own
             retired = []
@@ -641,6 +691,14 @@ class FeatureStore:
             raise KeyError(f"no feature view {name!r} applied from Python in {self.database_path} (a view of "
                            "dbt_like_sql/ is retired by removing its YAML)")
         self.views.pop(name, None)
+
+    def _writer(self) -> duckdb.DuckDBPyConnection:
+        """A writable connection to the warehouse (the file is created if missing)."""
+        try:
+            return duckdb.connect(self.database_path)
+        except duckdb.ConnectionException as exc:  # (DuckDB: "... with a different configuration ...")
+            raise ValueError(f"this process holds {self.database_path} open read-only, beside which DuckDB opens "
+                             "no writable connection: close it, or pass a writable one (connection=...)") from exc
 
     def applied_views(self, connection: duckdb.DuckDBPyConnection | None = None) -> dict[str, FeatureView]:
         """The views applied from Python to this warehouse and not retired, by name (none
@@ -662,19 +720,14 @@ class FeatureStore:
                                   "and retired_at is null order by name").fetchall()
         return {view.name: view for view in (FeatureView.from_json(text) for (text,) in rows)}
 
-    def _know(self, names: Iterable[str] | None, connection: duckdb.DuckDBPyConnection | None = None) -> str:
+    def _know(self, names: Iterable[str] | None, connection: duckdb.DuckDBPyConnection | None = None) -> None:
         """Views of ``names`` (None: every view) this store lacks, from those applied to its
-        warehouse. Returns why the registry could not be read (e.g. another process writes the
-        file), or ""."""
+        warehouse. (DuckDB's error if the registry cannot be read: another process writing the
+        file holds its lock, which the CLI reports as "in use, try again".)"""
         if names is not None and all(name in self.views for name in names):
-            return ""
-        try:
-            applied = self.applied_views(connection)
-        except duckdb.Error as exc:
-            return f"; the views applied to {self.database_path} could not be read: {str(exc).splitlines()[0]}"
-        for name, view in applied.items():
+            return
+        for name, view in self.applied_views(connection).items():
             self.views.setdefault(name, view)
-        return ""
 
     def resolve_features(self, features: Sequence[str] | str,
                          connection: duckdb.DuckDBPyConnection | None = None) -> dict[str, list[str]]:
@@ -684,7 +737,7 @@ class FeatureStore:
         features = references(features)
         if not features:
             raise ValueError("no features requested: pass 'view:feature' references")
-        unread = self._know([reference.partition(":")[0] for reference in features], connection)
+        self._know([reference.partition(":")[0] for reference in features], connection)
         wanted: dict[str, list[str]] = {}
         for reference in features:
             view_name, sep, feature = reference.partition(":")
@@ -692,7 +745,7 @@ class FeatureStore:
                 raise ValueError(f"feature reference {reference!r}: expected 'view:feature'")
             view = self.views.get(view_name)
             if view is None:
-                raise KeyError(f"feature view {view_name!r} is not registered (known: {sorted(self.views)}){unread}")
+                raise KeyError(f"feature view {view_name!r} is not registered (known: {sorted(self.views)})")
             if feature not in view.feature_names:
                 raise KeyError(f"feature view {view_name!r} has no feature {feature!r} (has: {view.feature_names})")
             wanted.setdefault(view_name, [])
@@ -870,14 +923,14 @@ class FeatureStore:
         """
         online = self._online()
         if views is None:  # (every view: the applied ones too, whatever this store looked up before)
-            unread = self._know(None, connection)
+            self._know(None, connection)
             names = list(self.views)
         else:
             names = [views] if isinstance(views, str) else list(views)
-            unread = self._know(names, connection)
+            self._know(names, connection)
         unknown = [n for n in names if n not in self.views]
         if unknown:
-            raise KeyError(f"feature views {unknown} are not registered (known: {sorted(self.views)}){unread}")
+            raise KeyError(f"feature views {unknown} are not registered (known: {sorted(self.views)})")
         if end_ts is not None:
             try:
                 stamp = to_utc(pd.Series([end_ts], name="end_ts")).iloc[0]
