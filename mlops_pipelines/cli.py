@@ -165,7 +165,7 @@ def _features_historical(args: argparse.Namespace) -> int:
     if out_kind not in (".parquet", ".csv"):
         raise ValueError(f"{args.out}: expected a .parquet or .csv file")
     try:
-        store.resolve_features(features)  # (before the entities: an error here is not the file's)
+        wanted = store.resolve_features(features)  # (before the entities: an error here is not the file's)
     except (KeyError, ValueError) as exc:
         raise ValueError(f"--features: {exc.args[0] if isinstance(exc, KeyError) else exc}") from exc
     entities = _read_frame(args.entities, keep_index=True)
@@ -183,17 +183,17 @@ def _features_historical(args: argparse.Namespace) -> int:
     else:
         out.to_csv(args.out, index=False)
     print(f"{len(out)} rows, {len(out.columns) - len(entities.columns)} feature columns -> {args.out}")
-    _say_which_views_found_nothing(store, features, args.full_feature_names, out)
+    _say_which_views_found_nothing(store, wanted, args.full_feature_names, out)
     return 0
 
 
-def _say_which_views_found_nothing(store, features: list[str], full_feature_names: bool, out) -> None:
-    """A note on standard error for each view whose features asked for are missing in every row:
-    keys are matched as written (' JFK' and 'jfk' are not 'JFK'), which is easy to miss in a CSV.
-    (The values may also be missing in the rows found: the note says where to look, not why.)"""
+def _say_which_views_found_nothing(store, wanted: dict[str, list[str]], full_feature_names: bool, out) -> None:
+    """A note on standard error for each view of ``wanted`` (from ``resolve_features``) whose
+    features asked for are missing in every row: keys are matched as written (' JFK' and 'jfk'
+    are not 'JFK'), which is easy to miss in a CSV. (The values may also be missing in the rows
+    found: the note says where to look, not why.)"""
     from mlops_pipelines.features.store import output_names
 
-    wanted = store.resolve_features(features)
     columns = output_names(((v, n) for v, names in wanted.items() for n in names), full_feature_names)
     for view_name, names in wanted.items():
         if len(out) and out[[columns[view_name, n] for n in names]].isna().all(axis=None):

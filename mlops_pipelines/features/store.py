@@ -535,10 +535,27 @@ def _files_named(source: str) -> list[str]:
     return files
 
 
-def _read_per_process(source: str) -> list[str]:
-    """The files of ``source`` that each process would find elsewhere: relative paths (from its
-    working folder) and ~ paths (from its home folder)."""
-    return [f for f in _files_named(source) if "://" not in f and (f.startswith("~") or not Path(f).is_absolute())]
+def _refuse_files_read_per_process(view: FeatureView) -> None:
+    """Refuse a view whose source reads a file each process would find elsewhere: by a relative
+    path (from its working folder) or a ~ path (from its home folder). The registry keeps the
+    source as written."""
+    for path in _files_named(view.source):
+        if "://" not in path and (path.startswith("~") or not Path(path).is_absolute()):
+            raise ValueError(f"feature view {view.name!r}: its source reads {path!r}, which each process would "
+                             "find from its own working (or home) folder; give the path whole "
+                             f"({str(Path(path).expanduser().absolute())!r})")
+
+
+def _check_against_source(connection: duckdb.DuckDBPyConnection, view: FeatureView) -> None:
+    """Refuse a view whose source lacks its declared columns or types (DuckDB binds it: no row
+    is read), naming the view and each column."""
+    with _reading(view):
+        relation = connection.sql(f"select * from {view.source} limit 0")
+    columns = zip(relation.columns, relation.types, strict=True)
+    problems = view.schema_problems({name.lower(): str(type_) for name, type_ in columns})
+    if problems:
+        raise ValueError(f"feature view {view.name!r} over {view.source}: " + "; ".join(problems))
+    read_view_rows(connection, view, view.feature_names, where="false")  # (the join's own checks of types)
 
 
 def _create_registry(connection: duckdb.DuckDBPyConnection) -> None:
@@ -623,7 +640,8 @@ class FeatureStore:
         timestamps exist, the timestamps are TIMESTAMPs, each feature has its declared type, and
         DuckDB can read it. One that fails is a ValueError naming the view and the column, and
         none of ``views`` is recorded. A view applied again is replaced (its version changes with
-        its declaration); a name built from dbt_like_sql/ is refused. ``connection``: a writable
+        its declaration); a name declared in (or built from) dbt_like_sql/ is refused, and so is a
+        source reading files by relative or ~ paths. ``connection``: a writable
         connection to the warehouse (else one of the store's own; the file is created if missing).
         """
         if connection is None and self.database_path == ":memory:":
@@ -634,24 +652,12 @@ class FeatureStore:
             if view.name.lower() in declared:
                 raise ValueError(f"feature view {view.name!r}: {declared[view.name.lower()]!r} is declared in "
                                  "dbt_like_sql/; apply the view under another name")
-            elsewhere = _read_per_process(view.source)
-            if elsewhere:
-                # The registry keeps the source as written: every process would read its own file.
-                whole = str(Path(elsewhere[0]).expanduser().absolute())
-                raise ValueError(f"feature view {view.name!r}: its source reads {elsewhere[0]!r}, which each "
-                                 "process would find from its own working (or home) folder; give the path whole "
-                                 f"({whole!r})")
+            _refuse_files_read_per_process(view)
         own = self._writer() if connection is None else None
         try:
             with self._connection(connection or own) as con:
                 for view in views:
-                    with _reading(view):
-                        relation = con.sql(f"select * from {view.source} limit 0")
-                    columns = zip(relation.columns, relation.types, strict=True)
-                    problems = view.schema_problems({name.lower(): str(type_) for name, type_ in columns})
-                    if problems:
-                        raise ValueError(f"feature view {view.name!r} over {view.source}: " + "; ".join(problems))
-                    read_view_rows(con, view, view.feature_names, where="false")  # (DuckDB's own checks, no row)
+                    _check_against_source(con, view)
                 if own is not None:
                     con.execute("begin transaction")  # (all the views or none)
                 _create_registry(con)
