@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mlops_pipelines.cli import main
-from mlops_pipelines.features.store import FeatureStore
+from mlops_pipelines.features.store import FeatureStore, _files_named
 from mlops_pipelines.features.views import Feature, FeatureView
 
 T = pd.Timestamp
@@ -222,7 +222,10 @@ def test_an_applied_source_read_by_a_relative_or_home_path_is_refused(warehouse,
                           ("read_parquet(['trips.parquet'])", "trips.parquet"),
                           ('"trips.parquet"', "trips.parquet"), ("'trips.parquet'", "trips.parquet"),
                           ("(-- the city's trips\n select * from read_parquet('./*.parquet'))", "./*.parquet"),
-                          ("read_parquet('~/trips.parquet')", "~/trips.parquet")]:
+                          ("read_parquet('~/trips.parquet')", "~/trips.parquet"),
+                          ("trips.parquet", "trips.parquet"),  # (unquoted: schema trips, table parquet)
+                          ("read_parquet(ARRAY['trips.parquet'])", "trips.parquet"),
+                          ("read_parquet('trips.parquet'::VARCHAR)", "trips.parquet")]:
         whole = re.escape(str(tmp_path / named.removeprefix("~/").removeprefix("./")))
         with pytest.raises(ValueError, match=rf"feature view 'trips': its source reads '{re.escape(named)}', which "
                                              rf"each process would find from its own working \(or home\) folder; "
@@ -234,6 +237,18 @@ def test_an_applied_source_read_by_a_relative_or_home_path_is_refused(warehouse,
     for source in (f"(select * from read_parquet('{whole}') where city not like '%.csv' and city != 'a.parquet')",
                    f"read_parquet('{whole}', filename = 'x.parquet')"):
         FeatureStore(warehouse).apply(_view(tmp_path, source=source))
+    # Tables of the warehouse and CTEs named like files are no files; a path DuckDB could read
+    # from no home folder is refused all the same.
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"create schema raw; create table raw.\"trips.csv\" as from '{whole}'")
+        con.execute(f"create table \"trips/2024\" as from '{whole}'")
+    cte = f"(with \"daily/trips\" as (from '{whole}') from \"daily/trips\")"
+    for source in ('raw."trips.csv"', '"trips/2024"', cte):
+        FeatureStore(warehouse).apply(_view(tmp_path, source=source))
+    with pytest.raises(ValueError, match=r"its source reads '~nobody_here/t.parquet', .* \('its absolute path'\)"):
+        FeatureStore(warehouse).apply(_view(tmp_path, source="read_parquet('~nobody_here/t.parquet')"))
+    deep = "(select city, line, ts, created, trips" + " + 0" * 3000 + " as trips, late_share from 'x')"
+    assert _files_named(deep) == []  # (too deep to walk: not checked, and no RecursionError)
     store = FeatureStore(warehouse)  # (register() keeps it in this process only: as written)
     store.register(_view(tmp_path, source="read_parquet('trips.parquet')"))
     assert store.get_historical_features(ENTITIES, "trips:trips")["trips"].fillna(-1).tolist() == [7, -1, 3, -1, -1]
@@ -242,7 +257,7 @@ def test_an_applied_source_read_by_a_relative_or_home_path_is_refused(warehouse,
 def test_a_name_declared_in_dbt_like_sql_is_refused_before_it_is_built(warehouse, tmp_path):
     """Else the project's stores would read the SQL declaration, and every build would refuse the
     applied one."""
-    with pytest.raises(ValueError, match=r"feature view 'FV_plane': 'fv_plane' is declared in dbt_like_sql/"):
+    with pytest.raises(ValueError, match=r"feature view 'FV_plane': 'fv_plane' is a model of dbt_like_sql/"):
         FeatureStore(warehouse).apply(_view(tmp_path, name="FV_plane"))
     assert FeatureStore(warehouse).applied_views() == {}
 
@@ -317,8 +332,8 @@ def test_apply_and_retire_beside_a_read_only_connection_of_this_process(warehous
     store = FeatureStore(warehouse)
     with duckdb.connect(str(warehouse), read_only=True):
         for call in (lambda: store.apply(_view(tmp_path)), lambda: store.retire("trips")):
-            with pytest.raises(ValueError, match="this process holds .* open read-only, beside which DuckDB opens no "
-                                                 "writable connection: close it, or pass a writable one"):
+            with pytest.raises(ValueError, match=r"this process holds .* open with another configuration \(read-only, "
+                                                 r"or other settings\), .*: close it, or pass a writable one"):
                 call()
 
 
@@ -390,3 +405,21 @@ def test_the_cli_notes_nothing_when_some_row_has_a_value_or_there_are_no_rows(wa
         (tmp_path / "entities.csv").write_text("city,line,event_timestamp\n" + rows)
         assert main(argv) == 0
         assert capsys.readouterr().err == ""
+
+
+def test_apply_reads_only_the_model_names_of_dbt_like_sql(warehouse, tmp_path, monkeypatch):
+    """A half-written YAML elsewhere in the project, or no project beside an installed package,
+    is not the applied view's business."""
+    import mlops_pipelines.features.store as store_module
+
+    project = tmp_path / "project"
+    (project / "features").mkdir(parents=True)
+    (project / "features" / "fv_mine.sql").write_text("select 1")
+    (project / "features" / "fv_mine.yml").write_text("feature_view:\n  ttl: 3:00\n")
+    (project / "notes.yml").write_text("a: 1\n")
+    monkeypatch.setattr(store_module, "default_project_dir", lambda: project)
+    FeatureStore(warehouse).apply(_view(tmp_path))
+    with pytest.raises(ValueError, match="'fv_mine' is a model of dbt_like_sql/"):
+        FeatureStore(warehouse).apply(_view(tmp_path, name="fv_mine"))
+    monkeypatch.setattr(store_module, "default_project_dir", lambda: tmp_path / "none")
+    FeatureStore(warehouse).apply(_view(tmp_path, name="fv_mine"))

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from mlops_pipelines.features import point_in_time
 from mlops_pipelines.features.online import OnlineStore, from_micros, key_values, stored_values, to_micros
-from mlops_pipelines.features.sql_project import SqlProject
+from mlops_pipelines.features.sql_project import default_project_dir
 from mlops_pipelines.features.views import TIMESTAMP_TYPES, FeatureView, quoted, timestamp_type_problem
 
 REGISTRY_TABLE = "features.registry"
@@ -490,13 +490,19 @@ _FILE_SUFFIXES = (".parquet", ".csv", ".tsv", ".json", ".ndjson", ".jsonl", ".gz
 
 def _files_named(source: str) -> list[str]:
     """The files a view's SQL ``source`` names, as DuckDB's own parser reads it: the first
-    argument (a text or a list of texts) of each table function reading files (``read_*``,
-    ``parquet_scan``, ...) and each table named as a data file (``"x.parquet"``). Comments,
-    other literals and named options are not files."""
-    with duckdb.connect() as parser:
-        tree = json.loads(parser.execute("select json_serialize_sql(?)", [f"select * from {source}"]).fetchone()[0])
+    argument of each table function reading files (``read_*``, ``parquet_scan``, ...: a text, a
+    list or array of texts, a cast text) and each table named as a data file (``"x.parquet"``,
+    ``x.parquet``) that is no CTE of the source. Comments, other literals and named options are
+    not files. Not found: paths computed (``'dir/' || 'x'``), read through ``query()`` or in a
+    source DuckDB cannot serialize (a PIVOT), nor very deep expressions."""
+    quoted_sql = "'" + f"select * from {source}".replace("'", "''") + "'"  # (DuckDB 1.1 binds no parameter here)
+    try:
+        with duckdb.connect() as parser:
+            tree = json.loads(parser.execute(f"select json_serialize_sql({quoted_sql})").fetchone()[0])
+    except (duckdb.Error, RecursionError, ValueError):
+        return []
     if not isinstance(tree, dict) or tree.get("error"):
-        return []  # (binding the source says what is wrong)
+        return []  # (binding the source says what is wrong; a PIVOT is not serialized)
 
     def texts(expression: dict) -> Iterator[str]:
         literal = expression.get("literal") or {}  # (DuckDB 2; 1.x keeps a typed "value")
@@ -506,11 +512,15 @@ def _files_named(source: str) -> list[str]:
         elif expression.get("class") == "CONSTANT" and (value.get("type") or {}).get("id") == "VARCHAR" \
                 and not value.get("is_null"):
             yield value["value"]
-        elif expression.get("class") == "FUNCTION" and expression.get("function_name") == "list_value":
+        elif expression.get("class") == "CAST":
+            yield from texts(expression.get("child") or {})
+        elif expression.get("type") == "ARRAY_CONSTRUCTOR" or (
+                expression.get("class") == "FUNCTION" and expression.get("function_name") == "list_value"):
             for argument in expression.get("arguments") or expression.get("children") or []:
                 yield from texts(argument.get("expression", argument))
 
     files: list[str] = []
+    ctes: set[str] = set()
 
     def walk(node: object) -> None:
         if isinstance(node, list):
@@ -518,32 +528,47 @@ def _files_named(source: str) -> list[str]:
                 walk(item)
         if not isinstance(node, dict):
             return
+        for entry in (node.get("cte_map") or {}).get("map") or []:
+            ctes.add(str(entry.get("key", "")).lower())
         if node.get("type") == "TABLE_FUNCTION":
             function = node.get("function") or {}
             name = str(function.get("function_name", "")).lower()
             arguments = function.get("arguments") or function.get("children") or []
             if arguments and (name.startswith("read_") or name in _FILE_READERS):
                 files.extend(texts(arguments[0].get("expression", arguments[0])))
-        elif node.get("type") == "BASE_TABLE" and not node.get("schema_name") and not node.get("catalog_name"):
-            table = str(node.get("table_name", ""))
-            if "/" in table or table.lower().endswith(_FILE_SUFFIXES):
-                files.append(table)
+        elif node.get("type") == "BASE_TABLE" and not node.get("catalog_name"):
+            # (unquoted, x.parquet reads as schema x, table parquet: DuckDB reads the file)
+            schema, table = node.get("schema_name"), str(node.get("table_name", ""))
+            name = f"{schema}.{table}" if schema else table
+            if name.lower().endswith(_FILE_SUFFIXES) or (not schema and "/" in table):
+                files.append(name)
         for value in node.values():
             walk(value)
 
-    walk(tree)
-    return files
+    try:
+        walk(tree)
+    except RecursionError:  # (an expression thousands of terms deep)
+        return []
+    return [f for f in files if f.lower() not in ctes]
 
 
-def _refuse_files_read_per_process(view: FeatureView) -> None:
+def _refuse_files_read_per_process(connection: duckdb.DuckDBPyConnection, view: FeatureView) -> None:
     """Refuse a view whose source reads a file each process would find elsewhere: by a relative
     path (from its working folder) or a ~ path (from its home folder). The registry keeps the
-    source as written."""
+    source as written. (A table or view of the warehouse named like a file is no file.)"""
     for path in _files_named(view.source):
-        if "://" not in path and (path.startswith("~") or not Path(path).is_absolute()):
-            raise ValueError(f"feature view {view.name!r}: its source reads {path!r}, which each process would "
-                             "find from its own working (or home) folder; give the path whole "
-                             f"({str(Path(path).expanduser().absolute())!r})")
+        if "://" in path or (Path(path).is_absolute() and not path.startswith("~")):
+            continue
+        relations = connection.execute(
+            "select count(*) from (select schema_name, table_name as name from duckdb_tables() union all "
+            "select schema_name, view_name from duckdb_views()) where lower(name) = lower(?) "
+            "or lower(schema_name || '.' || name) = lower(?)", [path, path]).fetchall()[0][0]
+        if relations:  # ("trips.csv" or raw."trips.csv": a table of the warehouse)
+            continue
+        whole = str(Path.home() / path[2:]) if path.startswith("~/") else str(Path(path).absolute()) \
+            if not path.startswith("~") else "its absolute path"
+        raise ValueError(f"feature view {view.name!r}: its source reads {path!r}, which each process would find "
+                         f"from its own working (or home) folder; give the path whole ({whole!r})")
 
 
 def _check_against_source(connection: duckdb.DuckDBPyConnection, view: FeatureView) -> None:
@@ -647,16 +672,18 @@ class FeatureStore:
         if connection is None and self.database_path == ":memory:":
             raise ValueError("an in-memory store keeps no registry: register() the views, or give the "
                              "path of a DuckDB file")
-        declared = {name.lower(): name for name in SqlProject().feature_views()}
+        # (the models' file names only: an unfinished YAML elsewhere in the project is not this call's)
+        project = default_project_dir()
+        declared = {p.stem.lower(): p.stem for p in project.rglob("*.sql")} if project.is_dir() else {}
         for view in views:
             if view.name.lower() in declared:
-                raise ValueError(f"feature view {view.name!r}: {declared[view.name.lower()]!r} is declared in "
+                raise ValueError(f"feature view {view.name!r}: {declared[view.name.lower()]!r} is a model of "
                                  "dbt_like_sql/; apply the view under another name")
-            _refuse_files_read_per_process(view)
         own = self._writer() if connection is None else None
         try:
             with self._connection(connection or own) as con:
                 for view in views:
+                    _refuse_files_read_per_process(con, view)
                     _check_against_source(con, view)
                 if own is not None:
                     con.execute("begin transaction")  # (all the views or none)
@@ -703,8 +730,9 @@ class FeatureStore:
         try:
             return duckdb.connect(self.database_path)
         except duckdb.ConnectionException as exc:  # (DuckDB: "... with a different configuration ...")
-            raise ValueError(f"this process holds {self.database_path} open read-only, beside which DuckDB opens "
-                             "no writable connection: close it, or pass a writable one (connection=...)") from exc
+            raise ValueError(f"this process holds {self.database_path} open with another configuration (read-only, "
+                             "or other settings), beside which DuckDB opens no connection of its own: close it, or "
+                             "pass a writable one (connection=...)") from exc
 
     def applied_views(self, connection: duckdb.DuckDBPyConnection | None = None) -> dict[str, FeatureView]:
         """The views applied from Python to this warehouse and not retired, by name (none
