@@ -241,10 +241,14 @@ def test_an_applied_source_read_by_a_relative_or_home_path_is_refused(warehouse,
     # from no home folder is refused all the same.
     with duckdb.connect(str(warehouse)) as con:
         con.execute(f"create schema raw; create table raw.\"trips.csv\" as from '{whole}'")
-        con.execute(f"create table \"trips/2024\" as from '{whole}'")
+        con.execute(f"create table \"trips/2024\" as from '{whole}'; create table \"daily.parquet\" as from '{whole}'")
+        con.execute(f"create macro read_city(c) as table from read_parquet('{whole}') where city = c")
     cte = f"(with \"daily/trips\" as (from '{whole}') from \"daily/trips\")"
-    for source in ('raw."trips.csv"', '"trips/2024"', cte):
+    for source in ('raw."trips.csv"', 'warehouse."daily.parquet"', '"trips/2024"', cte, "read_city('oslo')"):
         FeatureStore(warehouse).apply(_view(tmp_path, source=source))
+    # (a table of that name in another schema is not what a bare name reads: the file is)
+    with pytest.raises(ValueError, match="its source reads 'trips.csv'"):
+        FeatureStore(warehouse).apply(_view(tmp_path, source='"trips.csv"'))
     with pytest.raises(ValueError, match=r"its source reads '~nobody_here/t.parquet', .* \('its absolute path'\)"):
         FeatureStore(warehouse).apply(_view(tmp_path, source="read_parquet('~nobody_here/t.parquet')"))
     deep = "(select city, line, ts, created, trips" + " + 0" * 3000 + " as trips, late_share from 'x')"

@@ -484,13 +484,18 @@ def _read_local_parquet_as_needed(connection: duckdb.DuckDBPyConnection) -> None
         pass
 
 
-_FILE_READERS = ("parquet_scan", "sniff_csv", "glob", "iceberg_scan", "delta_scan", "sqlite_scan")
+# DuckDB's table functions (and its extensions') whose first argument is a file: a table macro
+# of the warehouse named read_something is not one of them.
+_FILE_READERS = ("read_parquet", "parquet_scan", "read_csv", "read_csv_auto", "read_json", "read_json_auto",
+                 "read_json_objects", "read_json_objects_auto", "read_ndjson", "read_ndjson_auto",
+                 "read_ndjson_objects", "read_text", "read_blob", "read_duckdb", "read_xlsx", "sniff_csv", "glob",
+                 "iceberg_scan", "delta_scan", "sqlite_scan")
 _FILE_SUFFIXES = (".parquet", ".csv", ".tsv", ".json", ".ndjson", ".jsonl", ".gz", ".zst", ".arrow")
 
 
 def _files_named(source: str) -> list[str]:
     """The files a view's SQL ``source`` names, as DuckDB's own parser reads it: the first
-    argument of each table function reading files (``read_*``, ``parquet_scan``, ...: a text, a
+    argument of each table function reading files (``read_parquet``, ``read_csv``, ...: a text, a
     list or array of texts, a cast text) and each table named as a data file (``"x.parquet"``,
     ``x.parquet``) that is no CTE of the source. Comments, other literals and named options are
     not files. Not found: paths computed (``'dir/' || 'x'``), read through ``query()`` or in a
@@ -534,7 +539,7 @@ def _files_named(source: str) -> list[str]:
             function = node.get("function") or {}
             name = str(function.get("function_name", "")).lower()
             arguments = function.get("arguments") or function.get("children") or []
-            if arguments and (name.startswith("read_") or name in _FILE_READERS):
+            if arguments and name in _FILE_READERS:
                 files.extend(texts(arguments[0].get("expression", arguments[0])))
         elif node.get("type") == "BASE_TABLE" and not node.get("catalog_name"):
             # (unquoted, x.parquet reads as schema x, table parquet: DuckDB reads the file)
@@ -559,11 +564,14 @@ def _refuse_files_read_per_process(connection: duckdb.DuckDBPyConnection, view: 
     for path in _files_named(view.source):
         if "://" in path or (Path(path).is_absolute() and not path.startswith("~")):
             continue
+        # ("trips.csv" in the current schema, or raw."trips.csv" / warehouse."trips.csv": a table)
         relations = connection.execute(
-            "select count(*) from (select schema_name, table_name as name from duckdb_tables() union all "
-            "select schema_name, view_name from duckdb_views()) where lower(name) = lower(?) "
-            "or lower(schema_name || '.' || name) = lower(?)", [path, path]).fetchall()[0][0]
-        if relations:  # ("trips.csv" or raw."trips.csv": a table of the warehouse)
+            "select count(*) from (select database_name, schema_name, table_name as name from duckdb_tables() "
+            "union all select database_name, schema_name, view_name from duckdb_views()) "
+            "where (lower(name) = lower(?) and schema_name = current_schema() and database_name = current_database()) "
+            "or lower(schema_name || '.' || name) = lower(?) or lower(database_name || '.' || name) = lower(?)",
+            [path, path, path]).fetchall()[0][0]
+        if relations:
             continue
         whole = str(Path.home() / path[2:]) if path.startswith("~/") else str(Path(path).absolute()) \
             if not path.startswith("~") else "its absolute path"
