@@ -562,7 +562,7 @@ def _refuse_files_read_per_process(connection: duckdb.DuckDBPyConnection, view: 
     path (from its working folder) or a ~ path (from its home folder). The registry keeps the
     source as written. (A table or view of the warehouse named like a file is no file.)"""
     for path in _files_named(view.source):
-        if "://" in path or (Path(path).is_absolute() and not path.startswith("~")):
+        if "://" in path or Path(path).is_absolute():  # (a ~ path is not absolute)
             continue
         # ("trips.csv" in the current schema, or raw."trips.csv" / warehouse."trips.csv": a table)
         relations = connection.execute(
@@ -573,8 +573,12 @@ def _refuse_files_read_per_process(connection: duckdb.DuckDBPyConnection, view: 
             [path, path, path]).fetchall()[0][0]
         if relations:
             continue
-        whole = str(Path.home() / path[2:]) if path.startswith("~/") else str(Path(path).absolute()) \
-            if not path.startswith("~") else "its absolute path"
+        if path.startswith("~/"):
+            whole = str(Path.home() / path[2:])
+        elif path.startswith("~"):  # (~user: DuckDB would not read that user's home)
+            whole = "its absolute path"
+        else:
+            whole = str(Path(path).absolute())
         raise ValueError(f"feature view {view.name!r}: its source reads {path!r}, which each process would find "
                          f"from its own working (or home) folder; give the path whole ({whole!r})")
 
