@@ -425,13 +425,13 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
     return pa.Table.from_arrays(table.columns, schema=schema)
 
 
-
 def _rows_to_serve(connection: duckdb.DuckDBPyConnection, view: FeatureView, since: int | None, until: int,
                    ns: NanosecondTimestamps) -> pa.Table:
     """The view's rows with an event time in (``since``, ``until``] (all up to ``until`` when
     ``since`` is None), every feature, for the online store."""
     return read_view_rows(connection, view, view.feature_names, _window(view, since, until, ns),
                           served=view.feature_names, online=True)
+
 
 def entity_rows(keys: Mapping[str, pd.Series | pa.ChunkedArray], timestamps: pd.Series) -> point_in_time.EntityRows:
     """The entity side of a join: its key columns and its UTC timestamps (from :func:`to_utc`).

@@ -239,15 +239,14 @@ class FeatureView:
 
     @property
     def version(self) -> str:
-        """A hash of the declaration and its SQL: a new version whenever either changes."""
-        declaration = asdict(self)
-        declaration["ttl"] = self.ttl_micros  # (exact: seconds as a float would merge TTLs 1 µs apart)
-        payload = json.dumps(declaration, sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        """A hash of the declaration and its SQL (:meth:`to_json`): a new version whenever either
+        changes."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
     def to_json(self) -> str:
-        """The whole declaration as JSON (the TTL in exact microseconds): :meth:`from_json` gives
-        back an equal view of the same version. The registry keeps applied views so."""
+        """The whole declaration as JSON (the TTL in exact microseconds: seconds as a float would
+        merge TTLs 1 µs apart): :meth:`from_json` gives back an equal view of the same version.
+        The registry keeps applied views so."""
         declaration = asdict(self)
         declaration["ttl"] = self.ttl_micros
         return json.dumps(declaration, sort_keys=True)

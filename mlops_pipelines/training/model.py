@@ -51,6 +51,10 @@ class TimeSplit:
     def month_before(month: str) -> str:
         return (pd.Period(month, freq="M") - 1).strftime("%Y-%m")
 
+    @staticmethod
+    def month_after(month: str) -> str:
+        return (pd.Period(month, freq="M") + 1).strftime("%Y-%m")
+
     @property
     def train_window(self) -> str:
         """Inclusive months, e.g. ``2013-01..2013-09``."""
