@@ -251,6 +251,58 @@ def test_keys_sqlite_cannot_hold_as_they_are_are_served(tmp_path):
         assert offline.iloc[:2].tolist() == [2.0, 3.0] and offline.iloc[2:].isna().all(), key
 
 
+def test_128_bit_integers_keep_every_value_as_keys_and_features(tmp_path):
+    """DuckDB hands HUGEINT and UHUGEINT over as the bits of a DECIMAL(38, 0): a 39-digit HUGEINT
+    key matched nothing (given as an integer) or was an error (as text), and a UHUGEINT above
+    2**127 - 1 read as negative, so entity key -1 found the row of 2**128 - 1 and its feature
+    2**128 - 1 was served as -1.0, offline and online."""
+    huge, top = 10**38 + 7, 2**127 - 1
+    fs = _sql_store(
+        tmp_path,
+        [FeatureView("h", "t", "h", "ts", (Feature("u"),)), FeatureView("u", "t", "u", "ts", (Feature("h"),))],
+        f"""create table t as select * from (values
+            ({huge}::hugeint, {2**128 - 1}::uhugeint, timestamp '2024-01-01'),
+            ('{-(2**127)}'::hugeint, {2**127}::uhugeint, timestamp '2024-01-01'),
+            ({top}::hugeint, 5::uhugeint, timestamp '2024-01-01')) v(h, u, ts)""")
+    fs.materialize_online(end_ts="2024-01-02")
+    at = pd.Timestamp("2024-01-02", tz="UTC")
+    cases = {  # entity keys -> features served, for the HUGEINT key and for the UHUGEINT key
+        "h": ([huge, str(huge), -(2**127), str(top), 2**128 - 1, 2**200, -1],
+              [2.0**128, 2.0**128, 2.0**127, 5.0, None, None, None]),
+        "u": ([2**128 - 1, str(2**127), -1, 5, 2**128, -(2**127), 0],
+              [float(huge), -(2.0**127), None, float(top), None, None, None]),
+    }
+    for key, (keys, expected) in cases.items():
+        feature = "u" if key == "h" else "h"
+        entities = pd.DataFrame({key: pd.Series(keys, dtype=object)})
+        offline = fs.get_historical_features(entities.assign(event_timestamp=at), [f"{key}:{feature}"])[feature]
+        online = fs.get_online_features(entities, [f"{key}:{feature}"])[feature]
+        for served in (offline, online):
+            assert [None if pd.isna(v) else v for v in served] == expected, key
+    # The feature above 2**127 - 1 is exact on the Arrow path the training sets take.
+    with duckdb.connect(fs.database_path, read_only=True) as con:
+        rows = entity_rows({"h": pd.Series([huge, top], dtype=object)}, pd.Series([at, at]))
+        arrow = fs.join_features(con, rows, {"h": ["u"]}, full_feature_names=False)
+    assert arrow.column("u").to_pylist() == [2**128 - 1, 5]
+
+
+def test_unsigned_128_bit_integers_inside_a_feature_value_are_refused_by_name(tmp_path):
+    """Inside a list DuckDB's UHUGEINT still arrives as signed bits (2**128 - 1 as -1); the store
+    cannot mend it there, so it asks for a cast rather than serving -1."""
+    fs = _sql_store(tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("l"),))],
+                    f"create table t as select 1 as k, timestamp '2024-01-01' as ts, [{2**128 - 1}::uhugeint] as l")
+    entities = pd.DataFrame({"k": [1], "event_timestamp": pd.Timestamp("2024-01-02", tz="UTC")})
+    def arrow():  # the path of training sets
+        with duckdb.connect(fs.database_path, read_only=True) as con:
+            rows = entity_rows({"k": entities["k"]}, entities["event_timestamp"])
+            return fs.join_features(con, rows, {"v": ["l"]}, full_feature_names=False)
+
+    for run in (lambda: fs.get_historical_features(entities, ["v:l"]), lambda: fs.materialize_online(), arrow):
+        with pytest.raises(ValueError, match=r"feature view 'v': feature 'l' is UHUGEINT\[\] holding a UHUGEINT, "
+                                             "which the store does not serve inside a value: cast it"):
+            run()
+
+
 def test_unsigned_features_beyond_sqlite_integers_are_refused_by_name(tmp_path):
     database = tmp_path / "ubig.duckdb"
     with duckdb.connect(str(database)) as con:

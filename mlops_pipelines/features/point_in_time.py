@@ -29,6 +29,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, time
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -369,6 +370,12 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
             # (-1 and 2**64 - 1): the sign must survive too.
             signs = [pc.less(a, pa.scalar(0, a.type)) for a in (cast, values)]
             kept = pc.and_(kept, pc.fill_null(pc.equal(*signs), False))
+        if pa.types.is_decimal(wanted):
+            # A cast between decimals of one scale keeps digits beyond the precision (as they
+            # come back too): 2**200 is no DECIMAL(39, 0).
+            largest = pa.scalar(Decimal(f"{10**wanted.precision - 1}E-{wanted.scale}"), wanted)  # (exact)
+            within = pc.and_(pc.less_equal(cast, largest), pc.greater_equal(cast, pc.negate(largest)))
+            kept = pc.and_(kept, pc.fill_null(within, False))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         reason, where = str(exc).splitlines()[0], ""
         if text and isinstance(exc, pa.ArrowInvalid):
@@ -473,11 +480,35 @@ def _object_key_as(value: object, wanted: pa.DataType, column: str, label: objec
     the value's row, as errors name it."""
     try:
         # Through pandas for a Timestamp: Arrow alone would type it in microseconds, dropping nanoseconds.
-        alone = entity_key_array(pd.Series([value])) if isinstance(value, pd.Timestamp) \
-            else pa.array([value], from_pandas=True)
+        if isinstance(value, pd.Timestamp):
+            alone = entity_key_array(pd.Series([value]))
+        elif isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+            alone = pa.array([value], pa.decimal256(76, 0))  # (beyond every Arrow integer: a HUGEINT's)
+        else:
+            alone = pa.array([value], from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
-        return None  # e.g. an integer beyond every Arrow integer type
+        return None  # e.g. an integer of more than 76 digits
     return entity_keys_as(alone, wanted, column, labels=pd.Index([label]))[0].as_py()
+
+
+WIDE_INTEGER = pa.decimal256(39, 0)  # every HUGEINT and UHUGEINT, as Arrow can hold, parse and compare them
+_TWO_TO_128 = 2**128
+
+
+def wide_integers(column: pa.ChunkedArray, unsigned: bool) -> pa.ChunkedArray:
+    """A HUGEINT (or, ``unsigned``, UHUGEINT) column as DuckDB hands it over, the 128 bits of a
+    DECIMAL(38, 0), as :data:`WIDE_INTEGER`. In the DECIMAL, 39-digit values (HUGEINT holds up to
+    2**127 - 1) break its precision, so Arrow cannot cast entity keys to it, and UHUGEINT values
+    above 2**127 - 1 read as negative (2**128 - 1 as -1): a key -1 would find it, and the feature
+    would be served as -1.0."""
+    wide = pc.cast(column, WIDE_INTEGER)
+    if not unsigned:
+        return wide
+    negative = pc.less(wide, pa.scalar(0, WIDE_INTEGER))
+    if not pc.any(negative).as_py():
+        return wide
+    mended = pc.cast(pc.add(wide, pa.scalar(_TWO_TO_128, pa.decimal256(40, 0))), WIDE_INTEGER)
+    return pc.if_else(negative, mended, wide)
 
 
 def key_type(field_type: pa.DataType) -> pa.DataType:
@@ -486,8 +517,8 @@ def key_type(field_type: pa.DataType) -> pa.DataType:
 
 
 def served_type(field_type: pa.DataType) -> pa.DataType:
-    """A feature's type as both stores serve it to pandas: DECIMAL (and HUGEINT, which arrives
-    as DECIMAL(38, 0)) as DOUBLE, numbers rather than Python Decimal objects; dictionary-encoded
+    """A feature's type as both stores serve it to pandas: DECIMAL (and HUGEINT and UHUGEINT, read
+    as :data:`WIDE_INTEGER`) as DOUBLE, numbers rather than Python Decimal objects; dictionary-encoded
     values (DuckDB ENUMs) as their values, whether or not some rows matched nothing."""
     if pa.types.is_decimal(field_type):
         return pa.float64()

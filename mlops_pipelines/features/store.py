@@ -386,6 +386,15 @@ def _unserved(type_) -> str | None:  # (a DuckDBPyType, whose module moved betwe
     return None
 
 
+def _holds_uhugeint(type_) -> bool:
+    """Whether ``type_`` holds a UHUGEINT inside a list, struct, map or array. DuckDB hands a
+    UHUGEINT over as a signed 128-bit DECIMAL, 2**128 - 1 as -1: a column of them is mended when
+    read (``point_in_time.wide_integers``), values inside others cannot be."""
+    return type_.id in ("list", "array", "struct", "map") and any(
+        not isinstance(child, int) and (child.id == "uhugeint" or _holds_uhugeint(child))
+        for _, child in type_.children)
+
+
 def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, names: Sequence[str],
                    where: str = "", served: Collection[str] = (), online: bool = False) -> pa.Table:
     """The rows of ``view`` for a point-in-time join (see :func:`feature_table_sql`), as Arrow.
@@ -409,6 +418,9 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
                                  "UUID or blob can be one)")
         for name, type_ in zip(names, relation.types[-len(names):] if names else [], strict=True):
             problem = _unserved(type_) if name in served else None
+            if problem is None and _holds_uhugeint(type_):  # (on every path: the Arrow path would serve -1)
+                problem = (f"{type_} holding a UHUGEINT, which the store does not serve inside a value: cast it "
+                           "to HUGEINT, DOUBLE or VARCHAR in the view")
             if problem:
                 raise ValueError(f"feature view {view.name!r}: feature {name!r} is {problem}")
         # One record batch per DuckDB thread: fewer chunks for the join to walk (reading took as
@@ -416,6 +428,10 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
         table = relation.to_arrow_table(batch_size=1 << 40)
     # Named as declared: DuckDB finds a column whatever the case of its name, and names it as the source does.
     table = table.rename_columns([*view.entities, point_in_time.TS, *created, *names])
+    for i, type_ in enumerate(relation.types):
+        if type_.id in ("hugeint", "uhugeint"):
+            table = table.set_column(i, table.field(i).name,
+                                     point_in_time.wide_integers(table.column(i), type_.id == "uhugeint"))
     uuids = [i for i, type_ in enumerate(relation.types) if str(type_) == "UUID"]
     if not uuids:
         return table
