@@ -110,6 +110,10 @@ def _read_frame(path: str, keep_index: bool = False):
         except (OSError, pa.ArrowException) as exc:
             raise ValueError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]})") from exc
         named = keep_index and any(name is not None for name in frame.index.names)
+        taken = [name for name in frame.index.names if name is not None and name in frame.columns]
+        if named and taken:
+            raise ValueError(f"{path}: its index {taken[0]!r} (stored by pandas) has the name of a column; "
+                             "rename one of them")
         return frame.reset_index() if named else frame.reset_index(drop=True)
     if kind == ".csv":
         return _read_csv(path)

@@ -427,3 +427,26 @@ def test_apply_reads_only_the_model_names_of_dbt_like_sql(warehouse, tmp_path, m
         FeatureStore(warehouse).apply(_view(tmp_path, name="fv_mine"))
     monkeypatch.setattr(store_module, "default_project_dir", lambda: tmp_path / "none")
     FeatureStore(warehouse).apply(_view(tmp_path, name="fv_mine"))
+
+
+def test_a_data_file_or_folder_given_as_the_warehouse_or_online_store_is_refused_by_path(warehouse, tmp_path):
+    """DuckDB opens an existing parquet file as an in-memory database: apply() said it recorded the
+    view, which was gone with the store. The warehouse file or a folder as the online store gave
+    SQLite's errors naming no path."""
+    data = tmp_path / "trips.parquet"
+    with pytest.raises(ValueError, match=re.escape(f"{data}: not a DuckDB database file, so it cannot be the "
+                                                   "warehouse")):
+        FeatureStore(data)
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path}: the warehouse is a DuckDB file")):
+        FeatureStore(tmp_path)
+    database = tmp_path / "w.duckdb"
+    FeatureStore(database).apply(_view(tmp_path))
+    for online, error in ((database, f"{database}: not a SQLite database, so it cannot be the online store"),
+                          (tmp_path, f"{tmp_path}: the online store is a SQLite file")):
+        store = FeatureStore(database, online_path=online)
+        with pytest.raises(ValueError, match=re.escape(error)):
+            store.materialize_online(["trips"], end_ts="2024-03-02")
+        with pytest.raises(ValueError, match=re.escape(error)):
+            store.get_online_features({"city": ["Oslo"], "line": [1]}, ["trips:trips"])
+    assert list(FeatureStore(database).applied_views()) == ["trips"]  # the warehouse is untouched
+    assert data.read_bytes()[:4] == b"PAR1"

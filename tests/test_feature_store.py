@@ -643,6 +643,13 @@ def test_the_cli_numbers_csv_rows_by_line_past_blank_lines_and_keeps_a_parquet_i
     indexed = tmp_path / "indexed.parquet"
     pd.DataFrame({"flight_id": ["f1", "f2"], "origin": ["JFK", "LGA"]}).set_index("flight_id").to_parquet(indexed)
     assert _read_frame(str(indexed), keep_index=True).columns.tolist() == ["flight_id", "origin"]  # (was dropped)
+    # An index named like a column: pandas' "cannot insert origin, already exists", naming no file.
+    clash = tmp_path / "clash.parquet"
+    pd.DataFrame({"origin": ["JFK"]}, index=pd.Index(["LGA"], name="origin")).to_parquet(clash)
+    with pytest.raises(ValueError, match=r"clash\.parquet: its index 'origin' \(stored by pandas\) has the name "
+                                         "of a column"):
+        _read_frame(str(clash), keep_index=True)
+    assert _read_frame(str(clash))["origin"].tolist() == ["JFK"]
 
 
 def test_the_cli_reads_excel_csv_parquet_folders_and_keeps_only_a_named_index(tmp_path):
@@ -969,6 +976,109 @@ def test_timestamp_texts_pandas_reads_as_missing_are_refused_by_row(store, text)
     assert far.iloc[1] == pd.Timestamp("2500-01-01", tz="UTC")
     out = store.get_historical_features(entities.iloc[:2], ["carrier_stats:delay"])
     assert out["delay"].iloc[0] == 3.0 and pd.isna(out["event_timestamp"].iloc[1]) and pd.isna(out["delay"].iloc[1])
+
+
+@pytest.mark.parametrize("text", ["1230", "-1", " 2013", "0099"])
+def test_timestamp_text_of_bare_digits_is_refused_by_row(store, text):
+    """ISO 8601 reads bare digits as a year: '1230' (an HHMM time, as in the flights data) and
+    '-1' (a sentinel) were 1 January of that year, and the row quietly matched nothing. A text
+    with a date stays an instant, 1 January midnight included, and so does one past 2262."""
+    entities = pd.DataFrame({"carrier": ["AA"] * 3, "event_timestamp": ["2013-01-01 12:00", "2013-01-01", text]},
+                            index=[10, 11, 12])
+    with pytest.raises(ValueError, match=rf"timestamp column 'event_timestamp' row 12 \({text!r}\): a number, not "
+                                         "an instant"):
+        store.get_historical_features(entities, ["carrier_stats:delay"])
+    ok = entities.assign(event_timestamp=["2013-01-01 12:00", "2013-01-01", "2013-01-01T00:00Z"])
+    assert store.get_historical_features(ok, ["carrier_stats:delay"])["event_timestamp"].iloc[1:].tolist() == \
+        [pd.Timestamp("2013-01-01", tz="UTC")] * 2
+
+
+def test_dates_as_entity_timestamps_are_refused_by_row(store, tmp_path):
+    """Dates were read as midnight UTC (a New York day from 19:00 the day before): Python dates,
+    also beside datetimes, Arrow DATE columns and an end_ts of materialize_online."""
+    import datetime as dt
+
+    day = dt.date(2013, 1, 1)
+    cases = [
+        pd.DataFrame({"carrier": ["AA", "AA"], "event_timestamp": [dt.datetime(2013, 1, 1, 12), day]}, index=[7, 8]),
+        pa.table({"carrier": ["AA", "AA"], "event_timestamp": pa.array([None, day], pa.date32())}),
+        pd.DataFrame({"carrier": ["AA", "AA"], "event_timestamp": pd.Series([None, day], index=[7, 8],
+                                                                            dtype=pd.ArrowDtype(pa.date64()))}),
+    ]
+    for entities, row in zip(cases, (8, 1, 8), strict=True):
+        with pytest.raises(ValueError, match=rf"timestamp column 'event_timestamp' row {row} \(datetime\.date"
+                                             r"\(2013, 1, 1\)\): a date, not an instant"):
+            store.get_historical_features(entities, ["carrier_stats:delay"])
+    online = FeatureStore(store.database_path, store.views.values(), online_path=tmp_path / "o.sqlite")
+    with pytest.raises(ValueError, match=r"end_ts datetime\.date\(2013, 1, 2\) is not an instant"):
+        online.materialize_online(["carrier_stats"], end_ts=dt.date(2013, 1, 2))
+    assert not (tmp_path / "o.sqlite").exists()  # refused before anything was written
+    # Datetimes alone, and midnights as datetimes, are instants.
+    stamps = pd.DataFrame({"carrier": ["AA"], "event_timestamp": [dt.datetime(2013, 1, 1, 12)]})
+    assert store.get_historical_features(stamps, ["carrier_stats:delay"])["delay"].tolist() == [3.0]
+
+
+def test_a_registered_views_declared_types_are_checked_when_it_is_read(tmp_path):
+    """A view only registered (not applied) and declaring an int over text served 'hello', with
+    dtype str, offline and online. Types other than the default float are now checked when the
+    view is read; float, the default, stays any number (and more: it is no claim)."""
+    path = tmp_path / "w.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("create table t as select 'AA' as carrier, timestamptz '2013-01-01 00:00:00+00' as ts, "
+                    "'hello' as n, true as flag, 'x' as label")
+    fs = FeatureStore(path, online_path=tmp_path / "o.sqlite")
+    fs.register(FeatureView("v", "t", ("carrier",), "ts", (Feature("n", "int"), Feature("flag", "bool"),
+                                                           Feature("label"))))
+    entities = pd.DataFrame({"carrier": ["AA"], "event_timestamp": T("2013-01-02", tz="UTC")})
+    error = r"feature view 'v': feature 'n' is declared int, but t gives VARCHAR"
+    for run in (lambda: fs.get_historical_features(entities, ["v:flag"]), lambda: fs.materialize_online(["v"])):
+        with pytest.raises(ValueError, match=error):
+            run()
+    fs.register(FeatureView("v", "t", ("carrier",), "ts", (Feature("n", "str"), Feature("flag", "bool"),
+                                                           Feature("label"))))
+    out = fs.get_historical_features(entities, ["v:n", "v:flag", "v:label"])
+    assert (out["n"].tolist(), out["flag"].tolist(), out["label"].tolist()) == (["hello"], [True], ["x"])
+
+
+def test_arguments_of_the_wrong_kind_are_refused_by_name(store, tmp_path):
+    """Wrong kinds of arguments failed deep inside the store (AttributeError: 'str' object has no
+    attribute 'name'), or were taken: entities as a set changed the view's version from process
+    to process (so one process's online rows were 'not materialized' for another), and
+    full_feature_names='no' meant True."""
+    view = store.views["weather"]
+    refused = [
+        (lambda: FeatureView("v", "t", "k", "ts", ["x"]), r"feature view 'v': features \['x'\] are not Feature"),
+        (lambda: FeatureView("v", "t", {"a", "b"}, "ts", (Feature("x"),)),
+         r"feature view 'v': entities .*: give a name or a list of names, in order"),
+        (lambda: FeatureView("v", "t", None, "ts", (Feature("x"),)), r"entities None: give a name"),
+        (lambda: FeatureView("v", "t", [5], "ts", (Feature("x"),)), r"entity join keys \[5\] are not column names"),
+        (lambda: FeatureView("v", "t", "k", "", (Feature("x"),)), r"event_timestamp '' is not a name"),
+        (lambda: FeatureView("v", "t", "k", "ts", (Feature("x"),), created_timestamp=" "),
+         r"created_timestamp ' ' is not a column name"),
+        (lambda: Feature(5), r"feature name 5: a column name"),
+        (lambda: store.register([view]), r"register\(\) takes one FeatureView, not list"),
+        (lambda: FeatureStore(store.database_path, online_path=tmp_path / "o.sqlite").materialize_online(5),
+         r"views: a list, not int 5"),
+        (lambda: store.get_historical_features(pd.DataFrame({"origin": ["JFK"], "event_timestamp": ["2013-01-02"]}),
+                                               ["weather:delay"], full_feature_names="no"),
+         r"full_feature_names must be True or False, not 'no'"),
+    ]
+    for call, error in refused:
+        with pytest.raises((TypeError, ValueError), match=error):
+            call()
+    # What a user of Feast or of the SQL project would pass is taken as meant.
+    views = {"weather": view, "carrier_stats": store.views["carrier_stats"]}
+    assert list(FeatureStore(store.database_path, views).views) == ["weather", "carrier_stats"]
+    assert list(FeatureStore(store.database_path, view).views) == ["weather"]
+    entities = pd.DataFrame({"origin": ["JFK"], "event_timestamp": [T("2013-01-02", tz="UTC")]})
+    online = FeatureStore(store.database_path, [view], online_path=tmp_path / "o.sqlite")
+    assert online.materialize_online([view], end_ts="2013-01-02") == {"weather": 1}
+    assert online.get_online_features(entities[["origin"]], ["weather:delay"])["delay"].tolist() == [9.0]
+    other = FeatureView("weather", "weather", ("origin",), "ts", (Feature("delay", "float", "another"),))
+    with pytest.raises(ValueError, match=r"feature view 'weather': not the view registered under that name"):
+        online.materialize_online([other])
+    keys = ("b", "a", "c")  # a generator of keys is read once, in order
+    assert FeatureView("v", "t", (k for k in keys), "ts", (Feature("x"),)).entities == keys
 
 
 def test_a_failure_inside_the_callers_transaction_is_the_error_raised(tmp_path):

@@ -657,6 +657,22 @@ def test_a_view_table_under_its_earlier_name_is_rebuilt_not_misread(tmp_path):
     assert fs.get_online_features({"k": [1]}, ["Stats:x"])["x"].tolist() == [11]
 
 
+def test_a_lookup_after_the_declaration_changed_says_which_version_is_there(tmp_path):
+    """'is not materialized online' right after a materialization, under the previous
+    declaration (another TTL), did not say why."""
+    at = pd.Timestamp("2024-01-01", tz="UTC")
+    before = FeatureView("v", "t", "k", "ts", (Feature("x"),), ttl=timedelta(days=1))
+    fs = _tiny_store(tmp_path, pd.DataFrame({"k": [1], "ts": [at], "x": [10.0]}), [before])
+    fs.materialize_online(end_ts=at)
+    after = fs.register(FeatureView("v", "t", "k", "ts", (Feature("x"),), ttl=timedelta(days=2)))
+    with pytest.raises(LookupError, match=rf"feature view 'v' \(version {after.version}\) is not materialized "
+                                          rf"online: the online store holds version {before.version}, and the "
+                                          r"view's declaration changed since \(materialize_online\(\) rebuilds it\)"):
+        fs.get_online_features({"k": [1]}, ["v:x"])
+    fs.materialize_online(end_ts=at)
+    assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [10.0]
+
+
 def test_changes_duckdbs_value_hash_cannot_see_are_picked_up_too(tmp_path):
     """DuckDB hashes an empty list like NULL and an all-NULL struct like a NULL struct: the
     fingerprint hashes each row's text instead."""

@@ -74,6 +74,11 @@ def test_the_shipped_declarations_load_whole():
          r"feature_view\.event_timestamp: Input should be a valid string"),
         (("  entities: [origin]\n", "  entities: [origin\n"),
          r"(?s)fv_x\.yml: while parsing a flow sequence.*in \".*fv_x\.yml\", line 3"),
+        # Blank names loaded, to fail (or match nothing) at the first read.
+        (("  entities: [origin]\n", "  entities: [' ']\n"), r"feature_view\.entities: an entity join key is empty"),
+        (("  event_timestamp: known_at\n", "  event_timestamp: known_at\n  created_timestamp: ''\n"),
+         r"feature_view\.created_timestamp: is empty"),
+        (("  event_timestamp: known_at\n", "  event_timestamp: ' '\n"), r"feature_view\.event_timestamp: is empty"),
     ],
 )
 def test_a_declaration_that_would_be_misread_is_refused_by_file_and_field(tmp_path, edit, error):
@@ -102,6 +107,29 @@ def test_files_the_project_would_ignore_are_refused(tmp_path):
     (root / "features" / "deeper").mkdir()
     (root / "features" / "deeper" / "fv_z.sql").write_text(VIEW_SQL)
     with pytest.raises(ValueError, match=r"fv_z\.sql: a model must be <schema folder>/<model>\.sql"):
+        _ = SqlProject(root).models
+
+
+def test_a_view_cannot_go_missing_without_a_word(tmp_path):
+    """An emptied YAML, a ``feature_view:`` left empty or an extension in capitals (fv_x.YML,
+    which the project did not read) took the model's view away quietly, and the next build
+    retired it in the registry."""
+    root = project_with(tmp_path)
+    yml = root / "features" / "fv_x.yml"
+    for text, error in (("", r"fv_x\.yml: is empty: document the model"),
+                        ("description: x\nfeature_view:\n", r"fv_x\.yml: feature_view: is empty")):
+        yml.write_text(text)
+        with pytest.raises(ValueError, match=error):
+            SqlProject(root).feature_views()
+    yml.write_text(VIEW_YAML)
+    assert list(SqlProject(root).feature_views()) == ["fv_x"]
+    yml.rename(root / "features" / "fv_x.YML")
+    with pytest.raises(ValueError, match=r"fv_x\.YML: not read \(the project reads \.yml files, in lower case: "
+                                         r"rename it fv_x\.yml\)"):
+        SqlProject(root).feature_views()
+    (root / "features" / "fv_x.YML").rename(yml)
+    (root / "features" / "fv_x.sql").rename(root / "features" / "fv_x.SQL")
+    with pytest.raises(ValueError, match=r"fv_x\.SQL: not read"):
         _ = SqlProject(root).models
 
 
@@ -213,6 +241,58 @@ def test_merge_keys_may_be_overridden_and_a_hidden_folder_above_changes_nothing(
     (root / "features" / "fv_y.yml").write_text(VIEW_YAML)  # no fv_y.sql, under a hidden folder
     with pytest.raises(ValueError, match=r"fv_y\.yml: documents no model"):
         _ = SqlProject(root).models
+
+
+def test_a_build_that_cannot_run_names_its_file_and_leaves_nothing_behind(tmp_path):
+    """A model giving a column twice was built with DuckDB's x_1 beside x (the view served the
+    first); SQL errors named the candidate table, not the file; a column test DuckDB could not
+    run (text values for an INTEGER column) raised its error and left the candidate table; an
+    unquoted ref() was no dependency at all; yes/no in accepted_values were booleans."""
+    con = duckdb.connect()
+    root = project_with(tmp_path / "a", sql=f"select *, 2.0 as X from ({VIEW_SQL})")
+    with pytest.raises(ValueError, match=r"fv_x\.sql: the SQL gives column 'X' twice \(as 'x' before"):
+        build(root, con)
+    root = project_with(tmp_path / "b", sql=VIEW_SQL + " where no_such_column = 1")
+    with pytest.raises(ValueError, match=r"fv_x\.sql: Binder Error: .*no_such_column"):
+        build(root, con)
+    yaml_text = VIEW_YAML + "columns:\n  - {name: n, tests: [{accepted_values: ['one', 'two']}]}\n"
+    failures = build(project_with(tmp_path / "c", yaml_text), con)[1]
+    assert len(failures) == 1 and failures[0].startswith("fv_x.n: accepted_values could not run on its INTEGER "
+                                                         "values (Conversion Error:")
+    assert con.execute("select count(*) from duckdb_tables() where table_name like '%candidate%'").fetchone() == (0,)
+    root = project_with(tmp_path / "d", sql=VIEW_SQL + "\n-- from {{ ref(stg_x) }}")
+    with pytest.raises(ValueError, match=r"fv_x\.sql: line \d+: '\{\{ ref\(stg_x\) \}\}' is neither"):
+        _ = SqlProject(root).models
+    yaml_text = VIEW_YAML + "columns:\n  - {name: n, tests: [{accepted_values: [yes, no]}]}\n"
+    with pytest.raises(ValueError, match=r"columns\[0\]\.tests: accepted_values \[True, False\]: YAML read a "
+                                         "value as a boolean; quote it"):
+        _ = SqlProject(project_with(tmp_path / "e", yaml_text)).models
+
+
+def test_project_files_that_cannot_be_read_are_named(tmp_path):
+    """A YAML saved as cp1252 stopped every command with "'utf-8' codec can't decode byte 0xb0",
+    naming no file; a malformed sources.yml raised TypeError (tables: flights) or KeyError."""
+    root = project_with(tmp_path, VIEW_YAML.replace("A value, in units", "A value, in °F"))
+    yml = root / "features" / "fv_x.yml"
+    yml.write_bytes(yml.read_text(encoding="utf-8").encode("cp1252"))
+    with pytest.raises(ValueError, match=r"fv_x\.yml: line 8: not UTF-8 text \(byte b'\\xb0'\); save the file as"):
+        SqlProject(root).feature_views()
+    yml.write_text(VIEW_YAML)
+    sql = root / "features" / "fv_x.sql"
+    sql.write_bytes(("-- é\n" + VIEW_SQL).encode("latin-1"))
+    with pytest.raises(ValueError, match=r"fv_x\.sql: line 1: not UTF-8 text"):
+        _ = SqlProject(root).models
+    sql.write_text(VIEW_SQL)
+    for text, error in (("sources:\n  - name: validated\n    tables: flights\n",
+                         r"sources\.yml: sources\[0\]\.tables: Input should be a valid list"),
+                        ("sources:\n  - name: validated\n    tables:\n      - nme: flights\n",
+                         r"sources\[0\]\.tables\[0\]\.name: Field required; sources\[0\]\.tables\[0\]\.nme: "
+                         "unknown field")):
+        (root / "sources.yml").write_text(text)
+        with pytest.raises(ValueError, match=error):
+            _ = SqlProject(root).sources
+    (root / "sources.yml").write_text("sources:\n  - name: validated\n    tables:\n      - name: flights\n")
+    assert list(SqlProject(root).sources) == [("validated", "flights")]
 
 
 def test_accepted_values_may_hold_quotes(tmp_path):

@@ -209,9 +209,18 @@ class OnlineStore:
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise ValueError(f"{self.path}: the online store is a SQLite file (e.g. data/online_store.sqlite), "
+                             "not a folder")
         connection = sqlite3.connect(self.path, timeout=30)
         try:
-            connection.execute("pragma journal_mode=wal")
+            try:
+                connection.execute("pragma journal_mode=wal")
+            except sqlite3.DatabaseError as exc:  # (the warehouse's DuckDB file, say; not "database is locked")
+                if "not a database" not in str(exc):
+                    raise
+                raise ValueError(f"{self.path}: not a SQLite database, so it cannot be the online store "
+                                 f"({exc}); give a new file or the online store's own") from None
             connection.execute("pragma synchronous=normal")
             connection.execute(
                 "create table if not exists _materializations (view text primary key, version text, "
@@ -344,7 +353,10 @@ class OnlineStore:
         """
         watermark = self.watermark(connection, view)
         if watermark is None:
-            raise LookupError(f"feature view {view.name!r} (version {view.version}) is not materialized online")
+            found = connection.execute("select version from _materializations where view = ?", [view.name]).fetchall()
+            since = (f": the online store holds version {found[0][0]}, and the view's declaration changed since "
+                     "(materialize_online() rebuilds it)") if found else ""
+            raise LookupError(f"feature view {view.name!r} (version {view.version}) is not materialized online{since}")
         types = self.recorded_schema(connection, view)
         if types is not None:
             key_columns = [

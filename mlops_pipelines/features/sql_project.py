@@ -90,6 +90,21 @@ def read_yaml(path: Path) -> Any:
             return yaml.load(stream, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: {_not_utf8(path, exc)}") from None
+
+
+def read_sql(path: Path) -> str:
+    """A model's SQL, or a ValueError naming the file."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: {_not_utf8(path, exc)}") from None
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
+    line = path.read_bytes()[:exc.start].count(b"\n") + 1
+    return f"line {line}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r}); save the file as UTF-8"
 
 
 # What a model's YAML may hold. Unknown fields are refused: a misspelt ``tll:`` would otherwise
@@ -116,6 +131,10 @@ class _ColumnDoc(_Strict):
                 and isinstance(test["accepted_values"], list)
             if test not in ("not_null", "unique") and not accepted:
                 raise ValueError(f"unknown column test {test!r} (not_null, unique, or accepted_values: [...])")
+            if accepted and any(isinstance(v, bool) for v in test["accepted_values"]):
+                # (YAML 1.1 reads yes, no, on, off, true and false as booleans, compared as 'True'/'False')
+                raise ValueError(f"accepted_values {test['accepted_values']!r}: YAML read a value as a boolean; "
+                                 "quote it ('yes')")
         return tests
 
 
@@ -142,8 +161,15 @@ class _FeatureViewDoc(_Strict):
     @field_validator("entities")
     @classmethod
     def _named(cls, value: list[str]) -> list[str]:
-        if not all(value):
+        if not all(name.strip() for name in value):
             raise ValueError("an entity join key is empty")
+        return value
+
+    @field_validator("event_timestamp", "created_timestamp")
+    @classmethod
+    def _a_column(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("is empty (a column of the model; leave created_timestamp out when there is none)")
         return value
 
     @field_validator("ttl")
@@ -160,12 +186,39 @@ class _ModelDoc(_Strict):
     feature_view: _FeatureViewDoc | None = None
 
 
+class _SourceTableDoc(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    dagster_asset: str = Field(default="", min_length=1)
+
+
+class _SourceDoc(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    tables: list[_SourceTableDoc] = []
+
+
+class _SourcesDoc(_Strict):
+    sources: list[_SourceDoc] = []
+
+
 def _checked_doc(path: Path, doc: Any) -> dict:
     """A model's YAML checked against ``_ModelDoc``: every problem named by its field's path."""
     if doc is None:
-        return {}
+        # (An emptied file would quietly take the model's feature view away, and the next build
+        # would retire it.)
+        raise ValueError(f"{path}: is empty: document the model (description, columns, feature_view) "
+                         "or delete the file")
+    if isinstance(doc, dict) and "feature_view" in doc and not doc["feature_view"]:
+        raise ValueError(f"{path}: feature_view: is empty (declare entities, event_timestamp and features, "
+                         "or remove the key)")
+    return _checked(path, doc, _ModelDoc)
+
+
+def _checked(path: Path, doc: Any, model: type[_Strict]) -> dict:
+    """``doc`` checked against ``model``: every problem named by its field's path."""
     try:
-        _ModelDoc.model_validate(doc)
+        model.model_validate(doc)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -239,6 +292,7 @@ class SqlProject:
     def sources(self) -> dict[tuple[str, str], Source]:
         path = self.project_dir / "sources.yml"
         declared = (read_yaml(path) or {}) if path.exists() else {}
+        _checked(path, declared, _SourcesDoc)
         found = {}
         for block in declared.get("sources", []):
             for table in block.get("tables", []):
@@ -252,7 +306,7 @@ class SqlProject:
         found: dict[str, SqlModel] = {}
         self._refuse_stray_files()
         for path in sorted(self.project_dir.glob("*/*.sql")):
-            sql = path.read_text()
+            sql = read_sql(path)
             for name, what in ((path.stem, "model"), (path.parent.name, "schema")):
                 if not MODEL_NAME.fullmatch(name):
                     raise ValueError(f"{path}: {what} name {name!r} is not a plain identifier "
@@ -266,6 +320,11 @@ class SqlProject:
             if same:
                 raise ValueError(f"{path}: model name {path.stem} is defined twice ({same[0].path}; "
                                  "names are compared ignoring case, as DuckDB does)")
+            for line, text in enumerate(sql.splitlines(), start=1):
+                odd = re.search(r"\{\{\s*(ref|source)\b.*?(\}\}|$)", REF.sub("", SOURCE.sub("", text)))
+                if odd:
+                    raise ValueError(f"{path}: line {line}: {odd.group(0)!r} is neither {{{{ ref('model') }}}} "
+                                     "nor {{ source('schema', 'table') }} (names in quotes)")
             found[path.stem] = SqlModel(
                 name=path.stem,
                 schema=path.parent.name,
@@ -290,8 +349,11 @@ class SqlProject:
         or SQL and YAML outside the ``<schema>/<model>`` layout."""
         for path in sorted(self.project_dir.rglob("*")):
             inside = path.relative_to(self.project_dir).parts
-            if path.suffix not in (".sql", ".yml", ".yaml") or any(p.startswith(".") for p in inside):
+            if path.suffix.lower() not in (".sql", ".yml", ".yaml") or any(p.startswith(".") for p in inside):
                 continue
+            if path.suffix != path.suffix.lower():
+                raise ValueError(f"{path}: not read (the project reads {path.suffix.lower()} files, in lower case: "
+                                 f"rename it {path.with_suffix(path.suffix.lower()).name})")
             depth = len(inside)
             if path.suffix == ".sql" and depth != 2:
                 raise ValueError(f"{path}: a model must be <schema folder>/<model>.sql directly under "
@@ -319,9 +381,25 @@ class SqlProject:
         the table was replaced; otherwise the previous table is left as it was)."""
         connection.execute(f"create schema if not exists {model.schema}")
         candidate = f'{model.schema}."__candidate_{model.name}"'
-        connection.execute(f"create or replace table {candidate} as {self.render(model)}")
-        failures = self.column_test_failures(connection, model, candidate)
-        rows = int(connection.execute(f"select count(*) from {candidate}").fetchall()[0][0])
+        sql = self.render(model)
+        try:
+            columns = connection.sql(sql).columns
+        except duckdb.Error as exc:  # (DuckDB's message names neither the file nor the model)
+            raise ValueError(f"{model.path}: {str(exc).strip()}") from None
+        seen: dict[str, str] = {}
+        for column in columns:
+            if column.lower() in seen:
+                # (DuckDB would name the second x_1 and the view would serve the first)
+                raise ValueError(f"{model.path}: the SQL gives column {column!r} twice (as {seen[column.lower()]!r} "
+                                 "before; names are compared ignoring case, as DuckDB does)")
+            seen[column.lower()] = column
+        connection.execute(f"create or replace table {candidate} as {sql}")
+        try:
+            failures = self.column_test_failures(connection, model, candidate)
+            rows = int(connection.execute(f"select count(*) from {candidate}").fetchall()[0][0])
+        except BaseException:
+            connection.execute(f"drop table if exists {candidate}")  # (nothing of a failed build stays)
+            raise
         if failures:
             connection.execute(f"drop table {candidate}")
             return rows, failures
@@ -371,8 +449,13 @@ class SqlProject:
                     sql = f"select count(*) from {relation} where {column_sql} not in ({values})"
                 else:
                     raise ValueError(f"{model.path}: unknown column test {test!r} on {name}")
-                bad = int(connection.execute(sql).fetchall()[0][0])
+                label = test if isinstance(test, str) else "accepted_values"
+                try:
+                    bad = int(connection.execute(sql).fetchall()[0][0])
+                except duckdb.Error as exc:  # (text values for an INTEGER column, say)
+                    failures.append(f"{model.name}.{name}: {label} could not run on its "
+                                    f"{actual[name.lower()]} values ({str(exc).splitlines()[0]})")
+                    continue
                 if bad:
-                    label = test if isinstance(test, str) else "accepted_values"
                     failures.append(f"{model.name}.{name}: {label} failed for {bad} rows")
         return failures

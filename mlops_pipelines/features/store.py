@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
@@ -30,7 +31,13 @@ import pyarrow.compute as pc
 from mlops_pipelines.features import point_in_time
 from mlops_pipelines.features.online import OnlineStore, from_micros, key_values, stored_values, to_micros
 from mlops_pipelines.features.sql_project import default_project_dir
-from mlops_pipelines.features.views import TIMESTAMP_TYPES, FeatureView, quoted, timestamp_type_problem
+from mlops_pipelines.features.views import (
+    TIMESTAMP_TYPES,
+    FeatureView,
+    quoted,
+    timestamp_type_problem,
+    type_matches,
+)
 
 REGISTRY_TABLE = "features.registry"
 PYTHON_ORIGIN = "python"  # a registry row of a view applied from Python (FeatureStore.apply), not built from SQL
@@ -60,6 +67,7 @@ def to_utc(values: pd.Series) -> pd.Series:
         # (pandas' own type checks refuse string views, its astype included)
         text = pa.array(values.array).cast(pa.large_string())
         values = pd.Series(text, dtype=pd.ArrowDtype(pa.large_string()), index=values.index, name=values.name)
+    _refuse_dates(values)
     if pd.api.types.is_datetime64_any_dtype(values):
         return pd.to_datetime(values, utc=True)
     if values.empty:  # no rows, whatever dtype an empty column was given
@@ -78,7 +86,7 @@ def to_utc(values: pd.Series) -> pd.Series:
     except (ValueError, TypeError, NotImplementedError) as exc:
         failure = exc
     else:
-        return _no_text_read_as_missing(values, parsed)
+        return _read_as_written(values, parsed)
     if isinstance(failure, pd.errors.OutOfBoundsDatetime):
         # Beyond 2262 (pandas parsed the text in nanoseconds): as Python's datetimes, to 9999, in
         # microseconds (nanoseconds given with such a value are dropped).
@@ -92,7 +100,7 @@ def to_utc(values: pd.Series) -> pd.Series:
                 raise ValueError(f"timestamp column {values.name!r} row {bad.index[0]} ({bad.iloc[0]!r}): not an "
                                  "instant (datetimes or ISO 8601 strings expected)") from failure
         else:
-            return _no_text_read_as_missing(values, parsed)
+            return _read_as_written(values, parsed)
     reason = str(failure).splitlines()[0].split(" You might want to try")[0]
     try:  # name the first row that does not parse (None/NaN stay missing and are fine)
         parsed = pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
@@ -104,17 +112,48 @@ def to_utc(values: pd.Series) -> pd.Series:
                      "expected)") from failure
 
 
-def _no_text_read_as_missing(values: pd.Series, parsed: pd.Series) -> pd.Series:
-    """``parsed``, unless a value that is there was read as missing: pandas reads the texts
-    "NaT", "nan", "NaN" and "" as no timestamp, and the row would then quietly match nothing.
-    Only a missing value (None, NaN, an empty CSV cell) is missing."""
+def _refuse_dates(values: pd.Series) -> None:
+    """Dates (Python dates, Arrow DATE columns) name no instant: which zone's midnight? Read as
+    UTC's, as pandas would, a New York day would start at 19:00 the day before. Refused, as a
+    view's DATE event timestamp is."""
+    arrow = values.dtype.pyarrow_dtype if isinstance(values.dtype, pd.ArrowDtype) else None
+    if arrow is not None and pa.types.is_date(arrow):
+        dates = values.notna().to_numpy()
+    elif values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in ("date", "datetime", "mixed"):
+        dates = np.fromiter((isinstance(v, date) and not isinstance(v, datetime) for v in values), bool, len(values))
+    else:
+        return
+    if dates.any():
+        first = int(dates.argmax())
+        raise ValueError(f"timestamp column {values.name!r} row {values.index[first]} ({values.iloc[first]!r}): "
+                         "a date, not an instant "
+                         "(which zone's midnight?); give datetimes, e.g. pd.to_datetime(column)"
+                         ".dt.tz_localize('America/New_York')")
+
+
+def _read_as_written(values: pd.Series, parsed: pd.Series) -> pd.Series:
+    """``parsed``, unless pandas read a text as something else than written, and the row would
+    then quietly match nothing: the texts "NaT", "nan", "NaN" and "" as no timestamp (only a
+    missing value, None, NaN or an empty CSV cell, is missing), or bare digits as a year."""
     hidden = parsed.isna().to_numpy() & values.notna().to_numpy()
     if hidden.any():
         position = int(np.flatnonzero(hidden)[0])
         raise ValueError(
             f"timestamp column {values.name!r} row {values.index[position]} ({values.iloc[position]!r}): "
             "not an instant (a row without a timestamp leaves it empty: None, or an empty CSV cell)")
+    # ISO 8601 reads bare digits as a year: '1230' (a time as HHMM) or '-1' (a sentinel) would be
+    # 1 January of that year and quietly match nothing. Only a 1 January midnight can be one.
+    new_year = (parsed.dt.month == 1) & (parsed.dt.day == 1) & (parsed.dt.hour == 0) & (parsed.dt.minute == 0)
+    if new_year.any():
+        texts = values[new_year.to_numpy()]
+        bare = texts[texts.map(lambda v: isinstance(v, str) and _BARE_NUMBER.fullmatch(v) is not None)]
+        if len(bare):
+            raise ValueError(f"timestamp column {values.name!r} row {bare.index[0]} ({bare.iloc[0]!r}): a number, "
+                             "not an instant (ISO 8601 would read it as a year; give a date and time)")
     return parsed
+
+
+_BARE_NUMBER = re.compile(r"\s*[+-]?\d+\s*")
 
 
 def _not_iso(value: object) -> bool:
@@ -256,7 +295,7 @@ def _listed_column(values: list) -> pd.Series:
 
 @dataclass(frozen=True)
 class NanosecondTimestamps:
-    """Which of a view's timestamp columns hold nanoseconds (see :func:`check_timestamp_types`)."""
+    """Which of a view's timestamp columns hold nanoseconds (see :func:`check_source_types`)."""
 
     event: bool = False
     created: bool = False
@@ -283,7 +322,7 @@ def feature_table_sql(view: FeatureView, names: Sequence[str], where: str = "",
 
     ``__ts`` is :func:`event_instant_sql`; ``__created`` a TIMESTAMPTZ in microseconds too,
     except that of a nanosecond column, which stays as it is (``ns``, from
-    :func:`check_timestamp_types`): created timestamps only break ties, and two a few
+    :func:`check_source_types`): created timestamps only break ties, and two a few
     nanoseconds apart would tie in microseconds. Rows with a NULL key or event timestamp can
     match no entity row and are left out. ``where`` is one more condition (e.g. an incremental
     window).
@@ -307,18 +346,28 @@ def _window(view: FeatureView, since: int | None, until: int, ns: NanosecondTime
     return window if since is None else f"{window} and {event} > make_timestamp({since}::bigint)::timestamptz"
 
 
-def check_timestamp_types(connection: duckdb.DuckDBPyConnection, view: FeatureView) -> NanosecondTimestamps:
+def check_source_types(connection: duckdb.DuckDBPyConnection, view: FeatureView) -> NanosecondTimestamps:
     """Refuse a view whose event or created timestamp column is not a TIMESTAMP (a DATE, text,
     epoch numbers): the join's cast would read a date as its midnight, hours before the day's
-    rows were known, and text in whatever format DuckDB guesses. (Binding only: no row is read.)
-    Returns which of them hold nanoseconds (see :func:`feature_table_sql`)."""
+    rows were known, and text in whatever format DuckDB guesses. Refuse a feature of a declared
+    type other than the default ``float`` that its column does not have (``int`` over text):
+    :meth:`FeatureStore.apply` and the SQL project's tests check those, views only registered
+    would not be. (Binding only: no row is read.) Returns which timestamps hold nanoseconds
+    (see :func:`feature_table_sql`)."""
     columns = [c for c in (view.event_timestamp, view.created_timestamp) if c]
+    typed = [f for f in view.features if f.type != "float"]  # (float: the default, also for any number)
     with _reading(view):
         types = connection.sql(f"select {', '.join(quoted(c) for c in columns)} from {view.source} limit 0").types
+        found = {name.lower(): str(type_) for name, type_ in _source_columns(connection, view)} if typed else {}
     for role, column, type_ in zip(("event timestamp", "created timestamp"), columns, types, strict=False):
         if str(type_) not in TIMESTAMP_TYPES:
             raise ValueError(f"feature view {view.name!r}: {role} column {column!r} "
                              f"{timestamp_type_problem(str(type_))}")
+    for feature in typed:
+        type_ = found.get(feature.name.lower())
+        if type_ is not None and not type_matches(feature.type, type_):
+            raise ValueError(f"feature view {view.name!r}: feature {feature.name!r} is declared {feature.type}, "
+                             f"but {view.source} gives {type_}")
     nanoseconds = ("TIMESTAMP_NS", "TIMESTAMPTZ_NS")  # (pandas' datetime64[ns, UTC] in parquet: the second)
     return NanosecondTimestamps(str(types[0]) in nanoseconds,
                                 view.created_timestamp is not None and str(types[-1]) in nanoseconds)
@@ -406,7 +455,7 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
     reading a parquet file with Arrow directly, DuckDB was faster end to end (0.89 s against
     1.2 s, median of 8 alternating runs of the benchmark).
     """
-    ns = check_timestamp_types(connection, view)
+    ns = check_source_types(connection, view)
     created = [point_in_time.CREATED] if view.created_timestamp else []
     with _reading(view):
         relation = connection.sql(feature_table_sql(view, names, where, ns))
@@ -599,12 +648,17 @@ def _refuse_files_read_per_process(connection: duckdb.DuckDBPyConnection, view: 
                          f"from its own working (or home) folder; give the path whole ({whole!r})")
 
 
+def _source_columns(connection: duckdb.DuckDBPyConnection, view: FeatureView) -> list[tuple[str, object]]:
+    """The names and DuckDB types of the columns of ``view``'s source (bound, no row read)."""
+    relation = connection.sql(f"select * from {view.source} limit 0")
+    return list(zip(relation.columns, relation.types, strict=True))
+
+
 def _check_against_source(connection: duckdb.DuckDBPyConnection, view: FeatureView) -> None:
     """Refuse a view whose source lacks its declared columns or types (DuckDB binds it: no row
     is read), naming the view and each column."""
     with _reading(view):
-        relation = connection.sql(f"select * from {view.source} limit 0")
-    columns = zip(relation.columns, relation.types, strict=True)
+        columns = _source_columns(connection, view)
     problems = view.schema_problems({name.lower(): str(type_) for name, type_ in columns})
     if problems:
         raise ValueError(f"feature view {view.name!r} over {view.source}: " + "; ".join(problems))
@@ -659,6 +713,51 @@ def _upsert_registry(connection: duckdb.DuckDBPyConnection, view: FeatureView, r
     )
 
 
+def _iterable(value: object, what: str) -> Iterable:
+    if not isinstance(value, Iterable) or isinstance(value, str | bytes):
+        raise TypeError(f"{what}: a list, not {type(value).__name__} {value!r}")
+    return value
+
+
+def _views_given(views: object) -> Iterator[FeatureView]:
+    """Feature views given one by one, as a list (or lists), or as a mapping of them (the values
+    of ``SqlProject().feature_views()``)."""
+    if isinstance(views, FeatureView):
+        yield views
+        return
+    for view in (views.values() if isinstance(views, Mapping) else _iterable(views, "views")):
+        if isinstance(view, list | tuple):
+            yield from _views_given(view)
+        elif isinstance(view, FeatureView):
+            yield view
+        else:
+            raise TypeError(f"views: FeatureView objects, not {type(view).__name__} {view!r}")
+
+
+def _flag(value: object, name: str) -> bool:
+    """A True/False argument: anything else (the text 'no', which Python reads as true) is refused."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
+    return bool(value)
+
+
+def _warehouse_file(path: str | Path) -> str:
+    """``path`` if it can be the warehouse: a DuckDB file, one to create, or ``:memory:``.
+    DuckDB opens an existing parquet or CSV file as a database of its own, in memory, so views
+    applied there would be lost when the store closes."""
+    text = str(path)
+    if Path(text).is_dir():
+        raise ValueError(f"{text}: the warehouse is a DuckDB file (e.g. data/warehouse.duckdb), not a folder")
+    if text != ":memory:" and Path(text).is_file():
+        with open(text, "rb") as file:
+            head = file.read(12)
+        if len(head) == 12 and head[8:] != b"DUCK":  # (DuckDB's magic bytes; an empty file DuckDB names itself)
+            raise ValueError(f"{text}: not a DuckDB database file, so it cannot be the warehouse (e.g. "
+                             "data/warehouse.duckdb); a parquet or CSV file is a view's source: "
+                             "read_parquet('...') or read_csv('...') in FeatureView.source")
+    return text
+
+
 class FeatureStore:
     """Feature views over tables of a DuckDB file.
 
@@ -671,18 +770,33 @@ class FeatureStore:
 
     def __init__(self, database_path: str | Path, views: Sequence[FeatureView] = (),
                  memory_limit: str = "1GB", online_path: str | Path | None = None) -> None:
-        self.database_path = str(database_path)
+        self.database_path = _warehouse_file(database_path)
         self.memory_limit = memory_limit
         self.online = OnlineStore(online_path) if online_path else None
         self.views: dict[str, FeatureView] = {}
-        for view in views:
+        for view in _views_given(views):
             self.register(view)
 
     def register(self, view: FeatureView) -> FeatureView:
         """Add (or replace) a view in this store object only; its source may be a table or
         ``read_parquet('...')``. :meth:`apply` also records it in the warehouse."""
+        if not isinstance(view, FeatureView):
+            raise TypeError(f"register() takes one FeatureView, not {type(view).__name__} (for several: "
+                            "FeatureStore(path, views), or apply(*views))")
         self.views[view.name] = view
         return view
+
+    def _name_of(self, view: str | FeatureView) -> str:
+        """A view named by its name or given as itself (the one registered under its name)."""
+        if isinstance(view, str):
+            return view
+        if isinstance(view, FeatureView):
+            if self.views.get(view.name, view) != view:
+                raise ValueError(f"feature view {view.name!r}: not the view registered under that name "
+                                 "(register() it first, or give its name)")
+            self.views.setdefault(view.name, view)
+            return view.name
+        raise TypeError(f"views: names of feature views (text), not {type(view).__name__} {view!r}")
 
     def apply(self, *views: FeatureView, connection: duckdb.DuckDBPyConnection | None = None) -> list[FeatureView]:
         """Register ``views`` and record them in the warehouse's registry (Feast's ``apply``): every
@@ -697,6 +811,7 @@ class FeatureStore:
         source reading files by relative or ~ paths. ``connection``: a writable
         connection to the warehouse (else one of the store's own; the file is created if missing).
         """
+        views = tuple(_views_given(views))  # (a list too, as Feast's apply takes them)
         if connection is None and self.database_path == ":memory:":
             raise ValueError("an in-memory store keeps no registry: register() the views, or give the "
                              "path of a DuckDB file")
@@ -899,6 +1014,7 @@ class FeatureStore:
         if not isinstance(entity_df, pd.DataFrame):
             raise TypeError(f"entity_df must be a pandas DataFrame or an Arrow table, not {type(entity_df).__name__}")
         features = references(features)
+        full_feature_names = _flag(full_feature_names, "full_feature_names")
         wanted = self.resolve_features(features, connection)
         outputs = list(output_names(_requested(features), full_feature_names).values())
         _check_unique_columns(entity_df.columns)
@@ -988,7 +1104,8 @@ class FeatureStore:
             self._know(None, connection)
             names = list(self.views)
         else:
-            names = [views] if isinstance(views, str) else list(views)
+            names = [views] if isinstance(views, str | FeatureView) else list(_iterable(views, "views"))
+            names = [self._name_of(view) for view in names]
             self._know(names, connection)
         unknown = [n for n in names if n not in self.views]
         if unknown:
@@ -1015,7 +1132,7 @@ class FeatureStore:
                 plans = []
                 for name in names:
                     view = self.views[name]
-                    ns = check_timestamp_types(con, view)
+                    ns = check_source_types(con, view)
                     since = None if full_refresh else online.watermark(lite, view)
                     if end_ts is None:
                         # The latest finite event (+infinity is no instant to be current as of),
@@ -1116,6 +1233,7 @@ class FeatureStore:
             that instant.
         """
         features = references(features)
+        full_feature_names = _flag(full_feature_names, "full_feature_names")
         wanted = self.resolve_features(features)
         outputs = output_names(_requested(features), full_feature_names)
         frame = _entity_rows_frame(entity_rows, self.entity_keys(wanted))

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -146,6 +147,8 @@ class Feature:
     owner: str = ""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"feature name {self.name!r}: a column name (non-empty text)")
         if self.type not in FEATURE_TYPES:
             raise ValueError(f"feature {self.name!r}: type {self.type!r} is not one of {list(FEATURE_TYPES)}")
 
@@ -177,6 +180,7 @@ class FeatureView:
     sql: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
+        self._check_argument_types()
         # One key may be given as a bare name; a string is not split into its letters.
         entities = (self.entities,) if isinstance(self.entities, str) else tuple(self.entities)
         object.__setattr__(self, "entities", entities)
@@ -227,6 +231,40 @@ class FeatureView:
             declared = self.ttl if isinstance(self.ttl, str | int | float) else ttl  # (as the user wrote it)
             raise ValueError(f"feature view {self.name!r}: ttl {declared} is negative")
         object.__setattr__(self, "ttl", ttl or None)  # 0 means no TTL, as in parse_ttl
+
+    def _check_argument_types(self) -> None:
+        """Arguments of the wrong kind, refused by name rather than failing later inside the store."""
+        def names(value: object) -> bool:
+            return isinstance(value, str) and bool(value.strip())
+
+        if not names(self.name):
+            raise ValueError(f"feature view name {self.name!r}: non-empty text")
+        where = f"feature view {self.name!r}"
+        for field_name in ("source", "event_timestamp"):
+            if not names(getattr(self, field_name)):
+                raise ValueError(f"{where}: {field_name} {getattr(self, field_name)!r} is not a name (non-empty text)")
+        if self.created_timestamp is not None and not names(self.created_timestamp):
+            raise ValueError(f"{where}: created_timestamp {self.created_timestamp!r} is not a column name "
+                             "(None when there is none)")
+        def in_order(value: object) -> bool:  # (any iterable but text, mappings and sets, whose order changes)
+            return isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping | Set | Feature)
+
+        entities = self.entities
+        if not (isinstance(entities, str) or in_order(entities)):
+            # (a set's order changes from process to process, and the key's order is the view's version)
+            raise ValueError(f"{where}: entities {entities!r}: give a name or a list of names, in order")
+        if not isinstance(entities, str):
+            object.__setattr__(self, "entities", tuple(entities))  # (a generator is read once)
+        odd = [k for k in ([entities] if isinstance(entities, str) else self.entities) if not names(k)]
+        if odd:
+            raise ValueError(f"{where}: entity join keys {odd} are not column names (non-empty text)")
+        if not in_order(self.features):
+            raise ValueError(f"{where}: features {self.features!r}: give a list of Feature(...)")
+        object.__setattr__(self, "features", tuple(self.features))
+        odd = [f for f in self.features if not isinstance(f, Feature)]
+        if odd:
+            raise ValueError(f"{where}: features {odd!r} are not Feature(...) objects (Feature('x'), or "
+                             "Feature('x', 'int', 'what it means'))")
 
     @property
     def feature_names(self) -> list[str]:
