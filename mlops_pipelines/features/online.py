@@ -109,6 +109,8 @@ def key_values(column: pa.Array | pa.ChunkedArray | Sequence) -> list:
             # From the integers: Python's datetime ends in year 9999, DuckDB's timestamps (and
             # their +/-infinity) do not. The same values key_value gives a datetime.
             return _instant_keys(column)
+        if pa.types.is_date32(type_):
+            return _date_keys(column)
         column = column.to_pylist()
     return [key_value(v) for v in column]
 
@@ -123,6 +125,19 @@ def _instant_keys(column: pa.Array) -> list:
         return [point_in_time.micros_of(int(v), unit) if ok else None
                 for v, ok in zip(values.tolist(), present, strict=True)]
     return [_instant_key(*divmod(int(v), 1000)) if ok else None for v, ok in zip(values.tolist(), present, strict=True)]
+
+
+_PYTHON_DAYS = ((date.min - date(1970, 1, 1)).days, (date.max - date(1970, 1, 1)).days)
+
+
+def _date_keys(column: pa.Array) -> list:
+    """DATE keys as :func:`key_value` keeps a date, its ISO text; beyond Python's years 1 to 9999
+    (DuckDB's 'infinity', year 12000), which no ``date`` can hold, ``"<days> days after 1970-01-01"``."""
+    days = column.cast(pa.int32()).to_numpy(zero_copy_only=False)  # (NULLs: NaN)
+    present = column.is_valid().to_numpy(zero_copy_only=False)
+    epoch = date(1970, 1, 1)
+    return [None if not ok else (epoch + timedelta(days=d)).isoformat() if _PYTHON_DAYS[0] <= d <= _PYTHON_DAYS[1]
+            else f"{d} days after 1970-01-01" for d, ok in zip(days.tolist(), present, strict=True)]
 
 
 def _instant_key(micros: int, nanos: int) -> int | str:

@@ -418,9 +418,11 @@ _UNSERVED_TYPES = {
 }
 
 
-# Key types the join cannot compare (Arrow has no hash for them, or hands over DuckDB's bytes);
-# INTERVAL keys join offline, but SQLite cannot store them.
-_UNJOINABLE_TYPES = {"list", "array", "struct", "map", "union", "bignum", "varint", "bit"}
+# Key types the join cannot compare as DuckDB does: Arrow has no hash for them, hands over
+# DuckDB's bytes, drops a TIME WITH TIME ZONE's offset (10:00+01 and 10:00+05 would be one key),
+# or tells INTERVALs DuckDB finds equal apart (1 day and 24 hours; SQLite could not store them either).
+_UNJOINABLE_TYPES = {"list", "array", "struct", "map", "union", "bignum", "varint", "bit", "time with time zone",
+                     "interval"}
 
 
 def _unserved(type_) -> str | None:  # (a DuckDBPyType, whose module moved between DuckDB versions)
@@ -435,21 +437,31 @@ def _unserved(type_) -> str | None:  # (a DuckDBPyType, whose module moved betwe
     return None
 
 
-def _holds_uhugeint(type_) -> bool:
-    """Whether ``type_`` holds a UHUGEINT inside a list, struct, map or array. DuckDB hands a
-    UHUGEINT over as a signed 128-bit DECIMAL, 2**128 - 1 as -1: a column of them is mended when
-    read (``point_in_time.wide_integers``), values inside others cannot be."""
-    return type_.id in ("list", "array", "struct", "map") and any(
-        not isinstance(child, int) and (child.id == "uhugeint" or _holds_uhugeint(child))
-        for _, child in type_.children)
+def _misread(type_, inside: bool = False) -> str | None:
+    """Why DuckDB's Arrow would hand over other values than a column of ``type_`` holds, on every
+    path (the Arrow one of training sets too), or None: a TIME WITH TIME ZONE loses its offset; a
+    UHUGEINT inside a list, struct, map or array comes as a signed 128-bit DECIMAL, 2**128 - 1 as
+    -1 (a column of them is mended when read, by ``point_in_time.wide_integers``)."""
+    if type_.id == "time with time zone":
+        return ("a TIME WITH TIME ZONE, which the store does not serve (DuckDB hands it over without its offset): "
+                "cast it to VARCHAR, or to TIME in one zone, in the view")
+    if inside and type_.id == "uhugeint":
+        return ("a UHUGEINT, which the store does not serve inside a value: cast it to HUGEINT, DOUBLE or VARCHAR "
+                "in the view")
+    if type_.id in ("list", "array", "struct", "map"):
+        for _, child in type_.children:
+            if not isinstance(child, int) and (problem := _misread(child, inside=True)):  # (an ARRAY's size is an int)
+                return f"{type_} holding {problem}"
+    return None
 
 
 def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, names: Sequence[str],
-                   where: str = "", served: Collection[str] = (), online: bool = False) -> pa.Table:
+                   where: str = "", served: Collection[str] = (), asked: Collection[str] = ()) -> pa.Table:
     """The rows of ``view`` for a point-in-time join (see :func:`feature_table_sql`), as Arrow.
 
-    ``served``: the features that will go to pandas, refused if pandas cannot hold their type;
-    ``online``: the rows go to the online store, whose keys SQLite must hold.
+    ``served``: the features that will go to pandas (or the online store), refused if pandas
+    cannot hold their type; ``asked``: the features that will go out by any path, refused if
+    DuckDB hands them over as other values (:func:`_misread`). The others only break ties.
 
     DuckDB reads them, whatever the source (a table, ``read_parquet(...)``): tried against
     reading a parquet file with Arrow directly, DuckDB was faster end to end (0.89 s against
@@ -460,16 +472,13 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
     with _reading(view):
         relation = connection.sql(feature_table_sql(view, names, where, ns))
         for key, type_ in zip(view.entities, relation.types, strict=False):
-            if type_.id in _UNJOINABLE_TYPES or (online and type_.id == "interval"):
-                place = "in the online store" if type_.id == "interval" else "in a join"
+            if type_.id in _UNJOINABLE_TYPES:
                 raise ValueError(f"feature view {view.name!r}: join key {key!r} is {type_}, which cannot be a key "
-                                 f"{place} (cast it in the view: a number, text, boolean, date, TIME, timestamp, "
+                                 "in a join (cast it in the view: a number, text, boolean, date, TIME, timestamp, "
                                  "UUID or blob can be one)")
         for name, type_ in zip(names, relation.types[-len(names):] if names else [], strict=True):
-            problem = _unserved(type_) if name in served else None
-            if problem is None and _holds_uhugeint(type_):  # (on every path: the Arrow path would serve -1)
-                problem = (f"{type_} holding a UHUGEINT, which the store does not serve inside a value: cast it "
-                           "to HUGEINT, DOUBLE or VARCHAR in the view")
+            problem = (_unserved(type_) if name in served else None) or \
+                (_misread(type_) if name in served or name in asked else None)
             if problem:
                 raise ValueError(f"feature view {view.name!r}: feature {name!r} is {problem}")
         # One record batch per DuckDB thread: fewer chunks for the join to walk (reading took as
@@ -495,7 +504,7 @@ def _rows_to_serve(connection: duckdb.DuckDBPyConnection, view: FeatureView, sin
     """The view's rows with an event time in (``since``, ``until``] (all up to ``until`` when
     ``since`` is None), every feature, for the online store."""
     return read_view_rows(connection, view, view.feature_names, _window(view, since, until, ns),
-                          served=view.feature_names, online=True)
+                          served=view.feature_names)
 
 
 def entity_rows(keys: Mapping[str, pd.Series | pa.ChunkedArray], timestamps: pd.Series) -> point_in_time.EntityRows:
@@ -969,7 +978,8 @@ class FeatureStore:
                     wait(running, return_when=FIRST_COMPLETED)
                 view = self.views[view_name]
                 # Every declared feature is read, asked for or not: ties are decided on all of them.
-                table = read_view_rows(connection, view, view.feature_names, served=names if as_pandas else ())
+                table = read_view_rows(connection, view, view.feature_names, served=names if as_pandas else (),
+                                       asked=names)
                 pending.append(pool.submit(join, view_name, table, entities, view.entities, view.feature_names, names,
                                            view.ttl_micros, view.created_timestamp is not None, as_pandas,
                                            # No view after it can take this workspace (usually):
@@ -1208,7 +1218,7 @@ class FeatureStore:
         columns.append(created.to_pylist())
         for name in view.feature_names:
             column = latest.column(name)
-            column = column.cast(point_in_time.served_type(column.type))
+            column = point_in_time.served(column)
             columns.append(stored_values(column, f"feature view {view.name!r}, feature {name!r}"))
         return list(zip(*columns, strict=True))
 
