@@ -180,7 +180,11 @@ def _features_historical(args: argparse.Namespace) -> int:
     except (KeyError, ValueError) as exc:
         reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         if "no timestamp column" in reason:
-            reason += "; name another with --timestamp-column"
+            separated = [c for c in entities.columns if ";" in str(c) or "\t" in str(c)]
+            reason += (f"; the header {separated[0]!r} looks separated by another character than the comma CSV "
+                       "files are read with") if separated else "; name another with --timestamp-column"
+        # (the library's advice, in the CLI's words)
+        reason = reason.replace("pass full_feature_names=True", "pass --full-feature-names")
         raise ValueError(f"{args.entities}: {reason}") from exc
     if out_kind == ".parquet":
         out.to_parquet(args.out, index=False)
@@ -207,6 +211,23 @@ def _say_which_views_found_nothing(store, wanted: dict[str, list[str]], full_fea
                   "counts at or after its event time, within the view's TTL)", file=sys.stderr)
 
 
+def _numbers_of_csv(path: str, frame, categorical: list[str] | None):
+    """A CSV's columns of numbers as numbers (its cells are read as text, as entity keys need):
+    text would be tested as categories, one per distinct number. Columns named ``categorical``
+    stay text."""
+    import pandas as pd
+
+    if Path(path).suffix.lower() != ".csv":
+        return frame
+    for name in frame.columns:
+        if name not in (categorical or ()):
+            try:
+                frame[name] = pd.to_numeric(frame[name])
+            except (ValueError, TypeError):
+                pass  # (some cell is no number: a category column)
+    return frame
+
+
 def _drift(args: argparse.Namespace) -> int:
     import json
 
@@ -214,6 +235,8 @@ def _drift(args: argparse.Namespace) -> int:
 
     reference, current = _read_frame(args.reference), _read_frame(args.current)
     categorical = [c.strip() for c in args.categorical.split(",")] if args.categorical else None
+    reference, current = _numbers_of_csv(args.reference, reference, categorical), \
+        _numbers_of_csv(args.current, current, categorical)
     report = detect_drift(reference, current, categorical=categorical)
     if args.json:
         print(json.dumps(report.to_dict(), default=float, indent=2))
@@ -227,14 +250,14 @@ def _drift(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    import shutil
     import time
 
-    from mlops_pipelines.monitoring.replay import run_replay, write_timeline
+    from mlops_pipelines.monitoring.replay import empty_replay_folder, replay_months, run_replay, write_timeline
 
-    folder = Path(args.data_dir).resolve() if args.data_dir else ProjectPaths.from_env().data_dir / "replay"
-    if folder.exists():
-        shutil.rmtree(folder)  # the replay owns this folder and always starts from empty
+    replay_months(args.start, args.end, args.initial_months)  # (refused before anything is emptied)
+    default = ProjectPaths.from_env().data_dir / "replay"
+    folder = Path(args.data_dir).resolve() if args.data_dir else default.resolve()
+    empty_replay_folder(folder, default)  # the replay always starts from empty
     started = time.perf_counter()
     timeline = run_replay(ProjectPaths(folder), args.start, args.end, args.initial_months)
     written = write_timeline(timeline, folder / "reports")
@@ -320,9 +343,11 @@ def _deployment(_args: argparse.Namespace) -> int:
 
 def _lineage(args: argparse.Namespace) -> int:
     import json
+    import os
     import tempfile
     from pathlib import Path
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # (a bar drawn on stderr per lookup)
     _paths, control = _control()
     client, name = control.client, control.model_name
     from mlflow.exceptions import MlflowException
@@ -374,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     drift = commands.add_parser("drift", help="drift of each column of CURRENT against REFERENCE")
     drift.add_argument("--reference", required=True, help="parquet or CSV")
     drift.add_argument("--current", required=True, help="parquet or CSV")
-    drift.add_argument("--categorical", help="comma-separated categorical columns (default: non-numeric ones)")
+    drift.add_argument("--categorical", help="comma-separated numeric columns to compare as categories (text "
+                       "columns always are)")
     drift.add_argument("--json", action="store_true", help="print the report as JSON")
     drift.set_defaults(func=_drift)
     simulate = commands.add_parser("simulate", help="replay months one by one: drift, sensor, retraining")
@@ -382,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     simulate.add_argument("--end", default="2013-12", metavar="YYYY-MM")
     simulate.add_argument("--initial-months", type=int, default=3,
                           help="months ingested before the first champion (trained on all but the last)")
-    simulate.add_argument("--data-dir", help="the replay's own folder, emptied first (default: data/replay)")
+    simulate.add_argument("--data-dir", help="the replay's own folder, emptied first: new, empty or a replay's "
+                          "(default: data/replay)")
     simulate.set_defaults(func=_simulate)
     serve = commands.add_parser("serve", help="the prediction service (FastAPI): /predict, /health, /ready, /metrics")
     serve.add_argument("--host", default="127.0.0.1")

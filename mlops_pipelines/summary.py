@@ -64,6 +64,18 @@ def collect_summary(paths: ProjectPaths) -> dict:
                 "metrics": {k[len("holdout_"):]: v for k, v in run.data.metrics.items()
                             if k.startswith("holdout_")},
             }
+        if summary["ledger"] and summary["ledger"][-1][1] is not None:
+            # The window of the last challenger decided on, promoted or not (a refused one is the
+            # usual end of a run on a month or two, and the champion's window is not its).
+            from mlflow.exceptions import MlflowException
+
+            try:
+                challenger = registry.client().get_model_version(registry.model_name, summary["ledger"][-1][1])
+            except MlflowException:  # (a registry that lost the version: the decision line stays as it is)
+                challenger = None
+            if challenger is not None:
+                summary["last_challenger"] = {"train_window": challenger.tags.get("train_window"),
+                                              "holdout_window": challenger.tags.get("holdout_window")}
     return summary
 
 
@@ -94,5 +106,10 @@ def format_summary(summary: dict) -> str:
         lines.append("  holdout " + ", ".join(f"{k} {m[k]:.4f}" for k in keys if k in m))
     if summary["ledger"]:
         decision, challenger, after, _ = summary["ledger"][-1]
-        lines.append(f"  last promotion decision: {decision} (challenger v{challenger}, champion v{after})")
+        champion_after = f"champion v{after}" if after is not None else "no champion"
+        lines.append(f"  last promotion decision: {decision} (challenger v{challenger}, {champion_after})")
+        window = summary.get("last_challenger")
+        if window and window["train_window"]:
+            lines.append(f"  challenger v{challenger} trained on {window['train_window']}, holdout "
+                         f"{window['holdout_window']} (months, New York time)")
     return "\n".join(lines)

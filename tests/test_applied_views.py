@@ -450,3 +450,15 @@ def test_a_data_file_or_folder_given_as_the_warehouse_or_online_store_is_refused
             store.get_online_features({"city": ["Oslo"], "line": [1]}, ["trips:trips"])
     assert list(FeatureStore(database).applied_views()) == ["trips"]  # the warehouse is untouched
     assert data.read_bytes()[:4] == b"PAR1"
+
+
+def test_a_source_ending_in_a_comment_is_read_whole(warehouse, tmp_path):
+    """A source ending in a SQL comment (`... -- raw rows`) commented out the rest of each query:
+    rows with null keys were read, and materialize_online failed with DuckDB's Parser Error."""
+    view = _view(tmp_path, source=f"read_parquet('{tmp_path / 'trips.parquet'}') -- raw rows")
+    store = FeatureStore(warehouse, online_path=tmp_path / "online.sqlite")
+    store.apply(view)
+    assert store.get_historical_features(ENTITIES, ["trips:trips"])["trips"].tolist() == [7, pd.NA, 3, pd.NA, pd.NA]
+    assert store.materialize_online(["trips"], end_ts="2024-03-01 10:00:01") == {"trips": 3}
+    online = store.get_online_features(ENTITIES[["city", "line"]], ["trips:trips"])["trips"]
+    assert online.fillna(-1).tolist() == [-1, -1, 3, -1, -1]  # (the others are older than the TTL of 400 ms)

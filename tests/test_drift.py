@@ -102,3 +102,33 @@ def test_cli_reports_json_and_refuses_missing_files(tmp_path):
     assert report["drifted_columns"] == ["x"] and report["share_drifted"] == 0.5
     missing = subprocess.run([*cli, "--current", str(tmp_path / "nope.csv")], capture_output=True, text=True)
     assert missing.returncode == 2 and "nope.csv" in missing.stderr.strip().splitlines()[-1]
+
+
+def test_the_cli_compares_csv_numbers_as_numbers_and_every_text_column(tmp_path, capsys):
+    """`mlops drift` read CSV cells as text, so two samples of one normal distribution drifted (a
+    chi-squared test of one category per number); `--categorical origin` turned every other text
+    column into an untested 'numeric' one (a carrier mix flipped from 90/10 to 10/90 passed), and
+    a misspelt name was ignored; two files without a shared column gave pandas' error."""
+    import json
+
+    from mlops_pipelines.cli import main
+
+    rng = np.random.default_rng(1)  # (KS p-value 0.86)
+    for name in ("ref", "cur"):
+        pd.DataFrame({"x": rng.normal(0, 1, 3000).round(2)}).to_csv(tmp_path / f"{name}.csv", index=False)
+    assert main(["drift", "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.csv"),
+                 "--json"]) == 0
+    column = json.loads(capsys.readouterr().out)["columns"][0]
+    assert (column["kind"], column["test"], column["drift"]) == ("numeric", "ks", False)
+    pd.DataFrame({"carrier": ["AA"] * 900 + ["UA"] * 100, "origin": ["JFK", "LGA"] * 500}).to_parquet(
+        tmp_path / "ref.parquet")
+    pd.DataFrame({"carrier": ["AA"] * 100 + ["UA"] * 900, "origin": ["JFK", "LGA"] * 500}).to_parquet(
+        tmp_path / "cur.parquet")
+    files = ["--reference", str(tmp_path / "ref.parquet"), "--current", str(tmp_path / "cur.parquet")]
+    assert main(["drift", *files, "--categorical", "origin", "--json"]) == 0
+    drifted = {c["column"]: (c["test"], c["drift"]) for c in json.loads(capsys.readouterr().out)["columns"]}
+    assert drifted == {"carrier": ("chi2", True), "origin": ("chi2", False)}
+    assert main(["drift", *files, "--categorical", "Carrier"]) == 2
+    assert "categorical columns ['Carrier'] are not compared" in capsys.readouterr().err
+    assert main(["drift", "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.parquet")]) == 2
+    assert "share no column (reference: ['x'], current: ['carrier', 'origin'])" in capsys.readouterr().err

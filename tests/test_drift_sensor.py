@@ -99,3 +99,33 @@ def test_sensor_is_registered_and_stopped_by_default():
 
     sensor = defs.resolve_sensor_def("drift_sensor")
     assert sensor.job_name == "training" and sensor.default_status == DefaultSensorStatus.STOPPED
+
+
+def test_simulate_empties_only_a_replays_folder_and_checks_its_arguments_first(tmp_path, monkeypatch, capsys):
+    """`mlops simulate --data-dir DIR` deleted DIR whatever it held, and before it checked its
+    arguments: `--data-dir data --start 2013-13` lost the demo's warehouse and registry."""
+    from mlops_pipelines.cli import main
+    from mlops_pipelines.monitoring.replay import REPLAY_MARKER, empty_replay_folder
+
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "data"))
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "warehouse.duckdb").write_text("precious")
+    for args, error in ((["--start", "2013-13"], "--start 2013-13 --end 2013-12: need months in 2013-01..2013-12"),
+                        (["--initial-months", "0"], "--initial-months 0: at least 2"),
+                        ([], f"--data-dir {victim}: holds files no replay wrote (no {REPLAY_MARKER})")):
+        assert main(["simulate", "--data-dir", str(victim), *args]) == 2
+        assert error in capsys.readouterr().err
+        assert (victim / "warehouse.duckdb").read_text() == "precious"
+    # A replay's own folder (marked), the default one and an empty one are emptied and marked.
+    default = tmp_path / "data" / "replay"
+    for folder in (tmp_path / "empty", default, tmp_path / "new" / "deeper"):
+        if folder != tmp_path / "new" / "deeper":
+            folder.mkdir(parents=True)
+            if folder == default:
+                (folder / "old_run.txt").write_text("from an earlier replay")
+        empty_replay_folder(folder, default)
+        assert [p.name for p in folder.iterdir()] == [REPLAY_MARKER]
+        (folder / "warehouse.duckdb").write_text("a replay's")
+        empty_replay_folder(folder, default)
+        assert [p.name for p in folder.iterdir()] == [REPLAY_MARKER]

@@ -853,6 +853,16 @@ def test_the_cli_names_the_columns_it_found_and_the_timestamp_option(tmp_path, m
     assert main(argv) == 2
     assert ("entities.csv: entity frame has no timestamp column 'event_timestamp' (its columns: "
             "['origin', ' event_timestamp']); name another with --timestamp-column") in capsys.readouterr().err
+    # A file separated by ';' was told to name another timestamp column; the library's advice to
+    # pass full_feature_names=True is the CLI's --full-feature-names.
+    (tmp_path / "entities.csv").write_text("origin;event_timestamp\nJFK;2013-01-01\n")
+    assert main(argv) == 2
+    assert ("the header 'origin;event_timestamp' looks separated by another character than the comma"
+            in capsys.readouterr().err)
+    (tmp_path / "entities.csv").write_text("origin,event_timestamp,temp_f\nJFK,2013-01-01T00:00Z,1\n")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "pass --full-feature-names" in err and "full_feature_names=True" not in err
 
 
 def test_big_integers_mixed_with_floats_and_integers_against_narrow_decimals(tmp_path):

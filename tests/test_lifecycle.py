@@ -316,6 +316,18 @@ def test_worse_challenger_is_refused_and_champion_kept(lifecycle):
                             f"where dagster_run_id = '{result.run_id}' order by gate")
     assert set(gates["gate"]) == {"absolute_floor", "fold_stability", "no_regression"}
     assert not dict(gates.values.tolist())["no_regression"]
+    # The summary shows the refused challenger's own window beside the decision (it showed only
+    # the champion's, which could be taken for the run's).
+    from mlops_pipelines.summary import collect_summary, format_summary
+
+    challenger = lifecycle.registry.version_by_alias("challenger")
+    text = format_summary(collect_summary(lifecycle.paths))
+    assert "last promotion decision: refused (challenger v2, champion v1)" in text
+    assert (f"challenger v2 trained on {challenger.tags['train_window']}, holdout "
+            f"{challenger.tags['holdout_window']}") in text
+    no_champion = format_summary({"rows": {}, "quarantine": {}, "status": [], "champion": None,
+                                  "ledger": [("refused", "1", None, "absolute_floor")]})
+    assert "(challenger v1, no champion)" in no_champion and "vNone" not in no_champion
 
 
 def test_a_champion_is_not_scored_on_a_holdout_month_it_was_trained_on(lifecycle):

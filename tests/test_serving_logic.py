@@ -212,3 +212,25 @@ def test_prediction_log_sensor_runs_once_per_new_file(tmp_path):
     assert isinstance(first, RunRequest) and context.cursor == str((day / "a.parquet").stat().st_mtime_ns)
     again = prediction_log_sensor(build_sensor_context(cursor=context.cursor, resources={"serving_files": files}))
     assert isinstance(again, SkipReason)
+
+
+def test_a_flight_is_read_in_new_york_time_whatever_offset_it_is_given_in():
+    """The local hour and weekday were those of the offset given: 12:00Z, the instant of 07:00
+    New York time, was scored as a noon flight (probability 0.243 against 0.139) under another
+    flight id, which its label never joins."""
+    from mlops_pipelines.serving.flight_features import schedule_features
+    from mlops_pipelines.serving.schema import Flight
+
+    def flight(sched_dep: str) -> Flight:
+        return Flight(carrier="B6", flight=69, origin="JFK", dest="BOS", sched_dep=sched_dep, distance=187)
+
+    for spellings, hour, day, flight_id in (
+        (("2013-12-30T07:00:00-05:00", "2013-12-30T12:00:00Z", "2013-12-30T13:00:00+01:00"), 7.0, 1.0,
+         "2013-12-30T0700_B669_JFK"),
+        # Summer time (-04:00), and an instant past midnight UTC that is still the evening before.
+        (("2013-07-01T22:30:00-04:00", "2013-07-02T02:30:00Z"), 22.0, 1.0, "2013-07-01T2230_B669_JFK"),
+    ):
+        for text in spellings:
+            features = schedule_features(flight(text))
+            assert (features["sched_dep_hour_local"], features["day_of_week"]) == (hour, day), text
+            assert flight(text).flight_id == flight_id, text

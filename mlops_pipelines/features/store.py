@@ -316,6 +316,12 @@ def event_instant_sql(view: FeatureView, ns: NanosecondTimestamps) -> str:
             f"::timestamptz, {column}::timestamptz)")
 
 
+def source_sql(view: FeatureView) -> str:
+    """The view's source as SQL to select from: on a line of its own, so that a source ending in
+    a comment (``t -- raw rows``) does not comment out the rest of the query."""
+    return f"{view.source}\n"
+
+
 def feature_table_sql(view: FeatureView, names: Sequence[str], where: str = "",
                       ns: NanosecondTimestamps = NanosecondTimestamps()) -> str:
     """The rows of ``view`` a point-in-time join can use: ``keys, __ts, [__created], features``.
@@ -335,7 +341,7 @@ def feature_table_sql(view: FeatureView, names: Sequence[str], where: str = "",
     joinable = " and ".join(f'{quoted(c)} is not null' for c in (view.event_timestamp, *view.entities))
     return (
         f'select {keys}, {event_instant_sql(view, ns)} as {point_in_time.TS}{created}{features} '
-        f"from {view.source} where {joinable}{' and ' + where if where else ''}"
+        f"from {source_sql(view)} where {joinable}{' and ' + where if where else ''}"
     )
 
 
@@ -357,7 +363,7 @@ def check_source_types(connection: duckdb.DuckDBPyConnection, view: FeatureView)
     columns = [c for c in (view.event_timestamp, view.created_timestamp) if c]
     typed = [f for f in view.features if f.type != "float"]  # (float: the default, also for any number)
     with _reading(view):
-        types = connection.sql(f"select {', '.join(quoted(c) for c in columns)} from {view.source} limit 0").types
+        types = connection.sql(f"select {', '.join(quoted(c) for c in columns)} from {source_sql(view)} limit 0").types
         found = {name.lower(): str(type_) for name, type_ in _source_columns(connection, view)} if typed else {}
     for role, column, type_ in zip(("event timestamp", "created timestamp"), columns, types, strict=False):
         if str(type_) not in TIMESTAMP_TYPES:
@@ -659,7 +665,7 @@ def _refuse_files_read_per_process(connection: duckdb.DuckDBPyConnection, view: 
 
 def _source_columns(connection: duckdb.DuckDBPyConnection, view: FeatureView) -> list[tuple[str, object]]:
     """The names and DuckDB types of the columns of ``view``'s source (bound, no row read)."""
-    relation = connection.sql(f"select * from {view.source} limit 0")
+    relation = connection.sql(f"select * from {source_sql(view)} limit 0")
     return list(zip(relation.columns, relation.types, strict=True))
 
 
@@ -1149,7 +1155,7 @@ class FeatureStore:
                         # as an integer: Python's datetime ends in year 9999, DuckDB's do not.
                         event = event_instant_sql(view, ns)
                         latest = con.sql(
-                            f"select epoch_us(max({event}) filter (where isfinite({event}))) from {view.source}"
+                            f"select epoch_us(max({event}) filter (where isfinite({event}))) from {source_sql(view)}"
                         ).fetchall()[0][0]
                         until = EMPTY_WATERMARK if latest is None else latest
                         if since is not None:

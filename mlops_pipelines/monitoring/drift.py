@@ -261,7 +261,7 @@ def detect_drift(
 
     Args:
         reference, current: frames with the columns to compare.
-        categorical: columns to treat as categories (default: non-numeric dtypes).
+        categorical: numeric columns to treat as categories too (non-numeric ones always are).
         columns: the columns to compare (default: those in both frames).
         thresholds: the default rule (see :class:`DriftThresholds`).
         column_thresholds: per-column overrides, a DriftThresholds or a dict of its fields.
@@ -272,12 +272,23 @@ def detect_drift(
     """
     base = thresholds or DriftThresholds()
     names = list(columns) if columns is not None else [c for c in reference.columns if c in current.columns]
+    if not names:
+        raise KeyError(f"the reference and the current frame share no column (reference: {list(reference.columns)}, "
+                       f"current: {list(current.columns)})")
     missing = [c for c in names if c not in reference.columns or c not in current.columns]
     if missing:
         raise KeyError(f"columns {missing} are not in both the reference and the current frame")
-    categorical_set = set(categorical) if categorical is not None else {
+    # Non-numeric columns are categories whatever ``categorical`` says (a KS test cannot read
+    # text); ``categorical`` adds numeric ones (codes, ids).
+    categorical_set = {
         c for c in names if not pd.api.types.is_numeric_dtype(reference[c]) or pd.api.types.is_bool_dtype(reference[c])
     }
+    if categorical is not None:
+        categorical = list(categorical)
+        unknown = [c for c in categorical if c not in names]
+        if unknown:
+            raise KeyError(f"categorical columns {unknown} are not compared (columns: {names})")
+        categorical_set.update(categorical)
     compared = len(names) or 1  # Bonferroni over the columns compared
     report = DriftReport(share_threshold=share_threshold)
     for name in names:

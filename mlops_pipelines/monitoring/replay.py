@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,38 @@ def _month_frame(paths: ProjectPaths, month: str) -> pd.DataFrame:
     return table.to_pandas()
 
 
+REPLAY_MARKER = ".mlops-replay"  # written into a replay's folder: the only folders a replay empties
+
+
+def replay_months(start: str, end: str, initial_months: int) -> list[str]:
+    """The months ``start``..``end`` of a replay, or a ValueError: the first champion trains on
+    ``initial_months`` - 1 of them and is checked on the next, and at least one month follows."""
+    keys = monthly_partitions.get_partition_keys()
+    if initial_months < 2:
+        raise ValueError(f"--initial-months {initial_months}: at least 2 (the first champion trains on all but "
+                         "the last of them, its holdout)")
+    if start not in keys or end not in keys or keys.index(end) - keys.index(start) < initial_months:
+        raise ValueError(f"--start {start} --end {end}: need months in {keys[0]}..{keys[-1]} and more than "
+                         f"{initial_months} of them")
+    return keys[keys.index(start): keys.index(end) + 1]
+
+
+def empty_replay_folder(folder: Path, default: Path) -> None:
+    """Empty ``folder`` for a replay, and mark it as one. Only a folder a replay made (marked), the
+    default one, or an empty one is emptied: ``--data-dir data`` would otherwise delete the demo's
+    warehouse and registry."""
+    if folder.exists():
+        if not folder.is_dir():
+            raise ValueError(f"--data-dir {folder}: a file, not a folder")
+        ours = (folder / REPLAY_MARKER).exists() or folder == default.resolve() or not any(folder.iterdir())
+        if not ours:
+            raise ValueError(f"--data-dir {folder}: holds files no replay wrote (no {REPLAY_MARKER}); the replay "
+                             "empties its folder, so give a new or empty one")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    (folder / REPLAY_MARKER).write_text("a replay's folder (mlops simulate empties it at its next run)\n")
+
+
 def run_replay(
     paths: ProjectPaths,
     start: str = "2013-01",
@@ -57,11 +90,7 @@ def run_replay(
     """Run the replay in ``paths`` (which should be empty) and return the timeline."""
     from mlops_pipelines.definitions import build_definitions
 
-    keys = monthly_partitions.get_partition_keys()
-    if start not in keys or end not in keys or keys.index(end) - keys.index(start) < initial_months:
-        raise ValueError(f"--start {start} --end {end}: need months in {keys[0]}..{keys[-1]} and more than "
-                         f"{initial_months} of them")
-    months = keys[keys.index(start): keys.index(end) + 1]
+    months = replay_months(start, end, initial_months)
     defs = build_definitions(paths)
     if instance is None:
         os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(paths))

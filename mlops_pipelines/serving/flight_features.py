@@ -31,7 +31,7 @@ ENTITY_FIELDS = {"carrier": "carrier", "origin": "origin", "dest": "dest", "tail
 
 def schedule_features(flight: Flight) -> dict[str, Any]:
     """The features of the schedule itself (``SCHEDULE_FEATURES`` of the training set)."""
-    local = flight.sched_dep
+    local = flight.local_departure
     return {
         "carrier": flight.carrier,
         "origin": flight.origin,

@@ -7,9 +7,13 @@ with their own features). Sizes are bounded so that one request cannot hold the 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+LOCAL_TIMEZONE = ZoneInfo("America/New_York")  # the warehouse's local time (training.model.LOCAL_TIMEZONE)
 
 MAX_ITEMS = 1000
 """Most flights or feature vectors in one request."""
@@ -29,15 +33,21 @@ class Flight(BaseModel):
     origin: Airport = Field(description="Origin airport (FAA code), e.g. JFK.")
     dest: Airport = Field(description="Destination airport (FAA code).")
     sched_dep: AwareDatetime = Field(
-        description="Scheduled departure, ISO 8601 with the origin's UTC offset, e.g. 2013-02-03T07:00:00-05:00."
+        description="Scheduled departure, ISO 8601 with a UTC offset, e.g. 2013-02-03T07:00:00-05:00 (the same "
+                    "instant in any offset, 2013-02-03T12:00:00Z, is the same flight)."
     )
     distance: float = Field(gt=0, le=20000, description="Great-circle distance, miles.")
 
     @property
+    def local_departure(self) -> datetime:
+        """The scheduled departure in New York time, as the warehouse computes local hours and
+        flight ids (every origin of the data is a New York airport), whatever offset it came with."""
+        return self.sched_dep.astimezone(LOCAL_TIMEZONE)
+
+    @property
     def flight_id(self) -> str:
         """The warehouse's flight key (local scheduled date and time, carrier, number, origin)."""
-        local = self.sched_dep
-        return f"{local:%Y-%m-%dT%H%M}_{self.carrier}{self.flight}_{self.origin}"
+        return f"{self.local_departure:%Y-%m-%dT%H%M}_{self.carrier}{self.flight}_{self.origin}"
 
 
 class PredictRequest(BaseModel):
