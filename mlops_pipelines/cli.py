@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -183,8 +184,10 @@ def _features_historical(args: argparse.Namespace) -> int:
             separated = [c for c in entities.columns if ";" in str(c) or "\t" in str(c)]
             reason += (f"; the header {separated[0]!r} looks separated by another character than the comma CSV "
                        "files are read with") if separated else "; name another with --timestamp-column"
-        # (the library's advice, in the CLI's words)
+        # (the library's advice, in the CLI's words; a CSV's rows are named by their line in the file)
         reason = reason.replace("pass full_feature_names=True", "pass --full-feature-names")
+        if Path(args.entities).suffix.lower() == ".csv":
+            reason = re.sub(r"\brow (\d+)\b", r"line \1", reason)
         raise ValueError(f"{args.entities}: {reason}") from exc
     if out_kind == ".parquet":
         out.to_parquet(args.out, index=False)

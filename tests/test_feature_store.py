@@ -859,6 +859,10 @@ def test_the_cli_names_the_columns_it_found_and_the_timestamp_option(tmp_path, m
     assert main(argv) == 2
     assert ("the header 'origin;event_timestamp' looks separated by another character than the comma"
             in capsys.readouterr().err)
+    # A CSV's rows are named by their line in the file, and the message says "line".
+    (tmp_path / "entities.csv").write_text("origin,event_timestamp\nJFK,2013-06-01 12:30Z\n\n\nLGA,13:30\n")
+    assert main(argv) == 2
+    assert "entities.csv: timestamp column 'event_timestamp' line 5 ('13:30'):" in capsys.readouterr().err
     (tmp_path / "entities.csv").write_text("origin,event_timestamp,temp_f\nJFK,2013-01-01T00:00Z,1\n")
     assert main(argv) == 2
     err = capsys.readouterr().err
