@@ -1002,7 +1002,8 @@ def test_timestamp_text_of_bare_digits_is_refused_by_row(store, text):
     with pytest.raises(ValueError, match=rf"timestamp column 'event_timestamp' row 12 \({text!r}\): a number, not "
                                          "an instant"):
         store.get_historical_features(entities, ["carrier_stats:delay"])
-    ok = entities.assign(event_timestamp=["2013-01-01 12:00", "2013-01-01", "2013-01-01T00:00Z"])
+    # ISO 8601's basic format ('20130101', eight digits) is a date, not a year.
+    ok = entities.assign(event_timestamp=["2013-01-01 12:00", "20130101", "2013-01-01T00:00Z"])
     assert store.get_historical_features(ok, ["carrier_stats:delay"])["event_timestamp"].iloc[1:].tolist() == \
         [pd.Timestamp("2013-01-01", tz="UTC")] * 2
 
@@ -1019,7 +1020,11 @@ def test_dates_as_entity_timestamps_are_refused_by_row(store, tmp_path):
         pd.DataFrame({"carrier": ["AA", "AA"], "event_timestamp": pd.Series([None, day], index=[7, 8],
                                                                             dtype=pd.ArrowDtype(pa.date64()))}),
     ]
-    for entities, row in zip(cases, (8, 1, 8), strict=True):
+    cases += [  # categories of dates, Arrow dictionaries of dates, pandas periods
+        pd.DataFrame({"carrier": ["AA", "AA"], "event_timestamp": pd.Categorical([None, day])}, index=[7, 8]),
+        pa.table({"carrier": ["AA", "AA"], "event_timestamp": pa.array([None, day], pa.date32()).dictionary_encode()}),
+    ]
+    for entities, row in zip(cases, (8, 1, 8, 8, 1), strict=True):
         with pytest.raises(ValueError, match=rf"timestamp column 'event_timestamp' row {row} \(datetime\.date"
                                              r"\(2013, 1, 1\)\): a date, not an instant"):
             store.get_historical_features(entities, ["carrier_stats:delay"])
@@ -1027,6 +1032,9 @@ def test_dates_as_entity_timestamps_are_refused_by_row(store, tmp_path):
     with pytest.raises(ValueError, match=r"end_ts datetime\.date\(2013, 1, 2\) is not an instant"):
         online.materialize_online(["carrier_stats"], end_ts=dt.date(2013, 1, 2))
     assert not (tmp_path / "o.sqlite").exists()  # refused before anything was written
+    periods = pd.DataFrame({"carrier": ["AA"], "event_timestamp": pd.period_range("2013-01-01", periods=1, freq="D")})
+    with pytest.raises(ValueError, match=r"row 0 \(Period\('2013-01-01', 'D'\)\): a date, not an instant"):
+        store.get_historical_features(periods, ["carrier_stats:delay"])
     # Datetimes alone, and midnights as datetimes, are instants.
     stamps = pd.DataFrame({"carrier": ["AA"], "event_timestamp": [dt.datetime(2013, 1, 1, 12)]})
     assert store.get_historical_features(stamps, ["carrier_stats:delay"])["delay"].tolist() == [3.0]
@@ -1052,6 +1060,10 @@ def test_a_registered_views_declared_types_are_checked_when_it_is_read(tmp_path)
                                                            Feature("label"))))
     out = fs.get_historical_features(entities, ["v:n", "v:flag", "v:label"])
     assert (out["n"].tolist(), out["flag"].tolist(), out["label"].tolist()) == (["hello"], [True], ["x"])
+    with duckdb.connect(str(path)) as con:  # JSON is text
+        con.execute("""alter table t add column j json default '{"a": 1}'""")
+    fs.register(FeatureView("v", "t", ("carrier",), "ts", (Feature("j", "str"),)))
+    assert fs.get_historical_features(entities, ["v:j"])["j"].tolist() == ['{"a": 1}']
 
 
 def test_arguments_of_the_wrong_kind_are_refused_by_name(store, tmp_path):
@@ -1091,8 +1103,11 @@ def test_arguments_of_the_wrong_kind_are_refused_by_name(store, tmp_path):
     other = FeatureView("weather", "weather", ("origin",), "ts", (Feature("delay", "float", "another"),))
     with pytest.raises(ValueError, match=r"feature view 'weather': not the view registered under that name"):
         online.materialize_online([other])
-    keys = ("b", "a", "c")  # a generator of keys is read once, in order
+    keys = ("b", "a", "c")  # a generator of keys is read once, in order; a dict's keys keep theirs
     assert FeatureView("v", "t", (k for k in keys), "ts", (Feature("x"),)).entities == keys
+    assert FeatureView("v", "t", dict.fromkeys(keys).keys(), "ts", (Feature("x"),)).entities == keys
+    for flag in (0, 1, None, np.bool_(True)):
+        store.get_historical_features(entities, ["weather:delay"], full_feature_names=flag)
 
 
 def test_a_failure_inside_the_callers_transaction_is_the_error_raised(tmp_path):

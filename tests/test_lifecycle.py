@@ -280,7 +280,7 @@ def test_online_store_and_cli_agree_with_the_offline_store(lifecycle, tmp_path):
          "--features", "fv_origin_weather:temp_f", "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2
-    assert f"{entities}: timestamp column 'event_timestamp' row 3 ('soon')" in bad.stderr
+    assert f"{entities}: timestamp column 'event_timestamp' line 3 ('soon')" in bad.stderr
 
 
 def test_rerun_is_idempotent(lifecycle):

@@ -263,10 +263,20 @@ def test_a_build_that_cannot_run_names_its_file_and_leaves_nothing_behind(tmp_pa
     root = project_with(tmp_path / "d", sql=VIEW_SQL + "\n-- from {{ ref(stg_x) }}")
     with pytest.raises(ValueError, match=r"fv_x\.sql: line \d+: '\{\{ ref\(stg_x\) \}\}' is neither"):
         _ = SqlProject(root).models
-    yaml_text = VIEW_YAML + "columns:\n  - {name: n, tests: [{accepted_values: [yes, no]}]}\n"
-    with pytest.raises(ValueError, match=r"columns\[0\]\.tests: accepted_values \[True, False\]: YAML read a "
-                                         "value as a boolean; quote it"):
-        _ = SqlProject(project_with(tmp_path / "e", yaml_text)).models
+    # yes/no are booleans in YAML 1.1: against text they are refused by name; against a BOOLEAN
+    # column, true/false are what they mean.
+    yaml_text = VIEW_YAML + "columns:\n  - {name: label, tests: [{accepted_values: [yes, no]}]}\n"
+    assert build(project_with(tmp_path / "e", yaml_text), con)[1] == [
+        "fv_x.label: accepted_values [True, False]: YAML read a value as a boolean, but the column is VARCHAR; "
+        "quote it ('yes')"]
+    flag = f"select *, x > 2 as flag from ({VIEW_SQL})"
+    yaml_text = VIEW_YAML + "columns:\n  - {name: flag, tests: [{accepted_values: [true, false]}]}\n"
+    assert build(project_with(tmp_path / "f", yaml_text, sql=flag), con) == (2, [])
+    # A ref() over two lines is read whole, as before.
+    split = f"select * from ({VIEW_SQL}) where origin in (select origin from {{{{ ref(\n'fv_y') }}}})"
+    root = project_with(tmp_path / "g", sql=split)
+    (root / "features" / "fv_y.sql").write_text(VIEW_SQL)
+    assert SqlProject(root).models["fv_x"].refs == ("fv_y",)
 
 
 def test_project_files_that_cannot_be_read_are_named(tmp_path):
@@ -286,13 +296,20 @@ def test_project_files_that_cannot_be_read_are_named(tmp_path):
     for text, error in (("sources:\n  - name: validated\n    tables: flights\n",
                          r"sources\.yml: sources\[0\]\.tables: Input should be a valid list"),
                         ("sources:\n  - name: validated\n    tables:\n      - nme: flights\n",
-                         r"sources\[0\]\.tables\[0\]\.name: Field required; sources\[0\]\.tables\[0\]\.nme: "
-                         "unknown field")):
+                         r"sources\[0\]\.tables\[0\]\.name: Field required$")):
         (root / "sources.yml").write_text(text)
         with pytest.raises(ValueError, match=error):
             _ = SqlProject(root).sources
-    (root / "sources.yml").write_text("sources:\n  - name: validated\n    tables:\n      - name: flights\n")
+    # A sources.yml written for dbt, with its other keys, is read.
+    (root / "sources.yml").write_text(
+        "version: 2\nsources:\n  - name: validated\n    schema: validated\n    loader: python\n"
+        "    freshness: {warn_after: {count: 1, period: day}}\n    meta: {owner: a}\n    tables:\n"
+        "      - name: flights\n        identifier: flights\n        columns: [{name: id}]\n        tags: [x]\n")
     assert list(SqlProject(root).sources) == [("validated", "flights")]
+    # The line of a byte past the first chunk a stream decodes (a line 2,001 was called 157).
+    yml.write_bytes(("description: x\n" + "# a comment\n" * 2000 + "# °F\n").encode("cp1252"))
+    with pytest.raises(ValueError, match=r"fv_x\.yml: line 2002: not UTF-8 text"):
+        SqlProject(root).feature_views()
 
 
 def test_accepted_values_may_hold_quotes(tmp_path):

@@ -202,6 +202,17 @@ def loaded_array(values: Sequence, type_: pa.DataType) -> pa.Array:
         for v in values]) if len(values) else pa.array([], type_)
 
 
+# Bumped when the store would serve other values for the same rows and declaration (2: DECIMAL
+# features as the double nearest their value, 128-bit integers whole): rows written by earlier
+# rules are rebuilt by the next materialization rather than served as they were.
+SERVING_RULES = "2"
+
+
+def stored_version(view: FeatureView) -> str:
+    """The version the online store records for a view's rows: its declaration's and the rules'."""
+    return f"{view.version}.{SERVING_RULES}"
+
+
 def table_name(view: FeatureView) -> str:
     """The name of the view's table. SQLite's names ignore case: a name with capitals gets a hash
     of itself too, so that views whose names differ only in case keep their own tables."""
@@ -258,7 +269,7 @@ class OnlineStore:
         """``column`` of the view's row in one of the store's own tables, if recorded for its
         current version; else None."""
         found = connection.execute(f"select version, {column} from {table} where view = ?", [view.name]).fetchall()
-        return found[0][1] if found and found[0][0] == view.version else None
+        return found[0][1] if found and found[0][0] == stored_version(view) else None
 
     def watermark(self, connection: sqlite3.Connection, view: FeatureView) -> int | None:
         """The instant (µs) the view is current as of, or None when its version was never materialized."""
@@ -311,7 +322,7 @@ class OnlineStore:
     def record(self, connection: sqlite3.Connection, view: FeatureView, watermark_us: int, rows: int) -> None:
         connection.execute(
             "insert or replace into _materializations values (?, ?, ?, ?, ?)",
-            [view.name, view.version, watermark_us, datetime.now(UTC).isoformat(), rows],
+            [view.name, stored_version(view), watermark_us, datetime.now(UTC).isoformat(), rows],
         )
 
     @staticmethod
@@ -325,7 +336,7 @@ class OnlineStore:
     def record_schema(self, connection: sqlite3.Connection, view: FeatureView, schema: pa.Schema) -> None:
         """Keep the view's :meth:`lookup_schema` for lookups."""
         connection.execute("insert or replace into _schemas values (?, ?, ?)",
-                           [view.name, view.version, schema.serialize().to_pybytes()])
+                           [view.name, stored_version(view), schema.serialize().to_pybytes()])
 
     def recorded_schema(self, connection: sqlite3.Connection, view: FeatureView) -> pa.Schema | None:
         """The schema recorded for the view's current version, or None (none recorded, or a store
@@ -335,7 +346,7 @@ class OnlineStore:
 
     def record_fingerprint(self, connection: sqlite3.Connection, view: FeatureView, fingerprint: str) -> None:
         connection.execute("insert or replace into _fingerprints values (?, ?, ?)",
-                           [view.name, view.version, fingerprint])
+                           [view.name, stored_version(view), fingerprint])
 
     def recorded_fingerprint(self, connection: sqlite3.Connection, view: FeatureView) -> str | None:
         """The fingerprint of the view's rows as of its watermark at the last run (this version), or None."""
@@ -369,14 +380,20 @@ class OnlineStore:
         watermark = self.watermark(connection, view)
         if watermark is None:
             found = connection.execute("select version from _materializations where view = ?", [view.name]).fetchall()
-            since = (f": the online store holds version {found[0][0]}, and the view's declaration changed since "
-                     "(materialize_online() rebuilds it)") if found else ""
+            since, held = "", found[0][0].partition(".")[0] if found else None
+            if held == view.version:
+                since = ": its rows were written by an earlier version of the store (materialize_online() rebuilds " \
+                        "them)"
+            elif held:
+                since = (f": the online store holds version {held}, and the view's declaration changed since "
+                         "(materialize_online() rebuilds it)")
             raise LookupError(f"feature view {view.name!r} (version {view.version}) is not materialized online{since}")
         types = self.recorded_schema(connection, view)
         if types is not None:
             key_columns = [
                 point_in_time.entity_keys_as(point_in_time.entity_key_array(values), types.field(k).type, k,
-                                             uuids=point_in_time.is_uuid(types.field(k)), labels=labels)
+                                             uuids=point_in_time.is_uuid(types.field(k)), labels=labels,
+                                             unsigned=point_in_time.is_uhugeint(types.field(k)))
                 for k, values in zip(view.entities, key_columns, strict=True)]
         keys = list(zip(*(key_values(c) for c in key_columns), strict=True))
         rows = read_rows(connection, view, names, keys, watermark)

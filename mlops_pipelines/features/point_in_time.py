@@ -314,7 +314,7 @@ def _nan_as_null(values: pa.Array) -> pa.Array:
 
 
 def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: str,
-                   uuids: bool = False, labels: pd.Index | None = None) -> pa.Array:
+                   uuids: bool = False, labels: pd.Index | None = None, unsigned: bool = False) -> pa.Array:
     """Entity key values as the view's key type ``wanted``, or a ValueError naming the column.
 
     Text is parsed (a value that does not parse is an error). Any other type is cast and kept
@@ -322,7 +322,9 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
     as DECIMAL(10, 2), 10:00 as a DATE, 2**40 as INTEGER, 2 as BOOLEAN) matches nothing rather
     than a neighbour. DuckDB hands UUIDs over as text: UUID objects become their canonical text,
     and so does text for a key column that is a UUID in DuckDB (``uuids``, see :func:`is_uuid`).
-    ``values``: from :func:`entity_key_array`; ``labels``: the rows' names in errors (else positions).
+    ``values``: from :func:`entity_key_array`; ``labels``: the rows' names in errors (else positions);
+    ``unsigned``: the key is a UHUGEINT, and decimal integers (DuckDB's Arrow of a UHUGEINT,
+    2**128 - 1 as -1) are mended as the view's are (:func:`wide_integers`).
     """
     if isinstance(values, pd.Series):
         # Objects Arrow could not type on its own, e.g. integers beyond int64 or UUIDs mixed with text.
@@ -338,6 +340,10 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
             values = pa.array([_object_key_as(v, wanted, column, _row_name(position, labels))
                                for position, v in enumerate(objects)], type=wanted)
         return _uuid_texts(values, column, labels) if uuids else values
+    if unsigned and pa.types.is_decimal(values.type) and values.type.scale == 0 and values.type.precision <= 39:
+        # DuckDB's Arrow of a UHUGEINT (in pandas, Decimals): above 2**127 - 1 negative. Integers
+        # stay as given: -1 is no UHUGEINT.
+        values = wide_integers(values.cast(WIDE_INTEGER), unsigned=True)
     if isinstance(values.type, pa.UuidType):
         values = pa.array([None if v is None else str(v) for v in values.to_pylist()], type=pa.string())
     if pa.types.is_dictionary(values.type):
@@ -528,12 +534,20 @@ def served_type(field_type: pa.DataType) -> pa.DataType:
 
 
 def served(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """``column`` cast to its :func:`served_type`. A DECIMAL becomes the double nearest its value,
-    as DuckDB casts it: Arrow's own cast rounds twice (0.942 as DECIMAL(12, 3) gave
+    """``column`` cast to its :func:`served_type`. A DECIMAL becomes the double nearest its value
+    (correctly rounded): Arrow's own cast rounds twice (0.942 as DECIMAL(12, 3) gave
     0.9420000000000001, about one 3-place decimal in eight), its parse of the decimal's text once."""
     if pa.types.is_decimal(column.type):
         return pc.cast(pc.cast(column, pa.string()), pa.float64())
     return column.cast(served_type(column.type))
+
+
+UHUGEINT_FIELD = {b"duckdb_type": b"UHUGEINT"}  # (Arrow field metadata of a view's UHUGEINT key)
+
+
+def is_uhugeint(field: pa.Field) -> bool:
+    """Whether a key column read from DuckDB was a UHUGEINT (marked with :data:`UHUGEINT_FIELD`)."""
+    return field.metadata is not None and field.metadata.get(b"duckdb_type") == UHUGEINT_FIELD[b"duckdb_type"]
 
 
 def _without_dictionaries(type_: pa.DataType) -> pa.DataType:
@@ -608,7 +622,7 @@ def _column_codes(features: pa.Table, entity: pa.Array | pd.Series, column: str,
     if pa.types.is_dictionary(feature.type):
         feature = feature.cast(key_type(feature.type))
     entity = entity_keys_as(entity, feature.type, column, uuids=is_uuid(features.schema.field(column)),
-                            labels=labels)
+                            labels=labels, unsigned=is_uhugeint(features.schema.field(column)))
     if pa.types.is_floating(feature.type):
         # -0.0 and 0.0 are one key, as in SQL (DuckDB's joins) and in the online store; Arrow's
         # hashing tells them apart. Adding 0.0 turns -0.0 into 0.0 and leaves the rest alone.
@@ -908,17 +922,20 @@ def take_arrow(features: pa.Table, names: Sequence[str], chosen: np.ndarray) -> 
     # Taking with null indices is several times slower in Arrow than taking row 0 and masking.
     taken = features.select(list(names)).take(pa.array(np.where(matched, chosen, 0)))
     if matched.all():
-        return {n: taken.column(n) for n in names}
-    keep = pa.array(matched)
-    columns = {}
-    for name in names:
-        try:
-            columns[name] = pc.if_else(keep, taken.column(name), pa.scalar(None, taken.schema.field(name).type))
-        except (pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            # Types Arrow's if_else does not take (ENUMs inside lists, extension types): the
-            # slower take with null indices.
-            columns[name] = features.column(name).take(pa.array(chosen, mask=~matched))
-    return columns
+        columns = {n: taken.column(n) for n in names}
+    else:
+        keep = pa.array(matched)
+        columns = {}
+        for name in names:
+            try:
+                columns[name] = pc.if_else(keep, taken.column(name), pa.scalar(None, taken.schema.field(name).type))
+            except (pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                # Types Arrow's if_else does not take (ENUMs inside lists, extension types): the
+                # slower take with null indices.
+                columns[name] = features.column(name).take(pa.array(chosen, mask=~matched))
+    # 128-bit integers as the doubles they are served as everywhere: DuckDB cannot read Arrow's
+    # DECIMAL(39, 0) back (the training set is built in DuckDB).
+    return {n: served(c) if c.type == WIDE_INTEGER else c for n, c in columns.items()}
 
 
 def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray,

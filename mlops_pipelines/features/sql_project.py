@@ -94,6 +94,17 @@ def read_yaml(path: Path) -> Any:
         raise ValueError(f"{path}: {_not_utf8(path, exc)}") from None
 
 
+def _refuse_unread_references(path: Path, sql: str) -> None:
+    """A ``{{ ref(...) }}`` or ``{{ source(...) }}`` that :data:`REF` and :data:`SOURCE` do not
+    read (an unquoted name) would stay in the SQL, and the model would not depend on it."""
+    left = SOURCE.sub(lambda m: " " * len(m.group(0)), REF.sub(lambda m: " " * len(m.group(0)), sql))
+    odd = re.search(r"\{\{\s*(ref|source)\b[^}]*(\}\})?", left)
+    if odd:
+        line = sql.count("\n", 0, odd.start()) + 1
+        raise ValueError(f"{path}: line {line}: {odd.group(0)!r} is neither {{{{ ref('model') }}}} "
+                         "nor {{ source('schema', 'table') }} (names in quotes)")
+
+
 def read_sql(path: Path) -> str:
     """A model's SQL, or a ValueError naming the file."""
     try:
@@ -103,7 +114,12 @@ def read_sql(path: Path) -> str:
 
 
 def _not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
-    line = path.read_bytes()[:exc.start].count(b"\n") + 1
+    raw = path.read_bytes()
+    try:  # (the position in the whole file: a stream's error counts from the chunk it was decoding)
+        raw.decode("utf-8")
+    except UnicodeDecodeError as whole:
+        exc = whole
+    line = raw[:exc.start].count(b"\n") + 1
     return f"line {line}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r}); save the file as UTF-8"
 
 
@@ -131,10 +147,6 @@ class _ColumnDoc(_Strict):
                 and isinstance(test["accepted_values"], list)
             if test not in ("not_null", "unique") and not accepted:
                 raise ValueError(f"unknown column test {test!r} (not_null, unique, or accepted_values: [...])")
-            if accepted and any(isinstance(v, bool) for v in test["accepted_values"]):
-                # (YAML 1.1 reads yes, no, on, off, true and false as booleans, compared as 'True'/'False')
-                raise ValueError(f"accepted_values {test['accepted_values']!r}: YAML read a value as a boolean; "
-                                 "quote it ('yes')")
         return tests
 
 
@@ -186,19 +198,25 @@ class _ModelDoc(_Strict):
     feature_view: _FeatureViewDoc | None = None
 
 
-class _SourceTableDoc(_Strict):
+# sources.yml: what this project reads is checked; dbt's other keys (version, schema, loader,
+# freshness, columns, meta...) are allowed, as a sources.yml written for dbt has them.
+class _DbtDoc(_Strict):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class _SourceTableDoc(_DbtDoc):
     name: str = Field(min_length=1)
     description: str = ""
     dagster_asset: str = Field(default="", min_length=1)
 
 
-class _SourceDoc(_Strict):
+class _SourceDoc(_DbtDoc):
     name: str = Field(min_length=1)
     description: str = ""
     tables: list[_SourceTableDoc] = []
 
 
-class _SourcesDoc(_Strict):
+class _SourcesDoc(_DbtDoc):
     sources: list[_SourceDoc] = []
 
 
@@ -320,11 +338,7 @@ class SqlProject:
             if same:
                 raise ValueError(f"{path}: model name {path.stem} is defined twice ({same[0].path}; "
                                  "names are compared ignoring case, as DuckDB does)")
-            for line, text in enumerate(sql.splitlines(), start=1):
-                odd = re.search(r"\{\{\s*(ref|source)\b.*?(\}\}|$)", REF.sub("", SOURCE.sub("", text)))
-                if odd:
-                    raise ValueError(f"{path}: line {line}: {odd.group(0)!r} is neither {{{{ ref('model') }}}} "
-                                     "nor {{ source('schema', 'table') }} (names in quotes)")
+            _refuse_unread_references(path, sql)
             found[path.stem] = SqlModel(
                 name=path.stem,
                 schema=path.parent.name,
@@ -445,7 +459,13 @@ class SqlProject:
                     sql = (f"select count(*) from (select {column_sql} from {relation} "
                            f"where {column_sql} is not null group by 1 having count(*) > 1)")
                 elif isinstance(test, dict) and "accepted_values" in test:
-                    values = ", ".join("'" + str(v).replace("'", "''") + "'" for v in test["accepted_values"])
+                    accepted = test["accepted_values"]
+                    if actual[name.lower()] != "BOOLEAN" and any(isinstance(v, bool) for v in accepted):
+                        # (YAML 1.1 reads yes, no, on, off, true and false as booleans: 'True' is no 'yes')
+                        failures.append(f"{model.name}.{name}: accepted_values {accepted!r}: YAML read a value "
+                                        f"as a boolean, but the column is {actual[name.lower()]}; quote it ('yes')")
+                        continue
+                    values = ", ".join("'" + str(v).replace("'", "''") + "'" for v in accepted)
                     sql = f"select count(*) from {relation} where {column_sql} not in ({values})"
                 else:
                     raise ValueError(f"{model.path}: unknown column test {test!r} on {name}")

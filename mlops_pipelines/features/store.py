@@ -113,14 +113,21 @@ def to_utc(values: pd.Series) -> pd.Series:
 
 
 def _refuse_dates(values: pd.Series) -> None:
-    """Dates (Python dates, Arrow DATE columns) name no instant: which zone's midnight? Read as
-    UTC's, as pandas would, a New York day would start at 19:00 the day before. Refused, as a
-    view's DATE event timestamp is."""
+    """Values typed as dates (Python dates or periods, Arrow DATE columns, categories of them)
+    name no instant: which zone's midnight? Read as UTC's, as pandas would, a New York day would
+    start at 19:00 the day before. Refused, as a view's DATE event timestamp is. (Text is parsed
+    as ISO 8601 says: a date alone, '2013-06-01', is read as naive text is, midnight UTC.)"""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(object)
     arrow = values.dtype.pyarrow_dtype if isinstance(values.dtype, pd.ArrowDtype) else None
-    if arrow is not None and pa.types.is_date(arrow):
+    if arrow is not None and pa.types.is_dictionary(arrow):
+        arrow = arrow.value_type
+    if isinstance(values.dtype, pd.PeriodDtype) or (arrow is not None and pa.types.is_date(arrow)):
         dates = values.notna().to_numpy()
-    elif values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in ("date", "datetime", "mixed"):
-        dates = np.fromiter((isinstance(v, date) and not isinstance(v, datetime) for v in values), bool, len(values))
+    elif values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in ("date", "period", "mixed"):
+        # ("datetime": datetimes only, no date among them)
+        dates = np.fromiter((isinstance(v, date | pd.Period) and not isinstance(v, datetime) for v in values), bool,
+                            len(values))
     else:
         return
     if dates.any():
@@ -141,19 +148,21 @@ def _read_as_written(values: pd.Series, parsed: pd.Series) -> pd.Series:
         raise ValueError(
             f"timestamp column {values.name!r} row {values.index[position]} ({values.iloc[position]!r}): "
             "not an instant (a row without a timestamp leaves it empty: None, or an empty CSV cell)")
-    # ISO 8601 reads bare digits as a year: '1230' (a time as HHMM) or '-1' (a sentinel) would be
-    # 1 January of that year and quietly match nothing. Only a 1 January midnight can be one.
+    # ISO 8601 reads up to four bare digits as a year: '1230' (a time as HHMM) or '-1' (a
+    # sentinel) would be 1 January of that year and quietly match nothing. Only a 1 January
+    # midnight can be one ('20240101', eight digits, is a date in ISO 8601's basic format).
     new_year = (parsed.dt.month == 1) & (parsed.dt.day == 1) & (parsed.dt.hour == 0) & (parsed.dt.minute == 0)
     if new_year.any():
         texts = values[new_year.to_numpy()]
-        bare = texts[texts.map(lambda v: isinstance(v, str) and _BARE_NUMBER.fullmatch(v) is not None)]
+        texts = texts[texts.map(lambda v: isinstance(v, str) and len(v) < 16)]  # (a year and spaces at most)
+        bare = texts[texts.map(lambda v: _BARE_YEAR.fullmatch(v) is not None)]
         if len(bare):
             raise ValueError(f"timestamp column {values.name!r} row {bare.index[0]} ({bare.iloc[0]!r}): a number, "
                              "not an instant (ISO 8601 would read it as a year; give a date and time)")
     return parsed
 
 
-_BARE_NUMBER = re.compile(r"\s*[+-]?\d+\s*")
+_BARE_YEAR = re.compile(r"\s*[+-]?\d{1,4}\s*")
 
 
 def _not_iso(value: object) -> bool:
@@ -454,7 +463,7 @@ def _misread(type_, inside: bool = False) -> str | None:
     if inside and type_.id == "uhugeint":
         return ("a UHUGEINT, which the store does not serve inside a value: cast it to HUGEINT, DOUBLE or VARCHAR "
                 "in the view")
-    if type_.id in ("list", "array", "struct", "map"):
+    if type_.id in ("list", "array", "struct", "map", "union"):
         for _, child in type_.children:
             if not isinstance(child, int) and (problem := _misread(child, inside=True)):  # (an ARRAY's size is an int)
                 return f"{type_} holding {problem}"
@@ -494,8 +503,10 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
     table = table.rename_columns([*view.entities, point_in_time.TS, *created, *names])
     for i, type_ in enumerate(relation.types):
         if type_.id in ("hugeint", "uhugeint"):
-            table = table.set_column(i, table.field(i).name,
-                                     point_in_time.wide_integers(table.column(i), type_.id == "uhugeint"))
+            # (a UHUGEINT key marked, so that entity keys DuckDB hands over as it did are mended too)
+            metadata = point_in_time.UHUGEINT_FIELD if type_.id == "uhugeint" else None
+            field = pa.field(table.field(i).name, point_in_time.WIDE_INTEGER, metadata=metadata)
+            table = table.set_column(i, field, point_in_time.wide_integers(table.column(i), type_.id == "uhugeint"))
     uuids = [i for i, type_ in enumerate(relation.types) if str(type_) == "UUID"]
     if not uuids:
         return table
@@ -750,10 +761,11 @@ def _views_given(views: object) -> Iterator[FeatureView]:
 
 
 def _flag(value: object, name: str) -> bool:
-    """A True/False argument: anything else (the text 'no', which Python reads as true) is refused."""
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name} must be True or False, not {value!r}")
-    return bool(value)
+    """A True/False argument (also 0, 1 or None): text (``'no'``, which Python reads as true) and
+    anything else is refused."""
+    if value is None or isinstance(value, bool | np.bool_) or (isinstance(value, int | np.integer) and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, not {value!r}")
 
 
 def _warehouse_file(path: str | Path) -> str:
@@ -1127,12 +1139,13 @@ class FeatureStore:
         if unknown:
             raise KeyError(f"feature views {unknown} are not registered (known: {sorted(self.views)})")
         if end_ts is not None:
+            reason = "a datetime or ISO 8601 text"
             try:
                 stamp = to_utc(pd.Series([end_ts], name="end_ts")).iloc[0]
-            except ValueError:
-                stamp = None
+            except ValueError as exc:
+                stamp, reason = None, str(exc).partition("): ")[2] or reason  # (the rule, without the row)
             if stamp is None or pd.isna(stamp):
-                raise ValueError(f"end_ts {end_ts!r} is not an instant (a datetime or ISO 8601 text)")
+                raise ValueError(f"end_ts {end_ts!r} is not an instant ({reason})")
             if stamp.nanosecond:
                 # The store keeps instants in microseconds; one a few nanoseconds on would be
                 # served with another TTL boundary than get_historical_features draws.

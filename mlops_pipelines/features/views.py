@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -34,7 +34,7 @@ _INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", 
 FEATURE_TYPES: dict[str, tuple[str, ...] | None] = {
     "float": ("FLOAT", "DOUBLE", "DECIMAL", *_INTEGERS),
     "int": _INTEGERS,
-    "str": ("VARCHAR", "ENUM", "UUID"),
+    "str": ("VARCHAR", "ENUM", "UUID", "JSON"),
     "bool": ("BOOLEAN",),
     "timestamp": ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS",
                   "TIMESTAMPTZ_NS"),
@@ -246,8 +246,10 @@ class FeatureView:
         if self.created_timestamp is not None and not names(self.created_timestamp):
             raise ValueError(f"{where}: created_timestamp {self.created_timestamp!r} is not a column name "
                              "(None when there is none)")
+
         def in_order(value: object) -> bool:  # (any iterable but text, mappings and sets, whose order changes)
-            return isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping | Set | Feature)
+            return isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping | set | frozenset
+                                                                          | Feature)
 
         entities = self.entities
         if not (isinstance(entities, str) or in_order(entities)):

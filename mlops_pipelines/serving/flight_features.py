@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlops_pipelines.features.online import read_rows
+from mlops_pipelines.features.online import read_rows, stored_version
 from mlops_pipelines.features.views import FeatureView
 from mlops_pipelines.serving.schema import Flight
 
@@ -97,7 +97,7 @@ class OnlineFeatureReader:
             for view_name, names in wanted.items():
                 view = self.views[view_name]
                 version, watermark = marks.get(view_name, (None, None))
-                if version != view.version:
+                if version != stored_version(view):
                     raise LookupError(
                         f"feature view {view_name!r} (version {view.version}) is not materialized online"
                     )
