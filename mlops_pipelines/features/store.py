@@ -154,15 +154,22 @@ def _read_as_written(values: pd.Series, parsed: pd.Series) -> pd.Series:
     new_year = (parsed.dt.month == 1) & (parsed.dt.day == 1) & (parsed.dt.hour == 0) & (parsed.dt.minute == 0)
     if new_year.any():
         texts = values[new_year.to_numpy()]
-        texts = texts[texts.map(lambda v: isinstance(v, str) and len(v) < 16)]  # (a year and spaces at most)
-        bare = texts[texts.map(lambda v: _BARE_YEAR.fullmatch(v) is not None)]
+        try:
+            arrow = pa.array(texts, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            arrow = None  # (texts mixed with other objects)
+        if arrow is not None and (pa.types.is_string(arrow.type) or pa.types.is_large_string(arrow.type)):
+            years = pc.fill_null(pc.match_substring_regex(arrow, _BARE_YEAR.pattern), False)  # (in C: fast)
+            bare = texts[years.to_numpy(zero_copy_only=False)]
+        else:
+            bare = texts[texts.map(lambda v: isinstance(v, str) and _BARE_YEAR.fullmatch(v) is not None).to_numpy(bool)]
         if len(bare):
             raise ValueError(f"timestamp column {values.name!r} row {bare.index[0]} ({bare.iloc[0]!r}): a number, "
                              "not an instant (ISO 8601 would read it as a year; give a date and time)")
     return parsed
 
 
-_BARE_YEAR = re.compile(r"\s*[+-]?\d{1,4}\s*")
+_BARE_YEAR = re.compile(r"^\s*[+-]?\d{1,4}\s*$")
 
 
 def _not_iso(value: object) -> bool:
