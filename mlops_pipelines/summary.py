@@ -109,7 +109,7 @@ def format_summary(summary: dict) -> str:
         champion_after = f"champion v{after}" if after is not None else "no champion"
         lines.append(f"  last promotion decision: {decision} (challenger v{challenger}, {champion_after})")
         window = summary.get("last_challenger")
-        if window and window["train_window"]:
+        if window and window["train_window"] and challenger != after:  # (a promoted one's is the champion's above)
             lines.append(f"  challenger v{challenger} trained on {window['train_window']}, holdout "
                          f"{window['holdout_window']} (months, New York time)")
     return "\n".join(lines)
