@@ -185,6 +185,23 @@ def test_bad_requests_get_clear_errors(served):
     assert huge.status_code == 413
     missing = served.client.post("/predict", json={"features": [{"carrier": "B6"}]})
     assert missing.status_code == 422 and "required model input" in missing.json()["detail"]
+    # A ready row with a misspelt input was scored without it, and text for a number was a 503
+    # blamed on the champion (its error count went up).
+    good = served.client.post("/predict", json={"flights": [flight], "return_features": True})
+    row = good.json()["predictions"][0]["features"]
+    errors_before = served.client.get("/metrics").text.count("mlops_champion_errors_total{")
+    for change, detail in (({"tmp_f": 1.0}, "['tmp_f'] are no model inputs"),
+                           ({"distance_miles": "abc"}, "model input 'distance_miles' is a finite number or null, "
+                                                       "not 'abc'"),
+                           ({"distance_miles": True}, "model input 'distance_miles' is a finite number"),
+                           ({"carrier": 6}, "model input 'carrier' is text or null, not 6")):
+        bad = served.client.post("/predict", json={"features": [{**row, **change}]})
+        assert bad.status_code == 422 and detail in bad.json()["detail"], (change, bad.text)
+    infinite = served.client.post("/predict", content=json.dumps({"features": [{**row, "distance_miles": math.inf}]}),
+                                  headers={"content-type": "application/json"})  # (JSON Infinity, as Python writes)
+    assert infinite.status_code == 422 and "not inf" in infinite.json()["detail"]
+    assert served.client.get("/metrics").text.count("mlops_champion_errors_total{") == errors_before
+    assert served.client.post("/predict", json={"features": [row]}).status_code == 200
     for path in ("/admin/reload", "/admin/rollback"):
         assert served.client.post(path).status_code == 403
         assert served.client.post(path, headers={"Authorization": "Bearer wrong"}).status_code == 403
@@ -247,7 +264,12 @@ def test_a_stream_of_requests_sees_no_failure_across_promotion_and_rollback(serv
         compressed = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
         assert compressed == ["1", str(v2.version), "1"], (thread, compressed)
     assert registry.version_number("champion") == "1"
-    assert registry.version_number("previous_champion") == str(v2.version)
+    # The previous champion is used up: rolling back again refused, rather than swapping back to
+    # the version just rolled back from (it did).
+    assert registry.version_number("previous_champion") is None
+    with pytest.raises(LookupError, match="has no 'previous_champion': nothing to roll back to"):
+        served.control.rollback("again")
+    assert registry.version_number("champion") == "1"
 
 
 def _training_frame(life: Lifecycle) -> pd.DataFrame:

@@ -234,3 +234,40 @@ def test_a_flight_is_read_in_new_york_time_whatever_offset_it_is_given_in():
             features = schedule_features(flight(text))
             assert (features["sched_dep_hour_local"], features["day_of_week"]) == (hour, day), text
             assert flight(text).flight_id == flight_id, text
+
+
+def test_a_deployment_event_cut_short_neither_swallows_the_next_nor_stops_the_import(tmp_path):
+    """A line a crash cut short glued itself to the next event, and every later import failed
+    with a JSON error after the command had acted (the registry changed, the ledger did not)."""
+    import duckdb
+
+    from mlops_pipelines.serving.control import DeploymentControl, import_outbox
+    from mlops_pipelines.serving.deployment import Deployment
+
+    outbox = tmp_path / "serving" / "deployment_events.jsonl"
+    control = DeploymentControl(f"sqlite:///{tmp_path / 'mlflow.db'}", "m", outbox)
+    deployment = Deployment.from_tags({})
+    control._event("deployed", "first", deployment, "1", "1", None, {}, "cli", "e1")
+    with outbox.open("a") as out:
+        out.write('{"event_id": "torn", "model_na')  # a write a crash cut short
+    control._event("promoted", "second", deployment, "1", "2", "2", {}, "cli", "e2")
+    with duckdb.connect() as con:
+        with pytest.warns(UserWarning, match=r"deployment_events\.jsonl: line 2 is no deployment event"):
+            assert import_outbox(con, outbox) == 2
+        rows = con.execute("select dagster_run_id, decision from governance.promotion_ledger order by 1").fetchall()
+    assert rows == [("e1", "deployed"), ("e2", "promoted")]
+
+
+def test_flights_are_read_in_capitals_and_impossible_instants_are_refused():
+    """'b6' was scored as an unknown carrier (its features null) and a lower-case tail number
+    found no plane; a departure at year 1 or 9999 in another offset was a 500 (OverflowError)."""
+    from pydantic import ValidationError
+
+    from mlops_pipelines.serving.schema import Flight
+
+    flight = Flight(carrier="b6", flight=69, tailnum=" n123jb ", origin="jfk", dest="bos",
+                    sched_dep="2013-12-30T07:00:00-05:00", distance=187)
+    assert (flight.carrier, flight.tailnum, flight.origin, flight.dest) == ("B6", "N123JB", "JFK", "BOS")
+    for text in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+        with pytest.raises(ValidationError, match="an instant of years 1 to 9999 in UTC and New York time"):
+            Flight(carrier="B6", flight=69, origin="JFK", dest="BOS", sched_dep=text, distance=187)

@@ -252,6 +252,15 @@ def create_app(settings: ServingSettings) -> PredictFastPath:
             metrics.requests.labels("unavailable").inc()
             return _fail(503, f"online features unavailable: {error}")
 
+        if parsed.features is not None:
+            # A ready vector that lacks a required input, or holds one the model does not have or
+            # a value of the wrong kind, is the caller's mistake, not the model's (nor the
+            # challenger's): checked before either scores.
+            try:
+                champion.check_rows(rows, strict=True)
+            except KeyError as error:
+                metrics.requests.labels("invalid").inc()
+                return _fail(422, f"the model cannot score this input: {error.args[0]}")
         arms = ["champion"] * len(rows)
         probabilities: list[float | None] = [None] * len(rows)
         challenger_scores: list[float | None] = [None] * len(rows)
@@ -283,13 +292,6 @@ def create_app(settings: ServingSettings) -> PredictFastPath:
                         arms[i], challenger_errors[i] = "champion_fallback", reason
         rest = [i for i, p in enumerate(probabilities) if p is None]
         answering = {i: champion for i in rest}
-        if rest and parsed.features is not None:
-            # A ready vector that lacks a required input is the caller's mistake, not the model's.
-            try:
-                champion.check_rows([rows[i] for i in rest])
-            except KeyError as error:
-                metrics.requests.labels("invalid").inc()
-                return _fail(422, f"the model cannot score this input: {error.args[0]}")
         if rest:
             called = time.perf_counter()
             try:

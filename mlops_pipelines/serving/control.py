@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
+import warnings
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,9 +94,11 @@ class DeploymentControl:
             decided_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         self.outbox.parent.mkdir(parents=True, exist_ok=True)
-        # One short line per write with O_APPEND: concurrent writers never interleave.
+        # One short line per write with O_APPEND: concurrent writers never interleave. A line a
+        # crash cut short is closed first, so that it does not swallow this event.
+        torn = self.outbox.exists() and self.outbox.stat().st_size > 0 and _last_byte(self.outbox) != b"\n"
         with self.outbox.open("a") as out:
-            out.write(json.dumps(asdict(event), sort_keys=True) + "\n")
+            out.write(("\n" if torn else "") + json.dumps(asdict(event), sort_keys=True) + "\n")
         return event
 
     def deploy(self, strategy: str, challenger_alias: str | None = CHALLENGER, share: float | None = None,
@@ -171,7 +174,9 @@ class DeploymentControl:
         return self._event("promoted", reason, deployment, before, after, after, statistics, by, event_id)
 
     def rollback(self, reason: str = "rolled back by hand", by: str = "cli") -> DeploymentEvent:
-        """End a running experiment; with none running, put the previous champion back."""
+        """End a running experiment; with none running, put the previous champion back (once: the
+        ``previous_champion`` alias is then removed, so rolling back again refuses rather than
+        swapping back)."""
         if self.deployment().strategy != "single":
             return self.end_experiment(reason, by=by)
         aliases = self.aliases()
@@ -179,10 +184,17 @@ class DeploymentControl:
         if previous is None:
             raise LookupError(f"{self.model_name!r} has no {PREVIOUS_CHAMPION!r}: nothing to roll back to")
         self.client.set_registered_model_alias(self.model_name, CHAMPION, previous)
-        if current is not None:
-            self.client.set_registered_model_alias(self.model_name, PREVIOUS_CHAMPION, current)
+        # Used up: a second rollback would otherwise swap back to the version just rolled back
+        # from (it stays in the ledger's champion_before).
+        self.client.delete_registered_model_alias(self.model_name, PREVIOUS_CHAMPION)
         deployment = self.deployment()
         return self._event("rolled_back", reason, deployment, current, previous, current, {}, by, None)
+
+
+def _last_byte(path: Path) -> bytes:
+    with path.open("rb") as file:
+        file.seek(-1, 2)
+        return file.read(1)
 
 
 def import_outbox(connection: duckdb.DuckDBPyConnection, outbox: str | Path) -> int:
@@ -191,10 +203,16 @@ def import_outbox(connection: duckdb.DuckDBPyConnection, outbox: str | Path) -> 
     if not path.exists():
         return 0
     count = 0
-    for line in path.read_text().splitlines(keepends=True):
+    for number, line in enumerate(path.read_text().splitlines(keepends=True), start=1):
         if not line.endswith("\n") or not line.strip():
             continue  # a line still being written is taken on the next import
-        event = DeploymentEvent(**json.loads(line))
+        try:
+            event = DeploymentEvent(**json.loads(line))
+        except (ValueError, TypeError) as error:
+            # A write a crash cut short (or a hand edit): the steps it did are done; the commands
+            # after it must not fail once they have acted.
+            warnings.warn(f"{path}: line {number} is no deployment event ({error}); skipped", stacklevel=2)
+            continue
         append_promotion(connection, event.record())
         connection.execute(
             "update governance.promotion_ledger set decided_at = ?::timestamptz where dagster_run_id = ?",

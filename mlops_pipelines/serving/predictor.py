@@ -257,12 +257,32 @@ class LoadedModel:
         if encoding is not None and _Forest.supports(self.model.steps[-1][1]):
             self._encoding, self._forest = encoding, _Forest(self.model.steps[-1][1])
 
-    def check_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Raise ``KeyError`` naming the row and the column when a required input is absent."""
+    def check_rows(self, rows: Sequence[Mapping[str, Any]], strict: bool = False) -> None:
+        """Raise ``KeyError`` naming the row and the column when a required input is absent;
+        ``strict`` (rows a caller built): also for an input the model does not have (a misspelt
+        name would be left out quietly) and a value of the wrong kind (text or a boolean for a
+        number, a non-finite number, a number for a category), which the model would read
+        otherwise or fail on."""
+        known = set(self.columns)
+        numeric = set(self._encoding.numeric) if self._encoding is not None else set()
+        categorical = {c for c, _, _ in self._encoding.categorical} if self._encoding is not None else set()
         for index, row in enumerate(rows):
             missing = [c for c in self.required if _is_missing(row.get(c))]
             if missing:
                 raise KeyError(f"row {index}: required model input {missing} is missing")
+            if not strict:
+                continue
+            unknown = [c for c in row if c not in known]
+            if unknown:
+                raise KeyError(f"row {index}: {unknown} are no model inputs (the model's: {self.columns})")
+            for column, value in row.items():
+                if value is None:
+                    continue
+                if column in numeric and (isinstance(value, bool) or not isinstance(value, int | float)
+                                          or not math.isfinite(value)):
+                    raise KeyError(f"row {index}: model input {column!r} is a finite number or null, not {value!r}")
+                if column in categorical and not isinstance(value, str):
+                    raise KeyError(f"row {index}: model input {column!r} is text or null, not {value!r}")
 
     def vector(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """The classifier's float64 input, exactly as the fitted ColumnTransformer builds it."""

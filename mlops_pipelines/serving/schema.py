@@ -11,15 +11,15 @@ from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 LOCAL_TIMEZONE = ZoneInfo("America/New_York")  # the warehouse's local time (training.model.LOCAL_TIMEZONE)
 
 MAX_ITEMS = 1000
 """Most flights or feature vectors in one request."""
 
-Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=8)]
-Airport = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Z0-9]{3,4}$")]
+Code = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, min_length=2, max_length=8)]
+Airport = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z0-9]{3,4}$")]
 
 
 class Flight(BaseModel):
@@ -29,7 +29,8 @@ class Flight(BaseModel):
 
     carrier: Code = Field(description="Two-letter carrier code, e.g. B6.")
     flight: int = Field(ge=1, le=99999, description="Flight number.")
-    tailnum: str | None = Field(default=None, max_length=10, description="Aircraft tail number, if assigned.")
+    tailnum: Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True)] | None = Field(
+        default=None, max_length=10, description="Aircraft tail number, if assigned (read in capitals).")
     origin: Airport = Field(description="Origin airport (FAA code), e.g. JFK.")
     dest: Airport = Field(description="Destination airport (FAA code).")
     sched_dep: AwareDatetime = Field(
@@ -37,6 +38,15 @@ class Flight(BaseModel):
                     "instant in any offset, 2013-02-03T12:00:00Z, is the same flight)."
     )
     distance: float = Field(gt=0, le=20000, description="Great-circle distance, miles.")
+
+    @field_validator("sched_dep")
+    @classmethod
+    def _an_instant_of_new_york(cls, value: datetime) -> datetime:
+        try:
+            value.astimezone(LOCAL_TIMEZONE)
+        except (OverflowError, ValueError):
+            raise ValueError("an instant of years 1 to 9999 in UTC and New York time") from None
+        return value
 
     @property
     def local_departure(self) -> datetime:
