@@ -361,6 +361,17 @@ def test_a_healthy_canary_is_ramped_to_the_next_step(served):
     assert (last["decision"], last["share"], last["strategy"]) == ("ramped", 0.5, "canary")
     statistics = json.loads(last["statistics"])
     assert statistics["challenger"]["answered"] >= 50 and statistics["challenger"]["errors"] == 0
+    # A retraining moves the alias while the experiment runs: `promote` promotes the version the
+    # experiment tested (it promoted whatever the alias pointed at).
+    champion = registry.version_number("champion")
+    other = registry.client().create_model_version(MODEL, registry.version_by_alias("champion").source,
+                                                   registry.version_by_alias("champion").run_id)
+    registry.set_alias("challenger", other.version)
+    event = served.control.promote("challenger", "the canary held")
+    assert (event.champion_before, event.champion_after) == (champion, str(twin.version))
+    assert registry.version_number("champion") == str(twin.version)
+    served.control.rollback("back to the first")
+    assert registry.version_number("champion") == champion
     served.control.deploy("single")
 
 

@@ -154,10 +154,16 @@ class DeploymentControl:
     def promote(self, alias: str = CHALLENGER, reason: str = "promoted by hand", statistics: dict | None = None,
                 by: str = "cli", event_id: str | None = None, version: str | None = None,
                 expected_id: str | None = None) -> DeploymentEvent:
-        """Point ``champion`` at ``version`` (default: the version of ``alias``); the old one becomes
+        """Point ``champion`` at ``version`` (default: the version of ``alias``, or, during an
+        experiment on that alias, the version the experiment tests); the old one becomes
         ``previous_champion``; the deployment goes back to ``single``."""
-        self._current(expected_id)
+        running = self._current(expected_id)
         aliases = self.aliases()
+        if version is None and running.strategy != "single" and alias == running.challenger_alias \
+                and running.challenger_version:
+            # The version the experiment tests, which the alias may have left since (a retraining
+            # moves ``challenger``): the one its evidence is about.
+            version = running.challenger_version
         if version is None:
             if alias not in aliases:
                 raise LookupError(f"alias {alias!r} of {self.model_name!r} points at no version")
