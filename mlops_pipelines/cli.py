@@ -317,7 +317,11 @@ def _record(paths: ProjectPaths, control, event) -> None:
 
 def _deploy(args: argparse.Namespace) -> int:
     paths, control = _control()
-    ramp = tuple(float(s) for s in args.ramp.split(",")) if args.ramp else None
+    try:
+        ramp = tuple(float(s) for s in args.ramp.split(",")) if args.ramp else None
+    except ValueError:
+        raise ValueError(f"--ramp {args.ramp!r}: expected fractions separated by commas, e.g. 0.05,0.25,0.5,1") \
+            from None
     event = control.deploy(args.strategy, args.challenger_alias, args.share, args.sample_size, ramp)
     _record(paths, control, event)
     return 0

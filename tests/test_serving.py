@@ -372,7 +372,20 @@ def test_a_healthy_canary_is_ramped_to_the_next_step(served):
     assert registry.version_number("champion") == str(twin.version)
     served.control.rollback("back to the first")
     assert registry.version_number("champion") == champion
+    # A deployment without a ramp starts from the default one, not the last deployment's; a
+    # canary or A/B test of share 0 (which would wait for answers forever) is refused; an
+    # unreadable record is replaced by the next deployment and named by the others.
+    registry.set_alias("challenger", twin.version)
+    served.control.deploy("canary", "challenger", ramp=(0.5, 1.0))
+    served.control.deploy("canary", "challenger")
+    assert (served.control.deployment().ramp, served.control.deployment().share) == ((0.05, 0.25, 0.5, 1.0), 0.05)
+    with pytest.raises(ValueError, match="a canary deployment with share 0 sends the challenger nothing"):
+        served.control.deploy("canary", "challenger", share=0.0)
+    registry.client().set_registered_model_tag(MODEL, "deployment", '{"strategy": "canary", "sha')
+    with pytest.raises(ValueError, match="'deployment' tag is no deployment record"):
+        served.control.rollback("cannot read it")
     served.control.deploy("single")
+    assert served.control.deployment().strategy == "single"
 
 
 def test_a_challenger_that_raises_is_rolled_back_and_no_request_fails(served):

@@ -97,6 +97,13 @@ def test_shadow_never_routes_and_single_never_scores_a_challenger():
     ({"strategy": "canary", "challenger_alias": "c", "share": 1.5}, "expected a fraction"),
     ({"strategy": "ab", "challenger_alias": "c", "share": 0.5}, "planned sample size"),
     ({"ramp": (0.5, 0.25)}, "increasing fractions"),
+    # A step twice never moves; a ramp past 1 was blamed on the share it starts from; a boolean
+    # share was a 100% canary; a sample size of 1.9 was cut to 1.
+    ({"ramp": (0.25, 0.25, 1.0)}, r"canary ramp \(0\.25, 0\.25, 1\.0\): expected strictly increasing"),
+    ({"strategy": "canary", "challenger_alias": "c", "share": 1.5, "ramp": (1.5,)}, r"canary ramp \(1\.5,\)"),
+    ({"strategy": "canary", "challenger_alias": "c", "share": True}, "deployment share True"),
+    ({"strategy": "ab", "challenger_alias": "c", "share": 0.5, "sample_size": 1.9},
+     "sample size 1.9: expected a whole"),
 ])
 def test_bad_deployment_records_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -271,3 +278,14 @@ def test_flights_are_read_in_capitals_and_impossible_instants_are_refused():
     for text in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
         with pytest.raises(ValidationError, match="an instant of years 1 to 9999 in UTC and New York time"):
             Flight(carrier="B6", flight=69, origin="JFK", dest="BOS", sched_dep=text, distance=187)
+
+
+def test_an_unreadable_deployment_record_names_the_tag_and_the_way_out():
+    """A record cut short or holding an unknown field raised json's or Python's TypeError, naming
+    neither the tag nor how to replace it."""
+    from mlops_pipelines.serving.deployment import Deployment
+
+    for text in ('{"strategy": "canary", "sha', '{"strategy": "single", "colour": "blue"}'):
+        with pytest.raises(ValueError, match=r"the registered model's 'deployment' tag is no deployment record .*"
+                                             r"`mlops deploy --strategy single` writes a new one"):
+            Deployment.from_tags({"deployment": text})

@@ -383,14 +383,16 @@ def create_app(settings: ServingSettings) -> PredictFastPath:
 
     @app.post("/admin/deploy")
     async def deploy(request: Request) -> JSONResponse:
-        """Body: ``{"strategy": "canary", "challenger_alias": "challenger", "share": 0.1, "sample_size": 0}``."""
+        """Body: ``{"strategy": "canary", "challenger_alias": "challenger", "share": 0.1, "sample_size": 0,
+        "ramp": [0.1, 0.5, 1]}`` (all but the strategy optional)."""
         if (denied := authorized(request)) is not None:
             return denied
         try:
             body = await request.json()
+            ramp = body.get("ramp")
             event = await run_in_threadpool(
                 control().deploy, body["strategy"], body.get("challenger_alias", "challenger"), body.get("share"),
-                int(body.get("sample_size", 0)), None, "http-admin",
+                body.get("sample_size", 0), tuple(ramp) if isinstance(ramp, list) else ramp, "http-admin",
             )
         except (KeyError, ValueError, LookupError, TypeError) as error:
             return _error(422, f"cannot deploy: {error}")

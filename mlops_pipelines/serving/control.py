@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlops_pipelines.governance.ledger import PromotionRecord, append_promotion
-from mlops_pipelines.serving.deployment import Deployment
+from mlops_pipelines.serving.deployment import DEFAULT_RAMP, Deployment
 from mlops_pipelines.training.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 
 
@@ -91,7 +91,7 @@ class DeploymentControl:
             decision=decision, reason=reason, strategy=deployment.strategy, share=deployment.share,
             champion_before=before, champion_after=after, challenger_version=challenger,
             statistics=statistics or {}, decided_by=by,
-            decided_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            decided_at=datetime.now(UTC).isoformat(timespec="microseconds"),  # (the ledger's order)
         )
         self.outbox.parent.mkdir(parents=True, exist_ok=True)
         # One short line per write with O_APPEND: concurrent writers never interleave. A line a
@@ -107,7 +107,10 @@ class DeploymentControl:
         aliases = self.aliases()
         if CHAMPION not in aliases:
             raise LookupError(f"registered model {self.model_name!r} has no {CHAMPION!r} alias yet")
-        current = self.deployment()
+        try:
+            current = self.deployment()
+        except ValueError:
+            current = Deployment()  # (an unreadable record: this deployment replaces it)
         challenger_version = None
         if strategy == "single":
             challenger_alias, share = None, 0.0
@@ -117,9 +120,12 @@ class DeploymentControl:
             if aliases[challenger_alias] == aliases[CHAMPION]:
                 raise ValueError(f"alias {challenger_alias!r} is the champion (version {aliases[CHAMPION]})")
             challenger_version = aliases[challenger_alias]
-        ramp = ramp or current.ramp
+        ramp = tuple(ramp) if ramp is not None else DEFAULT_RAMP  # (not the last deployment's)
         if share is None:
-            share = {"canary": ramp[0], "ab": 0.5, "shadow": 1.0}.get(strategy, 0.0)
+            share = {"canary": ramp[0] if ramp else 0.0, "ab": 0.5, "shadow": 1.0}.get(strategy, 0.0)
+        if strategy != "single" and isinstance(share, int | float) and not isinstance(share, bool) and share == 0:
+            # (no key would reach the challenger: the controller would wait for its answers forever)
+            raise ValueError(f"a {strategy} deployment with share 0 sends the challenger nothing: give a share > 0")
         deployment = current.renewed(by, strategy=strategy, challenger_alias=challenger_alias,
                                      challenger_version=challenger_version, share=share,
                                      sample_size=sample_size, ramp=tuple(ramp))

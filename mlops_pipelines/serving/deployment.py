@@ -53,14 +53,19 @@ class Deployment:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"deployment strategy {self.strategy!r}: expected one of {', '.join(STRATEGIES)}")
-        if not 0.0 <= self.share <= 1.0:
-            raise ValueError(f"deployment share {self.share}: expected a fraction in [0, 1]")
+        # (the ramp first: a canary's share defaults to its first step, which would be blamed instead)
+        fractions = all(isinstance(s, int | float) and not isinstance(s, bool) for s in self.ramp)
+        if not self.ramp or not fractions or any(not 0.0 < s <= 1.0 for s in self.ramp) \
+                or any(a >= b for a, b in zip(self.ramp, self.ramp[1:], strict=False)):
+            raise ValueError(f"canary ramp {self.ramp}: expected strictly increasing fractions in (0, 1]")
+        if isinstance(self.share, bool) or not isinstance(self.share, int | float) or not 0.0 <= self.share <= 1.0:
+            raise ValueError(f"deployment share {self.share!r}: expected a fraction in [0, 1]")
         if self.strategy != "single" and not self.challenger_alias:
             raise ValueError(f"deployment strategy {self.strategy!r} needs a challenger alias")
+        if isinstance(self.sample_size, bool) or not isinstance(self.sample_size, int):
+            raise ValueError(f"deployment sample size {self.sample_size!r}: expected a whole number")
         if self.strategy == "ab" and self.sample_size <= 0:
             raise ValueError("deployment strategy 'ab' needs a planned sample size (--sample-size) > 0")
-        if any(not 0.0 < s <= 1.0 for s in self.ramp) or list(self.ramp) != sorted(self.ramp):
-            raise ValueError(f"canary ramp {self.ramp}: expected increasing fractions in (0, 1]")
 
     @property
     def aliases(self) -> tuple[str, ...]:
@@ -83,9 +88,13 @@ class Deployment:
         """The record in a registered model's tags (``single`` on the champion when there is none)."""
         if TAG not in tags:
             return cls()
-        values = json.loads(tags[TAG])
-        values["ramp"] = tuple(values.get("ramp") or DEFAULT_RAMP)
-        return cls(**values)
+        try:
+            values = json.loads(tags[TAG])
+            values["ramp"] = tuple(values.get("ramp") or DEFAULT_RAMP)
+            return cls(**values)
+        except (ValueError, TypeError, AttributeError) as error:
+            raise ValueError(f"the registered model's {TAG!r} tag is no deployment record ({error}); "
+                             "`mlops deploy --strategy single` writes a new one") from None
 
     def renewed(self, by: str, **changes: object) -> Deployment:
         """A new record (new id when the strategy or challenger changes, so routing reshuffles)."""
@@ -95,7 +104,7 @@ class Deployment:
         return replace(
             changed,
             deployment_id=self.deployment_id if same_experiment else uuid.uuid4().hex[:12],
-            updated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            updated_at=datetime.now(UTC).isoformat(timespec="microseconds"),
             updated_by=by,
         )
 

@@ -37,7 +37,7 @@ class Flight(BaseModel):
         description="Scheduled departure, ISO 8601 with a UTC offset, e.g. 2013-02-03T07:00:00-05:00 (the same "
                     "instant in any offset, 2013-02-03T12:00:00Z, is the same flight)."
     )
-    distance: float = Field(gt=0, le=20000, description="Great-circle distance, miles.")
+    distance: float = Field(gt=0, le=20000, allow_inf_nan=False, description="Great-circle distance, miles.")
 
     @field_validator("sched_dep")
     @classmethod
