@@ -378,6 +378,7 @@ def test_a_healthy_canary_is_ramped_to_the_next_step(served):
     registry.set_alias("challenger", twin.version)
     served.control.deploy("canary", "challenger", ramp=(0.5, 1.0))
     served.control.deploy("canary", "challenger")
+    assert served.control.deployment().champion_version == champion  # (the arm it is compared with)
     assert (served.control.deployment().ramp, served.control.deployment().share) == ((0.05, 0.25, 0.5, 1.0), 0.05)
     with pytest.raises(ValueError, match="a canary deployment with share 0 sends the challenger nothing"):
         served.control.deploy("canary", "challenger", share=0.0)

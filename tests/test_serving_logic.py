@@ -289,3 +289,20 @@ def test_an_unreadable_deployment_record_names_the_tag_and_the_way_out():
         with pytest.raises(ValueError, match=r"the registered model's 'deployment' tag is no deployment record .*"
                                              r"`mlops deploy --strategy single` writes a new one"):
             Deployment.from_tags({"deployment": text})
+
+
+def test_an_experiment_ends_when_another_model_becomes_champion():
+    """A retraining that promoted a new champion during a canary left it running: the champion
+    arm pooled the old and the new champion's answers, and a promotion could replace a model the
+    challenger was never compared with."""
+    from mlops_pipelines.serving.controller import ArmStats, decide
+    from mlops_pipelines.serving.deployment import Deployment
+
+    canary = Deployment(strategy="canary", challenger_alias="challenger", challenger_version="2",
+                        champion_version="1", share=0.25)
+    ended = decide(canary, ArmStats(), ArmStats(), champion_version="3")
+    assert (ended.action, ended.share) == ("conclude", 0.0)
+    assert "the champion changed from version 1 to 3 during the experiment" in ended.reason
+    assert decide(canary, ArmStats(), ArmStats(), champion_version="1").action == "hold"
+    older = Deployment(strategy="canary", challenger_alias="challenger", challenger_version="2", share=0.25)
+    assert decide(older, ArmStats(), ArmStats(), champion_version="3").action == "hold"  # (a record from before)

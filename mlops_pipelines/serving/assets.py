@@ -211,7 +211,7 @@ def deployment_controller(
             champion, challenger = ArmStats(), ArmStats()
         else:
             champion, challenger = arm_statistics(connection, deployment)
-    decision = decide(deployment, champion, challenger, policy)
+    decision = decide(deployment, champion, challenger, policy, mlflow_registry.version_number(CHAMPION))
     event_id = f"dagster-{context.run.run_id}"
     by, expected = "deployment_controller", deployment.deployment_id
     try:

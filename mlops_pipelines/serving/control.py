@@ -128,7 +128,8 @@ class DeploymentControl:
             raise ValueError(f"a {strategy} deployment with share 0 sends the challenger nothing: give a share > 0")
         deployment = current.renewed(by, strategy=strategy, challenger_alias=challenger_alias,
                                      challenger_version=challenger_version, share=share,
-                                     sample_size=sample_size, ramp=tuple(ramp))
+                                     sample_size=sample_size, ramp=tuple(ramp),
+                                     champion_version=aliases[CHAMPION] if strategy != "single" else None)
         self._write(deployment)
         return self._event("deployed", f"deployment {deployment.describe()}", deployment, aliases[CHAMPION],
                            aliases[CHAMPION], challenger_version, {"deployment_id": deployment.deployment_id},
@@ -152,7 +153,7 @@ class DeploymentControl:
         current = self._current(expected_id)
         aliases = self.aliases()
         deployment = current.renewed(by, strategy="single", challenger_alias=None, challenger_version=None,
-                                     share=0.0)
+                                     share=0.0, champion_version=None)
         self._write(deployment)
         return self._event(decision, reason, deployment, aliases.get(CHAMPION), aliases.get(CHAMPION),
                            current.challenger_version, statistics, by, event_id)
@@ -181,7 +182,7 @@ class DeploymentControl:
             self.client.set_registered_model_alias(self.model_name, PREVIOUS_CHAMPION, before)
         self.client.set_registered_model_alias(self.model_name, CHAMPION, after)
         deployment = self.deployment().renewed(by, strategy="single", challenger_alias=None,
-                                               challenger_version=None, share=0.0)
+                                               challenger_version=None, share=0.0, champion_version=None)
         self._write(deployment)
         return self._event("promoted", reason, deployment, before, after, after, statistics, by, event_id)
 

@@ -4,6 +4,8 @@ Pure decision logic over per-arm statistics; the ``deployment_controller`` asset
 statistics from the warehouse and carries the decision out through the registry.
 
 Order of checks, first match wins:
+0. a champion other than the one the experiment started against (a retraining promoted one) ->
+   end it (``concluded``): its champion arm would pool two models;
 1. errors: the challenger failed on more than ``max_error_rate`` of its attempts -> roll back;
 2. latency: its p99 is over ``max_latency_ratio`` x the champion's (and ``latency_slack_ms`` more)
    -> roll back;
@@ -80,11 +82,17 @@ def _statistics(champion: ArmStats, challenger: ArmStats, extra: dict) -> dict:
 
 
 def decide(deployment: Deployment, champion: ArmStats, challenger: ArmStats,
-           policy: DeliveryPolicy = DeliveryPolicy()) -> Decision:
-    """The next step for ``deployment`` (see the module docstring for the rules)."""
+           policy: DeliveryPolicy = DeliveryPolicy(), champion_version: str | None = None) -> Decision:
+    """The next step for ``deployment`` (see the module docstring for the rules); ``champion_version``:
+    the champion's now, which ends an experiment started against another."""
     share = deployment.share
     if deployment.strategy == "single":
         return Decision("none", 0.0, "no experiment is running", {})
+    if deployment.champion_version and champion_version and champion_version != deployment.champion_version:
+        # (its champion arm would pool two models' answers, and a promotion would replace one
+        # the challenger was never compared with)
+        return Decision("conclude", 0.0, f"the champion changed from version {deployment.champion_version} to "
+                        f"{champion_version} during the experiment: deploy again to test against it", {})
     stats: dict = {}
     if challenger.attempts >= policy.min_error_sample:
         rate = challenger.errors / challenger.attempts

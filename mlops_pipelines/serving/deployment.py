@@ -40,6 +40,9 @@ class Deployment:
     challenger_version: str | None = None
     """The version under test, pinned when the deployment starts: retraining may move the alias,
     never the experiment."""
+    champion_version: str | None = None
+    """The champion's version when the deployment started: an experiment compares the challenger
+    with it, and ends when another becomes champion (a retraining's promotion)."""
     share: float = 0.0
     """Challenger's share of keys (canary, ab) or of requests scored in shadow; 0.1 = 10%."""
     sample_size: int = 0
