@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -271,14 +272,11 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import os
 
     import uvicorn
 
     from mlops_pipelines.serving.app import ServingSettings, create_app
 
-    # Model downloads on alias changes would otherwise draw progress bars into the server's log.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings = ServingSettings.from_paths(ProjectPaths.from_env(), poll_seconds=args.poll_seconds)
     print(f"mlops serve: http://{args.host}:{args.port} (model {settings.model_name}, registry "
           f"{settings.tracking_uri}, online store {settings.online_store_path})")
@@ -350,11 +348,9 @@ def _deployment(_args: argparse.Namespace) -> int:
 
 def _lineage(args: argparse.Namespace) -> int:
     import json
-    import os
     import tempfile
     from pathlib import Path
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # (a bar drawn on stderr per lookup)
     _paths, control = _control()
     client, name = control.client, control.model_name
     from mlflow.exceptions import MlflowException
@@ -444,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     lineage.add_argument("version", help="version number or alias")
     lineage.set_defaults(func=_lineage)
     args = parser.parse_args(argv)
+    # Every model download (serving's alias changes, lineage, the replay's and controller's runs)
+    # would draw MLflow's progress bar into the output or the server's log.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         return args.func(args)
     except (ValueError, KeyError, LookupError, FileNotFoundError, OSError) as error:

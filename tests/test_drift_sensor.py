@@ -129,3 +129,11 @@ def test_simulate_empties_only_a_replays_folder_and_checks_its_arguments_first(t
         (folder / "warehouse.duckdb").write_text("a replay's")
         empty_replay_folder(folder, default)
         assert [p.name for p in folder.iterdir()] == [REPLAY_MARKER]
+    # The default folder as a link to a folder of other files is not the replay's own.
+    import shutil
+
+    shutil.rmtree(default)
+    default.symlink_to(victim)
+    with pytest.raises(ValueError, match="holds files no replay wrote"):
+        empty_replay_folder(default.resolve(), default)
+    assert (victim / "warehouse.duckdb").read_text() == "precious"

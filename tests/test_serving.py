@@ -190,7 +190,7 @@ def test_bad_requests_get_clear_errors(served):
     good = served.client.post("/predict", json={"flights": [flight], "return_features": True})
     row = good.json()["predictions"][0]["features"]
     errors_before = served.client.get("/metrics").text.count("mlops_champion_errors_total{")
-    for change, detail in (({"tmp_f": 1.0}, "['tmp_f'] are no model inputs"),
+    for change, detail in (({"distance_miles": 10**400}, "model input 'distance_miles' is a finite number"),
                            ({"distance_miles": "abc"}, "model input 'distance_miles' is a finite number or null, "
                                                        "not 'abc'"),
                            ({"distance_miles": True}, "model input 'distance_miles' is a finite number"),
@@ -202,6 +202,11 @@ def test_bad_requests_get_clear_errors(served):
     assert infinite.status_code == 422 and "not inf" in infinite.json()["detail"]
     assert served.client.get("/metrics").text.count("mlops_champion_errors_total{") == errors_before
     assert served.client.post("/predict", json={"features": [row]}).status_code == 200
+    # NaN is a missing value (JSON writers give one for a missing float), and keys that are no
+    # model input are the caller's own: both scored, as before.
+    nan_row = json.dumps({"features": [{**row, "temp_f": math.nan, "flight_id": "mine"}]})
+    assert served.client.post("/predict", content=nan_row, headers={"content-type": "application/json"}
+                              ).status_code == 200
     for path in ("/admin/reload", "/admin/rollback"):
         assert served.client.post(path).status_code == 403
         assert served.client.post(path, headers={"Authorization": "Bearer wrong"}).status_code == 403
@@ -264,10 +269,10 @@ def test_a_stream_of_requests_sees_no_failure_across_promotion_and_rollback(serv
         compressed = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
         assert compressed == ["1", str(v2.version), "1"], (thread, compressed)
     assert registry.version_number("champion") == "1"
-    # The previous champion is used up: rolling back again refused, rather than swapping back to
-    # the version just rolled back from (it did).
-    assert registry.version_number("previous_champion") is None
-    with pytest.raises(LookupError, match="has no 'previous_champion': nothing to roll back to"):
+    # Rolling back again is refused, rather than swapping back to the version just rolled back
+    # from (it did); that version stays previous_champion, serving's fallback.
+    assert registry.version_number("previous_champion") == str(v2.version)
+    with pytest.raises(LookupError, match=f"version {v2.version} is the one the last rollback left"):
         served.control.rollback("again")
     assert registry.version_number("champion") == "1"
 
@@ -372,6 +377,14 @@ def test_a_healthy_canary_is_ramped_to_the_next_step(served):
     assert registry.version_number("champion") == str(twin.version)
     served.control.rollback("back to the first")
     assert registry.version_number("champion") == champion
+    # ... but not over a champion the experiment was never compared with (a retraining's).
+    registry.set_alias("challenger", twin.version)
+    served.control.deploy("canary", "challenger", share=0.25, ramp=(0.25, 0.5, 1.0))
+    registry.set_alias("champion", other.version)
+    with pytest.raises(ValueError, match=f"the champion changed from version {champion} to {other.version} since"):
+        served.control.promote("challenger", "the canary held")
+    assert registry.version_number("champion") == str(other.version)
+    registry.set_alias("champion", champion)
     # A deployment without a ramp starts from the default one, not the last deployment's; a
     # canary or A/B test of share 0 (which would wait for answers forever) is refused; an
     # unreadable record is replaced by the next deployment and named by the others.

@@ -258,6 +258,9 @@ def test_a_deployment_event_cut_short_neither_swallows_the_next_nor_stops_the_im
     with outbox.open("a") as out:
         out.write('{"event_id": "torn", "model_na')  # a write a crash cut short
     control._event("promoted", "second", deployment, "1", "2", "2", {}, "cli", "e2")
+    with outbox.open("a") as out:  # JSON, but a value the ledger cannot hold
+        out.write(outbox.read_text().splitlines()[0].replace('"e1"', '"e3"').replace('"share": 0.0', '"share": "lots"')
+                  + "\n")
     with duckdb.connect() as con:
         with pytest.warns(UserWarning, match=r"deployment_events\.jsonl: line 2 is no deployment event"):
             assert import_outbox(con, outbox) == 2

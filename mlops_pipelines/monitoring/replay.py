@@ -68,7 +68,9 @@ def empty_replay_folder(folder: Path, default: Path) -> None:
     if folder.exists():
         if not folder.is_dir():
             raise ValueError(f"--data-dir {folder}: a file, not a folder")
-        ours = (folder / REPLAY_MARKER).exists() or folder == default.resolve() or not any(folder.iterdir())
+        # (the default folder's exemption is for the replay's own folder, not one it links to)
+        default_own = folder == default.resolve() and not default.is_symlink()
+        ours = (folder / REPLAY_MARKER).exists() or default_own or not any(folder.iterdir())
         if not ours:
             raise ValueError(f"--data-dir {folder}: holds files no replay wrote (no {REPLAY_MARKER}); the replay "
                              "empties its folder, so give a new or empty one")

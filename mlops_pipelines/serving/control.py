@@ -24,6 +24,8 @@ from mlops_pipelines.governance.ledger import PromotionRecord, append_promotion
 from mlops_pipelines.serving.deployment import DEFAULT_RAMP, Deployment
 from mlops_pipelines.training.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 
+ROLLED_BACK_FROM = "rolled_back_from"  # registered model tag: the version the last rollback left
+
 
 @dataclass(frozen=True)
 class DeploymentEvent:
@@ -167,9 +169,14 @@ class DeploymentControl:
         running = self._current(expected_id)
         aliases = self.aliases()
         if version is None and running.strategy != "single" and alias == running.challenger_alias \
-                and running.challenger_version:
+                and running.challenger_version and running.champion_version:
             # The version the experiment tests, which the alias may have left since (a retraining
-            # moves ``challenger``): the one its evidence is about.
+            # moves ``challenger``): the one its evidence is about, against the champion it began with.
+            if aliases.get(CHAMPION) != running.champion_version:
+                raise ValueError(f"the champion changed from version {running.champion_version} to "
+                                 f"{aliases.get(CHAMPION)} since the experiment on version "
+                                 f"{running.challenger_version} began: it was never compared with the new "
+                                 "champion; nothing promoted (deploy again to test it)")
             version = running.challenger_version
         if version is None:
             if alias not in aliases:
@@ -181,25 +188,33 @@ class DeploymentControl:
         if before is not None:
             self.client.set_registered_model_alias(self.model_name, PREVIOUS_CHAMPION, before)
         self.client.set_registered_model_alias(self.model_name, CHAMPION, after)
+        if ROLLED_BACK_FROM in self.client.get_registered_model(self.model_name).tags:  # (a new champion)
+            self.client.delete_registered_model_tag(self.model_name, ROLLED_BACK_FROM)
         deployment = self.deployment().renewed(by, strategy="single", challenger_alias=None,
                                                challenger_version=None, share=0.0, champion_version=None)
         self._write(deployment)
         return self._event("promoted", reason, deployment, before, after, after, statistics, by, event_id)
 
     def rollback(self, reason: str = "rolled back by hand", by: str = "cli") -> DeploymentEvent:
-        """End a running experiment; with none running, put the previous champion back (once: the
-        ``previous_champion`` alias is then removed, so rolling back again refuses rather than
-        swapping back)."""
+        """End a running experiment; with none running, put the previous champion back (once:
+        rolling back again refuses rather than swapping back to the version just left, which
+        stays ``previous_champion`` as serving's fallback and is recorded in ``rolled_back_from``)."""
         if self.deployment().strategy != "single":
             return self.end_experiment(reason, by=by)
         aliases = self.aliases()
         previous, current = aliases.get(PREVIOUS_CHAMPION), aliases.get(CHAMPION)
         if previous is None:
             raise LookupError(f"{self.model_name!r} has no {PREVIOUS_CHAMPION!r}: nothing to roll back to")
+        tags = dict(self.client.get_registered_model(self.model_name).tags)
+        if tags.get(ROLLED_BACK_FROM) == previous:
+            # A second rollback would swap back to the version the first one left: refused. (The
+            # alias stays, so that serving processes still have a fallback should the champion fail.)
+            raise LookupError(f"version {previous} is the one the last rollback left: nothing to roll back "
+                              f"to (`mlops promote --alias {PREVIOUS_CHAMPION}` puts it back on purpose)")
         self.client.set_registered_model_alias(self.model_name, CHAMPION, previous)
-        # Used up: a second rollback would otherwise swap back to the version just rolled back
-        # from (it stays in the ledger's champion_before).
-        self.client.delete_registered_model_alias(self.model_name, PREVIOUS_CHAMPION)
+        if current is not None:
+            self.client.set_registered_model_alias(self.model_name, PREVIOUS_CHAMPION, current)
+            self.client.set_registered_model_tag(self.model_name, ROLLED_BACK_FROM, current)
         deployment = self.deployment()
         return self._event("rolled_back", reason, deployment, current, previous, current, {}, by, None)
 
@@ -221,15 +236,16 @@ def import_outbox(connection: duckdb.DuckDBPyConnection, outbox: str | Path) -> 
             continue  # a line still being written is taken on the next import
         try:
             event = DeploymentEvent(**json.loads(line))
-        except (ValueError, TypeError) as error:
+            append_promotion(connection, event.record())
+            connection.execute(
+                "update governance.promotion_ledger set decided_at = ?::timestamptz where dagster_run_id = ?",
+                [event.decided_at, event.event_id],
+            )
+        except (ValueError, TypeError, duckdb.Error) as error:
             # A write a crash cut short (or a hand edit): the steps it did are done; the commands
             # after it must not fail once they have acted.
-            warnings.warn(f"{path}: line {number} is no deployment event ({error}); skipped", stacklevel=2)
+            warnings.warn(f"{path}: line {number} is no deployment event ({str(error).splitlines()[0]}); skipped",
+                          stacklevel=2)
             continue
-        append_promotion(connection, event.record())
-        connection.execute(
-            "update governance.promotion_ledger set decided_at = ?::timestamptz where dagster_run_id = ?",
-            [event.decided_at, event.event_id],
-        )
         count += 1
     return count

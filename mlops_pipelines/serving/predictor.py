@@ -39,6 +39,18 @@ class _Encoding:
     numeric: list[str]
 
 
+def _finite_or_missing(value: Any) -> bool:
+    """A number a numeric input can take: finite, or NaN (missing); not text, a boolean, an
+    infinity or an integer beyond a double."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        number = float(value)
+    except OverflowError:
+        return False
+    return math.isnan(number) or math.isfinite(number)
+
+
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
@@ -259,10 +271,10 @@ class LoadedModel:
 
     def check_rows(self, rows: Sequence[Mapping[str, Any]], strict: bool = False) -> None:
         """Raise ``KeyError`` naming the row and the column when a required input is absent;
-        ``strict`` (rows a caller built): also for an input the model does not have (a misspelt
-        name would be left out quietly) and a value of the wrong kind (text or a boolean for a
-        number, a non-finite number, a number for a category), which the model would read
-        otherwise or fail on."""
+        ``strict`` (rows a caller built): also for a value of the wrong kind (text or a boolean for
+        a number, an infinite one, a number for a category), which the model would read otherwise
+        or fail on. NaN is a missing value, as JSON writers give one; keys that are no input are
+        the caller's own and ignored."""
         known = set(self.columns)
         numeric = set(self._encoding.numeric) if self._encoding is not None else set()
         categorical = {c for c, _, _ in self._encoding.categorical} if self._encoding is not None else set()
@@ -272,14 +284,10 @@ class LoadedModel:
                 raise KeyError(f"row {index}: required model input {missing} is missing")
             if not strict:
                 continue
-            unknown = [c for c in row if c not in known]
-            if unknown:
-                raise KeyError(f"row {index}: {unknown} are no model inputs (the model's: {self.columns})")
             for column, value in row.items():
-                if value is None:
+                if value is None or column not in known:  # (other keys are the caller's own: ignored)
                     continue
-                if column in numeric and (isinstance(value, bool) or not isinstance(value, int | float)
-                                          or not math.isfinite(value)):
+                if column in numeric and not _finite_or_missing(value):
                     raise KeyError(f"row {index}: model input {column!r} is a finite number or null, not {value!r}")
                 if column in categorical and not isinstance(value, str):
                     raise KeyError(f"row {index}: model input {column!r} is text or null, not {value!r}")
