@@ -453,10 +453,15 @@ UUID_FIELD = {b"duckdb_type": b"UUID"}  # (Arrow field metadata: DuckDB hands UU
 _CANONICAL_UUID = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
+def _marked(field: pa.Field, marker: dict[bytes, bytes]) -> bool:
+    """Whether ``field`` carries ``marker`` (the DuckDB type a column read from it had)."""
+    return field.metadata is not None and field.metadata.get(b"duckdb_type") == marker[b"duckdb_type"]
+
+
 def is_uuid(field: pa.Field) -> bool:
     """Whether a text column read from DuckDB holds a UUID column's values (marked with
     :data:`UUID_FIELD` when read)."""
-    return field.metadata is not None and field.metadata.get(b"duckdb_type") == UUID_FIELD[b"duckdb_type"]
+    return _marked(field, UUID_FIELD)
 
 
 def _uuid_texts(values: pa.Array, column: str, labels: pd.Index | None = None) -> pa.Array:
@@ -547,7 +552,7 @@ UHUGEINT_FIELD = {b"duckdb_type": b"UHUGEINT"}  # (Arrow field metadata of a vie
 
 def is_uhugeint(field: pa.Field) -> bool:
     """Whether a key column read from DuckDB was a UHUGEINT (marked with :data:`UHUGEINT_FIELD`)."""
-    return field.metadata is not None and field.metadata.get(b"duckdb_type") == UHUGEINT_FIELD[b"duckdb_type"]
+    return _marked(field, UHUGEINT_FIELD)
 
 
 def _without_dictionaries(type_: pa.DataType) -> pa.DataType:

@@ -253,9 +253,9 @@ def create_app(settings: ServingSettings) -> PredictFastPath:
             return _fail(503, f"online features unavailable: {error}")
 
         if parsed.features is not None:
-            # A ready vector that lacks a required input, or holds one the model does not have or
-            # a value of the wrong kind, is the caller's mistake, not the model's (nor the
-            # challenger's): checked before either scores.
+            # A ready vector that lacks a required input, or holds a value of the wrong kind, is
+            # the caller's mistake, not the model's (nor the challenger's): checked before either
+            # scores.
             try:
                 champion.check_rows(rows, strict=True)
             except KeyError as error:
