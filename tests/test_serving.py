@@ -204,7 +204,7 @@ def test_bad_requests_get_clear_errors(served):
     assert served.client.post("/predict", json={"features": [row]}).status_code == 200
     # NaN is a missing value (JSON writers give one for a missing float), and keys that are no
     # model input are the caller's own: both scored, as before.
-    nan_row = json.dumps({"features": [{**row, "temp_f": math.nan, "flight_id": "mine"}]})
+    nan_row = json.dumps({"features": [{**row, "temp_f": math.nan, "engine_type": math.nan, "flight_id": "mine"}]})
     assert served.client.post("/predict", content=nan_row, headers={"content-type": "application/json"}
                               ).status_code == 200
     for path in ("/admin/reload", "/admin/rollback"):

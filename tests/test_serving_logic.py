@@ -309,3 +309,45 @@ def test_an_experiment_ends_when_another_model_becomes_champion():
     assert decide(canary, ArmStats(), ArmStats(), champion_version="1").action == "hold"
     older = Deployment(strategy="canary", challenger_alias="challenger", challenger_version="2", share=0.25)
     assert decide(older, ArmStats(), ArmStats(), champion_version="3").action == "hold"  # (a record from before)
+
+
+def test_rollback_and_promote_against_a_real_registry_keep_to_what_was_tested_and_left(tmp_path):
+    """A second rollback is refused only while the aliases are as the first left them (a stale
+    mark refused a legitimate rollback after the training pipeline promoted twice); a record
+    from before champions were pinned still promotes the version its experiment tests; a new
+    champion gives an experiment a new id (its arms' statistics would pool two champions)."""
+    from mlflow.tracking import MlflowClient
+
+    from mlops_pipelines.serving.control import DeploymentControl
+    from mlops_pipelines.serving.deployment import Deployment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)
+    client.create_registered_model("m")
+    for _ in range(3):
+        client.create_model_version("m", source=str(tmp_path), run_id=None)
+    control = DeploymentControl(uri, "m", tmp_path / "events.jsonl")
+
+    def aliases() -> tuple:
+        return control.aliases().get("champion"), control.aliases().get("previous_champion")
+
+    client.set_registered_model_alias("m", "champion", "1")
+    control.promote(version="2")
+    control.rollback()
+    assert aliases() == ("1", "2")
+    with pytest.raises(LookupError, match="version 2 is the one the last rollback left"):
+        control.rollback()
+    for champion, previous in (("2", "1"), ("3", "2")):  # the training pipeline's own promotions
+        client.set_registered_model_alias("m", "previous_champion", previous)
+        client.set_registered_model_alias("m", "champion", champion)
+    control.rollback()
+    assert aliases() == ("2", "3")
+    # A canary on version 1 written before champion_version existed; the alias moved since.
+    legacy = Deployment(strategy="canary", challenger_alias="challenger", challenger_version="1", share=0.25)
+    client.set_registered_model_tag("m", "deployment", legacy.to_tags()["deployment"])
+    client.set_registered_model_alias("m", "challenger", "3")
+    assert control.promote("challenger").champion_after == "1"
+    pinned = Deployment(strategy="canary", challenger_alias="challenger", challenger_version="1",
+                        champion_version="2", share=0.25)
+    assert pinned.renewed("x", champion_version="3").deployment_id != pinned.deployment_id
+    assert pinned.renewed("x", share=0.5).deployment_id == pinned.deployment_id

@@ -24,7 +24,9 @@ from mlops_pipelines.governance.ledger import PromotionRecord, append_promotion
 from mlops_pipelines.serving.deployment import DEFAULT_RAMP, Deployment
 from mlops_pipelines.training.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 
-ROLLED_BACK_FROM = "rolled_back_from"  # registered model tag: the version the last rollback left
+# Registered model tag: the last rollback, "<version left>-><version put back>". A second rollback
+# while the aliases are still as it left them is refused; any other promotion makes it moot.
+ROLLED_BACK_FROM = "rolled_back_from"
 
 
 @dataclass(frozen=True)
@@ -169,10 +171,11 @@ class DeploymentControl:
         running = self._current(expected_id)
         aliases = self.aliases()
         if version is None and running.strategy != "single" and alias == running.challenger_alias \
-                and running.challenger_version and running.champion_version:
+                and running.challenger_version:
             # The version the experiment tests, which the alias may have left since (a retraining
-            # moves ``challenger``): the one its evidence is about, against the champion it began with.
-            if aliases.get(CHAMPION) != running.champion_version:
+            # moves ``challenger``): the one its evidence is about, against the champion it began
+            # with (a record written before champions were pinned cannot tell).
+            if running.champion_version and aliases.get(CHAMPION) != running.champion_version:
                 raise ValueError(f"the champion changed from version {running.champion_version} to "
                                  f"{aliases.get(CHAMPION)} since the experiment on version "
                                  f"{running.challenger_version} began: it was never compared with the new "
@@ -206,7 +209,7 @@ class DeploymentControl:
         if previous is None:
             raise LookupError(f"{self.model_name!r} has no {PREVIOUS_CHAMPION!r}: nothing to roll back to")
         tags = dict(self.client.get_registered_model(self.model_name).tags)
-        if tags.get(ROLLED_BACK_FROM) == previous:
+        if tags.get(ROLLED_BACK_FROM) == f"{previous}->{current}":  # (still as the last rollback left them)
             # A second rollback would swap back to the version the first one left: refused. (The
             # alias stays, so that serving processes still have a fallback should the champion fail.)
             raise LookupError(f"version {previous} is the one the last rollback left: nothing to roll back "
@@ -214,7 +217,7 @@ class DeploymentControl:
         self.client.set_registered_model_alias(self.model_name, CHAMPION, previous)
         if current is not None:
             self.client.set_registered_model_alias(self.model_name, PREVIOUS_CHAMPION, current)
-            self.client.set_registered_model_tag(self.model_name, ROLLED_BACK_FROM, current)
+            self.client.set_registered_model_tag(self.model_name, ROLLED_BACK_FROM, f"{current}->{previous}")
         deployment = self.deployment()
         return self._event("rolled_back", reason, deployment, current, previous, current, {}, by, None)
 

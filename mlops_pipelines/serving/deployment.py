@@ -100,9 +100,10 @@ class Deployment:
                              "`mlops deploy --strategy single` writes a new one") from None
 
     def renewed(self, by: str, **changes: object) -> Deployment:
-        """A new record (new id when the strategy or challenger changes, so routing reshuffles)."""
+        """A new record (new id when the strategy, the challenger or the champion changes, so that
+        routing reshuffles and the arms' statistics start over)."""
         changed = replace(self, **changes)
-        experiment = ("strategy", "challenger_alias", "challenger_version")
+        experiment = ("strategy", "challenger_alias", "challenger_version", "champion_version")
         same_experiment = all(getattr(changed, name) == getattr(self, name) for name in experiment)
         return replace(
             changed,

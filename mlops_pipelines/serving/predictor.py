@@ -285,7 +285,7 @@ class LoadedModel:
             if not strict:
                 continue
             for column, value in row.items():
-                if value is None or column not in known:  # (other keys are the caller's own: ignored)
+                if _is_missing(value) or column not in known:  # (other keys are the caller's own: ignored)
                     continue
                 if column in numeric and not _finite_or_missing(value):
                     raise KeyError(f"row {index}: model input {column!r} is a finite number or null, not {value!r}")
