@@ -1002,6 +1002,14 @@ def test_timestamp_text_of_bare_digits_is_refused_by_row(store, text):
     with pytest.raises(ValueError, match=rf"timestamp column 'event_timestamp' row 12 \({text!r}\): a number, not "
                                          "an instant"):
         store.get_historical_features(entities, ["carrier_stats:delay"])
+    # numpy datetimes of any unit in an object column, 1 January midnight among them, are
+    # instants (the check of texts raised Arrow's 'Unsupported datetime64 time unit').
+    for unit in ("m", "h", "s"):
+        mixed = entities.assign(event_timestamp=pd.Series([np.datetime64("2013-01-01T12:00", unit)] * 2
+                                                          + [np.datetime64("2013-01-01T00:00", unit)], dtype=object,
+                                                          index=entities.index))
+        assert store.get_historical_features(mixed, ["carrier_stats:delay"])["event_timestamp"].iloc[2] == \
+            pd.Timestamp("2013-01-01", tz="UTC")
     # ISO 8601's basic format ('20130101', eight digits) is a date, not a year.
     ok = entities.assign(event_timestamp=["2013-01-01 12:00", "20130101", "2013-01-01T00:00Z"])
     assert store.get_historical_features(ok, ["carrier_stats:delay"])["event_timestamp"].iloc[1:].tolist() == \

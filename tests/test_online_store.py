@@ -1018,6 +1018,23 @@ def test_rows_written_by_earlier_serving_rules_are_rebuilt_not_served(tmp_path):
     assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [0.942]
 
 
+def test_a_rebuild_after_an_upgrade_stays_as_of_the_instant_the_store_was(tmp_path):
+    """Rows an earlier version wrote were rebuilt as of the latest event, earlier than the store
+    was: a row the TTL had expired was served again, and an earlier end_ts was not refused."""
+    fs = _sql_store(tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),), ttl=timedelta(days=4, hours=12))],
+                    "create table t as select * from (values (1, timestamp '2024-01-01', 1.0), "
+                    "(2, timestamp '2024-01-05', 2.0)) v(k, ts, x)")
+    fs.materialize_online(end_ts="2024-01-06")
+    view = fs.views["v"]
+    with sqlite3.connect(fs.online.path) as lite:  # as the previous rules wrote them
+        for table in ("_materializations", "_schemas", "_fingerprints"):
+            lite.execute(f"update {table} set version = ?", [view.version])
+    with pytest.raises(ValueError, match=r"materialized up to 2024-01-06 00:00:00\+00:00; end_ts .* would go back"):
+        fs.materialize_online(end_ts="2024-01-05T12:00:00")
+    assert fs.materialize_online() == {"v": 2}  # (rebuilt from every row, as of 2024-01-06 still)
+    assert fs.get_online_features({"k": [1, 2]}, ["v:x"])["x"].fillna(-1).tolist() == [-1, 2.0]
+
+
 def test_decimal_features_are_the_doubles_nearest_their_values(tmp_path):
     """Arrow's decimal-to-double cast rounds twice: 0.942 as DECIMAL(12, 3) came back as
     0.9420000000000001 (1,342 of the 10,000 values below were one ulp off), offline and online."""

@@ -271,6 +271,15 @@ class OnlineStore:
         found = connection.execute(f"select version, {column} from {table} where view = ?", [view.name]).fetchall()
         return found[0][1] if found and found[0][0] == stored_version(view) else None
 
+    def watermark_of_earlier_rules(self, connection: sqlite3.Connection, view: FeatureView) -> int | None:
+        """The instant (µs) the view's rows are current as of when an earlier version of the store
+        wrote them under the same declaration (other :data:`SERVING_RULES`), else None."""
+        found = connection.execute("select version, watermark_us from _materializations where view = ?",
+                                   [view.name]).fetchall()
+        if found and found[0][0] != stored_version(view) and found[0][0].partition(".")[0] == view.version:
+            return found[0][1]
+        return None
+
     def watermark(self, connection: sqlite3.Connection, view: FeatureView) -> int | None:
         """The instant (µs) the view is current as of, or None when its version was never materialized."""
         watermark = self._of_version(connection, "_materializations", "watermark_us", view)

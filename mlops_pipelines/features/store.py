@@ -156,8 +156,8 @@ def _read_as_written(values: pd.Series, parsed: pd.Series) -> pd.Series:
         texts = values[new_year.to_numpy()]
         try:
             arrow = pa.array(texts, from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            arrow = None  # (texts mixed with other objects)
+        except (pa.ArrowException, TypeError, ValueError):
+            arrow = None  # (texts mixed with other objects, numpy datetimes of any unit...)
         if arrow is not None and (pa.types.is_string(arrow.type) or pa.types.is_large_string(arrow.type)):
             years = pc.fill_null(pc.match_substring_regex(arrow, _BARE_YEAR.pattern), False)  # (in C: fast)
             bare = texts[years.to_numpy(zero_copy_only=False)]
@@ -1170,6 +1170,10 @@ class FeatureStore:
                     view = self.views[name]
                     ns = check_source_types(con, view)
                     since = None if full_refresh else online.watermark(lite, view)
+                    # As of when rows an earlier version of the store wrote are current: rebuilt
+                    # from all rows, but as of that instant still (not back to the latest event).
+                    held = None if full_refresh or since is not None else online.watermark_of_earlier_rules(lite, view)
+                    current_as_of = since if since is not None else held
                     if end_ts is None:
                         # The latest finite event (+infinity is no instant to be current as of),
                         # as an integer: Python's datetime ends in year 9999, DuckDB's do not.
@@ -1178,15 +1182,15 @@ class FeatureStore:
                             f"select epoch_us(max({event}) filter (where isfinite({event}))) from {source_sql(view)}"
                         ).fetchall()[0][0]
                         until = EMPTY_WATERMARK if latest is None else latest
-                        if since is not None:
+                        if current_as_of is not None:
                             # Nothing newer than the store holds (it may be as of a later instant
                             # given explicitly) is no step back: it stays as of that instant.
-                            until = max(until, since)
+                            until = max(until, current_as_of)
                     else:
                         until = end
-                    if since is not None and until < since:
+                    if current_as_of is not None and until < current_as_of:
                         raise ValueError(
-                            f"feature view {name!r} is materialized up to {from_micros(since)}; "
+                            f"feature view {name!r} is materialized up to {from_micros(current_as_of)}; "
                             f"end_ts {from_micros(until)} would go back in time (full_refresh=True rebuilds "
                             "it as of an earlier instant)"
                         )
