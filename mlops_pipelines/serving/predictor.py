@@ -39,16 +39,15 @@ class _Encoding:
     numeric: list[str]
 
 
-def _finite_or_missing(value: Any) -> bool:
-    """A number a numeric input can take: finite, or NaN (missing); not text, a boolean, an
-    infinity or an integer beyond a double."""
+def _finite_number(value: Any) -> bool:
+    """A number a numeric input can take (NaN, missing, is checked before): not text, a boolean,
+    an infinity or an integer beyond a double."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     try:
-        number = float(value)
+        return math.isfinite(float(value))
     except OverflowError:
         return False
-    return math.isnan(number) or math.isfinite(number)
 
 
 def _is_missing(value: Any) -> bool:
@@ -287,7 +286,7 @@ class LoadedModel:
             for column, value in row.items():
                 if _is_missing(value) or column not in known:  # (other keys are the caller's own: ignored)
                     continue
-                if column in numeric and not _finite_or_missing(value):
+                if column in numeric and not _finite_number(value):
                     raise KeyError(f"row {index}: model input {column!r} is a finite number or null, not {value!r}")
                 if column in categorical and not isinstance(value, str):
                     raise KeyError(f"row {index}: model input {column!r} is text or null, not {value!r}")
