@@ -464,6 +464,14 @@ def is_uuid(field: pa.Field) -> bool:
     return _marked(field, UUID_FIELD)
 
 
+UHUGEINT_FIELD = {b"duckdb_type": b"UHUGEINT"}  # (Arrow field metadata of a view's UHUGEINT key)
+
+
+def is_uhugeint(field: pa.Field) -> bool:
+    """Whether a key column read from DuckDB was a UHUGEINT (marked with :data:`UHUGEINT_FIELD`)."""
+    return _marked(field, UHUGEINT_FIELD)
+
+
 def _uuid_texts(values: pa.Array, column: str, labels: pd.Index | None = None) -> pa.Array:
     """Text keys of a UUID column as DuckDB writes UUIDs (lower case, hyphenated): DuckDB reads
     upper case, braces and missing hyphens as the same UUID, so they match it here too. Text
@@ -545,14 +553,6 @@ def served(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     if pa.types.is_decimal(column.type):
         return pc.cast(pc.cast(column, pa.string()), pa.float64())
     return column.cast(served_type(column.type))
-
-
-UHUGEINT_FIELD = {b"duckdb_type": b"UHUGEINT"}  # (Arrow field metadata of a view's UHUGEINT key)
-
-
-def is_uhugeint(field: pa.Field) -> bool:
-    """Whether a key column read from DuckDB was a UHUGEINT (marked with :data:`UHUGEINT_FIELD`)."""
-    return _marked(field, UHUGEINT_FIELD)
 
 
 def _without_dictionaries(type_: pa.DataType) -> pa.DataType:
