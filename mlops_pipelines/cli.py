@@ -170,6 +170,11 @@ def _features_historical(args: argparse.Namespace) -> int:
     out_kind = Path(args.out).suffix.lower()
     if out_kind not in (".parquet", ".csv"):
         raise ValueError(f"{args.out}: expected a .parquet or .csv file")
+    # (before the join: its time is not spent on a file that cannot be written, or the input lost)
+    if not Path(args.out).parent.is_dir():
+        raise ValueError(f"--out {args.out}: no folder {Path(args.out).parent} to write it in")
+    if Path(args.out).exists() and Path(args.entities).exists() and Path(args.out).samefile(args.entities):
+        raise ValueError(f"--out {args.out}: the entity file itself; give another file for the output")
     try:
         wanted = store.resolve_features(features)  # (before the entities: an error here is not the file's)
     except (KeyError, ValueError) as exc:

@@ -88,6 +88,22 @@ def test_the_cli_lists_an_applied_view_and_joins_it(warehouse, tmp_path, capsys)
     assert pd.read_csv(tmp_path / "out.csv")["trips"].fillna(-1).tolist() == [7, -1, 3, -1, -1]
 
 
+def test_the_cli_refuses_an_output_it_cannot_write_or_that_is_its_input_before_joining(warehouse, tmp_path,
+                                                                                        capsys):
+    """--out in a missing folder failed only after the join, with pandas' error naming no option;
+    --out naming the entity file overwrote it."""
+    FeatureStore(warehouse).apply(_view(tmp_path))
+    entities = tmp_path / "entities.csv"
+    ENTITIES.to_csv(entities, index=False)
+    before = entities.read_bytes()
+    for out, reason in ((tmp_path / "missing" / "out.csv", r"--out .*out\.csv: no folder .*missing to write it in"),
+                        (entities, r"--out .*entities\.csv: the entity file itself")):
+        code = main(["features", "historical", "--entities", str(entities), "--features", "trips:trips",
+                     "--out", str(out)])
+        assert code != 0 and re.search(reason, capsys.readouterr().err)
+    assert entities.read_bytes() == before and not (tmp_path / "missing").exists()
+
+
 def test_applying_again_replaces_the_view_and_a_new_declaration_is_a_new_version(warehouse, tmp_path):
     store = FeatureStore(warehouse)
     store.apply(_view(tmp_path))
@@ -180,6 +196,33 @@ def test_an_applied_view_is_materialized_online_by_name(warehouse, tmp_path):
     served = store.get_online_features({"city": ["oslo", "oslo", "rome"], "line": [1, 2, 1]}, "trips:trips")
     assert served["trips"].tolist() == [7, 3, 9]
     assert json.loads(FeatureStore(warehouse).applied_views()["trips"].to_json())["ttl"] is None
+
+
+def test_a_view_no_path_can_serve_is_refused_by_apply_not_recorded_to_block_every_use(warehouse, tmp_path):
+    """apply() ran the join's type checks with no feature to check: a TIME WITH TIME ZONE feature
+    (declared 'any') was recorded, failed every lookup, and blocked materialize_online() of every
+    applied view, which runs them in one transaction."""
+    timetz = _view(tmp_path, name="tz", features=(Feature("tod", "any"),),
+                   source=f"(select *, '10:00+01'::timetz as tod from read_parquet('{tmp_path / 'trips.parquet'}'))")
+    store = FeatureStore(warehouse)
+    with pytest.raises(ValueError, match=r"feature view 'tz': feature 'tod' is a TIME WITH TIME ZONE"):
+        store.apply(_view(tmp_path, ttl=None), timetz)
+    assert FeatureStore(warehouse).applied_views() == {}
+    FeatureStore(warehouse).apply(_view(tmp_path, ttl=None))
+    online = FeatureStore(warehouse, online_path=tmp_path / "online.sqlite")
+    assert online.materialize_online(end_ts="2024-03-01T10:00:02Z") == {"trips": 3}
+
+
+def test_a_view_given_to_materialize_that_differs_from_the_registered_one_is_refused(warehouse, tmp_path):
+    """Views differing only in their SQL are equal (the SQL is left out of equality) but of other
+    versions: materialize_online([view]) wrote the registered declaration under the caller's view."""
+    registered = _view(tmp_path, ttl=None, sql="select 1")
+    other = _view(tmp_path, ttl=None, sql="select 2")
+    assert registered == other and registered.version != other.version
+    store = FeatureStore(warehouse, [registered], online_path=tmp_path / "online.sqlite")
+    with pytest.raises(ValueError, match=r"feature view 'trips': not the view registered under that name"):
+        store.materialize_online([other], end_ts="2024-03-01T10:00:02Z")
+    assert store.materialize_online([registered], end_ts="2024-03-01T10:00:02Z") == {"trips": 3}
 
 
 def test_a_connection_given_is_the_one_the_registry_is_read_through(warehouse, tmp_path):

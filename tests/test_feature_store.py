@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -612,8 +613,37 @@ def test_text_keys_of_timestamp_and_time_views_are_read_as_instants_and_times():
                                         connection=con)
     for view in ("naive", "aware", "tod"):
         assert out[f"{view}__x"].fillna(-1).tolist() == [1.0, 1.0, -1, -1], view
-    with pytest.raises(ValueError, match="join key 'tod': entity text is not an ISO 8601 time"):
-        store.get_historical_features(entities.assign(tod="25:00"), ["tod:x"], connection=con)
+    with pytest.raises(ValueError, match=r"join key 'tod' row 2 \('25:00'\): not an ISO 8601 time of day"):
+        store.get_historical_features(entities.assign(tod=["05:00", None, "25:00", "05:00"]), ["tod:x"], connection=con)
+
+
+@pytest.mark.parametrize(("text", "rule"), [
+    ("2020", "a number, not an instant"),                          # read as 2020-01-01 00:00: matched that row
+    ("2020.1", "a number, not an instant"),                        # the same, as a year and month
+    ("now", "give an instant, not a time relative to the clock"),  # the clock's time
+    ("NaT", "not an instant"),                                     # no time: matched nothing
+])
+def test_text_of_timestamp_keys_follows_the_rules_of_entity_timestamps(tmp_path, text, rule):
+    """Text given for a TIMESTAMP join key (as the CLI reads every CSV cell) went through a laxer
+    parser than entity timestamps: '2020' found the row of 2020-01-01 00:00, offline and online,
+    and 'now' or 'NaT' quietly matched nothing. It is now refused by key, row and value."""
+    path = tmp_path / "w.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("create table k as select '2020-01-01 00:00'::timestamp as started, "
+                    "'2019-01-01'::timestamp as ts, 1.0 as x")
+    fs = FeatureStore(path, [FeatureView("v", "k", "started", "ts", (Feature("x"),))],
+                      online_path=tmp_path / "online.sqlite")
+    good = pd.DataFrame({"started": ["2020-01-01T00:00:00Z", "2020-01-01 00:00"], "event_timestamp": T("2021-01-01")},
+                        index=[5, 6])
+    assert fs.get_historical_features(good, ["v:x"])["x"].tolist() == [1.0, 1.0]
+    fs.materialize_online()
+    assert fs.get_online_features(good[["started"]], ["v:x"])["x"].tolist() == [1.0, 1.0]
+    bad = good.assign(started=["2020-01-01 00:00", text])
+    expected = rf"join key 'started' row 6 \({re.escape(repr(text))}\): {rule}"
+    with pytest.raises(ValueError, match=expected):
+        fs.get_historical_features(bad, ["v:x"])
+    with pytest.raises(ValueError, match=expected):
+        fs.get_online_features(bad[["started"]], ["v:x"])
 
 
 @pytest.mark.parametrize(("name", "text", "error"), [
@@ -992,7 +1022,8 @@ def test_timestamp_texts_pandas_reads_as_missing_are_refused_by_row(store, text)
     assert out["delay"].iloc[0] == 3.0 and pd.isna(out["event_timestamp"].iloc[1]) and pd.isna(out["delay"].iloc[1])
 
 
-@pytest.mark.parametrize("text", ["1230", "-1", " 2013", "0099"])
+@pytest.mark.parametrize("text", ["1230", "-1", " 2013", "0099",
+                                  "1230.5", "2013.12", ".5"])  # (a year and month to pandas: 1230-05-01)
 def test_timestamp_text_of_bare_digits_is_refused_by_row(store, text):
     """ISO 8601 reads bare digits as a year: '1230' (an HHMM time, as in the flights data) and
     '-1' (a sentinel) were 1 January of that year, and the row quietly matched nothing. A text

@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from mlops_pipelines.features import point_in_time
 from mlops_pipelines.features.store import FeatureStore, entity_rows
 from mlops_pipelines.features.views import Feature, FeatureView
 
@@ -1046,6 +1047,55 @@ def test_decimal_features_are_the_doubles_nearest_their_values(tmp_path):
     assert fs.get_historical_features(entities, ["v:x"])["x"].tolist() == expected
     fs.materialize_online(end_ts="2024-01-02")
     assert fs.get_online_features(entities[["k"]], ["v:x"])["x"].tolist() == expected
+
+
+@pytest.mark.parametrize("literal", [
+    "DATE '2013-03-10'", "unhex('ff')", "TIME '10:00'",  # a float NaN was "cannot be compared with" these
+    "TIMESTAMP '2013-03-10'",
+    "'a'", "1::BIGINT",                                  # (these already matched nothing)
+])
+def test_a_key_column_with_no_value_matches_nothing_whatever_the_key_type(tmp_path, literal):
+    """An entity key column of missing values only (pandas' float NaN column, None beside NaN) was
+    an error against DATE, BLOB, TIME and TIMESTAMP keys, offline and online: every row now comes
+    back with nulls, as for text and integer keys."""
+    fs = _sql_store(tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),))],
+                    f"create table t as select {literal} as k, timestamp '2013-03-10' as ts, 1.5 as x")
+    fs.materialize_online(end_ts="2013-03-11")
+    for keys in (pd.Series([np.nan, np.nan]), pd.Series([None, np.nan], dtype=object)):
+        offline = fs.get_historical_features(pd.DataFrame({"k": keys, "event_timestamp": "2013-03-11"}), ["v:x"])
+        assert offline["x"].isna().tolist() == [True, True]
+        assert fs.get_online_features({"k": list(keys)}, ["v:x"])["x"].isna().tolist() == [True, True]
+
+
+def _decimal_cases(precision: int, scale: int) -> list[str | None]:
+    """The largest and smallest values of DECIMAL(precision, scale), values at 2**53 in its last
+    place (where doubles stop holding every integer), a one-in-the-last-place value, 0 and NULL."""
+    def text(unscaled: int) -> str:
+        digits = str(abs(unscaled)).rjust(scale + 1, "0")
+        sign = "-" if unscaled < 0 else ""
+        return sign + (digits if not scale else f"{digits[:-scale]}.{digits[-scale:]}")
+    unscaled = [10**precision - 1, -(10**precision - 1), 1, -1, 0, 942, 2**53 - 1, 2**53, 2**53 + 1, -(2**53 + 1)]
+    return [text(u) for u in unscaled if abs(u) < 10**precision] + [None]
+
+
+@pytest.mark.parametrize("precision,scale", [
+    (1, 0), (3, 3),     # the narrowest
+    (12, 3),            # the demo's kind of measure
+    (16, 0), (16, 16),  # unscaled integers of 16 digits pass 2**53 (9.0e15)
+    (18, 0), (18, 6),   # the widest whose unscaled integer is 64 bits
+    (19, 2), (38, 10),  # 128 bits: through their text
+])
+def test_decimal_values_become_the_doubles_nearest_them(precision, scale):
+    """DECIMALs are served as the double nearest their value (Python's float of the exact text
+    is the oracle), read straight from their unscaled integers where they fit, through their
+    text otherwise, nulls kept; sliced arrays too (Arrow's offset into the buffer)."""
+    cases = _decimal_cases(precision, scale)
+    values = pa.array(cases).cast(pa.decimal128(precision, scale))
+    expected = [None if c is None else float(decimal.Decimal(c)) for c in cases]
+    assert point_in_time.served(values).to_pylist() == expected
+    assert point_in_time.served(values.slice(1, 3)).to_pylist() == expected[1:4]
+    assert point_in_time.served(pa.chunked_array([values[:2], values[2:]])).to_pylist() == expected
+    assert point_in_time.served(values.slice(0, 0)).to_pylist() == []
 
 
 def test_each_view_keeps_its_own_created_timestamp_precision_between_runs(tmp_path):

@@ -351,3 +351,37 @@ def test_rollback_and_promote_against_a_real_registry_keep_to_what_was_tested_an
                         champion_version="2", share=0.25)
     assert pinned.renewed("x", champion_version="3").deployment_id != pinned.deployment_id
     assert pinned.renewed("x", share=0.5).deployment_id == pinned.deployment_id
+
+
+def test_the_service_reads_the_online_store_as_get_online_features_does(tmp_path):
+    """The HTTP service had its own online reader: no key casts, no served types (a BOOLEAN
+    came back 1, a DATE as its day number 15706, a DECIMAL as SQLite's float) and no reason when
+    a view was not materialized. It now reads through the library's lookup."""
+    import duckdb
+
+    from mlops_pipelines.features.store import FeatureStore
+    from mlops_pipelines.features.views import Feature, FeatureView
+    from mlops_pipelines.serving.flight_features import OnlineFeatureReader
+    from mlops_pipelines.serving.schema import Flight
+
+    warehouse, online = tmp_path / "w.duckdb", tmp_path / "online.sqlite"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("create table t as select 'B6' as carrier, timestamp '2013-01-01' as ts, true as hub, "
+                    "date '2013-01-01' as since, 0.942::decimal(4, 3) as score")
+    view = FeatureView("fv_c", "t", ("carrier",), "ts",
+                       (Feature("hub", "bool"), Feature("since", "date"), Feature("score")))
+    store = FeatureStore(warehouse, [view], online_path=online)
+    store.materialize_online()
+    names = ["hub", "since", "score"]
+    library = store.get_online_features([{"carrier": "B6"}, {"carrier": "AA"}], [f"fv_c:{n}" for n in names])
+    flights = [Flight(carrier=c, flight=1, origin="JFK", dest="BOS", sched_dep="2013-02-03T07:00:00-05:00",
+                      distance=187) for c in ("B6", "AA")]
+    served = OnlineFeatureReader(online, [view]).rows(flights, names)
+    assert [{n: row[n] for n in names} for row in served] == [
+        {"hub": True, "since": pd.Timestamp("2013-01-01").date(), "score": 0.942},
+        {"hub": None, "since": None, "score": None}]
+    assert library.iloc[0][names].tolist() == [True, pd.Timestamp("2013-01-01").date(), 0.942]
+    changed = FeatureView("fv_c", "t", ("carrier",), "ts", view.features, ttl="1 day")
+    with pytest.raises(LookupError, match=r"'fv_c' .* is not materialized online: the online store holds version "
+                                          rf"{view.version}, and the view's declaration changed"):
+        OnlineFeatureReader(online, [changed]).rows(flights, names)

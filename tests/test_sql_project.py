@@ -312,6 +312,15 @@ def test_project_files_that_cannot_be_read_are_named(tmp_path):
         SqlProject(root).feature_views()
 
 
+def test_null_among_accepted_values_is_refused_by_file(tmp_path):
+    """A YAML null in accepted_values was compared as the text 'None' (NULL rows pass the test
+    whatever the list holds, as in dbt): refused, with the way to refuse NULLs."""
+    yaml_text = VIEW_YAML + "columns:\n  - {name: label, tests: [{accepted_values: ['a', null]}]}\n"
+    with pytest.raises(ValueError, match=r"fv_x\.yml: .*accepted_values \['a', None\]: null is not a value to "
+                                         r"accept \(NULLs pass accepted_values; add not_null to refuse them\)"):
+        _ = SqlProject(project_with(tmp_path, yaml_text)).models
+
+
 def test_accepted_values_may_hold_quotes(tmp_path):
     yaml_text = VIEW_YAML.replace("description: A small view.\n", """description: A small view.
 columns:

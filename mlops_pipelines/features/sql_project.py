@@ -147,6 +147,10 @@ class _ColumnDoc(_Strict):
                 and isinstance(test["accepted_values"], list)
             if test not in ("not_null", "unique") and not accepted:
                 raise ValueError(f"unknown column test {test!r} (not_null, unique, or accepted_values: [...])")
+            if accepted and any(v is None for v in test["accepted_values"]):
+                # (it would be compared as the text 'None'; NULL rows pass accepted_values anyway, as in dbt)
+                raise ValueError(f"accepted_values {test['accepted_values']!r}: null is not a value to accept "
+                                 "(NULLs pass accepted_values; add not_null to refuse them)")
         return tests
 
 

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import json
 import queue
-import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -31,6 +30,7 @@ import pyarrow.compute as pc
 from mlops_pipelines.features import point_in_time
 from mlops_pipelines.features.online import OnlineStore, from_micros, key_values, stored_values, to_micros
 from mlops_pipelines.features.sql_project import default_project_dir
+from mlops_pipelines.features.timestamps import to_utc
 from mlops_pipelines.features.views import (
     TIMESTAMP_TYPES,
     FeatureView,
@@ -45,145 +45,6 @@ PYTHON_ORIGIN = "python"  # a registry row of a view applied from Python (Featur
 # next materialization reads every row.
 EMPTY_WATERMARK = -(2**62)
 FINITE = 2**63 - 2  # DuckDB's largest finite timestamp (µs); +/-infinity are the next integers out
-
-
-def _relative_to_clock(values: pd.Series) -> pd.Series:
-    """The rows holding "now" or "today", which pandas reads as the clock's time (no result could
-    be repeated). Text of any dtype: Arrow dictionaries and string views lack some of pandas' text
-    methods, and are looked at as objects."""
-    for candidate in (values, values.astype(object)):
-        try:
-            lengths = candidate.str.len()  # (NaN for what is not text; ISO 8601 text has 10 characters or more)
-            short = candidate[(lengths >= 3) & (lengths < 10)]
-            return short[short.str.strip().str.lower().isin(["now", "today"])]
-        except (AttributeError, NotImplementedError, TypeError):  # (no text at all, or no .str here)
-            continue
-    return values.iloc[:0]
-
-
-def to_utc(values: pd.Series) -> pd.Series:
-    """Timestamps as UTC instants: aware ones converted, naive ones read as UTC."""
-    if isinstance(values.dtype, pd.ArrowDtype) and pa.types.is_string_view(values.dtype.pyarrow_dtype):
-        # (pandas' own type checks refuse string views, its astype included)
-        text = pa.array(values.array).cast(pa.large_string())
-        values = pd.Series(text, dtype=pd.ArrowDtype(pa.large_string()), index=values.index, name=values.name)
-    _refuse_dates(values)
-    if pd.api.types.is_datetime64_any_dtype(values):
-        return pd.to_datetime(values, utc=True)
-    if values.empty:  # no rows, whatever dtype an empty column was given
-        return pd.Series([], dtype="datetime64[us, UTC]", index=values.index, name=values.name)
-    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        raise ValueError(
-            f"timestamp column {values.name!r} holds {values.dtype} values, not timestamps "
-            "(datetimes or ISO 8601 strings)"
-        )
-    moving = _relative_to_clock(values)
-    if len(moving):
-        raise ValueError(f"timestamp column {values.name!r} row {moving.index[0]} ({moving.iloc[0]!r}): "
-                         "give an instant, not a time relative to the clock")
-    try:
-        parsed = pd.to_datetime(values, utc=True, format="ISO8601")
-    except (ValueError, TypeError, NotImplementedError) as exc:
-        failure = exc
-    else:
-        return _read_as_written(values, parsed)
-    if isinstance(failure, pd.errors.OutOfBoundsDatetime):
-        # Beyond 2262 (pandas parsed the text in nanoseconds): as Python's datetimes, to 9999, in
-        # microseconds (nanoseconds given with such a value are dropped).
-        try:
-            parsed = pd.to_datetime(values.map(_iso_datetime, na_action="ignore"), utc=True)
-        except (ValueError, TypeError):
-            # Name the first value that is no instant as Python reads them (pandas' coercion
-            # below would blame the first value beyond 2262 instead).
-            bad = values[values.map(_not_iso, na_action="ignore").fillna(False).astype(bool)]
-            if len(bad):
-                raise ValueError(f"timestamp column {values.name!r} row {bad.index[0]} ({bad.iloc[0]!r}): not an "
-                                 "instant (datetimes or ISO 8601 strings expected)") from failure
-        else:
-            return _read_as_written(values, parsed)
-    reason = str(failure).splitlines()[0].split(" You might want to try")[0]
-    try:  # name the first row that does not parse (None/NaN stay missing and are fine)
-        parsed = pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
-        bad = values[parsed.isna() & values.notna()]
-    except (ValueError, TypeError):
-        bad = values.iloc[:0]
-    where = f" row {bad.index[0]} ({bad.iloc[0]!r})" if len(bad) else ""
-    raise ValueError(f"timestamp column {values.name!r}{where}: {reason} (datetimes or ISO 8601 strings "
-                     "expected)") from failure
-
-
-def _refuse_dates(values: pd.Series) -> None:
-    """Values typed as dates (Python dates or periods, Arrow DATE columns, categories of them)
-    name no instant: which zone's midnight? Read as UTC's, as pandas would, a New York day would
-    start at 19:00 the day before. Refused, as a view's DATE event timestamp is. (Text is parsed
-    as ISO 8601 says: a date alone, '2013-06-01', is read as naive text is, midnight UTC.)"""
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        values = values.astype(object)
-    arrow = values.dtype.pyarrow_dtype if isinstance(values.dtype, pd.ArrowDtype) else None
-    if arrow is not None and pa.types.is_dictionary(arrow):
-        arrow = arrow.value_type
-    if isinstance(values.dtype, pd.PeriodDtype) or (arrow is not None and pa.types.is_date(arrow)):
-        dates = values.notna().to_numpy()
-    elif values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in ("date", "period", "mixed"):
-        # ("datetime": datetimes only, no date among them)
-        dates = np.fromiter((isinstance(v, date | pd.Period) and not isinstance(v, datetime) for v in values), bool,
-                            len(values))
-    else:
-        return
-    if dates.any():
-        first = int(dates.argmax())
-        raise ValueError(f"timestamp column {values.name!r} row {values.index[first]} ({values.iloc[first]!r}): "
-                         "a date, not an instant "
-                         "(which zone's midnight?); give datetimes, e.g. pd.to_datetime(column)"
-                         ".dt.tz_localize('America/New_York')")
-
-
-def _read_as_written(values: pd.Series, parsed: pd.Series) -> pd.Series:
-    """``parsed``, unless pandas read a text as something else than written, and the row would
-    then quietly match nothing: the texts "NaT", "nan", "NaN" and "" as no timestamp (only a
-    missing value, None, NaN or an empty CSV cell, is missing), or bare digits as a year."""
-    hidden = parsed.isna().to_numpy() & values.notna().to_numpy()
-    if hidden.any():
-        position = int(np.flatnonzero(hidden)[0])
-        raise ValueError(
-            f"timestamp column {values.name!r} row {values.index[position]} ({values.iloc[position]!r}): "
-            "not an instant (a row without a timestamp leaves it empty: None, or an empty CSV cell)")
-    # ISO 8601 reads up to four bare digits as a year: '1230' (a time as HHMM) or '-1' (a
-    # sentinel) would be 1 January of that year and quietly match nothing. Only a 1 January
-    # midnight can be one ('20240101', eight digits, is a date in ISO 8601's basic format).
-    new_year = (parsed.dt.month == 1) & (parsed.dt.day == 1) & (parsed.dt.hour == 0) & (parsed.dt.minute == 0)
-    if new_year.any():
-        texts = values[new_year.to_numpy()]
-        try:
-            arrow = pa.array(texts, from_pandas=True)
-        except (pa.ArrowException, TypeError, ValueError):
-            arrow = None  # (texts mixed with other objects, numpy datetimes of any unit...)
-        if arrow is not None and (pa.types.is_string(arrow.type) or pa.types.is_large_string(arrow.type)):
-            years = pc.fill_null(pc.match_substring_regex(arrow, _BARE_YEAR.pattern), False)  # (in C: fast)
-            bare = texts[years.to_numpy(zero_copy_only=False)]
-        else:
-            bare = texts[texts.map(lambda v: isinstance(v, str) and _BARE_YEAR.fullmatch(v) is not None).to_numpy(bool)]
-        if len(bare):
-            raise ValueError(f"timestamp column {values.name!r} row {bare.index[0]} ({bare.iloc[0]!r}): a number, "
-                             "not an instant (ISO 8601 would read it as a year; give a date and time)")
-    return parsed
-
-
-_BARE_YEAR = re.compile(r"^\s*[+-]?\d{1,4}\s*$")
-
-
-def _not_iso(value: object) -> bool:
-    """Whether ``value`` is text Python does not read as ISO 8601."""
-    try:
-        _iso_datetime(value)
-    except (ValueError, TypeError):
-        return True
-    return False
-
-
-def _iso_datetime(value: object) -> object:
-    """ISO 8601 text as a datetime (naive or aware); anything else as it is."""
-    return datetime.fromisoformat(value.strip()) if isinstance(value, str) else value
 
 
 def output_names(features: Iterable[tuple[str, str]], full_feature_names: bool) -> dict[tuple[str, str], str]:
@@ -338,8 +199,8 @@ def source_sql(view: FeatureView) -> str:
     return f"{view.source}\n"
 
 
-def feature_table_sql(view: FeatureView, names: Sequence[str], where: str = "",
-                      ns: NanosecondTimestamps = NanosecondTimestamps()) -> str:
+def feature_table_sql(view: FeatureView, names: Sequence[str], where: str,
+                      ns: NanosecondTimestamps) -> str:
     """The rows of ``view`` a point-in-time join can use: ``keys, __ts, [__created], features``.
 
     ``__ts`` is :func:`event_instant_sql`; ``__created`` a TIMESTAMPTZ in microseconds too,
@@ -426,7 +287,7 @@ def _fingerprints(connection: duckdb.DuckDBPyConnection, view: FeatureView, sinc
 
     bounds = [until] if since is None else [until, since]
     with _reading(view):
-        rows = feature_table_sql(view, view.feature_names, ns=ns)
+        rows = feature_table_sql(view, view.feature_names, "", ns)
         row = connection.sql(f"select {', '.join(upto(b) for b in bounds)} from ({rows})").fetchall()[0]
     return (None if since is None else f"{row[2]}:{row[3]}"), f"{row[0]}:{row[1]}"
 
@@ -695,7 +556,9 @@ def _check_against_source(connection: duckdb.DuckDBPyConnection, view: FeatureVi
     problems = view.schema_problems({name.lower(): str(type_) for name, type_ in columns})
     if problems:
         raise ValueError(f"feature view {view.name!r} over {view.source}: " + "; ".join(problems))
-    read_view_rows(connection, view, view.feature_names, where="false")  # (the join's own checks of types)
+    # The join's own checks of types, of every feature as served (a type pandas cannot hold, or
+    # one DuckDB hands over misread, would fail every use, and every materialization with it)
+    read_view_rows(connection, view, view.feature_names, where="false", served=view.feature_names)
 
 
 def _create_registry(connection: duckdb.DuckDBPyConnection) -> None:
@@ -825,7 +688,9 @@ class FeatureStore:
         if isinstance(view, str):
             return view
         if isinstance(view, FeatureView):
-            if self.views.get(view.name, view) != view:
+            registered = self.views.get(view.name, view)
+            # (versions, not ==: a view's SQL is left out of its equality, not of its version)
+            if registered.version != view.version or registered != view:
                 raise ValueError(f"feature view {view.name!r}: not the view registered under that name "
                                  "(register() it first, or give its name)")
             self.views.setdefault(view.name, view)

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -277,10 +278,10 @@ class FeatureView:
         """The TTL in whole microseconds (as it was declared: see ``_ttl_of_micros``), or None."""
         return self.ttl // timedelta(microseconds=1) if self.ttl else None
 
-    @property
+    @cached_property
     def version(self) -> str:
         """A hash of the declaration and its SQL (:meth:`to_json`): a new version whenever either
-        changes."""
+        changes. (Kept once computed: the view is frozen, and each online lookup asks for it.)"""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
     def to_json(self) -> str:

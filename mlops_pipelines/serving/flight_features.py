@@ -20,7 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlops_pipelines.features.online import read_rows, stored_version
+import pyarrow as pa
+
+from mlops_pipelines.features.online import OnlineStore
 from mlops_pipelines.features.views import FeatureView
 from mlops_pipelines.serving.schema import Flight
 
@@ -66,6 +68,7 @@ class OnlineFeatureReader:
     def __init__(self, path: str | Path, views: Sequence[FeatureView]) -> None:
         self.path = Path(path)
         self.views = {v.name: v for v in views}
+        self._store = OnlineStore(self.path)  # (its lookup only; the reader keeps its own read-only connections)
         self._local = threading.local()
 
     def _connection(self) -> sqlite3.Connection:
@@ -86,27 +89,18 @@ class OnlineFeatureReader:
         if not wanted:
             return out
         connection = self._connection()
-        connection.execute("begin")
+        connection.execute("begin")  # (every view as of one state of the store)
         try:
-            marks = {
-                name: (version, watermark)
-                for name, version, watermark in connection.execute(
-                    "select view, version, watermark_us from _materializations"
-                )
-            }
             for view_name, names in wanted.items():
                 view = self.views[view_name]
-                version, watermark = marks.get(view_name, (None, None))
-                if version != stored_version(view):
-                    raise LookupError(
-                        f"feature view {view_name!r} (version {view.version}) is not materialized online"
-                    )
-                keys = [tuple(getattr(f, ENTITY_FIELDS[k]) for k in view.entities) for f in flights]
-                found = read_rows(connection, view, names, keys, watermark)
-                for row, key in zip(out, keys, strict=True):
-                    values = found.get(key)
-                    for position, name in enumerate(names):
-                        row[name] = None if values is None else values[position]
+                # The library's own lookup (key casts, TTL, served types), as get_online_features reads.
+                # (the request's codes are text, which Arrow types alone: no pandas on this path)
+                keys = [pa.array([getattr(f, ENTITY_FIELDS[k]) for f in flights]) for k in view.entities]
+                for name, values in self._store.lookup(connection, view, names, keys).items():
+                    # (a list from a store written before types were recorded)
+                    for row, value in zip(out, values if isinstance(values, list) else values.to_pylist(),
+                                          strict=True):
+                        row[name] = value
         finally:
             connection.execute("commit")
         return out

@@ -102,8 +102,9 @@ def build_training_dataset(
 ) -> tuple[pa.Table, DatasetCounts]:
     """Labelled flights with their point-in-time features, ordered by scheduled departure.
 
-    The join runs inside DuckDB (entities never round-trip through pandas), so the full year
-    stays well within memory.
+    The labelled flights stay Arrow and DuckDB tables: only their timestamps go through pandas
+    (read as UTC instants), and the point-in-time join is the feature store's own
+    (:meth:`FeatureStore.join_features`, as ``get_historical_features`` runs it).
 
     ``months`` (``YYYY-MM`` ingestion partitions) limits the rows, e.g. to one month for monitoring.
 

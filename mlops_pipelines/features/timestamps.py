@@ -1,0 +1,159 @@
+"""Entity timestamps as UTC instants, and the rules that keep text from being misread.
+
+pandas reads more than ISO 8601 says: "now" as the clock's time, "NaT" as no time, bare digits as
+a year and a decimal number as a year and month. Each would make a row quietly match nothing (or
+the wrong row), so each is refused by column, row and value. The same rules apply to entity
+timestamps and to text given for a TIMESTAMP join key.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def _relative_to_clock(values: pd.Series) -> pd.Series:
+    """The rows holding "now" or "today", which pandas reads as the clock's time (no result could
+    be repeated). Text of any dtype: Arrow dictionaries and string views lack some of pandas' text
+    methods, and are looked at as objects."""
+    for candidate in (values, values.astype(object)):
+        try:
+            lengths = candidate.str.len()  # (NaN for what is not text; ISO 8601 text has 10 characters or more)
+            short = candidate[(lengths >= 3) & (lengths < 10)]
+            return short[short.str.strip().str.lower().isin(["now", "today"])]
+        except (AttributeError, NotImplementedError, TypeError):  # (no text at all, or no .str here)
+            continue
+    return values.iloc[:0]
+
+
+def to_utc(values: pd.Series, what: str = "timestamp column") -> pd.Series:
+    """Timestamps as UTC instants: aware ones converted, naive ones read as UTC. Errors name the
+    column (``what`` and the Series' name), the row (its index label), the value and the rule."""
+    if isinstance(values.dtype, pd.ArrowDtype) and pa.types.is_string_view(values.dtype.pyarrow_dtype):
+        # (pandas' own type checks refuse string views, its astype included)
+        text = pa.array(values.array).cast(pa.large_string())
+        values = pd.Series(text, dtype=pd.ArrowDtype(pa.large_string()), index=values.index, name=values.name)
+    _refuse_dates(values, what)
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return pd.to_datetime(values, utc=True)
+    if values.empty:  # no rows, whatever dtype an empty column was given
+        return pd.Series([], dtype="datetime64[us, UTC]", index=values.index, name=values.name)
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        raise ValueError(
+            f"{what} {values.name!r} holds {values.dtype} values, not timestamps "
+            "(datetimes or ISO 8601 strings)"
+        )
+    moving = _relative_to_clock(values)
+    if len(moving):
+        raise ValueError(f"{what} {values.name!r} row {moving.index[0]} ({moving.iloc[0]!r}): "
+                         "give an instant, not a time relative to the clock")
+    try:
+        parsed = pd.to_datetime(values, utc=True, format="ISO8601")
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        failure = exc
+    else:
+        return _read_as_written(values, parsed, what)
+    if isinstance(failure, pd.errors.OutOfBoundsDatetime):
+        # Beyond 2262 (pandas parsed the text in nanoseconds): as Python's datetimes, to 9999, in
+        # microseconds (nanoseconds given with such a value are dropped).
+        try:
+            parsed = pd.to_datetime(values.map(_iso_datetime, na_action="ignore"), utc=True)
+        except (ValueError, TypeError):
+            # Name the first value that is no instant as Python reads them (pandas' coercion
+            # below would blame the first value beyond 2262 instead).
+            bad = values[values.map(_not_iso, na_action="ignore").fillna(False).astype(bool)]
+            if len(bad):
+                raise ValueError(f"{what} {values.name!r} row {bad.index[0]} ({bad.iloc[0]!r}): not an "
+                                 "instant (datetimes or ISO 8601 strings expected)") from failure
+        else:
+            return _read_as_written(values, parsed, what)
+    reason = str(failure).splitlines()[0].split(" You might want to try")[0]
+    try:  # name the first row that does not parse (None/NaN stay missing and are fine)
+        parsed = pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
+        bad = values[parsed.isna() & values.notna()]
+    except (ValueError, TypeError):
+        bad = values.iloc[:0]
+    where = f" row {bad.index[0]} ({bad.iloc[0]!r})" if len(bad) else ""
+    raise ValueError(f"{what} {values.name!r}{where}: {reason} (datetimes or ISO 8601 strings "
+                     "expected)") from failure
+
+
+def _refuse_dates(values: pd.Series, what: str) -> None:
+    """Values typed as dates (Python dates or periods, Arrow DATE columns, categories of them)
+    name no instant: which zone's midnight? Read as UTC's, as pandas would, a New York day would
+    start at 19:00 the day before. Refused, as a view's DATE event timestamp is. (Text is parsed
+    as ISO 8601 says: a date alone, '2013-06-01', is read as naive text is, midnight UTC.)"""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+    arrow = values.dtype.pyarrow_dtype if isinstance(values.dtype, pd.ArrowDtype) else None
+    if arrow is not None and pa.types.is_dictionary(arrow):
+        arrow = arrow.value_type
+    if isinstance(values.dtype, pd.PeriodDtype) or (arrow is not None and pa.types.is_date(arrow)):
+        dates = values.notna().to_numpy()
+    elif values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in ("date", "period", "mixed"):
+        # ("datetime": datetimes only, no date among them)
+        dates = np.fromiter((isinstance(v, date | pd.Period) and not isinstance(v, datetime) for v in values), bool,
+                            len(values))
+    else:
+        return
+    if dates.any():
+        first = int(dates.argmax())
+        raise ValueError(f"{what} {values.name!r} row {values.index[first]} ({values.iloc[first]!r}): "
+                         "a date, not an instant "
+                         "(which zone's midnight?); give datetimes, e.g. pd.to_datetime(column)"
+                         ".dt.tz_localize('America/New_York')")
+
+
+def _read_as_written(values: pd.Series, parsed: pd.Series, what: str) -> pd.Series:
+    """``parsed``, unless pandas read a text as something else than written, and the row would
+    then quietly match nothing: the texts "NaT", "nan", "NaN" and "" as no timestamp (only a
+    missing value, None, NaN or an empty CSV cell, is missing), or a number as a year (and month)."""
+    hidden = parsed.isna().to_numpy() & values.notna().to_numpy()
+    if hidden.any():
+        position = int(np.flatnonzero(hidden)[0])
+        raise ValueError(
+            f"{what} {values.name!r} row {values.index[position]} ({values.iloc[position]!r}): "
+            "not an instant (a row without a timestamp leaves it empty: None, or an empty CSV cell)")
+    # pandas' ISO 8601 parser reads up to four bare digits as a year, and a decimal number as a
+    # year and month: '1230' (a time as HHMM), '-1' (a sentinel) or '1230.5' would be 1 January
+    # or 1 May 1230 and quietly match nothing. Only the first of a month at midnight can be one
+    # ('20240101', eight digits, is a date in ISO 8601's basic format).
+    month_start = (parsed.dt.day == 1) & (parsed.dt.hour == 0) & (parsed.dt.minute == 0)
+    if month_start.any():
+        texts = values[month_start.to_numpy()]
+        try:
+            arrow = pa.array(texts, from_pandas=True)
+        except (pa.ArrowException, TypeError, ValueError):
+            arrow = None  # (texts mixed with other objects, numpy datetimes of any unit...)
+        if arrow is not None and (pa.types.is_string(arrow.type) or pa.types.is_large_string(arrow.type)):
+            numbers = pc.fill_null(pc.match_substring_regex(arrow, _NUMBER.pattern), False)  # (in C: fast)
+            bare = texts[numbers.to_numpy(zero_copy_only=False)]
+        else:
+            bare = texts[texts.map(lambda v: isinstance(v, str) and _NUMBER.fullmatch(v) is not None).to_numpy(bool)]
+        if len(bare):
+            raise ValueError(f"{what} {values.name!r} row {bare.index[0]} ({bare.iloc[0]!r}): a number, not an "
+                             "instant (it would be read as a year, or a year and month; give a date and time)")
+    return parsed
+
+
+# Up to four bare digits, or digits with a decimal point ('20240101' is a date: not matched)
+_NUMBER = re.compile(r"^\s*[+-]?(\d{1,4}|\d+\.\d*|\.\d+)\s*$")
+
+
+def _not_iso(value: object) -> bool:
+    """Whether ``value`` is text Python does not read as ISO 8601."""
+    try:
+        _iso_datetime(value)
+    except (ValueError, TypeError):
+        return True
+    return False
+
+
+def _iso_datetime(value: object) -> object:
+    """ISO 8601 text as a datetime (naive or aware); anything else as it is."""
+    return datetime.fromisoformat(value.strip()) if isinstance(value, str) else value
