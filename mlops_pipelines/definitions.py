@@ -3,7 +3,7 @@
 from dagster import Definitions
 
 from mlops_pipelines.features.assets import build_sql_assets, online_features_asset
-from mlops_pipelines.features.jobs import build_features_job, features_schedule
+from mlops_pipelines.features.jobs import build_features_job, features_schedule, online_features_sensor
 from mlops_pipelines.ingest.assets import raw_assets
 from mlops_pipelines.ingest.jobs import (
     ingest_flights_job,
@@ -30,7 +30,7 @@ def build_definitions(paths: ProjectPaths | None = None) -> Definitions:
         jobs=[ingest_flights_job, ingest_reference_job, build_features_job, training_job, drift_report_job,
               progressive_delivery_job],
         schedules=[monthly_ingestion_schedule, features_schedule, training_schedule],
-        sensors=[drift_sensor, prediction_log_sensor],
+        sensors=[drift_sensor, prediction_log_sensor, online_features_sensor],
         resources=build_resources(paths),
     )
 

@@ -48,3 +48,44 @@ def test_sql_refs_resolve_to_schema_qualified_tables():
     assert set(project.feature_views()) == {
         "fv_origin_weather", "fv_plane", "fv_carrier_arrival_delays", "fv_route_arrival_delays",
         "fv_origin_departure_delays", "fv_tail_departures"}
+
+
+def test_the_online_store_is_refreshed_after_a_feature_view_built_on_its_own():
+    """online_features ran only inside build_features: a view materialized alone (a new version)
+    left serving without it. Its automation asks for it once every view has been built with its
+    blocking column tests passed and one is newer than the online store, and not again until a
+    view changes; a view whose tests failed asks for nothing."""
+    from dagster import AssetCheckEvaluation, AssetMaterialization, DagsterInstance, evaluate_automation_conditions
+
+    views = sorted(SqlProject().feature_views())
+    sensor = next(s for s in defs.sensors if s.name == "online_features_after_feature_views")
+    assert sensor.default_status.value == "RUNNING"
+    with DagsterInstance.ephemeral() as instance:
+        def requested(cursor=None):
+            result = evaluate_automation_conditions(defs, instance, cursor=cursor)
+            return result.get_num_requested(AssetKey("online_features")), result.cursor
+
+        def build(view: str, passed: bool = True) -> None:
+            instance.report_runless_asset_event(AssetMaterialization(view))
+            instance.report_runless_asset_event(
+                AssetCheckEvaluation(asset_key=AssetKey(view), check_name="column_tests", passed=passed))
+
+        count, cursor = requested()
+        assert count == 0  # (no view built yet)
+        for view in views[:-1]:
+            build(view)
+        count, cursor = requested(cursor)
+        assert count == 0  # (one view still missing)
+        build(views[-1])
+        count, cursor = requested(cursor)
+        assert count == 1
+        instance.report_runless_asset_event(AssetMaterialization("online_features"))
+        count, cursor = requested(cursor)
+        assert count == 0
+        build(views[0])  # (one view rebuilt alone)
+        count, cursor = requested(cursor)
+        assert count == 1
+        instance.report_runless_asset_event(AssetMaterialization("online_features"))
+        build(views[1], passed=False)
+        count, cursor = requested(cursor)
+        assert count == 0

@@ -1067,6 +1067,37 @@ def test_a_key_column_with_no_value_matches_nothing_whatever_the_key_type(tmp_pa
         assert fs.get_online_features({"k": list(keys)}, ["v:x"])["x"].isna().tolist() == [True, True]
 
 
+def test_a_category_of_uuid_objects_finds_its_rows_offline_and_online(tmp_path):
+    """A pandas category of uuid.UUID objects (or an Arrow table made from one) as a UUID key
+    crashed with Arrow's "no kernel matching ... extension<arrow.uuid>"; as objects it worked."""
+    one, two = uuid.UUID(int=1), uuid.UUID(int=2)
+    fs = _sql_store(tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),))],
+                    f"create table t as select '{one}'::uuid as k, timestamp '2013-01-01' as ts, 1.5 as x")
+    fs.materialize_online(end_ts="2013-01-02")
+    entities = pd.DataFrame({"k": pd.Series([one, two, one], dtype="category"), "event_timestamp": "2013-01-02"})
+    for given in (entities, pa.Table.from_pandas(entities)):
+        assert fs.get_historical_features(given, ["v:x"])["x"].fillna(-1).tolist() == [1.5, -1, 1.5]
+    assert fs.get_online_features(entities[["k"]], ["v:x"])["x"].fillna(-1).tolist() == [1.5, -1, 1.5]
+
+
+@pytest.mark.parametrize(("key_type", "beyond"), [
+    ("BIGINT", "170141183460469231731687303715884105727"),  # 2**127 - 1
+    ("UTINYINT", "300"), ("UTINYINT", "-1"),
+])
+def test_integer_text_beyond_the_key_type_matches_nothing_as_the_same_integer_does(tmp_path, key_type, beyond):
+    """Integer text the key type cannot hold was an error ('Failed to parse string'), so a CSV
+    holding it stopped the CLI, while the same number given as an integer matched nothing."""
+    fs = _sql_store(tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),))],
+                    f"create table t as select 1::{key_type} as k, timestamp '2013-01-01' as ts, 1.5 as x")
+    fs.materialize_online(end_ts="2013-01-02")
+    for keys in (["1", beyond], [1, int(beyond)]):
+        entities = pd.DataFrame({"k": pd.Series(keys, dtype=object), "event_timestamp": "2013-01-02"})
+        assert fs.get_historical_features(entities, ["v:x"])["x"].fillna(-1).tolist() == [1.5, -1]
+        assert fs.get_online_features({"k": keys}, ["v:x"])["x"].fillna(-1).tolist() == [1.5, -1]
+    with pytest.raises(ValueError, match=r"join key 'k': .* \(row 1: Failed to parse string: 'x1'"):
+        fs.get_historical_features(pd.DataFrame({"k": ["1", "x1"], "event_timestamp": "2013-01-02"}), ["v:x"])
+
+
 def _decimal_cases(precision: int, scale: int) -> list[str | None]:
     """The largest and smallest values of DECIMAL(precision, scale), values at 2**53 in its last
     place (where doubles stop holding every integer), a one-in-the-last-place value, 0 and NULL."""

@@ -9,6 +9,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetsDefinition,
+    AutomationCondition,
     Config,
     Failure,
     MaterializeResult,
@@ -149,6 +150,9 @@ def online_features_asset(project: SqlProject | None = None) -> AssetsDefinition
         kinds={"sqlite"},
         description="The latest row per entity of every feature view, in a SQLite file in WAL "
         "mode that the serving process reads.",
+        # Also after a feature view materialized on its own (the UI's "Materialize" on one
+        # view): a new version would leave serving without it until the next build_features run.
+        automation_condition=AutomationCondition.eager() & AutomationCondition.all_deps_blocking_checks_passed(),
     )
     def _online(
         context: AssetExecutionContext, config: OnlineMaterializationConfig, feature_store: FeatureStoreResource

@@ -1,6 +1,12 @@
 """Rebuild every SQL model (staging, intermediate, feature views) of dbt_like_sql/."""
 
-from dagster import AssetSelection, ScheduleDefinition, define_asset_job
+from dagster import (
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    ScheduleDefinition,
+    define_asset_job,
+)
 
 build_features_job = define_asset_job(
     "build_features",
@@ -14,4 +20,13 @@ features_schedule = ScheduleDefinition(
     cron_schedule="0 4 2 * *",
     execution_timezone="America/New_York",
     description="Two hours after the monthly ingestion.",
+)
+
+online_features_sensor = AutomationConditionSensorDefinition(
+    "online_features_after_feature_views",
+    target=AssetSelection.assets("online_features"),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Refreshes the online store when a feature view was materialized outside build_features "
+    "(whose runs refresh it themselves), once its blocking checks pass.",
 )

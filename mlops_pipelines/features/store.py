@@ -102,6 +102,9 @@ def _arrow_entities(table: pa.Table) -> pd.DataFrame:
     categories; a NaN key then matches nothing, as in a plain column)."""
     for index, (name, type_) in enumerate(zip(table.column_names, table.schema.types, strict=True)):
         column = table.column(index)
+        if pa.types.is_dictionary(type_) and isinstance(type_.value_type, pa.UuidType):
+            # (a pandas category of uuid.UUID objects: Arrow has no kernels for UUIDs inside it)
+            column, type_ = column.cast(type_.value_type), type_.value_type
         if isinstance(type_, pa.UuidType):
             text = pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
             table = table.set_column(index, name, text)
