@@ -1098,6 +1098,23 @@ def test_integer_text_beyond_the_key_type_matches_nothing_as_the_same_integer_do
         fs.get_historical_features(pd.DataFrame({"k": ["1", "x1"], "event_timestamp": "2013-01-02"}), ["v:x"])
 
 
+def test_numbers_or_bytes_for_a_uuid_key_are_refused_by_key_offline_and_online(tmp_path):
+    """Integers against a UUID key matched nothing without a word (their text is no UUID), and a
+    UUID's 16 bytes matched nothing offline but raised a bare UnicodeDecodeError online."""
+    one = uuid.UUID(int=1)
+    fs = _sql_store(tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),))],
+                    f"create table t as select '{one}'::uuid as k, timestamp '2013-01-01' as ts, 1.5 as x")
+    fs.materialize_online(end_ts="2013-01-02")
+    for keys in ([1, 2], [one.bytes, one.bytes]):
+        entities = pd.DataFrame({"k": keys, "event_timestamp": "2013-01-02"})
+        message = r"join key 'k': entity values of type (int64|binary) cannot be compared with the view's UUIDs"
+        with pytest.raises(ValueError, match=message):
+            fs.get_historical_features(entities, ["v:x"])
+        with pytest.raises(ValueError, match=message):
+            fs.get_online_features({"k": keys}, ["v:x"])
+    assert fs.get_online_features({"k": [one, str(one).upper()]}, ["v:x"])["x"].tolist() == [1.5, 1.5]
+
+
 def _decimal_cases(precision: int, scale: int) -> list[str | None]:
     """The largest and smallest values of DECIMAL(precision, scale), values at 2**53 in its last
     place (where doubles stop holding every integer), a one-in-the-last-place value, 0 and NULL."""

@@ -359,6 +359,9 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
     if pa.types.is_null(values.type) or values.null_count == len(values):
         # No value at all (every key missing: NaN in a float column too): whatever the type, it matches nothing.
         return pa.nulls(len(values), wanted)
+    if uuids:  # (numbers or bytes: their text is no UUID, and would quietly match nothing)
+        raise ValueError(f"join key {column!r}: entity values of type {values.type} cannot be compared with the "
+                         "view's UUIDs (give uuid.UUID objects or their text)")
     if text and (pa.types.is_timestamp(wanted) or pa.types.is_time(wanted)):
         return entity_keys_as(_parsed_times(values, wanted, column, labels), wanted, column)
     if pa.types.is_temporal(values.type) != pa.types.is_temporal(wanted) and not (text or pa.types.is_string(wanted)):
