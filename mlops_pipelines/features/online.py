@@ -213,6 +213,11 @@ def stored_version(view: FeatureView) -> str:
     return f"{view.version}.{SERVING_RULES}"
 
 
+def _declared_version(stored: str) -> str:
+    """The declaration's version within a :func:`stored_version`."""
+    return stored.partition(".")[0]
+
+
 def table_name(view: FeatureView) -> str:
     """The name of the view's table. SQLite's names ignore case: a name with capitals gets a hash
     of itself too, so that views whose names differ only in case keep their own tables."""
@@ -276,7 +281,7 @@ class OnlineStore:
         wrote them under the same declaration (other :data:`SERVING_RULES`), else None."""
         found = connection.execute("select version, watermark_us from _materializations where view = ?",
                                    [view.name]).fetchall()
-        if found and found[0][0] != stored_version(view) and found[0][0].partition(".")[0] == view.version:
+        if found and found[0][0] != stored_version(view) and _declared_version(found[0][0]) == view.version:
             return found[0][1]
         return None
 
@@ -389,7 +394,7 @@ class OnlineStore:
         watermark = self.watermark(connection, view)
         if watermark is None:
             found = connection.execute("select version from _materializations where view = ?", [view.name]).fetchall()
-            since, held = "", found[0][0].partition(".")[0] if found else None
+            since, held = "", _declared_version(found[0][0]) if found else None
             if held == view.version:
                 since = ": its rows were written by an earlier version of the store (materialize_online() rebuilds " \
                         "them)"

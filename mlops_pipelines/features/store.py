@@ -691,9 +691,9 @@ class FeatureStore:
         if isinstance(view, str):
             return view
         if isinstance(view, FeatureView):
-            registered = self.views.get(view.name, view)
-            # (versions, not ==: a view's SQL is left out of its equality, not of its version)
-            if registered.version != view.version or registered != view:
+            # (versions, not ==: a view's SQL is left out of its equality, not of its version,
+            # which hashes every field)
+            if self.views.get(view.name, view).version != view.version:
                 raise ValueError(f"feature view {view.name!r}: not the view registered under that name "
                                  "(register() it first, or give its name)")
             self.views.setdefault(view.name, view)
