@@ -117,6 +117,18 @@ def test_bad_feature_references_are_named(store, reference, error):
         store.get_historical_features(entities, [reference])
 
 
+def test_a_feature_asked_for_twice_is_refused_offline_and_online(store):
+    """Feast refuses it too; one column for two asked would mislead a caller counting columns."""
+    entities = pd.DataFrame({"carrier": ["AA"], "origin": ["JFK"], "event_timestamp": [T("2013-01-02", tz="UTC")]})
+    refs = ["carrier_stats:delay", "weather:delay", "carrier_stats:delay"]
+    with pytest.raises(ValueError, match=r"feature 'carrier_stats:delay' is asked for twice"):
+        store.get_historical_features(entities, refs, full_feature_names=True)
+    with pytest.raises(ValueError, match=r"feature 'weather:delay' is asked for twice"):
+        store.get_online_features([{"origin": "JFK"}], ["weather:delay", "weather:delay"])
+    out = store.get_historical_features(entities, refs[:2], full_feature_names=True)
+    assert out.columns.tolist()[-2:] == ["carrier_stats__delay", "weather__delay"]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("3 hours", timedelta(hours=3)), ("2 days", timedelta(days=2)), ("1 day", timedelta(days=1)),

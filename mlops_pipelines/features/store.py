@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import queue
+import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -342,12 +343,15 @@ def _misread(type_, inside: bool = False) -> str | None:
 
 
 def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, names: Sequence[str],
-                   where: str = "", served: Collection[str] = (), asked: Collection[str] = ()) -> pa.Table:
+                   where: str = "", served: Collection[str] = (), asked: Collection[str] = (),
+                   entities: point_in_time.EntityRows | None = None) -> pa.Table:
     """The rows of ``view`` for a point-in-time join (see :func:`feature_table_sql`), as Arrow.
 
     ``served``: the features that will go to pandas (or the online store), refused if pandas
     cannot hold their type; ``asked``: the features that will go out by any path, refused if
     DuckDB hands them over as other values (:func:`_misread`). The others only break ties.
+    ``entities``: the entity rows the join is for; rows none of them can match are left in
+    DuckDB (see :func:`_reachable_rows`).
 
     DuckDB reads them, whatever the source (a table, ``read_parquet(...)``): tried against
     reading a parquet file with Arrow directly, DuckDB was faster end to end (0.89 s against
@@ -357,34 +361,96 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
     created = [point_in_time.CREATED] if view.created_timestamp else []
     with _reading(view):
         relation = connection.sql(feature_table_sql(view, names, where, ns))
-        for key, type_ in zip(view.entities, relation.types, strict=False):
+        types = relation.types
+        for key, type_ in zip(view.entities, types, strict=False):
             if type_.id in _UNJOINABLE_TYPES:
                 raise ValueError(f"feature view {view.name!r}: join key {key!r} is {type_}, which cannot be a key "
                                  "in a join (cast it in the view: a number, text, boolean, date, TIME, timestamp, "
                                  "UUID or blob can be one)")
-        for name, type_ in zip(names, relation.types[-len(names):] if names else [], strict=True):
+        for name, type_ in zip(names, types[-len(names):] if names else [], strict=True):
             problem = (_unserved(type_) if name in served else None) or \
                 (_misread(type_) if name in served or name in asked else None)
             if problem:
                 raise ValueError(f"feature view {view.name!r}: feature {name!r} is {problem}")
-        # One record batch per DuckDB thread: fewer chunks for the join to walk (reading took as
-        # long with batches of 1 Mi or 2 Mi rows).
-        table = relation.to_arrow_table(batch_size=1 << 40)
+        with _reachable_rows(connection, view, types, entities, ns) as reachable:
+            if reachable:
+                relation = connection.sql(feature_table_sql(view, names, " and ".join(filter(None, (where, reachable))),
+                                                            ns))
+            # One record batch per DuckDB thread: fewer chunks for the join to walk (reading took
+            # as long with batches of 1 Mi or 2 Mi rows).
+            table = relation.to_arrow_table(batch_size=1 << 40)
     # Named as declared: DuckDB finds a column whatever the case of its name, and names it as the source does.
     table = table.rename_columns([*view.entities, point_in_time.TS, *created, *names])
-    for i, type_ in enumerate(relation.types):
+    for i, type_ in enumerate(types):
         if type_.id in ("hugeint", "uhugeint"):
             # (a UHUGEINT key marked, so that entity keys DuckDB hands over as it did are mended too)
             metadata = point_in_time.UHUGEINT_FIELD if type_.id == "uhugeint" else None
             field = pa.field(table.field(i).name, point_in_time.WIDE_INTEGER, metadata=metadata)
             table = table.set_column(i, field, point_in_time.wide_integers(table.column(i), type_.id == "uhugeint"))
-    uuids = [i for i, type_ in enumerate(relation.types) if str(type_) == "UUID"]
+    uuids = [i for i, type_ in enumerate(types) if str(type_) == "UUID"]
     if not uuids:
         return table
     schema = table.schema
     for i in uuids:  # (text in Arrow: marked, so that entity keys are read as UUIDs, any case)
         schema = schema.set(i, schema.field(i).with_metadata(point_in_time.UUID_FIELD))
     return pa.Table.from_arrays(table.columns, schema=schema)
+
+
+# Entity frames of up to this many rows have the view's rows narrowed to their keys in DuckDB
+# before the join reads them (see _reachable_rows).
+FEW_ENTITY_ROWS = 100_000
+# Key types whose equality in DuckDB is the join's: a value of another type is only narrowed by time.
+_NARROWED_KEY_TYPES = {
+    "tinyint": pa.int8(), "smallint": pa.int16(), "integer": pa.int32(), "bigint": pa.int64(),
+    "utinyint": pa.uint8(), "usmallint": pa.uint16(), "uinteger": pa.uint32(), "ubigint": pa.uint64(),
+    "varchar": pa.string(),
+}
+
+
+@contextmanager
+def _reachable_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, types: Sequence,
+                    entities: point_in_time.EntityRows | None, ns: NanosecondTimestamps) -> Iterator[str]:
+    """A condition on the view's rows that keeps every row the join of ``entities`` can use
+    (empty: keep them all), so that a small entity frame does not read, sort and search a whole
+    view (10 entity rows against 3 views of 2,000,000 rows took ~0.6 s).
+
+    Time, always: no event after the latest entity timestamp, and with a TTL none older than the
+    earliest one minus the TTL (true instants, so a row beyond DuckDB's range widens it). Keys,
+    for frames of up to :data:`FEW_ENTITY_ROWS` rows and integer or text key columns: the
+    distinct entity keys, converted to the key's type as the join converts them, registered on
+    ``connection`` while the view is read. Leaving out rows of other keys or times cannot change
+    a tie-break: rows that tie share a key and an event time."""
+    if entities is None:
+        yield ""
+        return
+    if not entities.valid.any():
+        yield "false"
+        return
+    event = event_instant_sql(view, ns)
+    given = entities.micros[entities.valid]
+    conditions = [f"{event} <= make_timestamp({int(given.max())}::bigint)::timestamptz"]
+    if view.ttl_micros is not None:
+        earliest = min([int(given.min()), *(entities.beyond or {}).values()]) - view.ttl_micros
+        if earliest > -FINITE:  # (else no finite event is too old for every entity row)
+            conditions.append(f"{event} >= make_timestamp({earliest}::bigint)::timestamptz")
+    registered = []
+    try:
+        if len(entities) <= FEW_ENTITY_ROWS:
+            for key, type_ in zip(view.entities, types, strict=False):
+                wanted = _NARROWED_KEY_TYPES.get(type_.id)
+                if wanted is None:
+                    continue
+                values = point_in_time.entity_keys_as(entities.keys[key], wanted, key, labels=entities.labels)
+                name = f"__entity_keys_{uuid.uuid4().hex}"
+                connection.register(name, pa.table({"key": pc.unique(values.drop_null())}))
+                registered.append(name)
+                conditions.append(f"{quoted(key)} in (select key from {name})")
+        yield " and ".join(conditions)
+    finally:
+        for name in registered:
+            # (in a transaction the read aborted this fails; the caller's ROLLBACK drops the name)
+            with suppress(duckdb.Error):
+                connection.unregister(name)
 
 
 def _rows_to_serve(connection: duckdb.DuckDBPyConnection, view: FeatureView, since: int | None, until: int,
@@ -810,7 +876,8 @@ class FeatureStore:
 
     def resolve_features(self, features: Sequence[str] | str,
                          connection: duckdb.DuckDBPyConnection | None = None) -> dict[str, list[str]]:
-        """``["view:feature", ...]`` (or one reference) grouped by view, in the order asked, validated.
+        """``["view:feature", ...]`` (or one reference) grouped by view, in the order asked, validated
+        (an unknown view or feature, or one asked for twice, is an error).
         A view this store lacks is looked for among those applied to its warehouse (through
         ``connection``, if given)."""
         features = references(features)
@@ -827,9 +894,11 @@ class FeatureStore:
                 raise KeyError(f"feature view {view_name!r} is not registered (known: {sorted(self.views)})")
             if feature not in view.feature_names:
                 raise KeyError(f"feature view {view_name!r} has no feature {feature!r} (has: {view.feature_names})")
-            wanted.setdefault(view_name, [])
-            if feature not in wanted[view_name]:
-                wanted[view_name].append(feature)
+            asked = wanted.setdefault(view_name, [])
+            if feature in asked:
+                # (one column would come back for two asked: a caller counting columns is misled)
+                raise ValueError(f"feature {reference!r} is asked for twice: ask for each feature once")
+            asked.append(feature)
         return wanted
 
     def entity_keys(self, wanted: dict[str, list[str]]) -> list[str]:
@@ -872,7 +941,7 @@ class FeatureStore:
                 view = self.views[view_name]
                 # Every declared feature is read, asked for or not: ties are decided on all of them.
                 table = read_view_rows(connection, view, view.feature_names, served=names if as_pandas else (),
-                                       asked=names)
+                                       asked=names, entities=entities)
                 pending.append(pool.submit(join, view_name, table, entities, view.entities, view.feature_names, names,
                                            view.ttl_micros, view.created_timestamp is not None, as_pandas,
                                            # No view after it can take this workspace (usually):
