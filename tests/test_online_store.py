@@ -699,6 +699,40 @@ def test_changes_duckdbs_value_hash_cannot_see_are_picked_up_too(tmp_path):
     assert list(online["l"].iloc[0]) == [] and online["s"].iloc[0] == {"a": None}
 
 
+def test_changes_hidden_from_a_hash_of_values_are_picked_up(tmp_path):
+    """The fingerprint hashes values where DuckDB's hash tells them apart, text elsewhere: an
+    ENUM relabelled (same index, another label) and an interval rewritten (1 day as 24 hours,
+    which DuckDB hashes alike) are changes the next incremental run must see."""
+    database = tmp_path / "hidden.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("create type mood as enum ('calm', 'busy')")
+        con.execute("create table t as select 1 as k, '2024-01-01'::timestamp as ts, 'calm'::mood as m, "
+                    "interval 1 day as i, 2.5 as x")
+    fs = FeatureStore(database, [FeatureView("v", "t", "k", "ts", (Feature("m"), Feature("i"), Feature("x")))],
+                      online_path=tmp_path / "online.sqlite")
+    assert fs.materialize_online() == {"v": 1}
+    assert fs.materialize_online() == {"v": 0}  # nothing changed: nothing read again
+    with duckdb.connect(str(database)) as con:
+        # (an UPDATE keeps the stored 1 day, which DuckDB finds equal)
+        con.execute("create or replace table t as select k, ts, m, interval 24 hours as i, x from t")
+    assert fs.materialize_online() == {"v": 1}
+    served = fs.get_online_features({"k": [1]}, ["v:i"])["i"].iloc[0]  # (a DateOffset: months, days, µs)
+    assert (served.months, served.days, served.microseconds) == (0, 0, 86_400_000_000)
+    with duckdb.connect(str(database)) as con:
+        con.execute("alter table t alter m type varchar")
+        con.execute("drop type mood")
+        con.execute("create type mood as enum ('busy', 'calm')")  # 'busy' now has 'calm''s index
+        con.execute("alter table t alter m type mood")
+        con.execute("update t set m = 'busy'")
+    assert fs.materialize_online() == {"v": 1}
+    assert fs.get_online_features({"k": [1]}, ["v:m"])["m"].iloc[0] == "busy"
+    with duckdb.connect(str(database)) as con:
+        con.execute("update t set x = 3.5")
+    assert fs.materialize_online() == {"v": 1}
+    assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].iloc[0] == 3.5
+    assert fs.materialize_online() == {"v": 0}
+
+
 def test_integers_and_booleans_keep_their_values_and_dtype_whatever_matched(tmp_path):
     """An int64 feature came back as int64 when every entity row matched and as float64 (2**53 + 1
     read as 2**53) when one did not; a boolean as bool or object; an integer in a struct as a

@@ -275,23 +275,40 @@ def _reading(view: FeatureView) -> Iterator[None]:
         raise ViewReadError(f"feature view {view.name!r}: reading {view.source}: {str(exc).splitlines()[0]}") from exc
 
 
+# Types whose values DuckDB's hash tells apart exactly. The others are hashed as their text:
+# DuckDB hashes an empty list like NULL, an all-NULL struct like a NULL struct, an ENUM by its
+# index (a relabelled ENUM keeps its indexes) and 1 day like 24 hours. Hashing every row's text
+# took 1.5 s on 2,000,000 rows of 8 columns; their values, 0.06 s.
+_HASHED_BY_VALUE = {"boolean", "tinyint", "smallint", "integer", "bigint", "hugeint", "utinyint", "usmallint",
+                    "uinteger", "ubigint", "uhugeint", "decimal", "varchar", "blob", "uuid", "date", "time",
+                    "timestamp", "timestamp_s", "timestamp_ms", "timestamp_ns", "timestamp with time zone"}
+
+
+def _hashable(column: str, type_id: str) -> str:
+    """What the fingerprint hashes of a column: its values, with a float's sign (DuckDB hashes
+    -0.0 like 0.0), or its text."""
+    if type_id in ("float", "double"):
+        return f"{column}, signbit({column})"
+    return column if type_id in _HASHED_BY_VALUE else f"{column}::varchar"
+
+
 def _fingerprints(connection: duckdb.DuckDBPyConnection, view: FeatureView, since: int | None,
                   until: int, ns: NanosecondTimestamps) -> tuple[str | None, str]:
     """Fingerprints (row count and sum of row hashes, whatever the order) of the view's rows with
     an event time at or before ``since`` (None without one) and at or before ``until`` (µs), in one
     scan: a run records the second; the next compares the first with it."""
-    columns = ", ".join(quoted(c) for c in (*view.entities, point_in_time.TS,
-                                             *([point_in_time.CREATED] if view.created_timestamp else []),
-                                             *view.feature_names))
-    def upto(micros: int) -> str:
-        within = f"filter (where {point_in_time.TS} <= make_timestamp({micros}::bigint)::timestamptz)"
-        # Each row hashed as its text: DuckDB's hash of the values takes [] for NULL, an all-NULL
-        # struct for NULL and an ENUM for its index.
-        return f"count(*) {within}, sum(hash(row({columns})::varchar)::hugeint) {within}"
-
+    names = (*view.entities, point_in_time.TS, *([point_in_time.CREATED] if view.created_timestamp else []),
+             *view.feature_names)
     bounds = [until] if since is None else [until, since]
     with _reading(view):
         rows = feature_table_sql(view, view.feature_names, "", ns)
+        types = connection.sql(rows).types
+        columns = ", ".join(_hashable(quoted(name), type_.id) for name, type_ in zip(names, types, strict=True))
+
+        def upto(micros: int) -> str:
+            within = f"filter (where {point_in_time.TS} <= make_timestamp({micros}::bigint)::timestamptz)"
+            return f"count(*) {within}, sum(hash({columns})::hugeint) {within}"
+
         row = connection.sql(f"select {', '.join(upto(b) for b in bounds)} from ({rows})").fetchall()[0]
     return (None if since is None else f"{row[2]}:{row[3]}"), f"{row[0]}:{row[1]}"
 
