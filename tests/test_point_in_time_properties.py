@@ -14,6 +14,7 @@ from decimal import Decimal
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -242,6 +243,36 @@ def test_key_and_time_encodings_match_brute_force(data, tmp_path_factory):
 
     ttl_micros = ttl_minutes * 60 * MICROS if ttl_minutes else None
     _assert_reference_answers(out["x"], rows, asked, ttl_micros, (key_kind, time_kind))
+
+
+@pytest.mark.parametrize("span", [2**10, 2**20, 2**31, 2**32 - 2])
+def test_two_integer_keys_whose_ranges_multiply_past_2_to_the_32_match_brute_force(span):
+    """Pairs of two integer key columns are numbered three ways: their product when it fits in 32
+    bits, one int64 a pair hashed when it fits in 63, pairs of a MultiIndex beyond. Every key
+    pair of the corners of a square ``span`` wide, asked with keys unknown in one part or both
+    and a NULL part."""
+    corners = [0, span // 2, span]
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    con.execute("create table f (k1 bigint, k2 bigint, ts timestamptz, x double)")
+    rows = []
+    for i, (a, b) in enumerate((a, b) for a in corners for b in corners):
+        for hours, value in ((0, 10.0 * i), (2, 10.0 * i + 1)):
+            ts = BASE_MICROS + hours * 3600 * MICROS
+            con.execute(f"insert into f values ({a}, {-b}, {_micros_sql(ts)}, {value})")
+            rows.append(((a, -b), ts, None, value))
+    store = FeatureStore(":memory:")
+    store.register(FeatureView("f", "f", ("k1", "k2"), "ts", (Feature("x"),)))
+    asked = [((a, None if b is None else -b), BASE_MICROS + hours * 3600 * MICROS)
+             for a in [*corners, 1, None] for b in [*corners, 1, None] for hours in (-1, 1, 3)]
+    frame = pd.DataFrame({"k1": pd.array([k[0] for k, _ in asked], dtype="Int64"),
+                          "k2": pd.array([k[1] for k, _ in asked], dtype="Int64")})
+    frame["event_timestamp"] = pd.to_datetime([at for _, at in asked], unit="us", utc=True)
+    out = store.get_historical_features(frame, ["f:x"], connection=con)
+    # (a NULL part is asked as a key no row has)
+    expected = [((None if None in key else key), at) for key, at in asked]
+    _assert_reference_answers(out["x"], rows, expected, None, span)
+    assert out["x"].notna().sum() == 9 * 2  # 9 pairs known, each asked 1 h and 3 h after its first row
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
