@@ -1114,6 +1114,29 @@ def test_a_category_of_uuid_objects_finds_its_rows_offline_and_online(tmp_path):
     assert fs.get_online_features(entities[["k"]], ["v:x"])["x"].fillna(-1).tolist() == [1.5, -1, 1.5]
 
 
+def test_uuid_objects_and_arrow_uuids_read_as_duckdbs_text_in_slices_chunks_and_beside_nulls(tmp_path):
+    """Arrow UUIDs (what uuid.UUID objects become) are turned into DuckDB's text in numpy, not
+    one str() a value: every byte's two digits in order, hyphens in place, nulls kept, for arrays
+    that are slices of others or in several chunks."""
+    keys = [uuid.UUID(int=0), uuid.UUID(int=2**128 - 1), uuid.UUID("01234567-89ab-cdef-0123-456789abcdef"),
+            *(uuid.UUID(int=(2**61 - 1) * i + 1) for i in range(1, 40))]
+    arrow = pa.array([*keys, None, keys[2]])
+    for given in (arrow, arrow.slice(2), arrow.slice(5, 3), pa.chunked_array([arrow.slice(0, 4), arrow.slice(4)])):
+        expected = [None if value is None else str(value) for value in given.to_pylist()]
+        assert point_in_time.uuid_texts_of(given).to_pylist() == expected
+    assert point_in_time.uuid_texts_of(arrow).to_pylist()[2] == "01234567-89ab-cdef-0123-456789abcdef"
+    values = ", ".join(f"('{key}'::uuid, timestamp '2013-01-01', {i}.5)" for i, key in enumerate(keys))
+    fs = _sql_store(tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),))],
+                    f"create table t as select * from (values {values}) as r(k, ts, x)")
+    fs.materialize_online(end_ts="2013-01-02")
+    asked = pd.Series([*keys[::-1], None, uuid.UUID(int=5)], dtype=object)
+    expected = [*(i + 0.5 for i in range(len(keys)))][::-1] + [-1, -1]
+    entities = pd.DataFrame({"k": asked, "event_timestamp": "2013-01-02"})
+    for given in (entities, pa.Table.from_pandas(pd.concat([entities.iloc[:3], entities])).slice(3)):  # (an offset)
+        assert fs.get_historical_features(given, ["v:x"])["x"].fillna(-1).tolist() == expected
+    assert fs.get_online_features(entities[["k"]], ["v:x"])["x"].fillna(-1).tolist() == expected
+
+
 @pytest.mark.parametrize(("key_type", "beyond"), [
     ("BIGINT", "170141183460469231731687303715884105727"),  # 2**127 - 1
     ("UTINYINT", "300"), ("UTINYINT", "-1"),

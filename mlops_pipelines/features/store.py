@@ -107,8 +107,7 @@ def _arrow_entities(table: pa.Table) -> pd.DataFrame:
             # (a pandas category of uuid.UUID objects: Arrow has no kernels for UUIDs inside it)
             column, type_ = column.cast(type_.value_type), type_.value_type
         if isinstance(type_, pa.UuidType):
-            text = pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
-            table = table.set_column(index, name, text)
+            table = table.set_column(index, name, point_in_time.uuid_texts_of(column))
         elif pa.types.is_dictionary(type_) and not all(_categories(chunk.dictionary) for chunk in column.chunks):
             table = table.set_column(index, name, column.cast(type_.value_type))
     return point_in_time.entity_pandas(table)
