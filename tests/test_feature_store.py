@@ -832,6 +832,31 @@ def test_timestamp_text_of_any_dtype_is_read_and_now_refused(tmp_path, dtype):
         store.get_historical_features(bad, "f:x")
 
 
+@pytest.mark.parametrize("dtype", [object, "str", "string[pyarrow]", pd.ArrowDtype(pa.large_string()),
+                                   pd.ArrowDtype(pa.string_view())])
+def test_rfc_3339_lower_case_t_and_z_are_read_and_other_faults_still_named_by_row(tmp_path, dtype):
+    """RFC 3339 allows "t" and "z" in lower case ('2024-01-01t12:00:00z'); pandas' ISO 8601 parser
+    refused them, so such a column was an error. They are read as upper case, also past 2262;
+    a row wrong for another reason is still the one named."""
+    store = key_store(tmp_path, "(1, '2024-01-01 11:00+00', 1.0)")
+    texts = ["2024-01-01t12:00:00z", "2024-01-01t10:00:00z", "2024-01-01t12:00:00+00:00",
+             "2024-01-01T11:00:00.000001z", "2024-01-01 12:00:00Z", None]
+    entities = pd.DataFrame({"k": [1] * len(texts), "event_timestamp": pd.Series(texts, dtype=dtype)})
+    out = store.get_historical_features(entities, "f:x")
+    assert out["x"].fillna(-1).tolist() == [1.0, -1, 1.0, 1.0, 1.0, -1]
+    later = pd.DataFrame({"k": [1, 1], "event_timestamp": pd.Series(["3000-01-01t00:00:00z", texts[0]], dtype=dtype)})
+    assert store.get_historical_features(later, "f:x")["x"].tolist() == [1.0, 1.0]
+    for bad, reason in (("2024-13-01t12:00:00z", "is not ISO8601 format"), ("nan", "not an instant")):
+        wrong = pd.DataFrame({"k": [1, 1], "event_timestamp": pd.Series([texts[0], bad], dtype=dtype, index=[3, 4])})
+        with pytest.raises(ValueError, match=rf"timestamp column 'event_timestamp' row 4 \('{bad}'\): .*{reason}"):
+            store.get_historical_features(wrong, "f:x")
+    # Not a separator: a "t" or "z" elsewhere is still refused.
+    for odd in ("2024-01-01 12:00:00zz", "2024-01-01tt12:00:00"):
+        wrong = pd.DataFrame({"k": [1], "event_timestamp": pd.Series([odd], dtype=dtype)})
+        with pytest.raises(ValueError, match=rf"row 0 \('{odd}'\)"):
+            store.get_historical_features(wrong, "f:x")
+
+
 def test_the_registry_retires_views_no_longer_declared_and_the_cli_lists_them(tmp_path, monkeypatch, capsys):
     """A view whose declaration is gone is not listed as current: its entry is kept, marked
     retired with when (its table stays, and models may have used it), and comes back when

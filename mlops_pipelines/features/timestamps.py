@@ -52,10 +52,19 @@ def to_utc(values: pd.Series, what: str = "timestamp column") -> pd.Series:
     if len(moving):
         raise ValueError(f"{what} {values.name!r} row {moving.index[0]} ({moving.iloc[0]!r}): "
                          "give an instant, not a time relative to the clock")
+    written = None
     try:
         parsed = pd.to_datetime(values, utc=True, format="ISO8601")
     except (ValueError, TypeError, NotImplementedError) as exc:
         failure = exc
+        written = _upper_case_separators(values)
+        if written is not None:
+            try:
+                parsed = pd.to_datetime(written, utc=True, format="ISO8601")
+            except (ValueError, TypeError, NotImplementedError) as again:
+                failure = again  # (what is wrong besides a lower-case "t" or "z")
+            else:
+                return _read_as_written(values, parsed, what)
     else:
         return _read_as_written(values, parsed, what)
     if isinstance(failure, pd.errors.OutOfBoundsDatetime):
@@ -74,13 +83,41 @@ def to_utc(values: pd.Series, what: str = "timestamp column") -> pd.Series:
             return _read_as_written(values, parsed, what)
     reason = str(failure).splitlines()[0].split(" You might want to try")[0]
     try:  # name the first row that does not parse (None/NaN stay missing and are fine)
-        parsed = pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
-        bad = values[parsed.isna() & values.notna()]
+        # (text as it was retried: a lower-case "t" is not what is wrong)
+        parsed = pd.to_datetime(values if written is None else written, utc=True, format="ISO8601", errors="coerce")
+        bad = values[parsed.isna().to_numpy() & values.notna().to_numpy()]
     except (ValueError, TypeError):
         bad = values.iloc[:0]
     where = f" row {bad.index[0]} ({bad.iloc[0]!r})" if len(bad) else ""
     raise ValueError(f"{what} {values.name!r}{where}: {reason} (datetimes or ISO 8601 strings "
                      "expected)") from failure
+
+
+# RFC 3339 (ISO 8601's profile for the internet) allows "t" and "z" in lower case; pandas' and
+# Python's ISO 8601 parsers do not. Only a "t" between digits and a "z" ending the text after one.
+_LOWER_SEPARATORS = re.compile(r"(?<=\d)t(?=\d)|(?<=\d)z(?=\s*$)")
+
+
+def _upper_cased_separator(match: re.Match) -> str:
+    return match.group(0).upper()
+
+
+def _rfc3339_text(text: str) -> str:
+    """``text`` with RFC 3339's lower-case "t" and "z" in upper case."""
+    return _LOWER_SEPARATORS.sub(_upper_cased_separator, text)
+
+
+def _upper_case_separators(values: pd.Series) -> pd.Series | None:
+    """``values`` with RFC 3339's lower-case "t" and "z" in upper case, or None when no text has
+    one (only after a first parse failed: no cost to columns written in upper case)."""
+    if values.dtype == object:
+        written = values.map(lambda v: _rfc3339_text(v) if isinstance(v, str) else v)
+    elif pd.api.types.is_string_dtype(values.dtype) and not isinstance(values.dtype, pd.CategoricalDtype):
+        written = values.str.replace(_LOWER_SEPARATORS, _upper_cased_separator, regex=True)
+    else:
+        return None
+    changed = (written != values).fillna(False).to_numpy(dtype=bool)
+    return written if changed.any() else None
 
 
 def _refuse_dates(values: pd.Series, what: str) -> None:
@@ -156,4 +193,4 @@ def _not_iso(value: object) -> bool:
 
 def _iso_datetime(value: object) -> object:
     """ISO 8601 text as a datetime (naive or aware); anything else as it is."""
-    return datetime.fromisoformat(value.strip()) if isinstance(value, str) else value
+    return datetime.fromisoformat(_rfc3339_text(value.strip())) if isinstance(value, str) else value
