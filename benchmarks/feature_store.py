@@ -27,7 +27,11 @@ row by row, joined on ``row_id`` (a column of the entity frame), against merge_a
 engine is checked against a brute-force oracle on a sample of entity rows.
 
     .venv/bin/python benchmarks/feature_store.py [--scale 0.1] [--repeat 5] [--seed 7]
-        [--skip-feast] [--explain] [--floor] [--keep]
+        [--skip-feast] [--explain] [--floor] [--keep] [--numpy-avx512]
+
+Every engine gets the same numpy settings: on an AMD Zen 4, ``NPY_DISABLE_CPU_FEATURES`` as
+importing ``mlops_pipelines`` sets it (numpy's AVX-512 sort is ~5x slower there than its AVX2 one;
+see ``mlops_pipelines/numpy_sort.py``); ``--numpy-avx512`` keeps numpy's defaults.
 
 ``--floor`` also times ours with the join taken out (the same reads and output frame): what no
 join algorithm can make cheaper on the machine at hand.
@@ -525,6 +529,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (data, results, logs)")
     parser.add_argument("--floor", action="store_true",
                         help="also time ours without the join (reads and output only), in the same rounds")
+    parser.add_argument("--numpy-avx512", action="store_true",
+                        help="keep numpy's AVX-512 kernels in every engine, also on an AMD Zen 4 (see below)")
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--compare", help=argparse.SUPPRESS)
@@ -543,11 +549,25 @@ def main() -> None:
         print("RESULT " + json.dumps(compare(meta, args.dir, args.compare.split(","), args.seed)), flush=True)
         return
 
+    # Every engine runs with the same numpy settings: on an AMD Zen 4, importing mlops_pipelines
+    # turns numpy's AVX-512 kernels off (its AVX-512 sort is ~5x slower there, see
+    # mlops_pipelines/numpy_sort.py). The engines import numpy before mlops_pipelines, so the
+    # driver sets it in their environment, for Feast's and merge_asof's processes too.
+    sys.path.insert(0, str(HERE.parent))
+    from mlops_pipelines import numpy_sort  # (no numpy here: the package sets the variable as for a user)
+
+    if args.numpy_avx512:
+        os.environ[numpy_sort.VARIABLE] = ""  # (numpy's defaults)
+    numpy_setting = os.environ.get(numpy_sort.VARIABLE)
+
     engines = ["ours", "merge_asof"] + ([] if args.skip_feast else ["feast"])
     feast_python = None if args.skip_feast else str(ensure_feast_venv())
     folder = Path(tempfile.mkdtemp(prefix="fs_bench_"))
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start "
           "(timings are only comparable on an otherwise idle machine)", flush=True)
+    print(f"numpy in every engine: {numpy_sort.VARIABLE}={numpy_setting!r} "
+          + ("(AVX-512 kernels off: mlops_pipelines sets this on an AMD Zen 4, where numpy's AVX-512 sort is ~5x "
+             "slower; --numpy-avx512 keeps them)" if numpy_setting else "(numpy's defaults)"), flush=True)
     try:
         meta, _, _ = child(sys.executable, ["--generate", "--scale", str(args.scale), "--seed", str(args.seed)],
                            folder, "generate")

@@ -1,0 +1,77 @@
+"""numpy's AVX-512 sort, turned off on AMD Zen 4 processors before numpy is loaded.
+
+numpy sorts 32- and 64-bit values with x86-simd-sort. Its AVX-512 kernels store each partition
+with ``vpcompress`` to memory, which Zen 4 runs in microcode (AMD's optimization guide for Zen 4
+says to avoid it). There they are ~5x slower than numpy's AVX2 kernels: 2,000,000 uint64 sorted
+in 0.11-0.14 s against 0.023-0.029 s on this project's 2-core AMD EPYC machine (numpy 2.4.6),
+and argsort likewise. See numpy/x86-simd-sort#6; OpenJDK turns its AVX-512 sort off on Zen 4.
+The point-in-time join sorts every view's rows and the entity rows, so this is most of its time
+there (benchmarks/RESULTS.md).
+
+numpy reads ``NPY_DISABLE_CPU_FEATURES`` once, when it is first imported. Importing
+``mlops_pipelines`` sets it only when all of these hold: numpy is not imported yet, the variable
+is not set (set it yourself, even to "", to decide), and the processor is a Zen 4 (AMD family 19h
+with AVX-512; Zen 5, family 1Ah, has a fast ``vpcompress``). It then also holds for the processes
+started from this one (Dagster's run workers). The ``mlops`` CLI and the Dagster code location
+import this package before numpy; a notebook that imports pandas first keeps numpy as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import MutableMapping
+from pathlib import Path
+
+VARIABLE = "NPY_DISABLE_CPU_FEATURES"
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def is_zen4(cpuinfo: str) -> bool:
+    """Whether ``cpuinfo`` (the text of ``/proc/cpuinfo``) describes an AMD Zen 4 processor:
+    vendor AuthenticAMD, family 25 (19h, Zen 3 and Zen 4), AVX-512 (Zen 4 only)."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # (the first processor is enough: all are alike)
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip(), value.strip())
+    return (fields.get("vendor_id") == "AuthenticAMD" and fields.get("cpu family") == "25"
+            and "avx512f" in fields.get("flags", "").split())
+
+
+def features_to_disable(numpy_version: str) -> str:
+    """numpy's names of its AVX-512 targets: since 2.4 grouped by x86-64 level (X86_V4)."""
+    try:
+        major, minor = (int(part) for part in numpy_version.split(".")[:2])
+    except ValueError:
+        major, minor = 2, 4
+    if (major, minor) >= (2, 4):
+        return "X86_V4 AVX512_ICL AVX512_SPR"
+    return "AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX512_SPR"
+
+
+def avoid_slow_avx512_sort(environ: MutableMapping[str, str] | None = None,
+                           loaded: object = None, cpuinfo: str | None = None) -> bool:
+    """Set ``NPY_DISABLE_CPU_FEATURES`` for a Zen 4 processor when numpy is not loaded yet and
+    the variable is not set. Returns whether it was set. (``environ``, ``loaded``, the modules
+    loaded, and ``cpuinfo`` default to this process's.)"""
+    environ = os.environ if environ is None else environ
+    loaded = sys.modules if loaded is None else loaded
+    if VARIABLE in environ or "numpy" in loaded:
+        return False
+    if cpuinfo is None:
+        try:
+            cpuinfo = CPUINFO.read_text(errors="replace")
+        except OSError:  # (not Linux)
+            return False
+    if not is_zen4(cpuinfo):
+        return False
+    from importlib import metadata  # (here: it loads the email package, ~40 ms)
+
+    try:
+        version = metadata.version("numpy")
+    except metadata.PackageNotFoundError:
+        return False
+    environ[VARIABLE] = features_to_disable(version)
+    return True
