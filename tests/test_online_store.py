@@ -733,6 +733,48 @@ def test_changes_hidden_from_a_hash_of_values_are_picked_up(tmp_path):
     assert fs.materialize_online() == {"v": 0}
 
 
+def test_a_source_type_changed_under_the_same_declaration_starts_the_view_over(tmp_path):
+    """INTEGER -> BIGINT keeps every value and its hash (the fingerprint cannot see it), but rows
+    kept from earlier runs would be of the old type beside new ones: the next incremental run
+    compares the recorded schema and starts over; the one after it reads nothing again."""
+    view = FeatureView("v", "t", "k", "ts", (Feature("x", "int"),))
+    fs = _sql_store(tmp_path, [view], "create table t as select * from (values (1, timestamp '2013-01-01', "
+                    "7::integer), (2, timestamp '2013-01-01', 8::integer)) r(k, ts, x)")
+    assert fs.materialize_online(end_ts="2013-01-02") == {"v": 2}
+    assert fs.materialize_online(end_ts="2013-01-02") == {"v": 0}
+    with duckdb.connect(str(fs.database_path)) as con:
+        con.execute("alter table t alter x type bigint")
+        con.execute("insert into t values (3, timestamp '2013-01-01 12:00', 2::bigint ** 40)")
+    assert fs.materialize_online(end_ts="2013-01-02") == {"v": 3}  # all of them, not only the new row
+    online = fs.get_online_features({"k": [1, 3]}, ["v:x"])
+    assert online["x"].tolist() == [7, 2**40] and str(online["x"].dtype) == "Int64"
+    assert fs.materialize_online(end_ts="2013-01-02") == {"v": 0}
+
+
+def test_misused_arguments_are_named(tmp_path):
+    """Entity rows, views and stores given the wrong way get errors that say what was expected."""
+    view = FeatureView("v", "t", "k", "ts", (Feature("x"),))
+    fs = _sql_store(tmp_path, [view], "create table t as select 1 as k, timestamp '2013-01-01' as ts, 1.5 as x")
+    fs.materialize_online(end_ts="2013-01-02")
+    with pytest.raises(ValueError, match=r"entity rows: the key lists differ in length \{'k': 2, 'j': 1\}"):
+        fs.get_online_features({"k": [1, 2], "j": [1]}, ["v:x"])
+    with pytest.raises(TypeError, match="entity row 1 is a int, not a dict of join keys"):
+        fs.get_online_features([{"k": 1}, 5], ["v:x"])
+    with pytest.raises(KeyError, match=r"entity rows lack join keys \['k'\] of view 'v'"):
+        fs.get_online_features({"j": [1]}, ["v:x"])
+    with pytest.raises(TypeError, match="entity_df must be a pandas DataFrame or an Arrow table, not dict"):
+        fs.get_historical_features({"k": [1], "event_timestamp": ["2013-01-02"]}, ["v:x"])
+    with pytest.raises(KeyError, match=r"feature views \['w'\] are not registered \(known: \['v'\]\)"):
+        fs.materialize_online(["w"], end_ts="2013-01-02")
+    with pytest.raises(TypeError, match=r"views: names of feature views \(text\), not int 3"):
+        fs.materialize_online([3], end_ts="2013-01-02")
+    with pytest.raises(TypeError, match=r"views: FeatureView objects, not str 'v'"):
+        FeatureStore(fs.database_path, ["v"])
+    offline_only = FeatureStore(fs.database_path, [view])
+    with pytest.raises(ValueError, match=r"this FeatureStore has no online store: pass online_path=\.\.\."):
+        offline_only.get_online_features({"k": [1]}, ["v:x"])
+
+
 def test_integers_and_booleans_keep_their_values_and_dtype_whatever_matched(tmp_path):
     """An int64 feature came back as int64 when every entity row matched and as float64 (2**53 + 1
     read as 2**53) when one did not; a boolean as bool or object; an integer in a struct as a
