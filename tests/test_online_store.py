@@ -744,11 +744,11 @@ def test_a_source_type_changed_under_the_same_declaration_starts_the_view_over(t
     assert fs.materialize_online(end_ts="2013-01-02") == {"v": 0}
     with duckdb.connect(str(fs.database_path)) as con:
         con.execute("alter table t alter x type bigint")
-        con.execute("insert into t values (3, timestamp '2013-01-01 12:00', 2::bigint ** 40)")
-    assert fs.materialize_online(end_ts="2013-01-02") == {"v": 3}  # all of them, not only the new row
+        con.execute("insert into t values (3, timestamp '2013-01-03', (2::bigint) ** 40)")  # (a newer row)
+    assert fs.materialize_online(end_ts="2013-01-04") == {"v": 3}  # all of them, not only the new row
     online = fs.get_online_features({"k": [1, 3]}, ["v:x"])
     assert online["x"].tolist() == [7, 2**40] and str(online["x"].dtype) == "Int64"
-    assert fs.materialize_online(end_ts="2013-01-02") == {"v": 0}
+    assert fs.materialize_online(end_ts="2013-01-04") == {"v": 0}
 
 
 def test_misused_arguments_are_named(tmp_path):
