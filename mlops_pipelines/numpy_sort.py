@@ -13,14 +13,15 @@ numpy reads ``NPY_DISABLE_CPU_FEATURES`` once, when it is first imported. Import
 is not set (set it yourself, even to "", to decide), and the processor is a Zen 4 (AMD family 19h
 with AVX-512; Zen 5, family 1Ah, has a fast ``vpcompress``). It then also holds for the processes
 started from this one (Dagster's run workers). The ``mlops`` CLI and the Dagster code location
-import this package before numpy; a notebook that imports pandas first keeps numpy as it is.
+import this package before numpy; a notebook that imports pandas first keeps numpy as it is, and
+is told once, by a :class:`SlowSortWarning`, when a large join runs.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
 VARIABLE = "NPY_DISABLE_CPU_FEATURES"
@@ -75,3 +76,59 @@ def avoid_slow_avx512_sort(environ: MutableMapping[str, str] | None = None,
         return False
     environ[VARIABLE] = features_to_disable(version)
     return True
+
+
+class SlowSortWarning(UserWarning):
+    """numpy, loaded before this package, sorts with its AVX-512 kernels on an AMD Zen 4."""
+
+
+LARGE_JOIN_ROWS = 1_000_000  # feature and entity rows of one view: below this, sorting costs a few ms
+_warned = False
+
+
+def numpy_features() -> Mapping[str, bool]:
+    """numpy's view of the CPU features it dispatches to (empty if numpy does not say)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__  # (numpy 1.x)
+        except ImportError:
+            return {}
+    return __cpu_features__
+
+
+def warn_if_sorting_slowly(rows: int, environ: Mapping[str, str] | None = None,
+                           features: Mapping[str, bool] | None = None, cpuinfo: str | None = None) -> bool:
+    """Warn once per process (a :class:`SlowSortWarning`) when a join of ``rows`` rows is about to
+    sort them with numpy's AVX-512 kernels on a Zen 4, numpy having been imported before this
+    package could turn them off, and the user has not chosen (``NPY_DISABLE_CPU_FEATURES`` unset).
+    Returns whether it warned."""
+    global _warned
+    environ = os.environ if environ is None else environ
+    if _warned or rows < LARGE_JOIN_ROWS or VARIABLE in environ:
+        return False
+    features = numpy_features() if features is None else features
+    if not (features.get("X86_V4") or features.get("AVX512_SKX")):
+        return False
+    if cpuinfo is None:
+        try:
+            cpuinfo = CPUINFO.read_text(errors="replace")
+        except OSError:
+            return False
+    if not is_zen4(cpuinfo):
+        return False
+    _warned = True
+    import warnings
+
+    warnings.warn(SlowSortWarning(
+        "numpy sorts with its AVX-512 kernels on this AMD Zen 4 processor, ~5x slower than with its AVX2 ones, "
+        "and the point-in-time join sorts every view's rows: import mlops_pipelines before numpy or pandas, or "
+        f"start Python with {VARIABLE}='{features_to_disable(_numpy_version())}' (set it to '' to keep numpy's "
+        "kernels and this warning away)"), stacklevel=4)
+    return True
+
+
+def _numpy_version() -> str:
+    numpy = sys.modules.get("numpy")
+    return getattr(numpy, "__version__", "2.4")

@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlops_pipelines import numpy_sort
 from mlops_pipelines.features import point_in_time
 from mlops_pipelines.features.online import OnlineStore, from_micros, key_values, stored_values, to_micros
 from mlops_pipelines.features.sql_project import default_project_dir
@@ -958,6 +959,7 @@ class FeatureStore:
                 # Every declared feature is read, asked for or not: ties are decided on all of them.
                 table = read_view_rows(connection, view, view.feature_names, served=names if as_pandas else (),
                                        asked=names, entities=entities)
+                numpy_sort.warn_if_sorting_slowly(table.num_rows + len(entities))
                 pending.append(pool.submit(join, view_name, table, entities, view.entities, view.feature_names, names,
                                            view.ttl_micros, view.created_timestamp is not None, as_pandas,
                                            # No view after it can take this workspace (usually):
