@@ -19,6 +19,7 @@ is told once, by a :class:`SlowSortWarning`, when a large join runs.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Mapping, MutableMapping
@@ -52,6 +53,15 @@ def features_to_disable(numpy_version: str) -> str:
     return "AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX512_SPR"
 
 
+@functools.cache
+def this_cpu_is_zen4() -> bool:
+    """Whether this machine's processor is a Zen 4 (False where ``/proc/cpuinfo`` cannot be read)."""
+    try:
+        return is_zen4(CPUINFO.read_text(errors="replace"))
+    except OSError:  # (not Linux)
+        return False
+
+
 def avoid_slow_avx512_sort(environ: MutableMapping[str, str] | None = None,
                            loaded: object = None, cpuinfo: str | None = None) -> bool:
     """Set ``NPY_DISABLE_CPU_FEATURES`` for a Zen 4 processor when numpy is not loaded yet and
@@ -61,12 +71,7 @@ def avoid_slow_avx512_sort(environ: MutableMapping[str, str] | None = None,
     loaded = sys.modules if loaded is None else loaded
     if VARIABLE in environ or "numpy" in loaded:
         return False
-    if cpuinfo is None:
-        try:
-            cpuinfo = CPUINFO.read_text(errors="replace")
-        except OSError:  # (not Linux)
-            return False
-    if not is_zen4(cpuinfo):
+    if not (this_cpu_is_zen4() if cpuinfo is None else is_zen4(cpuinfo)):
         return False
     from importlib import metadata  # (here: it loads the email package, ~40 ms)
 
@@ -111,12 +116,7 @@ def warn_if_sorting_slowly(rows: int, environ: Mapping[str, str] | None = None,
     features = numpy_features() if features is None else features
     if not (features.get("X86_V4") or features.get("AVX512_SKX")):
         return False
-    if cpuinfo is None:
-        try:
-            cpuinfo = CPUINFO.read_text(errors="replace")
-        except OSError:
-            return False
-    if not is_zen4(cpuinfo):
+    if not (this_cpu_is_zen4() if cpuinfo is None else is_zen4(cpuinfo)):
         return False
     _warned = True
     import warnings

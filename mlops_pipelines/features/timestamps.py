@@ -116,7 +116,7 @@ def _upper_case_separators(values: pd.Series) -> pd.Series | None:
         written = values.str.replace(_LOWER_SEPARATORS, _upper_cased_separator, regex=True)
     else:
         return None
-    changed = (written != values).fillna(False).to_numpy(dtype=bool)
+    changed = ((written != values) & values.notna()).fillna(False).to_numpy(dtype=bool)  # (None != None)
     return written if changed.any() else None
 
 
