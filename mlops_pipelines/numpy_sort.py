@@ -42,13 +42,18 @@ def is_zen4(cpuinfo: str) -> bool:
             and "avx512f" in fields.get("flags", "").split())
 
 
-def features_to_disable(numpy_version: str) -> str:
-    """numpy's names of its AVX-512 targets: since 2.4 grouped by x86-64 level (X86_V4)."""
+def _grouped_by_level(numpy_version: str) -> bool:
+    """Whether this numpy names its x86 targets by x86-64 level (X86_V4), as since 2.4."""
     try:
         major, minor = (int(part) for part in numpy_version.split(".")[:2])
     except ValueError:
-        major, minor = 2, 4
-    if (major, minor) >= (2, 4):
+        return True
+    return (major, minor) >= (2, 4)
+
+
+def features_to_disable(numpy_version: str) -> str:
+    """numpy's names of its AVX-512 targets: since 2.4 grouped by x86-64 level (X86_V4)."""
+    if _grouped_by_level(numpy_version):
         return "X86_V4 AVX512_ICL AVX512_SPR"
     return "AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX512_SPR"
 
@@ -78,6 +83,10 @@ def avoid_slow_avx512_sort(environ: MutableMapping[str, str] | None = None,
     try:
         version = metadata.version("numpy")
     except metadata.PackageNotFoundError:
+        return False
+    if not _grouped_by_level(version):
+        # (set only for the numpy whose names and behaviour were checked here, 2.4; an older
+        # one is told by the warning)
         return False
     environ[VARIABLE] = features_to_disable(version)
     return True

@@ -53,6 +53,16 @@ def test_the_variable_is_set_on_zen_4_only_before_numpy_and_never_over_the_users
     assert environ == {"NPY_DISABLE_CPU_FEATURES": ""}
 
 
+def test_the_variable_is_left_to_the_user_with_a_numpy_older_than_2_4(monkeypatch):
+    """Older numpys name their targets otherwise (AVX512_SKX); only 2.4's were checked here."""
+    from importlib import metadata
+
+    monkeypatch.setattr(metadata, "version", lambda name: "2.3.5")
+    environ: dict[str, str] = {}
+    assert not numpy_sort.avoid_slow_avx512_sort(environ, loaded={}, cpuinfo=ZEN4)
+    assert environ == {}
+
+
 def test_numpy_names_its_avx512_targets_by_version():
     assert numpy_sort.features_to_disable("2.4.6") == "X86_V4 AVX512_ICL AVX512_SPR"
     assert numpy_sort.features_to_disable("3.0.0rc1") == "X86_V4 AVX512_ICL AVX512_SPR"
