@@ -254,6 +254,9 @@ def test_online_store_and_cli_agree_with_the_offline_store(lifecycle, tmp_path):
     metadata = event.asset_materialization.metadata
     newest = lifecycle.query("select max(available_at) t from features.fv_origin_weather")["t"].iloc[0]
     assert pd.Timestamp(metadata["watermark/fv_origin_weather"].value) == pd.Timestamp(newest).tz_convert("UTC")
+    # ... and how each view got there (the lifecycle's single build: every view from scratch).
+    assert {metadata[f"refresh/{name}"].value for name in SqlProject().feature_views()} == {
+        "rebuilt: this version of the view was not materialized before"}
     entities = tmp_path / "entities.csv"
     pd.DataFrame({"origin": ["JFK", "JFK"], "event_timestamp": [str(latest["available_at"]), "2013-01-01T00:00:00Z"]}
                  ).to_csv(entities, index=False)

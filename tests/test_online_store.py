@@ -85,6 +85,7 @@ def test_late_corrected_and_deleted_rows_are_picked_up_and_a_full_refresh_may_go
     event time, a deleted row) used to be missed by incremental runs: only newer rows were read.
     A fingerprint of the rows up to the last end_ts now finds them, and the view is rebuilt."""
     store.materialize_online(["stats"], end_ts="2013-03-20")
+    assert _last_refresh(store, "stats") == "rebuilt: this version of the view was not materialized before"
     entities = pd.DataFrame({"carrier": ["UA", "AA"], "origin": ["JFK", "EWR"]})
     at = pd.Timestamp("2013-03-20", tz="UTC")
     changes = [
@@ -96,16 +97,26 @@ def test_late_corrected_and_deleted_rows_are_picked_up_and_a_full_refresh_may_go
         with duckdb.connect(store.database_path) as con:
             con.execute(change)
         assert store.materialize_online(["stats"], end_ts="2013-03-20")["stats"] > 0, change
+        assert _last_refresh(store, "stats") == ("rebuilt: rows at or before 2013-03-20 00:00:00+00:00 changed "
+                                                 "(late, corrected or deleted rows)"), change
         online = store.get_online_features(entities, ["stats:delay", "stats:share"])
         pd.testing.assert_frame_equal(online[["delay", "share"]], _offline_at(store, entities, at)[["delay", "share"]])
         assert (online["delay"].iloc[0] == expected) if expected else online["delay"].iloc[0] not in (999.0, 555.0)
     # Nothing changed: nothing read again.
     assert store.materialize_online(["stats"], end_ts="2013-03-20") == {"stats": 0}
+    assert _last_refresh(store, "stats") == "incremental: rows after 2013-03-20 00:00:00+00:00"
     # And back to an earlier instant, which an incremental run refuses.
     store.materialize_online(["stats"], end_ts="2013-03-10", full_refresh=True)
+    assert _last_refresh(store, "stats") == "rebuilt: full refresh asked"
     earlier = pd.Timestamp("2013-03-10", tz="UTC")
     online = store.get_online_features(entities, ["stats:delay", "stats:share"])
     pd.testing.assert_frame_equal(online[["delay", "share"]], _offline_at(store, entities, earlier)[["delay", "share"]])
+
+
+def _last_refresh(store: FeatureStore, view: str) -> str | None:
+    """How the last materialization refreshed ``view`` (as the online_features asset shows it)."""
+    with store.online.connect() as lite:
+        return store.online.last_refresh(lite, store.views[view])
 
 
 def test_online_file_is_wal_and_readable_while_written(store, tmp_path):
@@ -746,6 +757,7 @@ def test_a_source_type_changed_under_the_same_declaration_starts_the_view_over(t
         con.execute("alter table t alter x type bigint")
         con.execute("insert into t values (3, timestamp '2013-01-03', (2::bigint) ** 40)")  # (a newer row)
     assert fs.materialize_online(end_ts="2013-01-04") == {"v": 3}  # all of them, not only the new row
+    assert _last_refresh(fs, "v") == "rebuilt: the source's column types changed"
     online = fs.get_online_features({"k": [1, 3]}, ["v:x"])
     assert online["x"].tolist() == [7, 2**40] and str(online["x"].dtype) == "Int64"
     assert fs.materialize_online(end_ts="2013-01-04") == {"v": 0}

@@ -20,10 +20,9 @@ from dagster import (
 )
 from pydantic import Field
 
-from mlops_pipelines.features.online import from_micros
 from mlops_pipelines.features.resource import FeatureStoreResource
 from mlops_pipelines.features.sql_project import SqlModel, SqlProject
-from mlops_pipelines.features.store import EMPTY_WATERMARK, FeatureStore
+from mlops_pipelines.features.store import FeatureStore, watermark_text
 from mlops_pipelines.features.views import ttl_text
 from mlops_pipelines.validation.store import SCHEMA as VALIDATED_SCHEMA
 from mlops_pipelines.validation.store import refuse_failed_validations
@@ -161,17 +160,18 @@ def online_features_asset(project: SqlProject | None = None) -> AssetsDefinition
         processed = store.materialize_online(views, end_ts=config.end_ts, full_refresh=config.full_refresh)
         context.log.info(f"online store {feature_store.online_path}: entities written per view {processed}")
         online = store.online
-        with online.connect() as lite:  # (the instant each view is now current as of)
+        with online.connect() as lite:  # (the instant each view is now current as of, and how it got there)
             marks = {name: online.watermark(lite, store.views[name]) for name in views}
+            refreshes = {name: online.last_refresh(lite, store.views[name]) for name in views}
         return MaterializeResult(
             metadata={
                 "path": MetadataValue.path(feature_store.online_path),
                 "rows_processed": MetadataValue.int(sum(processed.values())),
                 "full_refresh": MetadataValue.bool(config.full_refresh),
                 **{f"rows_processed/{name}": MetadataValue.int(n) for name, n in processed.items()},
-                **{f"watermark/{name}": MetadataValue.text(
-                    "no rows yet" if mark == EMPTY_WATERMARK else str(from_micros(mark)))
+                **{f"watermark/{name}": MetadataValue.text(watermark_text(mark))
                    for name, mark in marks.items() if mark is not None},
+                **{f"refresh/{name}": MetadataValue.text(how) for name, how in refreshes.items() if how},
             }
         )
 

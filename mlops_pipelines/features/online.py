@@ -265,6 +265,9 @@ class OnlineStore:
             # incremental run finds rows at or before the watermark that changed since.
             connection.execute("create table if not exists _fingerprints (view text primary key, version text, "
                                "fingerprint text)")
+            # How the last run refreshed each view (incrementally, or rebuilt and why): the asset's metadata.
+            connection.execute("create table if not exists _refreshes (view text primary key, version text, "
+                               "refresh text)")
             yield connection
         finally:
             connection.close()
@@ -365,6 +368,14 @@ class OnlineStore:
     def recorded_fingerprint(self, connection: sqlite3.Connection, view: FeatureView) -> str | None:
         """The fingerprint of the view's rows as of its watermark at the last run (this version), or None."""
         return self._of_version(connection, "_fingerprints", "fingerprint", view)
+
+    def record_refresh(self, connection: sqlite3.Connection, view: FeatureView, refresh: str) -> None:
+        connection.execute("insert or replace into _refreshes values (?, ?, ?)",
+                           [view.name, stored_version(view), refresh])
+
+    def last_refresh(self, connection: sqlite3.Connection, view: FeatureView) -> str | None:
+        """How the last run refreshed the view (this version): incrementally, or rebuilt and why; or None."""
+        return self._of_version(connection, "_refreshes", "refresh", view)
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:

@@ -49,6 +49,11 @@ EMPTY_WATERMARK = -(2**62)
 FINITE = 2**63 - 2  # DuckDB's largest finite timestamp (µs); +/-infinity are the next integers out
 
 
+def watermark_text(micros: int) -> str:
+    """A watermark as text: its instant, or that the view had no rows yet."""
+    return "no rows yet" if micros == EMPTY_WATERMARK else str(from_micros(micros))
+
+
 def output_names(features: Iterable[tuple[str, str]], full_feature_names: bool) -> dict[tuple[str, str], str]:
     """``(view, feature) -> output column`` for each feature (each once, in the order given); two
     features that would make one column are an error."""
@@ -1149,12 +1154,22 @@ class FeatureStore:
                             f"end_ts {from_micros(until)} would go back in time (full_refresh=True rebuilds "
                             "it as of an earlier instant)"
                         )
-                    plans.append((view, since, until, ns))
-                for view, since, until, ns in plans:
+                    if full_refresh:
+                        refresh = "rebuilt: full refresh asked"
+                    elif since is not None:
+                        refresh = f"incremental: rows after {watermark_text(since)}"
+                    elif held is not None:
+                        refresh = "rebuilt: its rows were written by an earlier version of the store"
+                    else:
+                        refresh = "rebuilt: this version of the view was not materialized before"
+                    plans.append((view, since, until, ns, refresh))
+                for view, since, until, ns, refresh in plans:
                     past, fingerprint = _fingerprints(con, view, since, until, ns)
                     if since is not None and past != online.recorded_fingerprint(lite, view):
                         # Rows at or before the last end_ts changed since (late rows, corrected or
                         # deleted ones): reading only newer rows would miss them. Start over.
+                        refresh = f"rebuilt: rows at or before {watermark_text(since)} changed (late, corrected or " \
+                                  "deleted rows)"
                         since = None
                     table = _rows_to_serve(con, view, since, until, ns)
                     schema = online.lookup_schema(view, table.schema)
@@ -1163,12 +1178,14 @@ class FeatureStore:
                         # The source's types changed under the same declaration: the rows kept
                         # from earlier runs hold values of the old types. Start over.
                         since = None
+                        refresh = "rebuilt: the source's column types changed"
                         table = _rows_to_serve(con, view, since, until, ns)
                     if since is None:
                         online.reset(lite, view)
                     rows = self._latest_rows(table, view, until)
                     online.record_schema(lite, view, schema)
                     online.record_fingerprint(lite, view, fingerprint)
+                    online.record_refresh(lite, view, refresh)
                     online.upsert(lite, view, rows)
                     online.record(lite, view, until, len(rows))
                     processed[view.name] = len(rows)
