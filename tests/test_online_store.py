@@ -1104,6 +1104,7 @@ def test_rows_written_by_earlier_serving_rules_are_rebuilt_not_served(tmp_path):
                                           r"\(materialize_online\(\) rebuilds them\)"):
         fs.get_online_features({"k": [1]}, ["v:x"])
     assert fs.materialize_online(end_ts="2024-01-02") == {"v": 1}
+    assert _last_refresh(fs, "v") == "rebuilt: its rows were written by an earlier version of the store"
     assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [0.942]
 
 
