@@ -10,9 +10,9 @@ there (benchmarks/RESULTS.md).
 
 numpy reads ``NPY_DISABLE_CPU_FEATURES`` once, when it is first imported. Importing
 ``mlops_pipelines`` sets it only when all of these hold: numpy (2.4 or later, whose names for its
-targets were checked here) is not imported yet, the variable
-is not set (set it yourself, even to "", to decide), and the processor is a Zen 4 (AMD family 19h
-with AVX-512; Zen 5, family 1Ah, has a fast ``vpcompress``). It then also holds for the processes
+targets were checked here) is not imported yet, the variable is not set (set it yourself, even to
+"", to decide), and the processor is a Zen 4 (AMD family 19h with AVX-512; Zen 5, family 1Ah, has
+a fast ``vpcompress``). It then also holds for the processes
 started from this one (Dagster's run workers). The ``mlops`` CLI and the Dagster code location
 import this package before numpy; a notebook that imports pandas first keeps numpy as it is, and
 is told once, by a :class:`SlowSortWarning`, when a large join runs.
