@@ -68,8 +68,13 @@ def this_cpu_is_zen4() -> bool:
         return False
 
 
+def _zen4(cpuinfo: str | None) -> bool:
+    """:func:`is_zen4` of ``cpuinfo``, or of this machine when None."""
+    return this_cpu_is_zen4() if cpuinfo is None else is_zen4(cpuinfo)
+
+
 def avoid_slow_avx512_sort(environ: MutableMapping[str, str] | None = None,
-                           loaded: object = None, cpuinfo: str | None = None) -> bool:
+                           loaded: Mapping[str, object] | None = None, cpuinfo: str | None = None) -> bool:
     """Set ``NPY_DISABLE_CPU_FEATURES`` for a Zen 4 processor when numpy is not loaded yet and
     the variable is not set. Returns whether it was set. (``environ``, ``loaded``, the modules
     loaded, and ``cpuinfo`` default to this process's.)"""
@@ -77,7 +82,7 @@ def avoid_slow_avx512_sort(environ: MutableMapping[str, str] | None = None,
     loaded = sys.modules if loaded is None else loaded
     if VARIABLE in environ or "numpy" in loaded:
         return False
-    if not (this_cpu_is_zen4() if cpuinfo is None else is_zen4(cpuinfo)):
+    if not _zen4(cpuinfo):
         return False
     from importlib import metadata  # (here: it loads the email package, ~40 ms)
 
@@ -126,19 +131,16 @@ def warn_if_sorting_slowly(rows: int, environ: Mapping[str, str] | None = None,
     features = numpy_features() if features is None else features
     if not (features.get("X86_V4") or features.get("AVX512_SKX")):
         return False
-    if not (this_cpu_is_zen4() if cpuinfo is None else is_zen4(cpuinfo)):
+    if not _zen4(cpuinfo):
         return False
     _warned = True
     import warnings
 
+    import numpy
+
     warnings.warn(SlowSortWarning(
         "numpy sorts with its AVX-512 kernels on this AMD Zen 4 processor, ~5x slower than with its AVX2 ones, "
         "and the point-in-time join sorts every view's rows: import mlops_pipelines before numpy or pandas, or "
-        f"start Python with {VARIABLE}='{features_to_disable(_numpy_version())}' (set it to '' to keep numpy's "
+        f"start Python with {VARIABLE}='{features_to_disable(numpy.__version__)}' (set it to '' to keep numpy's "
         "kernels and this warning away)"), stacklevel=4)
     return True
-
-
-def _numpy_version() -> str:
-    numpy = sys.modules.get("numpy")
-    return getattr(numpy, "__version__", "2.4")
