@@ -143,6 +143,44 @@ def test_bad_ttl_is_an_error():
         parse_ttl("soon")
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    # A number of seconds, as text as as a number (YAML's ttl: '30' and ttl: 30 mean the same).
+    ("30", timedelta(seconds=30)), (" 1.5 ", timedelta(seconds=1.5)),
+    # Several amounts with units, in words or short.
+    ("1 day 12 hours", timedelta(hours=36)), ("1 day, 12 hours", timedelta(hours=36)),
+    ("1 Day and 12 HOURS", timedelta(hours=36)), ("1d12h", timedelta(hours=36)), ("1h 30m", timedelta(minutes=90)),
+    ("2 hrs 5 mins 10 secs", timedelta(hours=2, minutes=5, seconds=10)), ("2 weeks", timedelta(days=14)),
+    ("3 milliseconds 7 microseconds", timedelta(microseconds=3007)),
+    # ISO 8601 durations: weeks, days and time; a fraction with a point or a comma.
+    ("P30D", timedelta(days=30)), ("PT36H", timedelta(hours=36)), ("P1DT12H", timedelta(hours=36)),
+    ("P2W", timedelta(days=14)), ("PT1M", timedelta(minutes=1)), ("pt1.5h", timedelta(minutes=90)),
+    ("PT0,5S", timedelta(milliseconds=500)), ("P0Y0M1D", timedelta(days=1)),
+    ("P1DT2H3M4.000005S", timedelta(days=1, hours=2, minutes=3, seconds=4, microseconds=5)),
+    # Durations as Python and pandas print them.
+    (str(timedelta(days=1, hours=2)), timedelta(days=1, hours=2)),
+    (str(pd.Timedelta(days=1, hours=2)), timedelta(days=1, hours=2)),
+    (str(pd.Timedelta(microseconds=1)), timedelta(microseconds=1)), ("2:00:00", timedelta(hours=2)),
+])
+def test_ttl_text_forms(text, expected):
+    assert parse_ttl(text) == expected
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("P1M", r"ttl 'P1M' is not a fixed duration \(months and years vary\)"),
+    ("P1Y2D", "is not a fixed duration"),
+    ("1h 1h", "ttl '1h 1h' gives hours twice"), ("1 hour 60 minutes 1 hr", "gives hours twice"),
+    ("-1 hour", "ttl '-1 hour' is negative"), ("-P1D", "is negative"), ("-30", "is negative"),
+    # '3M' could be months, '3H' a typo of it: short units are lower case only.
+    ("3M", "ttl '3M': expected a duration"), ("3H", "expected a duration"),
+    ("P", "expected a duration"), ("PT", "expected a duration"), ("P1DT", "expected a duration"),
+    ("1 day 12", "expected a duration"), ("12 1h", "expected a duration"), ("3:00", "expected a duration"),
+    ("1 fortnight", "expected a duration"), ("PT0.0000001S", "is shorter than a microsecond"),
+])
+def test_ttl_text_that_is_not_a_duration(text, error):
+    with pytest.raises(ValueError, match=error):
+        parse_ttl(text)
+
+
 @pytest.mark.parametrize(("ttl", "expected"), [
     ("2 hours", timedelta(hours=2)), (7200, timedelta(hours=2)), (pd.Timedelta("2h"), timedelta(hours=2)),
     (0, None), (timedelta(0), None), (None, None), (np.int64(3600), timedelta(hours=1)),
@@ -188,6 +226,18 @@ def test_a_declared_ttl_that_is_not_a_duration_names_its_file_and_view(tmp_path)
     declaration.write_text(text.replace("feature_view:\n", "feature_view:\n  ttl: soon\n", 1))
     with pytest.raises(ValueError, match=r"fv_plane\.yml: feature view 'fv_plane': ttl 'soon': expected"):
         SqlProject(project).feature_views()
+
+
+@pytest.mark.parametrize(("declared", "expected"), [
+    ("'30'", timedelta(seconds=30)), ("30", timedelta(seconds=30)), ("P1DT12H", timedelta(hours=36)),
+    ("1 day 12 hours", timedelta(hours=36)), ("36h", timedelta(hours=36)),
+])
+def test_a_declared_ttl_in_any_duration_form(tmp_path, declared, expected):
+    project = tmp_path / "sql"
+    shutil.copytree(default_project_dir(), project)
+    declaration = project / "features" / "fv_plane.yml"
+    declaration.write_text(declaration.read_text().replace("feature_view:\n", f"feature_view:\n  ttl: {declared}\n", 1))
+    assert SqlProject(project).feature_views()["fv_plane"].ttl == expected
 
 
 @pytest.mark.parametrize(
@@ -1263,10 +1313,11 @@ def test_a_ttl_prints_to_the_microsecond_and_none_reads_back_as_no_ttl():
     assert parse_ttl("none") is None and parse_ttl(" None ") is None
 
 
-@pytest.mark.parametrize("text", ["3M", "3 M", "10mS", "3 H", "1w", "1 min", "1e3s"])
+@pytest.mark.parametrize("text", ["3M", "3 M", "10mS", "3 H", "1w", "1e3s"])
 def test_short_ttl_forms_are_lower_case_units_only(text):
-    """'3M' could mean three months: the short forms are only those `mlops features list` prints."""
-    with pytest.raises(ValueError, match="expected '<number> <seconds"):
+    """'3M' could mean three months: the short forms are only those `mlops features list` prints
+    (words, such as '1 min', may be in any case)."""
+    with pytest.raises(ValueError, match=f"ttl '{text}': expected a duration such as '3 hours'"):
         parse_ttl(text)
 
 

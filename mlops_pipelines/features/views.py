@@ -17,12 +17,27 @@ import pandas as pd
 
 from mlops_pipelines.features.point_in_time import CREATED, MICROS_PER_UNIT, TS
 
-_TTL_UNITS = {
-    "second": "seconds", "minute": "minutes", "hour": "hours", "day": "days", "week": "weeks",
-}
-_SHORT_TTL_UNITS = {  # microseconds in each unit of the short forms
+_SHORT_TTL_UNITS = {  # microseconds in each unit of the short forms (lower case only: '3M' could mean months)
     "d": 86_400_000_000, "h": 3_600_000_000, "m": 60_000_000, "s": 1_000_000, "ms": 1_000, "us": 1,
 }
+_WORD_TTL_UNITS = {  # units in words, in any case, also in the plural
+    "week": 7 * 86_400_000_000, "day": 86_400_000_000, "hour": 3_600_000_000, "hr": 3_600_000_000,
+    "minute": 60_000_000, "min": 60_000_000, "second": 1_000_000, "sec": 1_000_000,
+    "millisecond": 1_000, "microsecond": 1,
+}
+_UNIT_NAMES = {size: f"{word}s" for word, size in reversed(_WORD_TTL_UNITS.items())}  # (hours, not hrs)
+_AMOUNT = r"(\d+(?:\.\d+)?|\.\d+)"
+_SECONDS_TEXT = re.compile(rf"\s*{_AMOUNT}\s*", re.ASCII)
+_TTL_PART = re.compile(rf"{_AMOUNT}\s*([a-zA-Z]+)", re.ASCII)
+_TTL_SEPARATOR = re.compile(r"\s*(?:,\s*)?(?:and\s+)?", re.ASCII | re.IGNORECASE)
+# ISO 8601 durations (PT36H, P1DT12H, P2W); years and months are matched only to be refused.
+_ISO_NUMBER = r"(\d+(?:[.,]\d+)?)"
+_ISO_DURATION = re.compile(
+    rf"\s*P(?!\s*$)(?:{_ISO_NUMBER}Y)?(?:{_ISO_NUMBER}M)?(?:{_ISO_NUMBER}W)?(?:{_ISO_NUMBER}D)?"
+    rf"(?:T(?=\d)(?:{_ISO_NUMBER}H)?(?:{_ISO_NUMBER}M)?(?:{_ISO_NUMBER}S)?)?\s*", re.ASCII | re.IGNORECASE)
+_ISO_UNITS = (None, None, 7 * 86_400_000_000, 86_400_000_000, 3_600_000_000, 60_000_000, 1_000_000)
+# How Python (1 day, 2:00:00) and pandas (1 days 02:00:00) print a duration.
+_CLOCK_DURATION = re.compile(r"\s*(?:(\d+)\s+days?,?\s*)?(\d+):([0-5]\d):([0-5]\d(?:\.\d+)?)\s*", re.ASCII)
 
 
 RESERVED = (TS, CREATED)  # the columns a join reads event and created timestamps into
@@ -84,8 +99,16 @@ def _ttl_of_micros(micros: Decimal | int, value: object) -> timedelta | None:
 
 
 def parse_ttl(value: str | int | float | None) -> timedelta | None:
-    """``"3 hours"``, ``"2 days"``, ``"90 minutes"`` or a number of seconds; None, 0 or "none" for no TTL.
-    Read exactly (in decimal): ``"1.5 seconds"`` is 1,500,000 µs."""
+    """A duration as a TTL, read exactly (in decimal: ``"1.5 seconds"`` is 1,500,000 µs). None,
+    0 or "none" for no TTL. Text may be:
+
+    * a number of seconds (``"30"``, as the number 30 is);
+    * amounts with units, in words (``"3 hours"``, ``"1 day 12 hours"``, ``"2 days, 6 hours"``)
+      or short (``"36h"``, ``"1d12h"``, ``"90m"``, ``"400ms"``, as ``mlops features list`` prints
+      them; lower case only, since ``"3M"`` could mean months), each unit at most once;
+    * ISO 8601 (``"PT36H"``, ``"P1DT12H"``, ``"P2W"``): years and months are refused, as they vary;
+    * a duration as Python or pandas print one (``"1 day, 2:00:00"``, ``"1 days 02:00:00"``).
+    """
     if value in (None, "", 0) or (isinstance(value, str) and value.strip().lower() == "none"):
         return None
     if isinstance(value, int | float):
@@ -94,20 +117,57 @@ def parse_ttl(value: str | int | float | None) -> timedelta | None:
                              f"ttl {value!r} is too long; leave it out for no TTL")
         micros = Decimal(str(value)) * 10**6
     else:
-        text = str(value).lower()
-        # The short forms `mlops features list` prints (3h, 90m, 400ms), in lower case only ('3M'
-        # could mean months), then words in any case (3 hours).
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(d|h|m|s|ms|us)\s*", str(value), re.ASCII)
-        if match:
-            unit = _SHORT_TTL_UNITS[match.group(2)]
-        else:
-            match = re.fullmatch(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]+?)s?\s*", text, re.ASCII)
-            if not match or match.group(2) not in _TTL_UNITS:
-                raise ValueError(f"ttl {value!r}: expected '<number> <seconds|minutes|hours|days|weeks>' "
-                                 "(or 3h, 90m, 400ms)")
-            unit = timedelta(**{_TTL_UNITS[match.group(2)]: 1}) // timedelta(microseconds=1)
-        micros = Decimal(match.group(1)) * unit
+        text = str(value)
+        micros = _text_micros(text, value)
+        if micros is None and text.strip().startswith("-") and _text_micros(text.strip()[1:], value) is not None:
+            raise ValueError(f"ttl {value!r} is negative")
+        if micros is None:
+            raise ValueError(f"ttl {value!r}: expected a duration such as '3 hours', '1 day 12 hours', '36h', "
+                             "'1d12h', ISO 8601's 'PT36H', or a number of seconds")
     return _ttl_of_micros(micros, value)
+
+
+def _text_micros(text: str, value: object) -> Decimal | None:
+    """The microseconds ``text`` says (see :func:`parse_ttl`), or None if it is none of its forms."""
+    if match := _SECONDS_TEXT.fullmatch(text):
+        return Decimal(match.group(1)) * 10**6
+    if match := _ISO_DURATION.fullmatch(text):
+        years, months = match.group(1), match.group(2)
+        if (years and Decimal(years.replace(",", "."))) or (months and Decimal(months.replace(",", "."))):
+            raise ValueError(f"ttl {value!r} is not a fixed duration (months and years vary): give weeks or days")
+        return sum((Decimal(amount.replace(",", ".")) * unit
+                    for amount, unit in zip(match.groups(), _ISO_UNITS, strict=True) if amount and unit),
+                   Decimal(0))
+    if match := _CLOCK_DURATION.fullmatch(text):
+        days, hours, minutes, seconds = match.groups()
+        return (Decimal(days or 0) * 86_400 + Decimal(hours) * 3_600 + Decimal(minutes) * 60 + Decimal(seconds)) * 10**6
+    return _amounts_with_units(text, value)
+
+
+def _amounts_with_units(text: str, value: object) -> Decimal | None:
+    """``"1 day 12 hours"``, ``"1d12h"``: the sum of the amounts, or None if ``text`` is not only
+    those. A unit given twice (``"1h 1h"``) is refused: most likely a typo."""
+    position, end = len(text) - len(text.lstrip()), len(text.rstrip())
+    total, seen = Decimal(0), set()
+    while position < end:
+        if seen:
+            position = _TTL_SEPARATOR.match(text, position).end()
+        match = _TTL_PART.match(text, position)
+        if not match:
+            return None
+        unit = match.group(2)
+        if unit not in _SHORT_TTL_UNITS:
+            unit = unit.lower()
+            unit = unit if unit in _WORD_TTL_UNITS else unit[:-1] if unit.endswith("s") else None
+            if unit not in _WORD_TTL_UNITS:
+                return None
+        size = _SHORT_TTL_UNITS.get(unit) or _WORD_TTL_UNITS[unit]
+        if size in seen:
+            raise ValueError(f"ttl {value!r} gives {_UNIT_NAMES[size]} twice (each unit once)")
+        seen.add(size)
+        total += Decimal(match.group(1)) * size
+        position = match.end()
+    return total if seen else None
 
 
 def ttl_text(ttl: timedelta | float | None) -> str:
