@@ -907,6 +907,35 @@ def test_rfc_3339_lower_case_t_and_z_are_read_and_other_faults_still_named_by_ro
             store.get_historical_features(wrong, "f:x")
 
 
+@pytest.mark.parametrize("dtype", [object, "string[pyarrow]", pd.ArrowDtype(pa.large_string())])
+def test_week_dates_ordinal_dates_and_a_decimal_comma_are_read(tmp_path, dtype):
+    """ISO 8601's week dates (2024-W01-1 is 1 January 2024, a Monday), ordinal dates (2024-001)
+    and a comma before the seconds' fraction were refused by pandas' parser, so such a column was
+    an error; they are read, in the extended and the basic format, also past 2262. A day that
+    does not exist is still refused by row."""
+    store = key_store(tmp_path, "(1, '2024-01-01 11:00+00', 1.0)")
+    texts = ["2024-W01-1T12:00:00Z", "2024W011T100000Z", "2024-001T11:00:00,000001Z", "2024001T110000,5Z",
+             "2024-01-01T10:59:59,999999Z", "2024-W01-1 12:00:00,5+01:00", "2024-001", "2023-W52-7T23:00:00Z",
+             "2024-366T00:00:00Z", None]
+    entities = pd.DataFrame({"k": [1] * len(texts), "event_timestamp": pd.Series(texts, dtype=dtype)})
+    out = store.get_historical_features(entities, "f:x")
+    assert out["x"].fillna(-1).tolist() == [1.0, -1, 1.0, 1.0, -1, 1.0, -1, -1, 1.0, -1]
+    assert out["event_timestamp"].iloc[:9].tolist() == [
+        pd.Timestamp(t, tz="UTC") for t in ("2024-01-01 12:00", "2024-01-01 10:00", "2024-01-01 11:00:00.000001",
+                                             "2024-01-01 11:00:00.5", "2024-01-01 10:59:59.999999",
+                                             "2024-01-01 11:00:00.5", "2024-01-01", "2023-12-31 23:00",
+                                             "2024-12-31")]
+    later = pd.DataFrame({"k": [1, 1, 1], "event_timestamp": pd.Series(
+        ["3000-W01-1T00:00:00,5Z", "3000-060", "0001-001T00:00:00Z"], dtype=dtype)})
+    assert store.get_historical_features(later, "f:x")["event_timestamp"].tolist() == [
+        pd.Timestamp("2999-12-30 00:00:00.5", tz="UTC"), pd.Timestamp("3000-03-01", tz="UTC"),  # (no leap year)
+        pd.Timestamp("0001-01-01", tz="UTC")]
+    for bad in ("2023-366", "2024-W54-1", "2024-W01-8", "2024-000", "2024-06-01T12,5"):
+        wrong = pd.DataFrame({"k": [1, 1], "event_timestamp": pd.Series([texts[0], bad], dtype=dtype, index=[3, 4])})
+        with pytest.raises(ValueError, match=rf"timestamp column 'event_timestamp' row 4 \('{bad}'\)"):
+            store.get_historical_features(wrong, "f:x")
+
+
 def test_the_registry_retires_views_no_longer_declared_and_the_cli_lists_them(tmp_path, monkeypatch, capsys):
     """A view whose declaration is gone is not listed as current: its entry is kept, marked
     retired with when (its table stays, and models may have used it), and comes back when

@@ -9,7 +9,8 @@ timestamps and to text given for a TIMESTAMP join key.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -57,12 +58,12 @@ def to_utc(values: pd.Series, what: str = "timestamp column") -> pd.Series:
         parsed = pd.to_datetime(values, utc=True, format="ISO8601")
     except (ValueError, TypeError, NotImplementedError) as exc:
         failure = exc
-        written = _upper_case_separators(values)
+        written = _readable_iso(values)
         if written is not None:
             try:
                 parsed = pd.to_datetime(written, utc=True, format="ISO8601")
             except (ValueError, TypeError, NotImplementedError) as again:
-                failure = again  # (what is wrong besides a lower-case "t" or "z")
+                failure = again  # (what is wrong besides a form rewritten)
             else:
                 return _read_as_written(values, parsed, what)
     else:
@@ -83,7 +84,7 @@ def to_utc(values: pd.Series, what: str = "timestamp column") -> pd.Series:
             return _read_as_written(values, parsed, what)
     reason = str(failure).splitlines()[0].split(" You might want to try")[0]
     try:  # name the first row that does not parse (None/NaN stay missing and are fine)
-        # (text as it was retried: a lower-case "t" is not what is wrong)
+        # (text as it was retried: a form rewritten is not what is wrong)
         parsed = pd.to_datetime(values if written is None else written, utc=True, format="ISO8601", errors="coerce")
         bad = values[parsed.isna().to_numpy() & values.notna().to_numpy()]
     except (ValueError, TypeError):
@@ -93,27 +94,73 @@ def to_utc(values: pd.Series, what: str = "timestamp column") -> pd.Series:
                      "expected)") from failure
 
 
-# RFC 3339 (ISO 8601's profile for the internet) allows "t" and "z" in lower case; pandas' and
-# Python's ISO 8601 parsers do not. Only a "t" between digits and a "z" ending the text after one.
+# Valid ISO 8601 that pandas' parser refuses, rewritten to forms it reads (only after a first
+# parse failed: no cost to columns it reads as they are):
+# * RFC 3339 (ISO 8601's profile for the internet) allows "t" and "z" in lower case: only a
+#   "t" between digits and a "z" ending the text after one;
 _LOWER_SEPARATORS = re.compile(r"(?<=\d)t(?=\d)|(?<=\d)z(?=\s*$)")
+# * week dates (2013-W22-6, 2013W226) and ordinal dates (2013-152; 2013152 only before a time,
+#   as seven bare digits could be anything), as the calendar date in the same format;
+_WEEK_DATE = re.compile(r"^(\s*)(\d{4})(?:-W(\d{2})-(\d)|W(\d{2})(\d))(?=$|[Tt\s])")
+_ORDINAL_DATE = re.compile(r"^(\s*)(\d{4})(?:-(\d{3})(?=$|[Tt\s])|(\d{3})(?=[Tt]))")
+# * a comma before the seconds' fraction (12:00:00,5 or 120000,5).
+_DECIMAL_COMMA = re.compile(r"(?:(?<=[Tt\s]\d\d:\d\d:\d\d)|(?<=[Tt]\d{6})),(?=\d)")
+
+
+def _calendar_date(match: re.Match) -> str:
+    """A week or ordinal date's calendar date, in its format (extended or basic); the text as it
+    was when no such day exists (2013-W54-1, 2013-366), so that the parse fails on it."""
+    extended = match.group(3) is not None
+    if match.re is _WEEK_DATE:
+        week, day = (match.group(3), match.group(4)) if extended else (match.group(5), match.group(6))
+        found = _day_of_week_date(match.group(2), week, day, extended)
+    else:
+        found = _day_of_ordinal_date(match.group(2), match.group(3) if extended else match.group(4), extended)
+    return match.group(0) if found is None else match.group(1) + found
+
+
+@lru_cache(maxsize=8192)  # (a column's rows share few days: a lookup costs less than strftime)
+def _day_of_week_date(year: str, week: str, day: str, extended: bool) -> str | None:
+    try:
+        found = date.fromisocalendar(int(year), int(week), int(day))
+    except ValueError:
+        return None
+    return _date_text(found, extended)
+
+
+@lru_cache(maxsize=8192)
+def _day_of_ordinal_date(year: str, ordinal: str, extended: bool) -> str | None:
+    if int(year) < 1 or not 1 <= int(ordinal) <= (date(int(year), 12, 31) - date(int(year), 1, 1)).days + 1:
+        return None  # (a year 0 is no year of Python's)
+    return _date_text(date(int(year), 1, 1) + timedelta(days=int(ordinal) - 1), extended)
+
+
+def _date_text(day: date, extended: bool) -> str:
+    """``day`` in ISO 8601's extended or basic format, its year in four digits (strftime's ``%Y``
+    gives year 1 as "1" here)."""
+    separator = "-" if extended else ""
+    return f"{day.year:04d}{separator}{day.month:02d}{separator}{day.day:02d}"
+
+
+def _iso_text(text: str) -> str:
+    """``text`` with the forms above rewritten as pandas and Python read them."""
+    text = _LOWER_SEPARATORS.sub(_upper_cased_separator, text)
+    # (each rule only where it can apply: a column of 1,000,000 texts goes through here)
+    if match := (_WEEK_DATE.match(text) if "W" in text else _ORDINAL_DATE.match(text)):
+        text = _calendar_date(match) + text[match.end():]
+    return _DECIMAL_COMMA.sub(".", text, count=1) if "," in text else text
 
 
 def _upper_cased_separator(match: re.Match) -> str:
     return match.group(0).upper()
 
 
-def _rfc3339_text(text: str) -> str:
-    """``text`` with RFC 3339's lower-case "t" and "z" in upper case."""
-    return _LOWER_SEPARATORS.sub(_upper_cased_separator, text)
-
-
-def _upper_case_separators(values: pd.Series) -> pd.Series | None:
-    """``values`` with RFC 3339's lower-case "t" and "z" in upper case, or None when no text has
-    one (only after a first parse failed: no cost to columns written in upper case)."""
-    if values.dtype == object:
-        written = values.map(lambda v: _rfc3339_text(v) if isinstance(v, str) else v)
-    elif pd.api.types.is_string_dtype(values.dtype) and not isinstance(values.dtype, pd.CategoricalDtype):
-        written = values.str.replace(_LOWER_SEPARATORS, _upper_cased_separator, regex=True)
+def _readable_iso(values: pd.Series) -> pd.Series | None:
+    """``values`` with each text's valid ISO 8601 forms that pandas refuses rewritten (see
+    ``_iso_text``), or None when no text has one."""
+    if values.dtype == object or (pd.api.types.is_string_dtype(values.dtype)
+                                  and not isinstance(values.dtype, pd.CategoricalDtype)):
+        written = values.map(lambda v: _iso_text(v) if isinstance(v, str) else v)
     else:
         return None
     changed = ((written != values) & values.notna()).fillna(False).to_numpy(dtype=bool)  # (None != None)
@@ -193,4 +240,4 @@ def _not_iso(value: object) -> bool:
 
 def _iso_datetime(value: object) -> object:
     """ISO 8601 text as a datetime (naive or aware); anything else as it is."""
-    return datetime.fromisoformat(_rfc3339_text(value.strip())) if isinstance(value, str) else value
+    return datetime.fromisoformat(_iso_text(value.strip())) if isinstance(value, str) else value
