@@ -12,6 +12,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -468,3 +469,48 @@ def test_a_last_use_takes_its_float64_columns_from_the_workspace_and_no_more():
     out = pit.join_view(table, entities, ["k"], ["x"], ["x"], None, False, as_pandas=True,
                         workspace=workspace, last=True)
     assert not np.shares_memory(out["x"], pair)
+
+
+def test_keys_times_and_positions_past_64_bits_sort_by_argsort_and_match_an_asof_join(monkeypatch):
+    """A key spanning 2**32 values, event times on no grid (ranked) and ~140,000 rows need more
+    than 64 bits for key, time and position together: the feature rows are then sorted by a
+    stable argsort instead of one word per row. Its answers against DuckDB's ASOF join."""
+    from mlops_pipelines.features import point_in_time
+
+    widths = []
+    sort = point_in_time._sorted_with_positions
+
+    def spied(values, value_bits, scratch=None):
+        widths.append(value_bits + point_in_time._bits(len(values)))
+        return sort(values, value_bits, scratch)
+
+    monkeypatch.setattr(point_in_time, "_sorted_with_positions", spied)
+    rng = np.random.default_rng(11)
+    n, year = 140_000, 366 * 86_400 * MICROS
+    keys = np.concatenate([[0, 2**32 - 2], rng.integers(0, 2**32 - 1, 998)])
+    step = year // n
+    times = BASE_MICROS + np.arange(n) * step + rng.integers(0, step, n)  # distinct, to the microsecond
+    order = rng.permutation(n)
+    features = pa.table({"k": keys[rng.integers(0, len(keys), n)], "ts": pa.array(times[order]).cast(
+        pa.timestamp("us", tz="UTC")), "x": np.arange(n, dtype=np.float64)})
+    asked = 2_000
+    entities = pd.DataFrame({
+        "k": np.where(rng.random(asked) < 0.05, 7, keys[rng.integers(0, len(keys), asked)]),  # 7: no such key
+        "event_timestamp": pd.to_datetime(BASE_MICROS + rng.integers(-step, year + step, asked), unit="us", utc=True),
+    })
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    con.register("features_arrow", features)
+    con.execute("create table f as select * from features_arrow")
+    store = FeatureStore(":memory:")
+    store.register(FeatureView("f", "f", ("k",), "ts", (Feature("x"),), ttl=timedelta(days=30)))
+    out = store.get_historical_features(entities, ["f:x"], connection=con)
+    assert max(widths) > 64  # (the feature rows' sort took the argsort)
+
+    con.register("entities_frame", entities.assign(position=np.arange(asked)))
+    expected = con.sql("""
+        select e.position, case when e.event_timestamp - f.ts <= interval 30 days then f.x end as x
+        from entities_frame e asof left join f on e.k = f.k and e.event_timestamp >= f.ts order by e.position
+    """).df()["x"]
+    assert expected.notna().sum() > 1_000  # (most rows match: the comparison is not of NULLs)
+    assert out["x"].fillna(-1).tolist() == expected.fillna(-1).tolist()
