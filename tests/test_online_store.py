@@ -137,9 +137,17 @@ def test_online_rows_keep_caller_order_and_dict_input(store):
     out = store.get_online_features(rows, ["stats:delay"])
     assert out["carrier"].tolist() == ["UA", "ZZ", "UA"]
     assert pd.isna(out["delay"][1]) and out["delay"][0] == out["delay"][2]
-    # A store written before types were recorded answers the same (keys as given).
+    # Without the record of its rows' types (deleted by hand: every run writes it), a lookup is
+    # refused rather than matching keys uncast, and the next run, even incremental, rebuilds it.
     with sqlite3.connect(store.online.path) as lite:
         assert lite.execute("delete from _schemas").rowcount == 1
+    with pytest.raises(LookupError, match=r"feature view 'stats' \(version \w+\): the online store .* has no "
+                                          r"record of its rows' types.*materialize_online\(\) rebuilds"):
+        store.get_online_features(rows, ["stats:delay"])
+    store.materialize_online(["stats"], end_ts="2013-03-31")
+    with sqlite3.connect(store.online.path) as lite:
+        assert lite.execute("select refresh from _refreshes").fetchall() == [
+            ("rebuilt: the types of its rows were not recorded",)]
     again = store.get_online_features(rows, ["stats:delay"])
     assert again["delay"].tolist()[::2] == out["delay"].tolist()[::2] and pd.isna(again["delay"][1])
 

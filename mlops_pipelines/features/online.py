@@ -356,8 +356,8 @@ class OnlineStore:
                            [view.name, stored_version(view), schema.serialize().to_pybytes()])
 
     def recorded_schema(self, connection: sqlite3.Connection, view: FeatureView) -> pa.Schema | None:
-        """The schema recorded for the view's current version, or None (none recorded, or a store
-        written before types were recorded)."""
+        """The schema recorded for the view's current version, or None (every materialization
+        records it: only a store whose ``_schemas`` row was deleted lacks it)."""
         schema = self._of_version(connection, "_schemas", "schema", view)
         return None if schema is None else pa.ipc.read_schema(pa.py_buffer(schema))
 
@@ -399,8 +399,7 @@ class OnlineStore:
 
         Keys are cast to the view's key types as the offline join casts them (a timestamp given as
         text, an id as a float...), then stored values are matched by :func:`key_value`. Each
-        feature comes back as an Arrow array of the type the offline store serves, or, from a
-        store written before types were recorded, as the list of values SQLite holds.
+        feature comes back as an Arrow array of the type the offline store serves.
         """
         watermark = self.watermark(connection, view)
         if watermark is None:
@@ -414,18 +413,19 @@ class OnlineStore:
                          "(materialize_online() rebuilds it)")
             raise LookupError(f"feature view {view.name!r} (version {view.version}) is not materialized online{since}")
         types = self.recorded_schema(connection, view)
-        if types is not None:
-            key_columns = [
-                point_in_time.entity_keys_as(point_in_time.entity_key_array(values), types.field(k).type, k,
-                                             uuids=point_in_time.is_uuid(types.field(k)), labels=labels,
-                                             unsigned=point_in_time.is_uhugeint(types.field(k)))
-                for k, values in zip(view.entities, key_columns, strict=True)]
+        if types is None:
+            raise LookupError(f"feature view {view.name!r} (version {view.version}): the online store {self.path} "
+                              "has no record of its rows' types, so keys cannot be cast as the offline join casts "
+                              "them (materialize_online() rebuilds the view)")
+        key_columns = [
+            point_in_time.entity_keys_as(point_in_time.entity_key_array(values), types.field(k).type, k,
+                                         uuids=point_in_time.is_uuid(types.field(k)), labels=labels,
+                                         unsigned=point_in_time.is_uhugeint(types.field(k)))
+            for k, values in zip(view.entities, key_columns, strict=True)]
         keys = list(zip(*(key_values(c) for c in key_columns), strict=True))
         rows = read_rows(connection, view, names, keys, watermark)
         answers = [rows.get(k) for k in keys]
         columns = {n: [None if a is None else a[i] for a in answers] for i, n in enumerate(names)}
-        if types is None:
-            return columns
         return {n: loaded_array(values, types.field(n).type) for n, values in columns.items()}
 
 

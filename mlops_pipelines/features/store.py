@@ -1173,12 +1173,14 @@ class FeatureStore:
                         since = None
                     table = _rows_to_serve(con, view, since, until, ns)
                     schema = online.lookup_schema(view, table.schema)
-                    if since is not None and not schema.equals(online.recorded_schema(lite, view) or schema,
-                                                               check_metadata=True):
+                    recorded = online.recorded_schema(lite, view)
+                    if since is not None and (recorded is None or not schema.equals(recorded, check_metadata=True)):
                         # The source's types changed under the same declaration: the rows kept
-                        # from earlier runs hold values of the old types. Start over.
+                        # from earlier runs hold values of the old types. Start over (also when
+                        # their types were not kept: lookups could not cast keys to them).
                         since = None
-                        refresh = "rebuilt: the source's column types changed"
+                        refresh = "rebuilt: " + ("the source's column types changed" if recorded is not None
+                                                 else "the types of its rows were not recorded")
                         table = _rows_to_serve(con, view, since, until, ns)
                     if since is None:
                         online.reset(lite, view)
