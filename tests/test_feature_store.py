@@ -1237,6 +1237,16 @@ def test_arguments_of_the_wrong_kind_are_refused_by_name(store, tmp_path):
         (lambda: FeatureView("v", "t", "k", "ts", (Feature("x"),), created_timestamp=" "),
          r"created_timestamp ' ' is not a column name"),
         (lambda: Feature(5), r"feature name 5: a column name"),
+        (lambda: Feature("x", "double"), r"feature 'x': type 'double' is not one of \['float', 'int'"),
+        (lambda: FeatureView("", "t", "k", "ts", (Feature("x"),)), r"feature view name '': non-empty text"),
+        (lambda: FeatureView("v", "t", (), "ts", (Feature("x"),)), r"feature view 'v': no entity join key"),
+        (lambda: FeatureView("v", "t", "k", "ts", Feature("x")),
+         r"feature view 'v': features Feature\(.*\): give a list of Feature\(\.\.\.\)"),
+        (lambda: FeatureView.from_yaml("v", "t", {"entities": ["k"], "features": [{"name": "x"}]}),
+         r"feature view v: field 'event_timestamp' is required"),
+        (lambda: FeatureStore(store.database_path, [view], online_path=tmp_path / "none.sqlite").get_online_features(
+            [{"origin": "JFK"}], ["weather:delay"]),
+         r"online store .*none\.sqlite does not exist: run materialize_online first"),
         (lambda: store.register([view]), r"register\(\) takes one FeatureView, not list"),
         (lambda: FeatureStore(store.database_path, online_path=tmp_path / "o.sqlite").materialize_online(5),
          r"views: a list, not int 5"),
@@ -1245,7 +1255,7 @@ def test_arguments_of_the_wrong_kind_are_refused_by_name(store, tmp_path):
          r"full_feature_names must be True or False, not 'no'"),
     ]
     for call, error in refused:
-        with pytest.raises((TypeError, ValueError), match=error):
+        with pytest.raises((TypeError, ValueError, FileNotFoundError), match=error):
             call()
     # What a user of Feast or of the SQL project would pass is taken as meant.
     views = {"weather": view, "carrier_stats": store.views["carrier_stats"]}

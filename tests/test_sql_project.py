@@ -521,3 +521,27 @@ def test_a_markdown_cell_keeps_its_row_whatever_the_text():
     assert _cell("a|b\r\nc\rd\ne `\\d+`") == "a\\|b c d e `\\d+`"
     # a backslash of the text's own before a '|' stays a backslash (the pipe is escaped after it)
     assert _cell("a\\|b") == "a\\\\\\|b"
+
+
+def test_project_layout_errors_name_the_file_and_the_rule(tmp_path):
+    """Each way a project's files can be wrong names the file (or folder) and what is expected."""
+    with pytest.raises(FileNotFoundError, match=r"SQL project folder .*nowhere does not exist"):
+        SqlProject(tmp_path / "nowhere")
+    root = project_with(tmp_path / "a", sql="select * from {{ ref('int_nothing') }}")
+    with pytest.raises(ValueError, match=r"fv_x\.sql: ref\('int_nothing'\) names no model in "):
+        SqlProject(root).feature_views()
+    root = project_with(tmp_path / "b", sql="select * from {{ source('lake', 'flights') }}")
+    with pytest.raises(ValueError, match=r"fv_x\.sql: source\('lake', 'flights'\) is not declared in sources\.yml"):
+        SqlProject(root).feature_views()
+    root = project_with(tmp_path / "c")
+    (root / "features" / "old").mkdir()
+    (root / "features" / "old" / "fv_y.yml").write_text(VIEW_YAML)
+    with pytest.raises(ValueError, match=r"old/fv_y\.yml: not read \(models are <schema folder>/<model>\.sql with "
+                                         r"their \.yml beside\)"):
+        SqlProject(root).feature_views()
+    yaml_text = VIEW_YAML.replace("description: A small view.\n",
+                                  "description: A small view.\ncolumns:\n  - {name: x, tests: [positive]}\n")
+    root = project_with(tmp_path / "d", yaml_text)
+    with pytest.raises(ValueError, match=r"fv_x\.yml.*unknown column test 'positive' \(not_null, unique, or "
+                                         r"accepted_values: \[\.\.\.\]\)"):
+        SqlProject(root).feature_views()
