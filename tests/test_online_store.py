@@ -1350,3 +1350,95 @@ def test_parquet_written_by_pandas_with_aware_nanosecond_timestamps_is_a_view(tm
     assert offline["x"].fillna(-1).tolist() == [-1, 1.0, 2.0]  # (the 400 ns event counts from the next microsecond)
     fs.materialize_online(end_ts="2024-01-02")
     assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [2.0]
+
+
+@pytest.mark.parametrize("ttl", [None, timedelta(microseconds=5)])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_nanosecond_events_are_compared_exactly_offline_and_online(tmp_path, seed, ttl):
+    """TIMESTAMP_NS events a few hundred nanoseconds apart (many in one microsecond, some tied),
+    entity times with nanoseconds on them, 1 ns either side and at the TTL's edge: the join
+    picks what a brute force over the nanoseconds picks (latest event at or before the entity's
+    instant, within the TTL, ties by latest created, then smallest value). The online store,
+    materialized run after run at whole microseconds, serves what the join gives there."""
+    rng = np.random.default_rng(seed)
+    base = 1_704_067_200 * 10**9  # 2024-01-01 00:00 UTC, in ns
+    rows = []
+    for key in (1, 2, 3):
+        for _ in range(30):
+            event = base + int(rng.integers(0, 80)) * 250  # 20 µs in steps of 250 ns: ties, and 4 a microsecond
+            created = None if rng.random() < 0.2 else base + int(rng.integers(0, 3)) * 1000
+            rows.append((key, event, created, float(len(rows))))
+    ttl_ns = None if ttl is None else 5_000
+
+    def expected(key: int, at: int) -> float | None:
+        candidates = [r for r in rows if r[0] == key and r[1] <= at and (ttl_ns is None or at - r[1] <= ttl_ns)]
+        if not candidates:
+            return None
+        latest = max(r[1] for r in candidates)
+        tied = [r for r in candidates if r[1] == latest]
+        stamps = [r[2] for r in tied if r[2] is not None]
+        if stamps:
+            tied = [r for r in tied if r[2] == max(stamps)]
+        return min(r[3] for r in tied)
+
+    def ns_sql(value: int | None) -> str:
+        if value is None:
+            return "NULL"
+        return f"make_timestamp_ns({value})"
+
+    values = ", ".join(f"({k}, {ns_sql(e)}, {ns_sql(c)}, {x})" for k, e, c, x in rows)
+    fs = _sql_store(tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),), created_timestamp="created", ttl=ttl)],
+                    f"create table t as select * from (values {values}) v(k, ts, created, x)")
+    events = sorted({r[1] for r in rows})
+    asked = []
+    for _ in range(600):
+        pick = int(rng.integers(0, 4))
+        event = events[int(rng.integers(0, len(events)))]
+        at = {0: event + int(rng.integers(-1, 2)), 1: event + 5_000 + int(rng.integers(-1, 2)),
+              2: base + int(rng.integers(-2_000, 25_000)), 3: event + int(rng.integers(1, 1000))}[pick]
+        asked.append((int(rng.integers(1, 5)), at))  # (key 4: no rows)
+    entities = pd.DataFrame({"k": [k for k, _ in asked],
+                             "event_timestamp": pd.to_datetime([at for _, at in asked], unit="ns", utc=True)})
+    assert entities["event_timestamp"].dtype == "datetime64[ns, UTC]"
+    got = fs.get_historical_features(entities, ["v:x"])["x"]
+    want = [expected(k, at) for k, at in asked]
+    assert [None if pd.isna(v) else v for v in got] == want
+    assert sum(v is not None for v in want) > 200  # (not a comparison of empty answers)
+
+    for end_us in range(base // 1000 - 1, base // 1000 + 26, 3):  # incremental runs at whole microseconds
+        fs.materialize_online(["v"], end_ts=pd.Timestamp(end_us, unit="us", tz="UTC"))
+        online = fs.get_online_features({"k": [1, 2, 3, 4]}, ["v:x"])["x"]
+        assert [None if pd.isna(v) else v for v in online] == [expected(k, end_us * 1000) for k in (1, 2, 3, 4)]
+
+
+def test_nanosecond_events_exactly_on_an_entity_time_at_the_ttl_and_at_infinity(tmp_path):
+    """The cases a join rounding nanosecond events to microseconds got wrong: an entity row
+    exactly on an event 500 ns into a microsecond (it missed it), two events 300 ns apart in one
+    microsecond (they tied, the created timestamp chose), an event 1 ns older than the TTL (it
+    counted); and the infinities, which no entity time beyond 2262 or before 1677 passes."""
+    fs = _sql_store(
+        tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),), created_timestamp="c"),
+                   FeatureView("w", "t", "k", "ts", (Feature("x"),), created_timestamp="c", ttl=timedelta(hours=1))],
+        """create table t as select * from (values
+            (1, timestamp_ns '2024-01-01 00:00:00.000000500', timestamp '2024-01-02', 1.0),
+            (1, timestamp_ns '2024-01-01 00:00:00.000000800', timestamp '2024-01-01', 2.0),
+            (2, timestamp_ns '-infinity', NULL, 3.0),
+            (2, timestamp_ns '2024-01-01 00:00:00.000000001', NULL, 4.0),
+            (2, timestamp_ns 'infinity', NULL, 5.0)) v(k, ts, c, x)""")
+    stamps = ["2024-01-01 00:00:00.000000499", "2024-01-01 00:00:00.000000500", "2024-01-01 00:00:00.000000799",
+              "2024-01-01 00:00:00.000000800", "2024-01-01 01:00:00.000000800", "2024-01-01 01:00:00.000000801",
+              "2024-01-01 00:00:00", "2024-01-01 00:00:00.000000001", "2024-01-01 01:00:00.000000002"]
+    entities = pd.DataFrame({"k": [1] * 6 + [2] * 3,
+                             "event_timestamp": pd.to_datetime(stamps, utc=True, format="ISO8601")})
+    out = fs.get_historical_features(entities, ["v:x", "w:x"], full_feature_names=True)
+    assert out["v__x"].fillna(-1).tolist() == [-1, 1.0, 1.0, 2.0, 2.0, 2.0, 3.0, 4.0, 4.0]
+    assert out["w__x"].fillna(-1).tolist() == [-1, 1.0, 1.0, 2.0, 2.0, -1, -1, 4.0, -1]
+    far = pd.DataFrame({"k": [2, 2], "event_timestamp": pd.to_datetime(["1500-01-01", "3000-01-01"]).as_unit("us")})
+    far_out = fs.get_historical_features(far, ["v:x", "w:x"], full_feature_names=True)
+    assert far_out["v__x"].tolist() == [3.0, 4.0] and far_out["w__x"].isna().all()
+    fs.materialize_online(end_ts="2024-01-01 01:00:00")  # (the 800 ns row is 1 h - 800 ns old)
+    online = fs.get_online_features({"k": [1, 2]}, ["v:x", "w:x"], full_feature_names=True)
+    assert online["v__x"].tolist() == [2.0, 4.0] and online["w__x"].tolist() == [2.0, 4.0]
+    fs.materialize_online(end_ts="2024-01-01 01:00:00.000001")  # (1 µs later: 200 ns and 999 ns too old)
+    online = fs.get_online_features({"k": [1, 2]}, ["v:x", "w:x"], full_feature_names=True)
+    assert online["v__x"].tolist() == [2.0, 4.0] and online["w__x"].isna().all()

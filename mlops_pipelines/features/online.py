@@ -203,9 +203,12 @@ def loaded_array(values: Sequence, type_: pa.DataType) -> pa.Array:
 
 
 # Bumped when the store would serve other values for the same rows and declaration (2: DECIMAL
-# features as the double nearest their value, 128-bit integers whole): rows written by earlier
-# rules are rebuilt by the next materialization rather than served as they were.
-SERVING_RULES = "2"
+# features as the double nearest their value, 128-bit integers whole; 3: nanosecond events kept
+# and compared in nanoseconds): rows written by earlier rules are rebuilt by the next
+# materialization rather than served as they were.
+SERVING_RULES = "3"
+# The recorded schema's mark of a view whose event times are kept in nanoseconds (else µs).
+_NANOSECOND_EVENTS = {b"event_unit": b"ns"}
 
 
 def stored_version(view: FeatureView) -> str:
@@ -318,8 +321,8 @@ class OnlineStore:
         )
 
     def upsert(self, connection: sqlite3.Connection, view: FeatureView, rows: Sequence[tuple]) -> None:
-        """Insert rows ``(keys..., ts_us, created, features...)``; an existing entity is replaced
-        only by a later event, or the same event created later (the offline tie-break)."""
+        """Insert rows ``(keys..., event time, created, features...)``; an existing entity is
+        replaced only by a later event, or the same event created later (the offline tie-break)."""
         if not rows:
             return
         names = [*view.entities, "__ts", "__created", *view.feature_names]
@@ -344,11 +347,13 @@ class OnlineStore:
 
     @staticmethod
     def lookup_schema(view: FeatureView, rows: pa.Schema) -> pa.Schema:
-        """The view's key types and its features' served types, from the schema of rows read for it."""
+        """The view's key types and its features' served types, from the schema of rows read for it
+        (marked when its event times are nanoseconds: so they are kept)."""
         return pa.schema(
             [pa.field(k, point_in_time.key_type(rows.field(k).type), metadata=rows.field(k).metadata)
              for k in view.entities]
-            + [pa.field(f, point_in_time.served_type(rows.field(f).type)) for f in view.feature_names])
+            + [pa.field(f, point_in_time.served_type(rows.field(f).type)) for f in view.feature_names],
+            metadata=_NANOSECOND_EVENTS if point_in_time.TS_NS in rows.names else None)
 
     def record_schema(self, connection: sqlite3.Connection, view: FeatureView, schema: pa.Schema) -> None:
         """Keep the view's :meth:`lookup_schema` for lookups."""
@@ -423,22 +428,25 @@ class OnlineStore:
                                          unsigned=point_in_time.is_uhugeint(types.field(k)))
             for k, values in zip(view.entities, key_columns, strict=True)]
         keys = list(zip(*(key_values(c) for c in key_columns), strict=True))
-        rows = read_rows(connection, view, names, keys, watermark)
+        rows = read_rows(connection, view, names, keys, watermark,
+                         nanoseconds=(types.metadata or {}).get(b"event_unit") == b"ns")
         answers = [rows.get(k) for k in keys]
         columns = {n: [None if a is None else a[i] for a in answers] for i, n in enumerate(names)}
         return {n: loaded_array(values, types.field(n).type) for n, values in columns.items()}
 
 
 def read_rows(connection: sqlite3.Connection, view: FeatureView, names: Sequence[str], keys: Sequence[tuple],
-              watermark: int) -> dict[tuple, tuple]:
+              watermark: int, nanoseconds: bool = False) -> dict[tuple, tuple]:
     """Feature values by entity key from an open connection, as of ``watermark`` (µs): rows older
-    than the view's TTL at the watermark are left out, null keys match nothing."""
+    than the view's TTL at the watermark are left out, null keys match nothing. ``nanoseconds``:
+    the view's event times are kept in nanoseconds (so its TTL is measured in them)."""
     unique = list(dict.fromkeys(k for k in keys if all(v is not None for v in k)))
     if not unique:
         return {}
     width = len(view.entities)
     # -infinity is older than any TTL, even one reaching past it (more than 2**63 µs).
-    floor = max(watermark - view.ttl_micros, point_in_time.NEGATIVE_INFINITY + 1) if view.ttl else None
+    per = 1000 if nanoseconds else 1
+    floor = max((watermark - view.ttl_micros) * per, point_in_time.NEGATIVE_INFINITY + 1) if view.ttl else None
     key_list = ", ".join(quoted(k) for k in view.entities)
     columns = ", ".join(quoted(n) for n in names)
     found: dict[tuple, tuple] = {}

@@ -28,7 +28,7 @@ import threading
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, time
 from decimal import Decimal
 
@@ -52,6 +52,9 @@ def micros_of(count: int, unit: str) -> int:
 
 TS = "__ts"
 CREATED = "__created"
+# A nanosecond event time (TIMESTAMP_NS sources), read beside ``__ts`` as int64 nanoseconds
+# (+/-(2**63 - 1) for +/-infinity): the join compares it with the entity times exactly.
+TS_NS = "__ts_ns"
 WORD = 64
 
 
@@ -65,6 +68,9 @@ class EntityRows:
     # bool: the timestamp lies inside the microsecond ``micros`` begins (nanoseconds past it), so
     # that a TTL is measured from the true instant; None when no timestamp does
     finer: np.ndarray | None = None
+    # int64: the nanoseconds past ``micros`` (0 to 999), for joins with nanosecond events; None
+    # when no timestamp has any
+    nanos_past: np.ndarray | None = None
     # row -> its true time (µs) where ``micros`` holds the end of DuckDB's range instead (rows
     # beyond it), so that a TTL is measured from the true instant; None when no row is
     beyond: dict[int, int] | None = None
@@ -73,6 +79,25 @@ class EntityRows:
 
     def __len__(self) -> int:
         return len(self.micros)
+
+    def in_nanoseconds(self) -> EntityRows:
+        """The same rows with their instants in nanoseconds (in ``micros``), for a view whose
+        event times are nanoseconds. Instants beyond int64's nanoseconds (before 1677, after 2262)
+        lie beyond every finite nanosecond event: they are put next to int64's ends, inside the
+        infinities (an entity row far in the future still sees no event at +infinity), and their
+        true instants are kept in ``beyond`` for the TTL."""
+        edge = (2**63 - 1) // 1000  # microseconds whose nanoseconds fit in int64
+        inside = (self.micros > -edge) & (self.micros < edge)
+        nanos = np.clip(self.micros, -edge + 1, edge - 1) * 1000
+        if self.nanos_past is not None:
+            nanos += self.nanos_past
+        beyond = {row: micros * 1000 for row, micros in (self.beyond or {}).items()}
+        far = np.flatnonzero(~inside & self.valid)
+        for row in far.tolist():
+            past = 0 if self.nanos_past is None else int(self.nanos_past[row])
+            beyond.setdefault(row, int(self.micros[row]) * 1000 + past)
+        nanos[far] = np.where(self.micros[far] > 0, 2**63 - 2, -(2**63 - 2))
+        return replace(self, micros=nanos, finer=None, nanos_past=None, beyond=beyond or None)
 
 
 class _HugePages:
@@ -878,7 +903,9 @@ def match_rows(features: pa.Table, entities: EntityRows, keys: Sequence[str], na
     Args:
         features: the view's rows, none with a NULL key or event time (as
             ``store.feature_table_sql`` reads them): ``keys``, ``__ts`` (event time,
-            TIMESTAMP(us) in UTC), ``__created`` (when ``has_created``) and ``names``.
+            TIMESTAMP(us) in UTC), ``__created`` (when ``has_created``) and ``names``; and
+            ``__ts_ns`` (int64) for nanosecond events, then compared with the entity times in
+            nanoseconds.
         entities: the entity rows.
         keys: the view's join key columns (in both).
         names: all the view's features in their declared order: ties are decided on them, not
@@ -899,7 +926,13 @@ def match_rows(features: pa.Table, entities: EntityRows, keys: Sequence[str], na
     feature_keys, entity_keys, key_count = key_codes(features, entities, keys, workspace)
     key_bits = _bits(key_count)
     room = WORD - key_bits - max(_bits(features.num_rows), _bits(count))
-    times = _time_codes(features.column(TS), entities, room, workspace)
+    events = features.column(TS)
+    if TS_NS in features.column_names:
+        # Nanosecond events, compared with the entity times in nanoseconds, exactly (``__ts``,
+        # rounded up to the microsecond, serves the windows read in SQL).
+        events, entities = features.column(TS_NS), entities.in_nanoseconds()
+        ttl_micros = None if ttl_micros is None else ttl_micros * 1000  # (in the same unit: nanoseconds)
+    times = _time_codes(events, entities, room, workspace)
     time_bits = _bits(times.count)
     shift = np.uint64(time_bits)
 

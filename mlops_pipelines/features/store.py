@@ -189,10 +189,11 @@ class NanosecondTimestamps:
 
 def event_instant_sql(view: FeatureView, ns: NanosecondTimestamps) -> str:
     """The view's event time as a TIMESTAMPTZ in microseconds (naive timestamps read as UTC on the
-    store's connections). A nanosecond event (TIMESTAMP_NS or TIMESTAMPTZ_NS) counts from the next
-    whole microsecond: DuckDB's cast rounds to the nearest, and an event 400 ns after an entity's
-    instant would have been shown to it (a feature from its future); late by less than 1 us is
-    the safe side."""
+    store's connections). A nanosecond event (TIMESTAMP_NS or TIMESTAMPTZ_NS) is rounded up to the
+    next whole microsecond: DuckDB's cast rounds to the nearest, and a window of rows "at or before
+    t" (a whole microsecond) would then take an event 400 ns after it. Rounded up, ``<= t`` and
+    ``> t`` are exact for whole microseconds; the join compares the event's nanoseconds
+    (:func:`event_nanoseconds_sql`)."""
     column = quoted(view.event_timestamp)
     if not ns.event:
         return f"{column}::timestamptz"
@@ -200,6 +201,14 @@ def event_instant_sql(view: FeatureView, ns: NanosecondTimestamps) -> str:
     # epoch_ns of 'infinity' is NULL, whose own cast is kept)
     return (f"coalesce(make_timestamp(epoch_ns({column}) // 1000 + (epoch_ns({column}) % 1000 > 0)::bigint)"
             f"::timestamptz, {column}::timestamptz)")
+
+
+def event_nanoseconds_sql(view: FeatureView) -> str:
+    """A nanosecond event time as int64 nanoseconds since the epoch (UTC), +/-(2**63 - 1) for
+    +/-infinity (whose ``epoch_ns`` is NULL)."""
+    column = quoted(view.event_timestamp)
+    return (f"coalesce(epoch_ns({column}), case when {column}::timestamptz > '1970-01-01'::timestamptz "
+            f"then {2**63 - 1} else {-(2**63 - 1)} end)")
 
 
 def source_sql(view: FeatureView) -> str:
@@ -210,9 +219,11 @@ def source_sql(view: FeatureView) -> str:
 
 def feature_table_sql(view: FeatureView, names: Sequence[str], where: str,
                       ns: NanosecondTimestamps) -> str:
-    """The rows of ``view`` a point-in-time join can use: ``keys, __ts, [__created], features``.
+    """The rows of ``view`` a point-in-time join can use: ``keys, __ts, [__created], features,
+    [__ts_ns]``.
 
-    ``__ts`` is :func:`event_instant_sql`; ``__created`` a TIMESTAMPTZ in microseconds too,
+    ``__ts`` is :func:`event_instant_sql`; ``__ts_ns``, only for a nanosecond event column, is
+    :func:`event_nanoseconds_sql`; ``__created`` a TIMESTAMPTZ in microseconds too,
     except that of a nanosecond column, which stays as it is (``ns``, from
     :func:`check_source_types`): created timestamps only break ties, and two a few
     nanoseconds apart would tie in microseconds. Rows with a NULL key or event timestamp can
@@ -224,9 +235,10 @@ def feature_table_sql(view: FeatureView, names: Sequence[str], where: str,
     created = f", {quoted(view.created_timestamp)}{cast} as {point_in_time.CREATED}" \
         if view.created_timestamp else ""
     features = "".join(f", {quoted(f)}" for f in names)
+    nanoseconds = f", {event_nanoseconds_sql(view)} as {point_in_time.TS_NS}" if ns.event else ""
     joinable = " and ".join(f'{quoted(c)} is not null' for c in (view.event_timestamp, *view.entities))
     return (
-        f'select {keys}, {event_instant_sql(view, ns)} as {point_in_time.TS}{created}{features} '
+        f'select {keys}, {event_instant_sql(view, ns)} as {point_in_time.TS}{created}{features}{nanoseconds} '
         f"from {source_sql(view)} where {joinable}{' and ' + where if where else ''}"
     )
 
@@ -303,7 +315,7 @@ def _fingerprints(connection: duckdb.DuckDBPyConnection, view: FeatureView, sinc
     an event time at or before ``since`` (None without one) and at or before ``until`` (µs), in one
     scan: a run records the second; the next compares the first with it."""
     names = (*view.entities, point_in_time.TS, *([point_in_time.CREATED] if view.created_timestamp else []),
-             *view.feature_names)
+             *view.feature_names, *([point_in_time.TS_NS] if ns.event else []))  # (nanoseconds order events)
     bounds = [until] if since is None else [until, since]
     with _reading(view):
         rows = feature_table_sql(view, view.feature_names, "", ns)
@@ -381,6 +393,7 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
     """
     ns = check_source_types(connection, view)
     created = [point_in_time.CREATED] if view.created_timestamp else []
+    nanoseconds = [point_in_time.TS_NS] if ns.event else []
     with _reading(view):
         relation = connection.sql(feature_table_sql(view, names, where, ns))
         types = relation.types
@@ -389,7 +402,8 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
                 raise ValueError(f"feature view {view.name!r}: join key {key!r} is {type_}, which cannot be a key "
                                  "in a join (cast it in the view: a number, text, boolean, date, TIME, timestamp, "
                                  "UUID or blob can be one)")
-        for name, type_ in zip(names, types[-len(names):] if names else [], strict=True):
+        first = len(view.entities) + 1 + len(created)
+        for name, type_ in zip(names, types[first:first + len(names)], strict=True):
             problem = (_unserved(type_) if name in served else None) or \
                 (_misread(type_) if name in served or name in asked else None)
             if problem:
@@ -402,7 +416,7 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
             # as long with batches of 1 Mi or 2 Mi rows).
             table = relation.to_arrow_table(batch_size=1 << 40)
     # Named as declared: DuckDB finds a column whatever the case of its name, and names it as the source does.
-    table = table.rename_columns([*view.entities, point_in_time.TS, *created, *names])
+    table = table.rename_columns([*view.entities, point_in_time.TS, *created, *names, *nanoseconds])
     for i, type_ in enumerate(types):
         if type_.id in ("hugeint", "uhugeint"):
             # (a UHUGEINT key marked, so that entity keys DuckDB hands over as it did are mended too)
@@ -450,7 +464,9 @@ def _reachable_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, ty
         return
     event = event_instant_sql(view, ns)
     given = entities.micros[entities.valid]
-    conditions = [f"{event} <= make_timestamp({int(given.max())}::bigint)::timestamptz"]
+    # (an event rounded up to the next microsecond may lie before an entity time with nanoseconds)
+    latest = int(given.max()) + (1 if ns.event and entities.finer is not None else 0)
+    conditions = [f"{event} <= make_timestamp({latest}::bigint)::timestamptz"]
     if view.ttl_micros is not None:
         earliest = min([int(given.min()), *(entities.beyond or {}).values()]) - view.ttl_micros
         if earliest > -FINITE:  # (else no finite event is too old for every entity row)
@@ -487,19 +503,21 @@ def entity_rows(keys: Mapping[str, pd.Series | pa.ChunkedArray], timestamps: pd.
     """The entity side of a join: its key columns and its UTC timestamps (from :func:`to_utc`).
 
     Timestamps become microseconds by flooring (an event at or before the entity's instant stays
-    so), and nanoseconds past them are noted (so that a TTL is measured from the true instant);
-    null ones match nothing.
+    so), and nanoseconds past them are noted (so that a TTL is measured from the true instant, and
+    nanosecond events are compared exactly); null ones match nothing.
     """
     given = np.asarray(timestamps.dt.tz_convert(None))
     valid = ~np.isnat(given)
     unit, _ = np.datetime_data(given.dtype)
     raw = given.view(np.int64)
-    finer = beyond = None
+    finer = nanos_past = beyond = None
     # Integer arithmetic rather than numpy's casts, which wrap around near the ends of int64.
     if unit == "ns":
         micros = raw // 1000
-        finer = (raw % 1000 != 0) & valid
-        finer = finer if finer.any() else None
+        past = raw % 1000
+        past[~valid] = 0
+        if past.any():
+            finer, nanos_past = past != 0, past
     else:
         per = point_in_time.MICROS_PER_UNIT[unit]
         edge = FINITE // per
@@ -515,8 +533,8 @@ def entity_rows(keys: Mapping[str, pd.Series | pa.ChunkedArray], timestamps: pd.
     if not valid.all():
         micros[~valid] = 0
     keys_ = {k: point_in_time.entity_key_array(v) for k, v in keys.items()}
-    return point_in_time.EntityRows(keys=keys_, micros=micros, valid=valid, finer=finer, beyond=beyond,
-                                    labels=timestamps.index)
+    return point_in_time.EntityRows(keys=keys_, micros=micros, valid=valid, finer=finer, nanos_past=nanos_past,
+                                    beyond=beyond, labels=timestamps.index)
 
 
 def _read_local_parquet_as_needed(connection: duckdb.DuckDBPyConnection) -> None:
@@ -1201,7 +1219,8 @@ class FeatureStore:
     def _latest_rows(table: pa.Table, view: FeatureView, until: int) -> list[tuple]:
         """The row of each entity in ``table`` that the point-in-time join picks at ``until``
         (the same rule, ties included, as get_historical_features), as online-store tuples
-        ``(keys..., ts_us, created (µs, or ns of a TIMESTAMP_NS column), features...)``."""
+        ``(keys..., event time (µs, or ns of a nanosecond event column), created (µs, or ns of a
+        nanosecond column), features...)``."""
         keys = list(view.entities)
         distinct = table.select(keys).group_by(keys).aggregate([])
         for key in keys:  # a NaN key matches nothing (SQLite would store it as NULL, a new row every run)
@@ -1216,7 +1235,8 @@ class FeatureStore:
                                           view.created_timestamp is not None)
         latest = table.take(pa.array(chosen))
         columns = [key_values(latest.column(k)) for k in keys]
-        columns.append(latest.column(point_in_time.TS).cast(pa.int64()).to_pylist())
+        event = point_in_time.TS_NS if point_in_time.TS_NS in latest.column_names else point_in_time.TS
+        columns.append(latest.column(event).cast(pa.int64()).to_pylist())
         created = latest.column(point_in_time.CREATED).cast(pa.int64()) if view.created_timestamp \
             else pa.nulls(count, pa.int64())
         columns.append(created.to_pylist())

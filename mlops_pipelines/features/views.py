@@ -15,7 +15,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from mlops_pipelines.features.point_in_time import CREATED, MICROS_PER_UNIT, TS
+from mlops_pipelines.features.point_in_time import CREATED, MICROS_PER_UNIT, TS, TS_NS
 
 _SHORT_TTL_UNITS = {  # microseconds in each unit of the short forms (lower case only: '3M' could mean months)
     "d": 86_400_000_000, "h": 3_600_000_000, "m": 60_000_000, "s": 1_000_000, "ms": 1_000, "us": 1,
@@ -40,7 +40,7 @@ _ISO_UNITS = (None, None, 7 * 86_400_000_000, 86_400_000_000, 3_600_000_000, 60_
 _CLOCK_DURATION = re.compile(r"\s*(?:(\d+)\s+days?,?\s*)?(\d+):([0-5]\d):([0-5]\d(?:\.\d+)?)\s*", re.ASCII)
 
 
-RESERVED = (TS, CREATED)  # the columns a join reads event and created timestamps into
+RESERVED = (TS, CREATED, TS_NS)  # the columns a join reads event and created timestamps into
 
 _INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
              "UHUGEINT")
