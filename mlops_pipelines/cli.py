@@ -55,38 +55,21 @@ def _summary(_args: argparse.Namespace) -> int:
 
 
 def _features_list(_args: argparse.Namespace) -> int:
-    import json
-
     import duckdb
 
     paths = ProjectPaths.from_env()
-    from mlops_pipelines.features.store import PYTHON_ORIGIN
-    from mlops_pipelines.features.views import ttl_text
-    from mlops_pipelines.warehouse import table_exists
+    from mlops_pipelines.features.store import REGISTRY_HEADER, registry_listing
 
     if not paths.warehouse_path.exists():
         print(f"no warehouse at {paths.warehouse_path}: run `mlops demo` first", file=sys.stderr)
         return 1
     with duckdb.connect(str(paths.warehouse_path), read_only=True) as connection:
-        if not table_exists(connection, "features", "registry"):
-            print("no feature view materialized yet", file=sys.stderr)
-            return 1
-        connection.execute("SET TimeZone = 'UTC'")
-        cursor = connection.execute("select * from features.registry order by name")
-        columns = [c[0] for c in cursor.description]
-        registry = [dict(zip(columns, values, strict=True)) for values in cursor.fetchall()]
-    header = ("view", "version", "entities", "event ts", "created ts", "ttl", "owner", "rows", "materialized (UTC)")
-    lines = [header]
-    for row in registry:
-        retired = row.get("retired_at")  # (absent from registries written before views could be retired)
-        if row.get("origin") == PYTHON_ORIGIN:  # (applied from Python: never built by a run)
-            rows, when = "-", f"never (applied from Python {row['applied_at']:%Y-%m-%d %H:%M})"
-        else:
-            rows, when = f"{row['row_count']:,}", f"{row['materialized_at']:%Y-%m-%d %H:%M}"
-        lines.append((row["name"], row["version"], ", ".join(json.loads(row["entities"])), row["event_timestamp"],
-                      row["created_timestamp"] or "-", ttl_text(row["ttl_seconds"]), row["owner"] or "-",
-                      rows, when + (f", retired {retired:%Y-%m-%d %H:%M}" if retired is not None else "")))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+        listed = registry_listing(connection)
+    if listed is None:
+        print("no feature view materialized yet", file=sys.stderr)
+        return 1
+    lines = [REGISTRY_HEADER, *listed]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(REGISTRY_HEADER))]
     for line in lines:
         cells = zip(line, widths, strict=True)
         print("  ".join(cell.rjust(w) if i == 7 else cell.ljust(w) for i, (cell, w) in enumerate(cells)).rstrip())

@@ -82,6 +82,11 @@ def test_the_cli_lists_an_applied_view_and_joins_it(warehouse, tmp_path, capsys)
     assert line.split()[:10] == ["trips", _view(tmp_path).version, "city,", "line", "ts", "created", "400ms",
                                  "team-trips", "-", "never"]
     assert "(applied from Python 20" in line
+    # The same rows for the online_features asset's metadata (applied views have no asset).
+    listed = FeatureStore(warehouse).registry()
+    assert [row[:8] for row in listed] == [("trips", _view(tmp_path).version, "city, line", "ts", "created", "400ms",
+                                            "team-trips", "-")]
+    assert listed[0][8].startswith("never (applied from Python 20")
     ENTITIES.to_csv(tmp_path / "entities.csv", index=False)
     assert main(["features", "historical", "--entities", str(tmp_path / "entities.csv"),
                  "--features", "trips:trips", "--out", str(tmp_path / "out.csv")]) == 0

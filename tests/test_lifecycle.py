@@ -257,6 +257,11 @@ def test_online_store_and_cli_agree_with_the_offline_store(lifecycle, tmp_path):
     # ... and how each view got there (the lifecycle's single build: every view from scratch).
     assert {metadata[f"refresh/{name}"].value for name in SqlProject().feature_views()} == {
         "rebuilt: this version of the view was not materialized before"}
+    # ... and the registry, as `mlops features list` prints it: a row per view with its version.
+    table = metadata["registry"].value.splitlines()
+    assert table[0].startswith("| view | version | entities |") and len(table) == 2 + len(SqlProject().feature_views())
+    for name, view in SqlProject().feature_views().items():
+        assert any(line.startswith(f"| {name} | {view.version} | ") for line in table[2:]), name
     entities = tmp_path / "entities.csv"
     pd.DataFrame({"origin": ["JFK", "JFK"], "event_timestamp": [str(latest["available_at"]), "2013-01-01T00:00:00Z"]}
                  ).to_csv(entities, index=False)

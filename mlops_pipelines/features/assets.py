@@ -22,7 +22,7 @@ from pydantic import Field
 
 from mlops_pipelines.features.resource import FeatureStoreResource
 from mlops_pipelines.features.sql_project import SqlModel, SqlProject
-from mlops_pipelines.features.store import FeatureStore, watermark_text
+from mlops_pipelines.features.store import REGISTRY_HEADER, FeatureStore, watermark_text
 from mlops_pipelines.features.views import ttl_text
 from mlops_pipelines.validation.store import SCHEMA as VALIDATED_SCHEMA
 from mlops_pipelines.validation.store import refuse_failed_validations
@@ -163,6 +163,12 @@ def online_features_asset(project: SqlProject | None = None) -> AssetsDefinition
         with online.connect() as lite:  # (the instant each view is now current as of, and how it got there)
             marks = {name: online.watermark(lite, store.views[name]) for name in views}
             refreshes = {name: online.last_refresh(lite, store.views[name]) for name in views}
+        # Every view of the registry, those applied from Python too (no asset of their own), as
+        # `mlops features list` prints it.
+        listed = store.registry()
+        registry = {"registry": MetadataValue.md(
+            "\n".join("| " + " | ".join(_cell(cell) for cell in line) + " |"
+                      for line in (REGISTRY_HEADER, ("---",) * len(REGISTRY_HEADER), *listed)))} if listed else {}
         return MaterializeResult(
             metadata={
                 "path": MetadataValue.path(feature_store.online_path),
@@ -172,6 +178,7 @@ def online_features_asset(project: SqlProject | None = None) -> AssetsDefinition
                 **{f"watermark/{name}": MetadataValue.text(watermark_text(mark))
                    for name, mark in marks.items() if mark is not None},
                 **{f"refresh/{name}": MetadataValue.text(how) for name, how in refreshes.items() if how},
+                **registry,
             }
         )
 

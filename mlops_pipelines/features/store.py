@@ -38,6 +38,7 @@ from mlops_pipelines.features.views import (
     FeatureView,
     quoted,
     timestamp_type_problem,
+    ttl_text,
     type_matches,
 )
 
@@ -696,6 +697,39 @@ def _registry_columns(connection: duckdb.DuckDBPyConnection) -> set[str]:
         [schema, table]).fetchall()}
 
 
+REGISTRY_HEADER = ("view", "version", "entities", "event ts", "created ts", "ttl", "owner", "rows",
+                   "materialized (UTC)")
+
+
+def registry_listing(connection: duckdb.DuckDBPyConnection) -> list[tuple[str, ...]] | None:
+    """``features.registry`` as text, a row per view (views built from SQL and applied from
+    Python, retired ones marked) in the columns of :data:`REGISTRY_HEADER`, as `mlops features
+    list` prints it and the ``online_features`` asset shows it; None when there is no registry."""
+    present = _registry_columns(connection)
+    if not present:
+        return None
+
+    def utc(column: str) -> str:  # (in UTC whatever the connection's zone; NULL in a registry of an
+        return f"timezone('UTC', {column})" if column in present else "null"  # earlier version)
+
+    cursor = connection.execute(
+        "select name, version, entities, event_timestamp, created_timestamp, ttl_seconds, owner, row_count, "
+        f"{utc('materialized_at')} as materialized, {'origin' if 'origin' in present else 'null'} as origin, "
+        f"{utc('applied_at')} as applied, {utc('retired_at')} as retired from {REGISTRY_TABLE} order by name")
+    columns = [c[0] for c in cursor.description]
+    listed = []
+    for row in (dict(zip(columns, values, strict=True)) for values in cursor.fetchall()):
+        if row["origin"] == PYTHON_ORIGIN:  # (applied from Python: never built by a run)
+            rows, when = "-", f"never (applied from Python {row['applied']:%Y-%m-%d %H:%M})"
+        else:
+            rows, when = f"{row['row_count']:,}", f"{row['materialized']:%Y-%m-%d %H:%M}"
+        if row["retired"] is not None:
+            when += f", retired {row['retired']:%Y-%m-%d %H:%M}"
+        listed.append((row["name"], row["version"], ", ".join(json.loads(row["entities"])), row["event_timestamp"],
+                       row["created_timestamp"] or "-", ttl_text(row["ttl_seconds"]), row["owner"] or "-", rows, when))
+    return listed
+
+
 def _upsert_registry(connection: duckdb.DuckDBPyConnection, view: FeatureView, row_count: int | None,
                      run_id: str | None, origin: str) -> None:
     """Write the view's row of ``features.registry``: materialized now (``origin`` "sql") or
@@ -998,6 +1032,12 @@ class FeatureStore:
         if as_pandas:
             return pd.DataFrame(columns, copy=False) if columns else pd.DataFrame(index=range(len(entities)))
         return pa.table(columns) if columns else pa.table({})
+
+    def registry(self, connection: duckdb.DuckDBPyConnection | None = None) -> list[tuple[str, ...]] | None:
+        """The warehouse's registry of views as text (see :func:`registry_listing`), or None when
+        no view was built or applied yet."""
+        with self._connection(connection) as con:
+            return registry_listing(con)
 
     def get_historical_features(
         self,
