@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -140,6 +139,7 @@ def _read_csv(path: str):
 
 
 def _features_historical(args: argparse.Namespace) -> int:
+    from mlops_pipelines.features.errors import EntityRowError, FeatureNameCollision, MissingTimestampColumn
     from mlops_pipelines.features.store import ViewReadError
     from mlops_pipelines.resources import build_resources
 
@@ -168,15 +168,17 @@ def _features_historical(args: argparse.Namespace) -> int:
     except ViewReadError:
         raise  # (the view's source, not the entity file)
     except (KeyError, ValueError) as exc:
-        reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        if "no timestamp column" in reason:
+        # (the library's advice in the CLI's words; a CSV's rows are named by their line in the file)
+        if isinstance(exc, FeatureNameCollision):
+            reason = exc.advising("--full-feature-names")
+        elif isinstance(exc, EntityRowError) and Path(args.entities).suffix.lower() == ".csv":
+            reason = exc.naming_rows("line")
+        else:
+            reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        if isinstance(exc, MissingTimestampColumn):
             separated = [c for c in entities.columns if ";" in str(c) or "\t" in str(c)]
             reason += (f"; the header {separated[0]!r} looks separated by another character than the comma CSV "
                        "files are read with") if separated else "; name another with --timestamp-column"
-        # (the library's advice, in the CLI's words; a CSV's rows are named by their line in the file)
-        reason = reason.replace("pass full_feature_names=True", "pass --full-feature-names")
-        if Path(args.entities).suffix.lower() == ".csv":
-            reason = re.sub(r"\brow (\d+)\b", r"line \1", reason)
         raise ValueError(f"{args.entities}: {reason}") from exc
     if out_kind == ".parquet":
         out.to_parquet(args.out, index=False)

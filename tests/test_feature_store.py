@@ -1414,3 +1414,35 @@ def test_one_remote_source_keeps_prefetching_for_the_whole_store(tmp_path):
              FeatureView("remote", "read_parquet('https://example.org/x.parquet')", ("k",), "ts", (Feature("x"),))]
     with FeatureStore(":memory:", views)._connection(None) as con:
         assert con.sql("select current_setting('disable_parquet_prefetching')").fetchall() == [(False,)]
+
+
+def test_errors_about_one_entity_row_carry_the_row_so_callers_can_name_it_their_way(tmp_path):
+    """The CLI named a CSV's rows by their line by rewriting the library's text ('row 7' to
+    'line 7'); the errors are now typed, with the row's label, for every rule that names a row:
+    a timestamp, a TIME key and a UUID key that do not parse, an INTEGER key that is text."""
+    from mlops_pipelines.features.errors import EntityRowError, FeatureNameCollision, MissingTimestampColumn
+
+    cases = [
+        (key_store(tmp_path / "ts", "(1, '2024-01-01 11:00+00', 1.0)"), ["1", "1"], ["2024-01-01", "soon"],
+         r"timestamp column 'event_timestamp' {} 7 \('soon'\): "),
+        (key_store(tmp_path / "time", "('10:00', '2024-01-01 11:00+00', 1.0)", "time"), ["10:00", "ten"],
+         [NOON, NOON], r"join key 'k' {} 7 \('ten'\): not an ISO 8601 time of day"),
+        (key_store(tmp_path / "uuid", "('c9a646d3-9c61-4cb7-bfcd-ee2522c8f633', '2024-01-01 11:00+00', 1.0)", "uuid"),
+         ["c9a646d3-9c61-4cb7-bfcd-ee2522c8f633", "c9a6-nope"], [NOON, NOON],
+         r"join key 'k': entity value 'c9a6-nope' \({} 7 of the entity rows\) is not a UUID"),
+        (key_store(tmp_path / "int", "(1, '2024-01-01 11:00+00', 1.0)"), ["1", "x1"], [NOON, NOON],
+         r"join key 'k': entity values of type \w+ cannot be compared with the view's int64 \({} 7: "),
+    ]
+    for store, keys, stamps, rule in cases:
+        entities = pd.DataFrame({"k": keys, "event_timestamp": stamps}, index=[6, 7])
+        with pytest.raises(EntityRowError, match=rule.format("row")) as caught:
+            store.get_historical_features(entities, "f:x")
+        assert caught.value.row == 7 and re.search(rule.format("line"), caught.value.naming_rows("line"))
+    store = cases[0][0]
+    with pytest.raises(MissingTimestampColumn, match="no timestamp column 'when'") as missing:
+        store.get_historical_features(pd.DataFrame({"k": [1], "event_timestamp": [NOON]}), "f:x",
+                                      timestamp_column="when")
+    assert missing.value.column == "when"
+    with pytest.raises(FeatureNameCollision, match=r"rename them or pass full_feature_names=True") as clash:
+        store.get_historical_features(pd.DataFrame({"k": [1], "event_timestamp": [NOON], "x": [0]}), "f:x")
+    assert clash.value.advising("--full-feature-names").endswith("rename them or pass --full-feature-names")

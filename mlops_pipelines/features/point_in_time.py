@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlops_pipelines.features import timestamps
+from mlops_pipelines.features.errors import EntityRowError
 
 MICROS_PER_UNIT = {"s": 10**6, "ms": 10**3, "us": 1}  # numpy's and Arrow's coarser time units
 
@@ -422,20 +423,19 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
             within = pc.and_(pc.less_equal(cast, largest), pc.greater_equal(cast, pc.negate(largest)))
             kept = pc.and_(kept, pc.fill_null(within, False))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        reason, where = str(exc).splitlines()[0], ""
+        reason = str(exc).splitlines()[0]
+        before = (f"join key {column!r}: entity values of type {values.type} cannot be compared with the "
+                  f"view's {wanted} (")
         if text and isinstance(exc, pa.ArrowInvalid):
             # The first value that does not parse, and its own error (the whole column's names
             # whichever value Arrow's kernel met first).
             row = _first_uncastable(values, wanted)
-            where = f"row {_row_name(row, labels)}: "
             try:
                 values.slice(row, 1).cast(wanted)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as own:
                 reason = str(own).splitlines()[0]
-        raise ValueError(
-            f"join key {column!r}: entity values of type {values.type} cannot be compared with the "
-            f"view's {wanted} ({where}{reason})"
-        ) from exc
+            raise EntityRowError(before, _row_name(row, labels), f": {reason})") from exc
+        raise ValueError(f"{before}{reason})") from exc
     return cast if pc.all(kept).as_py() is not False else pc.if_else(kept, cast, pa.scalar(None, wanted))
 
 
@@ -482,8 +482,8 @@ def _parsed_times(values: pa.Array, wanted: pa.DataType, column: str, labels: pd
             try:
                 times.append(None if text is None else time.fromisoformat(text.strip()))
             except ValueError as exc:
-                raise ValueError(f"join key {column!r} row {_row_name(position, labels)} ({text!r}): not an "
-                                 f"ISO 8601 time of day ({str(exc).splitlines()[0]})") from None
+                raise EntityRowError(f"join key {column!r} ", _row_name(position, labels), f" ({text!r}): not an "
+                                     f"ISO 8601 time of day ({str(exc).splitlines()[0]})") from None
         return pa.array(times, pa.time64("ns" if wanted.unit == "ns" else "us"))
     texts = values.to_pandas().set_axis(labels if labels is not None else pd.RangeIndex(len(values))).rename(column)
     instants = timestamps.to_utc(texts, what="join key")
@@ -550,8 +550,8 @@ def _uuid_texts(values: pa.Array, column: str, labels: pd.Index | None = None) -
         digits = texts[row][1:-1] if texts[row][:1] == "{" and texts[row][-1:] == "}" else texts[row]
         digits = digits.replace("-", "")
         if len(digits) != 32 or digits.strip("0123456789abcdef"):
-            raise ValueError(f"join key {column!r}: entity value {values[row].as_py()!r} (row "
-                             f"{_row_name(row, labels)} of the entity rows) is not a UUID")
+            raise EntityRowError(f"join key {column!r}: entity value {values[row].as_py()!r} (", _row_name(row, labels),
+                                 " of the entity rows) is not a UUID")
         texts[row] = str(uuid.UUID(hex=digits))
     return pa.array(texts, pa.string())
 

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 
 from mlops_pipelines import numpy_sort
 from mlops_pipelines.features import point_in_time
+from mlops_pipelines.features.errors import FeatureNameCollision, MissingTimestampColumn
 from mlops_pipelines.features.online import OnlineStore, from_micros, key_values, stored_values, to_micros
 from mlops_pipelines.features.sql_project import default_project_dir
 from mlops_pipelines.features.timestamps import to_utc
@@ -68,8 +69,8 @@ def output_names(features: Iterable[tuple[str, str]], full_feature_names: bool) 
             if full_feature_names:
                 raise ValueError(f"features {owners[output]!r} and '{view_name}:{name}' both make the column "
                                  f"{output!r}; rename a view or a feature")
-            raise ValueError(f"feature name {name!r} is in views {owners[output].partition(':')[0]!r} and "
-                             f"{view_name!r}: pass full_feature_names=True")
+            raise FeatureNameCollision(f"feature name {name!r} is in views {owners[output].partition(':')[0]!r} and "
+                                       f"{view_name!r}: pass ")
         owners[output] = f"{view_name}:{name}"
         outputs[view_name, name] = output
     return outputs
@@ -99,8 +100,10 @@ def _check_entity_columns(columns: Sequence[str], outputs: Sequence[str], full_f
     present = set(columns)
     clash = [c for c in outputs if c in present]
     if clash:
-        hint = "rename them" if full_feature_names else "rename them or pass full_feature_names=True"
-        raise ValueError(f"entity columns {clash} have the names of requested features' output columns: {hint}")
+        message = f"entity columns {clash} have the names of requested features' output columns: rename them"
+        if full_feature_names:
+            raise ValueError(message)
+        raise FeatureNameCollision(f"{message} or pass ")
 
 
 def _arrow_entities(table: pa.Table) -> pd.DataFrame:
@@ -1073,8 +1076,8 @@ class FeatureStore:
         _check_unique_columns(entity_df.columns)
         _check_entity_columns(entity_df.columns, outputs, full_feature_names)
         if timestamp_column not in entity_df.columns:
-            raise KeyError(f"entity frame has no timestamp column {timestamp_column!r} "
-                           f"(its columns: {list(entity_df.columns)})")
+            raise MissingTimestampColumn(f"entity frame has no timestamp column {timestamp_column!r} "
+                                         f"(its columns: {list(entity_df.columns)})", timestamp_column)
         for view_name in wanted:
             missing = [k for k in self.views[view_name].entities if k not in entity_df.columns]
             if missing:

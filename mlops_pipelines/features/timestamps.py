@@ -17,6 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlops_pipelines.features.errors import EntityRowError
+
 
 def _relative_to_clock(values: pd.Series) -> pd.Series:
     """The rows holding "now" or "today", which pandas reads as the clock's time (no result could
@@ -51,8 +53,8 @@ def to_utc(values: pd.Series, what: str = "timestamp column") -> pd.Series:
         )
     moving = _relative_to_clock(values)
     if len(moving):
-        raise ValueError(f"{what} {values.name!r} row {moving.index[0]} ({moving.iloc[0]!r}): "
-                         "give an instant, not a time relative to the clock")
+        raise EntityRowError(f"{what} {values.name!r} ", moving.index[0], f" ({moving.iloc[0]!r}): "
+                             "give an instant, not a time relative to the clock")
     written = None
     try:
         parsed = pd.to_datetime(values, utc=True, format="ISO8601")
@@ -78,8 +80,8 @@ def to_utc(values: pd.Series, what: str = "timestamp column") -> pd.Series:
             # below would blame the first value beyond 2262 instead).
             bad = values[values.map(_not_iso, na_action="ignore").fillna(False).astype(bool)]
             if len(bad):
-                raise ValueError(f"{what} {values.name!r} row {bad.index[0]} ({bad.iloc[0]!r}): not an "
-                                 "instant (datetimes or ISO 8601 strings expected)") from failure
+                raise EntityRowError(f"{what} {values.name!r} ", bad.index[0], f" ({bad.iloc[0]!r}): not an "
+                                     "instant (datetimes or ISO 8601 strings expected)") from failure
         else:
             return _read_as_written(values, parsed, what)
     reason = str(failure).splitlines()[0].split(" You might want to try")[0]
@@ -89,9 +91,10 @@ def to_utc(values: pd.Series, what: str = "timestamp column") -> pd.Series:
         bad = values[parsed.isna().to_numpy() & values.notna().to_numpy()]
     except (ValueError, TypeError):
         bad = values.iloc[:0]
-    where = f" row {bad.index[0]} ({bad.iloc[0]!r})" if len(bad) else ""
-    raise ValueError(f"{what} {values.name!r}{where}: {reason} (datetimes or ISO 8601 strings "
-                     "expected)") from failure
+    if len(bad):
+        raise EntityRowError(f"{what} {values.name!r} ", bad.index[0], f" ({bad.iloc[0]!r}): {reason} (datetimes or "
+                             "ISO 8601 strings expected)") from failure
+    raise ValueError(f"{what} {values.name!r}: {reason} (datetimes or ISO 8601 strings expected)") from failure
 
 
 # Valid ISO 8601 that pandas' parser refuses, rewritten to forms it reads (only after a first
@@ -187,10 +190,9 @@ def _refuse_dates(values: pd.Series, what: str) -> None:
         return
     if dates.any():
         first = int(dates.argmax())
-        raise ValueError(f"{what} {values.name!r} row {values.index[first]} ({values.iloc[first]!r}): "
-                         "a date, not an instant "
-                         "(which zone's midnight?); give datetimes, e.g. pd.to_datetime(column)"
-                         ".dt.tz_localize('America/New_York')")
+        raise EntityRowError(f"{what} {values.name!r} ", values.index[first], f" ({values.iloc[first]!r}): "
+                             "a date, not an instant (which zone's midnight?); give datetimes, e.g. "
+                             "pd.to_datetime(column).dt.tz_localize('America/New_York')")
 
 
 def _read_as_written(values: pd.Series, parsed: pd.Series, what: str) -> pd.Series:
@@ -200,8 +202,8 @@ def _read_as_written(values: pd.Series, parsed: pd.Series, what: str) -> pd.Seri
     hidden = parsed.isna().to_numpy() & values.notna().to_numpy()
     if hidden.any():
         position = int(np.flatnonzero(hidden)[0])
-        raise ValueError(
-            f"{what} {values.name!r} row {values.index[position]} ({values.iloc[position]!r}): "
+        raise EntityRowError(
+            f"{what} {values.name!r} ", values.index[position], f" ({values.iloc[position]!r}): "
             "not an instant (a row without a timestamp leaves it empty: None, or an empty CSV cell)")
     # pandas' ISO 8601 parser reads up to four bare digits as a year, and a decimal number as a
     # year and month: '1230' (a time as HHMM), '-1' (a sentinel) or '1230.5' would be 1 January
@@ -220,8 +222,8 @@ def _read_as_written(values: pd.Series, parsed: pd.Series, what: str) -> pd.Seri
         else:
             bare = texts[texts.map(lambda v: isinstance(v, str) and _NUMBER.fullmatch(v) is not None).to_numpy(bool)]
         if len(bare):
-            raise ValueError(f"{what} {values.name!r} row {bare.index[0]} ({bare.iloc[0]!r}): a number, not an "
-                             "instant (it would be read as a year, or a year and month; give a date and time)")
+            raise EntityRowError(f"{what} {values.name!r} ", bare.index[0], f" ({bare.iloc[0]!r}): a number, not an "
+                                 "instant (it would be read as a year, or a year and month; give a date and time)")
     return parsed
 
 

@@ -1,0 +1,38 @@
+"""Errors of the feature store that callers tell apart by their type rather than their text."""
+
+from __future__ import annotations
+
+
+class EntityRowError(ValueError):
+    """A value in one row of the entity rows breaks a rule: the message names the column, the
+    row (by the caller's label: a frame's index) and the rule. ``str()`` calls it "row <label>";
+    :meth:`naming_rows` words it otherwise (the CLI names a CSV file's rows by their line)."""
+
+    def __init__(self, before: str, row: object, after: str) -> None:
+        # ("{before}row {row}{after}": ``before`` ends with the space or bracket before the word)
+        self.before, self.row, self.after = before, row, after
+        super().__init__(self.naming_rows("row"))
+
+    def naming_rows(self, word: str) -> str:
+        return f"{self.before}{word} {self.row}{self.after}"
+
+
+class MissingTimestampColumn(KeyError):
+    """The entity rows have no column of the timestamp asked for (``column``)."""
+
+    def __init__(self, message: str, column: str) -> None:
+        super().__init__(message)
+        self.column = column
+
+
+class FeatureNameCollision(ValueError):
+    """Requested features would make one output column, or one an entity column has: ``str()``
+    advises the Python argument (``full_feature_names=True``); :meth:`advising` another way to
+    ask for full names (the CLI's flag)."""
+
+    def __init__(self, before: str, after: str = "") -> None:
+        self.before, self.after = before, after
+        super().__init__(self.advising("full_feature_names=True"))
+
+    def advising(self, full_names: str) -> str:
+        return f"{self.before}{full_names}{self.after}"
