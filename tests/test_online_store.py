@@ -1433,6 +1433,10 @@ def test_nanosecond_events_exactly_on_an_entity_time_at_the_ttl_and_at_infinity(
     out = fs.get_historical_features(entities, ["v:x", "w:x"], full_feature_names=True)
     assert out["v__x"].fillna(-1).tolist() == [-1, 1.0, 1.0, 2.0, 2.0, 2.0, 3.0, 4.0, 4.0]
     assert out["w__x"].fillna(-1).tolist() == [-1, 1.0, 1.0, 2.0, 2.0, -1, -1, 4.0, -1]
+    # Alone, an entity row 200 ns after an event of its microsecond (the rows read are narrowed to
+    # the latest entity time: the event, rounded up to the next microsecond, must not be cut).
+    alone = pd.DataFrame({"k": [1], "event_timestamp": pd.to_datetime(["2024-01-01 00:00:00.000000700"], utc=True)})
+    assert fs.get_historical_features(alone, ["v:x"])["x"].tolist() == [1.0]
     far = pd.DataFrame({"k": [2, 2], "event_timestamp": pd.to_datetime(["1500-01-01", "3000-01-01"]).as_unit("us")})
     far_out = fs.get_historical_features(far, ["v:x", "w:x"], full_feature_names=True)
     assert far_out["v__x"].tolist() == [3.0, 4.0] and far_out["w__x"].isna().all()
