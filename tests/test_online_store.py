@@ -1446,3 +1446,21 @@ def test_nanosecond_events_exactly_on_an_entity_time_at_the_ttl_and_at_infinity(
     fs.materialize_online(end_ts="2024-01-01 01:00:00.000001")  # (1 µs later: 200 ns and 999 ns too old)
     online = fs.get_online_features({"k": [1, 2]}, ["v:x", "w:x"], full_feature_names=True)
     assert online["v__x"].tolist() == [2.0, 4.0] and online["w__x"].isna().all()
+
+
+def test_an_event_time_corrected_by_nanoseconds_is_seen_by_the_next_run(tmp_path):
+    """Events are ordered by their nanoseconds: moving one from 500 ns to 900 ns (the same
+    microsecond, so the same rounded-up time) makes it the latest; the fingerprint of earlier
+    rows holds the nanoseconds, so the next run rebuilds the view rather than keep the old row."""
+    fs = _sql_store(
+        tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),))],
+        """create table t as select * from (values
+            (1, timestamp_ns '2024-01-01 00:00:00.000000500', 1.0),
+            (1, timestamp_ns '2024-01-01 00:00:00.000000800', 2.0)) v(k, ts, x)""")
+    fs.materialize_online(end_ts="2024-01-02")
+    assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [2.0]
+    with duckdb.connect(fs.database_path) as con:
+        con.execute("update t set ts = timestamp_ns '2024-01-01 00:00:00.000000900' where x = 1.0")
+    assert fs.materialize_online(end_ts="2024-01-03") == {"v": 1}
+    assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [1.0]
+    assert _last_refresh(fs, "v").startswith("rebuilt: rows at or before")
