@@ -694,11 +694,34 @@ def test_a_lookup_after_the_declaration_changed_says_which_version_is_there(tmp_
     fs.materialize_online(end_ts=at)
     after = fs.register(FeatureView("v", "t", "k", "ts", (Feature("x"),), ttl=timedelta(days=2)))
     with pytest.raises(LookupError, match=rf"feature view 'v' \(version {after.version}\) is not materialized "
-                                          rf"online: the online store holds version {before.version}, and the "
-                                          r"view's declaration changed since \(materialize_online\(\) rebuilds it\)"):
+                                          r"online: the online store holds rows of another declaration of the view, "
+                                          r"which changed since \(materialize_online\(\) rebuilds it\)"):
         fs.get_online_features({"k": [1]}, ["v:x"])
     fs.materialize_online(end_ts=at)
     assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [10.0]
+
+
+def test_editing_only_a_views_documentation_keeps_its_online_rows(tmp_path):
+    """A new description or owner (of the view or a feature) is a new version of the view (the
+    registry and the models' lineage say so) but serves the same values: the online store keeps
+    the view's rows, serves them at once and refreshes them incrementally, where it rebuilt them."""
+    at = pd.Timestamp("2024-01-01", tz="UTC")
+    before = FeatureView("v", "t", "k", "ts", (Feature("x", description="a value"),), owner="team-a")
+    fs = _tiny_store(tmp_path, pd.DataFrame({"k": [1], "ts": [at], "x": [10.0]}), [before])
+    fs.materialize_online(end_ts=at)
+    for after in (FeatureView("v", "t", "k", "ts", (Feature("x", description="the value, in units"),),
+                              owner="team-a", description="A view."),
+                  FeatureView("v", "t", "k", "ts", (Feature("x", owner="team-b"),), owner="team-c")):
+        assert after.version != before.version and after.serving_version == before.serving_version
+        again = FeatureStore(fs.database_path, [after], online_path=fs.online.path)
+        assert again.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [10.0]
+        assert again.materialize_online(end_ts=at + pd.Timedelta(days=1)) == {"v": 0}
+        assert _last_refresh(again, "v").startswith("incremental: rows after")
+    # What decides the values served is a new serving version: a feature's type, the TTL, the SQL.
+    for other in (FeatureView("v", "t", "k", "ts", (Feature("x", "int"),)),
+                  FeatureView("v", "t", "k", "ts", (Feature("x"),), ttl=timedelta(days=1)),
+                  FeatureView("v", "t", "k", "ts", (Feature("x"),), sql="select 1")):
+        assert other.serving_version != before.serving_version
 
 
 def test_changes_duckdbs_value_hash_cannot_see_are_picked_up_too(tmp_path):

@@ -212,13 +212,20 @@ _NANOSECOND_EVENTS = {b"event_unit": b"ns"}
 
 
 def stored_version(view: FeatureView) -> str:
-    """The version the online store records for a view's rows: its declaration's and the rules'."""
-    return f"{view.version}.{SERVING_RULES}"
+    """The version the online store records for a view's rows: its declaration's (without its
+    documentation: :attr:`FeatureView.serving_version`) and the rules'."""
+    return f"{view.serving_version}.{SERVING_RULES}"
 
 
 def _declared_version(stored: str) -> str:
     """The declaration's version within a :func:`stored_version`."""
     return stored.partition(".")[0]
+
+
+def _same_declaration(stored: str, view: FeatureView) -> bool:
+    """Whether rows recorded under ``stored`` are of the view's declaration: its serving version,
+    or (stores written before rules 3) its whole version."""
+    return _declared_version(stored) in (view.serving_version, view.version)
 
 
 def table_name(view: FeatureView) -> str:
@@ -287,7 +294,7 @@ class OnlineStore:
         wrote them under the same declaration (other :data:`SERVING_RULES`), else None."""
         found = connection.execute("select version, watermark_us from _materializations where view = ?",
                                    [view.name]).fetchall()
-        if found and found[0][0] != stored_version(view) and _declared_version(found[0][0]) == view.version:
+        if found and found[0][0] != stored_version(view) and _same_declaration(found[0][0], view):
             return found[0][1]
         return None
 
@@ -410,11 +417,11 @@ class OnlineStore:
         if watermark is None:
             found = connection.execute("select version from _materializations where view = ?", [view.name]).fetchall()
             since, held = "", _declared_version(found[0][0]) if found else None
-            if held == view.version:
+            if held and _same_declaration(found[0][0], view):
                 since = ": its rows were written by an earlier version of the store (materialize_online() rebuilds " \
                         "them)"
             elif held:
-                since = (f": the online store holds version {held}, and the view's declaration changed since "
+                since = (": the online store holds rows of another declaration of the view, which changed since "
                          "(materialize_online() rebuilds it)")
             raise LookupError(f"feature view {view.name!r} (version {view.version}) is not materialized online{since}")
         types = self.recorded_schema(connection, view)

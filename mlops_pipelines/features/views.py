@@ -344,6 +344,16 @@ class FeatureView:
         changes. (Kept once computed: the view is frozen, and each online lookup asks for it.)"""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
+    @cached_property
+    def serving_version(self) -> str:
+        """A hash of what decides the values served (:meth:`to_json` without the descriptions and
+        owners): the online store keeps a view's rows under it, so that editing only a view's
+        documentation does not rebuild them."""
+        declaration = json.loads(self.to_json())
+        for documented in (declaration, *declaration["features"]):
+            del documented["description"], documented["owner"]
+        return hashlib.sha256(json.dumps(declaration, sort_keys=True).encode()).hexdigest()[:16]
+
     def to_json(self) -> str:
         """The whole declaration as JSON (the TTL in exact microseconds: seconds as a float would
         merge TTLs 1 µs apart): :meth:`from_json` gives back an equal view of the same version.
