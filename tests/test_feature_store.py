@@ -160,6 +160,7 @@ def test_bad_ttl_is_an_error():
     (str(timedelta(days=1, hours=2)), timedelta(days=1, hours=2)),
     (str(pd.Timedelta(days=1, hours=2)), timedelta(days=1, hours=2)),
     (str(pd.Timedelta(microseconds=1)), timedelta(microseconds=1)), ("2:00:00", timedelta(hours=2)),
+    ("-0", None), ("0 hours", None),  # (zero, signed or not: no TTL)
 ])
 def test_ttl_text_forms(text, expected):
     assert parse_ttl(text) == expected
@@ -170,6 +171,7 @@ def test_ttl_text_forms(text, expected):
     ("P1Y2D", "is not a fixed duration"),
     ("1h 1h", "ttl '1h 1h' gives hours twice"), ("1 hour 60 minutes 1 hr", "gives hours twice"),
     ("-1 hour", "ttl '-1 hour' is negative"), ("-P1D", "is negative"), ("-30", "is negative"),
+    (str(pd.Timedelta(hours=-1)), r"ttl '-1 days \+23:00:00' is negative"), (str(timedelta(hours=-1)), "is negative"),
     # '3M' could be months, '3H' a typo of it: short units are lower case only.
     ("3M", "ttl '3M': expected a duration"), ("3H", "expected a duration"),
     ("P", "expected a duration"), ("PT", "expected a duration"), ("P1DT", "expected a duration"),
@@ -930,9 +932,13 @@ def test_week_dates_ordinal_dates_and_a_decimal_comma_are_read(tmp_path, dtype):
     assert store.get_historical_features(later, "f:x")["event_timestamp"].tolist() == [
         pd.Timestamp("2999-12-30 00:00:00.5", tz="UTC"), pd.Timestamp("3000-03-01", tz="UTC"),  # (no leap year)
         pd.Timestamp("0001-01-01", tz="UTC")]
-    for bad in ("2023-366", "2024-W54-1", "2024-W01-8", "2024-000", "2024-06-01T12,5"):
+    # Days that do not exist; ISO 8601's digits are ASCII ones, as for calendar dates (Arabic-Indic
+    # and full-width digits were read as a year); pandas' reason quotes the text as given, not rewritten.
+    for bad in ("2023-366", "2024-W54-1", "2024-W01-8", "2024-000", "2024-06-01T12,5", "\u0662\u0660\u0661\u0663-152",
+                "\uff12\uff10\uff11\uff13-W22-6", "2024-W01-1T25:00"):
         wrong = pd.DataFrame({"k": [1, 1], "event_timestamp": pd.Series([texts[0], bad], dtype=dtype, index=[3, 4])})
-        with pytest.raises(ValueError, match=rf"timestamp column 'event_timestamp' row 4 \('{bad}'\)"):
+        with pytest.raises(ValueError, match=rf"timestamp column 'event_timestamp' row 4 \('{bad}'\): Time data "
+                                             rf"{bad} is not ISO8601"):
             store.get_historical_features(wrong, "f:x")
 
 
@@ -1446,3 +1452,17 @@ def test_errors_about_one_entity_row_carry_the_row_so_callers_can_name_it_their_
     with pytest.raises(FeatureNameCollision, match=r"rename them or pass full_feature_names=True") as clash:
         store.get_historical_features(pd.DataFrame({"k": [1], "event_timestamp": [NOON], "x": [0]}), "f:x")
     assert clash.value.advising("--full-feature-names").endswith("rename them or pass --full-feature-names")
+
+
+def test_typed_errors_survive_a_copy_and_a_pickle():
+    """Errors crossing processes (multiprocessing, joblib) or copied keep their text and parts."""
+    import copy
+    import pickle
+
+    from mlops_pipelines.features.errors import EntityRowError, FeatureNameCollision, MissingTimestampColumn
+
+    for error in (EntityRowError("timestamp column 'ts' ", 7, " ('soon'): not an instant"),
+                  MissingTimestampColumn("entity frame has no timestamp column 'when'", "when"),
+                  FeatureNameCollision("feature name 'x' is in views 'a' and 'b': pass ")):
+        for again in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+            assert type(again) is type(error) and str(again) == str(error) and vars(again) == vars(error)

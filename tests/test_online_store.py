@@ -1487,3 +1487,20 @@ def test_an_event_time_corrected_by_nanoseconds_is_seen_by_the_next_run(tmp_path
     assert fs.materialize_online(end_ts="2024-01-03") == {"v": 1}
     assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [1.0]
     assert _last_refresh(fs, "v").startswith("rebuilt: rows at or before")
+
+
+def test_nanosecond_entity_times_in_the_last_microseconds_of_int64_are_exact(tmp_path):
+    """Entity times in the first and last microsecond int64's nanoseconds hold (1677, 2262) were
+    put at int64's ends: one took an event 499 ns in its future, one missed an event at its
+    very instant."""
+    fs = _sql_store(tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),))],
+                    """create table t as select * from (values
+                        (1, timestamp_ns '2262-04-11 23:47:16.854774000', 0.5),
+                        (1, timestamp_ns '2262-04-11 23:47:16.854775500', 1.0),
+                        (3, timestamp_ns '1677-09-21 00:12:43.145225000', 3.0)) v(k, ts, x)""")
+    entities = pd.DataFrame({"k": [1, 1, 3], "event_timestamp": pd.to_datetime(
+        ["2262-04-11 23:47:16.854775001", "2262-04-11 23:47:16.854775500", "1677-09-21 00:12:43.145225000"],
+        utc=True, format="ISO8601")})
+    assert fs.get_historical_features(entities, ["v:x"])["x"].tolist() == [0.5, 1.0, 3.0]
+    later = entities.assign(event_timestamp=entities["event_timestamp"].astype("datetime64[us, UTC]"))
+    assert fs.get_historical_features(later, ["v:x"])["x"].tolist() == [0.5, 0.5, 3.0]

@@ -16,6 +16,9 @@ class EntityRowError(ValueError):
     def naming_rows(self, word: str) -> str:
         return f"{self.before}{word} {self.row}{self.after}"
 
+    def __reduce__(self) -> tuple:  # (copied and pickled whole: multiprocessing, joblib)
+        return type(self), (self.before, self.row, self.after)
+
 
 class MissingTimestampColumn(KeyError):
     """The entity rows have no column of the timestamp asked for (``column``)."""
@@ -23,6 +26,9 @@ class MissingTimestampColumn(KeyError):
     def __init__(self, message: str, column: str) -> None:
         super().__init__(message)
         self.column = column
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.args[0], self.column)
 
 
 class FeatureNameCollision(ValueError):
@@ -36,3 +42,6 @@ class FeatureNameCollision(ValueError):
 
     def advising(self, full_names: str) -> str:
         return f"{self.before}{full_names}{self.after}"
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.before, self.after)

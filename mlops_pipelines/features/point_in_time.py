@@ -88,10 +88,13 @@ class EntityRows:
         infinities (an entity row far in the future still sees no event at +infinity), and their
         true instants are kept in ``beyond`` for the TTL."""
         edge = (2**63 - 1) // 1000  # microseconds whose nanoseconds fit in int64
-        inside = (self.micros > -edge) & (self.micros < edge)
-        nanos = np.clip(self.micros, -edge + 1, edge - 1) * 1000
-        if self.nanos_past is not None:
-            nanos += self.nanos_past
+        past = 0 if self.nanos_past is None else self.nanos_past
+        # Inside when the instant lies strictly between the infinities (+/-(2**63 - 1) ns): in the
+        # last microsecond, up to 806 ns past it.
+        inside = (self.micros >= -edge) & (self.micros <= edge)
+        inside &= ~((self.micros == edge) & (past > 2**63 - 2 - edge * 1000))
+        nanos = np.clip(self.micros, -edge, edge) * 1000
+        nanos += np.where(inside, past, 0)
         beyond = {row: micros * 1000 for row, micros in (self.beyond or {}).items()}
         far = np.flatnonzero(~inside & self.valid)
         for row in far.tolist():

@@ -88,10 +88,13 @@ def to_utc(values: pd.Series, what: str = "timestamp column") -> pd.Series:
     try:  # name the first row that does not parse (None/NaN stay missing and are fine)
         # (text as it was retried: a form rewritten is not what is wrong)
         parsed = pd.to_datetime(values if written is None else written, utc=True, format="ISO8601", errors="coerce")
-        bad = values[parsed.isna().to_numpy() & values.notna().to_numpy()]
+        wrong = np.flatnonzero(parsed.isna().to_numpy() & values.notna().to_numpy())
+        bad = values.iloc[wrong]
     except (ValueError, TypeError):
         bad = values.iloc[:0]
     if len(bad):
+        if written is not None:  # (pandas quotes the text as rewritten: the user's own text instead)
+            reason = reason.replace(f"Time data {written.iloc[wrong[0]]} ", f"Time data {bad.iloc[0]} ")
         raise EntityRowError(f"{what} {values.name!r} ", bad.index[0], f" ({bad.iloc[0]!r}): {reason} (datetimes or "
                              "ISO 8601 strings expected)") from failure
     raise ValueError(f"{what} {values.name!r}: {reason} (datetimes or ISO 8601 strings expected)") from failure
@@ -101,13 +104,13 @@ def to_utc(values: pd.Series, what: str = "timestamp column") -> pd.Series:
 # parse failed: no cost to columns it reads as they are):
 # * RFC 3339 (ISO 8601's profile for the internet) allows "t" and "z" in lower case: only a
 #   "t" between digits and a "z" ending the text after one;
-_LOWER_SEPARATORS = re.compile(r"(?<=\d)t(?=\d)|(?<=\d)z(?=\s*$)")
+_LOWER_SEPARATORS = re.compile(r"(?<=\d)t(?=\d)|(?<=\d)z(?=\s*$)", re.ASCII)
 # * week dates (2013-W22-6, 2013W226) and ordinal dates (2013-152; 2013152 only before a time,
 #   as seven bare digits could be anything), as the calendar date in the same format;
-_WEEK_DATE = re.compile(r"^(\s*)(\d{4})(?:-W(\d{2})-(\d)|W(\d{2})(\d))(?=$|[Tt\s])")
-_ORDINAL_DATE = re.compile(r"^(\s*)(\d{4})(?:-(\d{3})(?=$|[Tt\s])|(\d{3})(?=[Tt]))")
+_WEEK_DATE = re.compile(r"^(\s*)(\d{4})(?:-W(\d{2})-(\d)|W(\d{2})(\d))(?=$|[Tt\s])", re.ASCII)
+_ORDINAL_DATE = re.compile(r"^(\s*)(\d{4})(?:-(\d{3})(?=$|[Tt\s])|(\d{3})(?=[Tt]))", re.ASCII)
 # * a comma before the seconds' fraction (12:00:00,5 or 120000,5).
-_DECIMAL_COMMA = re.compile(r"(?:(?<=[Tt\s]\d\d:\d\d:\d\d)|(?<=[Tt]\d{6})),(?=\d)")
+_DECIMAL_COMMA = re.compile(r"(?:(?<=[Tt\s]\d\d:\d\d:\d\d)|(?<=[Tt]\d{6})),(?=\d)", re.ASCII)
 
 
 def _calendar_date(match: re.Match) -> str:

@@ -119,8 +119,12 @@ def parse_ttl(value: str | int | float | None) -> timedelta | None:
     else:
         text = str(value)
         micros = _text_micros(text, value)
-        if micros is None and text.strip().startswith("-") and _text_micros(text.strip()[1:], value) is not None:
-            raise ValueError(f"ttl {value!r} is negative")
+        if micros is None and text.strip().startswith("-"):
+            # ('-1 hour', '-P1D'; pandas prints -1 hour as '-1 days +23:00:00')
+            size = _text_micros(text.strip()[1:].replace(" +", " ", 1), value)
+            if size:
+                raise ValueError(f"ttl {value!r} is negative")
+            micros = size  # (-0 is 0: no TTL)
         if micros is None:
             raise ValueError(f"ttl {value!r}: expected a duration such as '3 hours', '1 day 12 hours', '36h', "
                              "'1d12h', ISO 8601's 'PT36H', or a number of seconds")
