@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from mlops_pipelines.features import online as online_module
 from mlops_pipelines.features import point_in_time
 from mlops_pipelines.features.store import FeatureStore, entity_rows
 from mlops_pipelines.features.views import Feature, FeatureView
@@ -1504,3 +1505,32 @@ def test_nanosecond_entity_times_in_the_last_microseconds_of_int64_are_exact(tmp
     assert fs.get_historical_features(entities, ["v:x"])["x"].tolist() == [0.5, 1.0, 3.0]
     later = entities.assign(event_timestamp=entities["event_timestamp"].astype("datetime64[us, UTC]"))
     assert fs.get_historical_features(later, ["v:x"])["x"].tolist() == [0.5, 0.5, 3.0]
+
+
+def test_rows_recorded_under_the_whole_version_are_served_and_refreshed_without_a_rebuild(tmp_path):
+    """Stores keyed a view's rows by its whole version before the serving version: upgraded, they
+    serve at once and refresh incrementally (no outage of every view until a rebuild). A
+    nanosecond view's rows, written rounded up to the microsecond, are rebuilt by the next run."""
+    at = pd.Timestamp("2024-01-01", tz="UTC")
+    view = FeatureView("v", "t", "k", "ts", (Feature("x", description="a value"),))
+    fs = _tiny_store(tmp_path, pd.DataFrame({"k": [1], "ts": [at], "x": [10.0]}), [view])
+    fs.materialize_online(end_ts=at)
+    with sqlite3.connect(fs.online.path) as lite:  # as the previous store recorded them
+        for table in ("_materializations", "_schemas", "_fingerprints", "_refreshes"):
+            lite.execute(f"update {table} set version = ?", [f"{view.version}.{online_module.SERVING_RULES}"])
+    assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [10.0]
+    assert fs.materialize_online(end_ts=at + pd.Timedelta(days=1)) == {"v": 0}
+    assert _last_refresh(fs, "v").startswith("incremental: rows after")
+
+    (tmp_path / "ns").mkdir()
+    ns = _sql_store(tmp_path / "ns", [FeatureView("n", "t", "k", "ts", (Feature("x"),))],
+                    "create table t as select 1 as k, timestamp_ns '2024-01-01 00:00:00.000000500' as ts, 1.0 as x")
+    ns.materialize_online(end_ts="2024-01-02")
+    with sqlite3.connect(ns.online.path) as lite:  # its schema recorded without the mark, as before
+        (blob,) = lite.execute("select schema from _schemas").fetchone()
+        unmarked = pa.ipc.read_schema(pa.py_buffer(blob)).with_metadata(None)
+        lite.execute("update _schemas set schema = ?", [unmarked.serialize().to_pybytes()])
+    assert ns.get_online_features({"k": [1]}, ["n:x"])["x"].tolist() == [1.0]
+    assert ns.materialize_online(end_ts="2024-01-03") == {"n": 1}
+    assert _last_refresh(ns, "n") == ("rebuilt: its event times are kept in nanoseconds now (rows written before "
+                                      "held them rounded up to the microsecond)")

@@ -203,11 +203,12 @@ def loaded_array(values: Sequence, type_: pa.DataType) -> pa.Array:
 
 
 # Bumped when the store would serve other values for the same rows and declaration (2: DECIMAL
-# features as the double nearest their value, 128-bit integers whole; 3: nanosecond events kept
-# and compared in nanoseconds): rows written by earlier rules are rebuilt by the next
-# materialization rather than served as they were.
-SERVING_RULES = "3"
-# The recorded schema's mark of a view whose event times are kept in nanoseconds (else µs).
+# features as the double nearest their value, 128-bit integers whole): rows written by earlier
+# rules are rebuilt by the next materialization rather than served as they were.
+SERVING_RULES = "2"
+# The recorded schema's mark of a view whose event times are kept in nanoseconds (else µs). A
+# view whose rows were written before (in µs, rounded up) lacks it: the next materialization
+# rebuilds it, and until then it is served as it was; the other views are not touched.
 _NANOSECOND_EVENTS = {b"event_unit": b"ns"}
 
 
@@ -220,6 +221,13 @@ def stored_version(view: FeatureView) -> str:
 def _declared_version(stored: str) -> str:
     """The declaration's version within a :func:`stored_version`."""
     return stored.partition(".")[0]
+
+
+def _current(stored: str, view: FeatureView) -> bool:
+    """Whether rows recorded under ``stored`` are the view's, by the current rules: under its
+    :func:`stored_version`, or under its whole version (as stores recorded them before the serving
+    version: the same rows, served without a rebuild)."""
+    return stored in (stored_version(view), f"{view.version}.{SERVING_RULES}")
 
 
 def _same_declaration(stored: str, view: FeatureView) -> bool:
@@ -287,14 +295,14 @@ class OnlineStore:
         """``column`` of the view's row in one of the store's own tables, if recorded for its
         current version; else None."""
         found = connection.execute(f"select version, {column} from {table} where view = ?", [view.name]).fetchall()
-        return found[0][1] if found and found[0][0] == stored_version(view) else None
+        return found[0][1] if found and _current(found[0][0], view) else None
 
     def watermark_of_earlier_rules(self, connection: sqlite3.Connection, view: FeatureView) -> int | None:
         """The instant (µs) the view's rows are current as of when an earlier version of the store
         wrote them under the same declaration (other :data:`SERVING_RULES`), else None."""
         found = connection.execute("select version, watermark_us from _materializations where view = ?",
                                    [view.name]).fetchall()
-        if found and found[0][0] != stored_version(view) and _same_declaration(found[0][0], view):
+        if found and not _current(found[0][0], view) and _same_declaration(found[0][0], view):
             return found[0][1]
         return None
 

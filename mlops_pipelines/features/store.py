@@ -1240,8 +1240,13 @@ class FeatureStore:
                         # from earlier runs hold values of the old types. Start over (also when
                         # their types were not kept: lookups could not cast keys to them).
                         since = None
-                        refresh = "rebuilt: " + ("the source's column types changed" if recorded is not None
-                                                 else "the types of its rows were not recorded")
+                        if recorded is None:
+                            refresh = "rebuilt: the types of its rows were not recorded"
+                        elif schema.equals(recorded) and not recorded.metadata:  # (rows of an earlier version)
+                            refresh = "rebuilt: its event times are kept in nanoseconds now (rows written " \
+                                      "before held them rounded up to the microsecond)"
+                        else:
+                            refresh = "rebuilt: the source's column types changed"
                         table = _rows_to_serve(con, view, since, until, ns)
                     if since is None:
                         online.reset(lite, view)
