@@ -232,7 +232,7 @@ def _current(stored: str, view: FeatureView) -> bool:
 
 def _same_declaration(stored: str, view: FeatureView) -> bool:
     """Whether rows recorded under ``stored`` are of the view's declaration: its serving version,
-    or (stores written before rules 3) its whole version."""
+    or (stores written before the serving version) its whole version."""
     return _declared_version(stored) in (view.serving_version, view.version)
 
 

@@ -712,8 +712,9 @@ def registry_listing(connection: duckdb.DuckDBPyConnection) -> list[tuple[str, .
     if not present:
         return None
 
-    def utc(column: str) -> str:  # (in UTC whatever the connection's zone; NULL in a registry of an
-        return f"timezone('UTC', {column})" if column in present else "null"  # earlier version)
+    # Times in UTC whatever the connection's zone; NULL for a column a registry of an earlier version lacks.
+    def utc(column: str) -> str:
+        return f"timezone('UTC', {column})" if column in present else "null"
 
     cursor = connection.execute(
         "select name, version, entities, event_timestamp, created_timestamp, ttl_seconds, owner, row_count, "
