@@ -1342,21 +1342,31 @@ def test_time_ns_keys_and_features_on_the_microsecond_grid_are_served(tmp_path):
         assert result["y"].iloc[0] == datetime(2024, 1, 1, 10, 0, 0, 1).time() and pd.isna(result["y"].iloc[1])
 
 
-def test_a_created_timestamp_corrected_by_nanoseconds_is_seen_by_the_next_run(tmp_path):
-    """The fingerprint of earlier rows reads created timestamps as they are joined, nanoseconds
-    included: a correction of 350 ns (the same microsecond) changes which row wins."""
-    fs = _sql_store(
-        tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),), created_timestamp="created")],
-        """create table t as select * from (values
-            (1, timestamp '2024-01-01 00:00:00', timestamp_ns '2024-01-01 00:00:00.000000100', 1.0),
-            (1, timestamp '2024-01-01 00:00:00', timestamp_ns '2024-01-01 00:00:00.000000400', 2.0)
-            ) v(k, ts, created, x)""")
+@pytest.mark.parametrize(("created", "rows", "correction"), [
+    # The fingerprint of earlier rows reads created timestamps as they are joined, nanoseconds
+    # included: a correction of 350 ns (the same microsecond) changes which row wins.
+    ("created", """(1, timestamp '2024-01-01 00:00:00', timestamp_ns '2024-01-01 00:00:00.000000100', 1.0),
+                   (1, timestamp '2024-01-01 00:00:00', timestamp_ns '2024-01-01 00:00:00.000000400', 2.0)
+                   ) v(k, ts, created, x)""",
+     "update t set created = timestamp_ns '2024-01-01 00:00:00.000000450' where x = 1.0"),
+    # Events are ordered by their nanoseconds: one moved from 500 ns to 900 ns (the same
+    # microsecond, so the same rounded-up time) becomes the latest.
+    (None, """(1, timestamp_ns '2024-01-01 00:00:00.000000500', 1.0),
+              (1, timestamp_ns '2024-01-01 00:00:00.000000800', 2.0)) v(k, ts, x)""",
+     "update t set ts = timestamp_ns '2024-01-01 00:00:00.000000900' where x = 1.0"),
+])
+def test_a_correction_by_nanoseconds_is_seen_by_the_next_run(tmp_path, created, rows, correction):
+    """A timestamp corrected within its microsecond changes which row wins: the fingerprint of
+    earlier rows holds the nanoseconds, so the next run rebuilds the view rather than keep the old row."""
+    fs = _sql_store(tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),), created_timestamp=created)],
+                    f"create table t as select * from (values {rows}")
     fs.materialize_online(end_ts="2024-01-02")
     assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [2.0]
     with duckdb.connect(fs.database_path) as con:
-        con.execute("update t set created = timestamp_ns '2024-01-01 00:00:00.000000450' where x = 1.0")
+        con.execute(correction)
     assert fs.materialize_online(end_ts="2024-01-03") == {"v": 1}
     assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [1.0]
+    assert _last_refresh(fs, "v").startswith("rebuilt: rows at or before")
 
 
 def test_parquet_written_by_pandas_with_aware_nanosecond_timestamps_is_a_view(tmp_path):
@@ -1470,24 +1480,6 @@ def test_nanosecond_events_exactly_on_an_entity_time_at_the_ttl_and_at_infinity(
     fs.materialize_online(end_ts="2024-01-01 01:00:00.000001")  # (1 µs later: 200 ns and 999 ns too old)
     online = fs.get_online_features({"k": [1, 2]}, ["v:x", "w:x"], full_feature_names=True)
     assert online["v__x"].tolist() == [2.0, 4.0] and online["w__x"].isna().all()
-
-
-def test_an_event_time_corrected_by_nanoseconds_is_seen_by_the_next_run(tmp_path):
-    """Events are ordered by their nanoseconds: moving one from 500 ns to 900 ns (the same
-    microsecond, so the same rounded-up time) makes it the latest; the fingerprint of earlier
-    rows holds the nanoseconds, so the next run rebuilds the view rather than keep the old row."""
-    fs = _sql_store(
-        tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),))],
-        """create table t as select * from (values
-            (1, timestamp_ns '2024-01-01 00:00:00.000000500', 1.0),
-            (1, timestamp_ns '2024-01-01 00:00:00.000000800', 2.0)) v(k, ts, x)""")
-    fs.materialize_online(end_ts="2024-01-02")
-    assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [2.0]
-    with duckdb.connect(fs.database_path) as con:
-        con.execute("update t set ts = timestamp_ns '2024-01-01 00:00:00.000000900' where x = 1.0")
-    assert fs.materialize_online(end_ts="2024-01-03") == {"v": 1}
-    assert fs.get_online_features({"k": [1]}, ["v:x"])["x"].tolist() == [1.0]
-    assert _last_refresh(fs, "v").startswith("rebuilt: rows at or before")
 
 
 def test_nanosecond_entity_times_in_the_last_microseconds_of_int64_are_exact(tmp_path):
