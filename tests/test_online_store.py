@@ -1518,11 +1518,24 @@ def test_rows_recorded_under_the_whole_version_are_served_and_refreshed_without_
     ns = _sql_store(tmp_path / "ns", [FeatureView("n", "t", "k", "ts", (Feature("x"),))],
                     "create table t as select 1 as k, timestamp_ns '2024-01-01 00:00:00.000000500' as ts, 1.0 as x")
     ns.materialize_online(end_ts="2024-01-02")
-    with sqlite3.connect(ns.online.path) as lite:  # its schema recorded without the mark, as before
-        (blob,) = lite.execute("select schema from _schemas").fetchone()
+    old = ns.views["n"]
+    with sqlite3.connect(ns.online.path) as lite:  # as the previous store wrote it: keyed by the whole
+        (blob,) = lite.execute("select schema from _schemas").fetchone()  # version, no mark, another fingerprint
         unmarked = pa.ipc.read_schema(pa.py_buffer(blob)).with_metadata(None)
         lite.execute("update _schemas set schema = ?", [unmarked.serialize().to_pybytes()])
+        lite.execute("update _fingerprints set fingerprint = '1:0'")
+        for table in ("_materializations", "_schemas", "_fingerprints", "_refreshes"):
+            lite.execute(f"update {table} set version = ?", [f"{old.version}.{online_module.SERVING_RULES}"])
     assert ns.get_online_features({"k": [1]}, ["n:x"])["x"].tolist() == [1.0]
     assert ns.materialize_online(end_ts="2024-01-03") == {"n": 1}
     assert _last_refresh(ns, "n") == ("rebuilt: its event times are kept in nanoseconds now (rows written before "
                                       "held them rounded up to the microsecond)")
+    # The event column's unit changed under the same declaration (rows present): a type change.
+    with duckdb.connect(ns.database_path) as con:
+        con.execute("create or replace table t as select k, ts::timestamp as ts, x from t")
+    assert ns.materialize_online(end_ts="2024-01-04") == {"n": 1}
+    assert _last_refresh(ns, "n") == "rebuilt: the source's column types changed"
+    with duckdb.connect(ns.database_path) as con:
+        con.execute("create or replace table t as select k, ts::timestamp_ns as ts, x from t")
+    assert ns.materialize_online(end_ts="2024-01-05") == {"n": 1}
+    assert _last_refresh(ns, "n") == "rebuilt: the source's column types changed"

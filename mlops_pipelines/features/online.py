@@ -297,6 +297,17 @@ class OnlineStore:
         found = connection.execute(f"select version, {column} from {table} where view = ?", [view.name]).fetchall()
         return found[0][1] if found and _current(found[0][0], view) else None
 
+    def written_before_serving_versions(self, connection: sqlite3.Connection, view: FeatureView) -> bool:
+        """Whether the view's current rows were recorded under its whole version, by a store of an
+        earlier version (which kept nanosecond events rounded up to the microsecond)."""
+        found = connection.execute("select version from _materializations where view = ?", [view.name]).fetchall()
+        return bool(found) and found[0][0] != stored_version(view) and _current(found[0][0], view)
+
+    @staticmethod
+    def nanosecond_events(schema: pa.Schema) -> bool:
+        """Whether a recorded :meth:`lookup_schema` is of rows whose event times are nanoseconds."""
+        return (schema.metadata or {}).get(b"event_unit") == b"ns"
+
     def watermark_of_earlier_rules(self, connection: sqlite3.Connection, view: FeatureView) -> int | None:
         """The instant (µs) the view's rows are current as of when an earlier version of the store
         wrote them under the same declaration (other :data:`SERVING_RULES`), else None."""
@@ -443,8 +454,7 @@ class OnlineStore:
                                          unsigned=point_in_time.is_uhugeint(types.field(k)))
             for k, values in zip(view.entities, key_columns, strict=True)]
         keys = list(zip(*(key_values(c) for c in key_columns), strict=True))
-        rows = read_rows(connection, view, names, keys, watermark,
-                         nanoseconds=(types.metadata or {}).get(b"event_unit") == b"ns")
+        rows = read_rows(connection, view, names, keys, watermark, nanoseconds=self.nanosecond_events(types))
         answers = [rows.get(k) for k in keys]
         columns = {n: [None if a is None else a[i] for a in answers] for i, n in enumerate(names)}
         return {n: loaded_array(values, types.field(n).type) for n, values in columns.items()}

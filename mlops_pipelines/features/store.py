@@ -1226,6 +1226,14 @@ class FeatureStore:
                         refresh = "rebuilt: this version of the view was not materialized before"
                     plans.append((view, since, until, ns, refresh))
                 for view, since, until, ns, refresh in plans:
+                    recorded = online.recorded_schema(lite, view)
+                    if since is not None and recorded is not None and online.nanosecond_events(recorded) != ns.event:
+                        # Event times kept in another unit (their fingerprint differs too): start over.
+                        since = None
+                        refresh = "rebuilt: " + (
+                            "its event times are kept in nanoseconds now (rows written before held them rounded up "
+                            "to the microsecond)" if ns.event and online.written_before_serving_versions(lite, view)
+                            else "the source's column types changed")
                     past, fingerprint = _fingerprints(con, view, since, until, ns)
                     if since is not None and past != online.recorded_fingerprint(lite, view):
                         # Rows at or before the last end_ts changed since (late rows, corrected or
@@ -1235,19 +1243,13 @@ class FeatureStore:
                         since = None
                     table = _rows_to_serve(con, view, since, until, ns)
                     schema = online.lookup_schema(view, table.schema)
-                    recorded = online.recorded_schema(lite, view)
                     if since is not None and (recorded is None or not schema.equals(recorded, check_metadata=True)):
                         # The source's types changed under the same declaration: the rows kept
                         # from earlier runs hold values of the old types. Start over (also when
                         # their types were not kept: lookups could not cast keys to them).
                         since = None
-                        if recorded is None:
-                            refresh = "rebuilt: the types of its rows were not recorded"
-                        elif schema.equals(recorded) and not recorded.metadata:  # (rows of an earlier version)
-                            refresh = "rebuilt: its event times are kept in nanoseconds now (rows written " \
-                                      "before held them rounded up to the microsecond)"
-                        else:
-                            refresh = "rebuilt: the source's column types changed"
+                        refresh = "rebuilt: " + ("the types of its rows were not recorded" if recorded is None
+                                                 else "the source's column types changed")
                         table = _rows_to_serve(con, view, since, until, ns)
                     if since is None:
                         online.reset(lite, view)
