@@ -66,11 +66,8 @@ class EntityRows:
     keys: dict[str, pa.Array | pd.Series]  # a Series: objects Arrow types only against the view's key type
     micros: np.ndarray  # int64, floored to the microsecond; meaningless where ``valid`` is False
     valid: np.ndarray  # bool: the timestamp is not null
-    # bool: the timestamp lies inside the microsecond ``micros`` begins (nanoseconds past it), so
-    # that a TTL is measured from the true instant; None when no timestamp does
-    finer: np.ndarray | None = None
-    # int64: the nanoseconds past ``micros`` (0 to 999), for joins with nanosecond events; None
-    # when no timestamp has any
+    # int64: the nanoseconds past ``micros`` (0 to 999), so that a TTL is measured from the true
+    # instant and nanosecond events are compared exactly; None when no timestamp has any
     nanos_past: np.ndarray | None = None
     # row -> its true time (µs) where ``micros`` holds the end of DuckDB's range instead (rows
     # beyond it), so that a TTL is measured from the true instant; None when no row is
@@ -98,10 +95,9 @@ class EntityRows:
         beyond = {row: micros * 1000 for row, micros in (self.beyond or {}).items()}
         far = np.flatnonzero(~inside & self.valid)
         for row in far.tolist():
-            past = 0 if self.nanos_past is None else int(self.nanos_past[row])
-            beyond.setdefault(row, int(self.micros[row]) * 1000 + past)
+            beyond.setdefault(row, int(self.micros[row]) * 1000 + int(np.broadcast_to(past, len(self))[row]))
         nanos[far] = np.where(self.micros[far] > 0, 2**63 - 2, -(2**63 - 2))
-        return replace(self, micros=nanos, finer=None, nanos_past=None, beyond=beyond or None)
+        return replace(self, micros=nanos, nanos_past=None, beyond=beyond or None)
 
 
 class _HugePages:
@@ -1027,8 +1023,8 @@ def _drop_expired(hit: np.ndarray, landed: np.ndarray, sorted_entities: np.ndarr
         within = age <= bound
         # -infinity (DuckDB's -(2**63 - 1)) is older than any TTL, even one of more than 2**63 µs.
         within &= events != NEGATIVE_INFINITY
-        if entities.finer is not None:  # (event times are whole microseconds: nanoseconds past the bound are out)
-            within &= (age < bound) | ~entities.finer[rows]
+        if entities.nanos_past is not None:  # (event times are whole microseconds: nanoseconds past the bound are out)
+            within &= (age < bound) | (entities.nanos_past[rows] == 0)
         if entities.beyond is not None:  # (a few rows at most: Python integers)
             for position in np.flatnonzero(np.isin(rows, list(entities.beyond))):
                 within[position] = (entities.beyond[int(rows[position])] - int(events[position]) <= ttl_micros

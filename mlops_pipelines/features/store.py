@@ -469,7 +469,7 @@ def _reachable_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, ty
     event = event_instant_sql(view, ns)
     given = entities.micros[entities.valid]
     # (an event rounded up to the next microsecond may lie before an entity time with nanoseconds)
-    latest = int(given.max()) + (1 if ns.event and entities.finer is not None else 0)
+    latest = int(given.max()) + (1 if ns.event and entities.nanos_past is not None else 0)
     conditions = [f"{event} <= make_timestamp({latest}::bigint)::timestamptz"]
     if view.ttl_micros is not None:
         earliest = min([int(given.min()), *(entities.beyond or {}).values()]) - view.ttl_micros
@@ -514,14 +514,14 @@ def entity_rows(keys: Mapping[str, pd.Series | pa.ChunkedArray], timestamps: pd.
     valid = ~np.isnat(given)
     unit, _ = np.datetime_data(given.dtype)
     raw = given.view(np.int64)
-    finer = nanos_past = beyond = None
+    nanos_past = beyond = None
     # Integer arithmetic rather than numpy's casts, which wrap around near the ends of int64.
     if unit == "ns":
         micros = raw // 1000
         past = raw % 1000
         past[~valid] = 0
         if past.any():
-            finer, nanos_past = past != 0, past
+            nanos_past = past
     else:
         per = point_in_time.MICROS_PER_UNIT[unit]
         edge = FINITE // per
@@ -537,7 +537,7 @@ def entity_rows(keys: Mapping[str, pd.Series | pa.ChunkedArray], timestamps: pd.
     if not valid.all():
         micros[~valid] = 0
     keys_ = {k: point_in_time.entity_key_array(v) for k, v in keys.items()}
-    return point_in_time.EntityRows(keys=keys_, micros=micros, valid=valid, finer=finer, nanos_past=nanos_past,
+    return point_in_time.EntityRows(keys=keys_, micros=micros, valid=valid, nanos_past=nanos_past,
                                     beyond=beyond, labels=timestamps.index)
 
 
