@@ -898,7 +898,8 @@ def test_rfc_3339_lower_case_t_and_z_are_read_and_other_faults_still_named_by_ro
     assert out["x"].fillna(-1).tolist() == [1.0, -1, 1.0, 1.0, 1.0, -1]
     later = pd.DataFrame({"k": [1, 1], "event_timestamp": pd.Series(["3000-01-01t00:00:00z", texts[0]], dtype=dtype)})
     assert store.get_historical_features(later, "f:x")["x"].tolist() == [1.0, 1.0]
-    for bad, reason in (("2024-13-01t12:00:00z", "is not ISO8601 format"), ("nan", "not an instant")):
+    for bad, reason in (("2024-13-01t12:00:00z", r"no such date \(month must be in 1..12\)"),
+                        ("nan", "not an instant")):
         wrong = pd.DataFrame({"k": [1, 1], "event_timestamp": pd.Series([texts[0], bad], dtype=dtype, index=[3, 4])})
         with pytest.raises(ValueError, match=rf"timestamp column 'event_timestamp' row 4 \('{bad}'\): .*{reason}"):
             store.get_historical_features(wrong, "f:x")
@@ -932,10 +933,24 @@ def test_week_dates_ordinal_dates_and_a_decimal_comma_are_read(tmp_path, dtype):
     assert store.get_historical_features(later, "f:x")["event_timestamp"].tolist() == [
         pd.Timestamp("2999-12-30 00:00:00.5", tz="UTC"), pd.Timestamp("3000-03-01", tz="UTC"),  # (no leap year)
         pd.Timestamp("0001-01-01", tz="UTC")]
-    # Days that do not exist; ISO 8601's digits are ASCII ones, as for calendar dates (Arabic-Indic
+    # Days that do not exist, named as such (pandas says "is not ISO8601 format" of them, which
+    # sends the user looking for another format)...
+    for bad, reason in (("2023-366", "no such date (2023 has days 001 to 365)"),
+                        ("2024-W54-1", "no such date (2024 has ISO weeks 1 to 52)"),
+                        ("2024-W01-8", "no such date (a week's days are 1 to 7)"),
+                        ("2024-000", "no such date (2024 has days 001 to 366)"),
+                        ("2024-W01-1T25:00", "no such time of day (hour must be in 0..23)"),
+                        ("2023-02-29", "no such date (day is out of range for month)"),
+                        ("20230229T120000Z", "no such date (day is out of range for month)"),
+                        ("2024-01-01T10:00+24:00", "no such UTC offset (offsets are less than 24 hours)"),
+                        ("3000-02-30T00:00", "no such date (day is out of range for month)")):  # (past 2262 too)
+        wrong = pd.DataFrame({"k": [1, 1], "event_timestamp": pd.Series([texts[0], bad], dtype=dtype, index=[3, 4])})
+        with pytest.raises(ValueError, match=re.escape(f"timestamp column 'event_timestamp' row 4 ('{bad}'): "
+                                                       f"{reason}") + "$"):
+            store.get_historical_features(wrong, "f:x")
+    # ... and forms not read: ISO 8601's digits are ASCII ones, as for calendar dates (Arabic-Indic
     # and full-width digits were read as a year); pandas' reason quotes the text as given, not rewritten.
-    for bad in ("2023-366", "2024-W54-1", "2024-W01-8", "2024-000", "2024-06-01T12,5", "\u0662\u0660\u0661\u0663-152",
-                "\uff12\uff10\uff11\uff13-W22-6", "2024-W01-1T25:00"):
+    for bad in ("2024-06-01T12,5", "\u0662\u0660\u0661\u0663-152", "\uff12\uff10\uff11\uff13-W22-6"):
         wrong = pd.DataFrame({"k": [1, 1], "event_timestamp": pd.Series([texts[0], bad], dtype=dtype, index=[3, 4])})
         with pytest.raises(ValueError, match=rf"timestamp column 'event_timestamp' row 4 \('{bad}'\): Time data "
                                              rf"{bad} is not ISO8601"):

@@ -80,8 +80,9 @@ def to_utc(values: pd.Series, what: str = "timestamp column") -> pd.Series:
             # below would blame the first value beyond 2262 instead).
             bad = values[values.map(_not_iso, na_action="ignore").fillna(False).astype(bool)]
             if len(bad):
-                raise EntityRowError(f"{what} {values.name!r} ", bad.index[0], f" ({bad.iloc[0]!r}): not an "
-                                     "instant (datetimes or ISO 8601 strings expected)") from failure
+                why = _impossible(bad.iloc[0]) or "not an instant (datetimes or ISO 8601 strings expected)"
+                raise EntityRowError(f"{what} {values.name!r} ", bad.index[0], f" ({bad.iloc[0]!r}): {why}") \
+                    from failure
         else:
             return _read_as_written(values, parsed, what)
     reason = str(failure).splitlines()[0].split(" You might want to try")[0]
@@ -95,8 +96,8 @@ def to_utc(values: pd.Series, what: str = "timestamp column") -> pd.Series:
     if len(bad):
         if written is not None:  # (pandas quotes the text as rewritten: the user's own text instead)
             reason = reason.replace(f"Time data {written.iloc[wrong[0]]} ", f"Time data {bad.iloc[0]} ")
-        raise EntityRowError(f"{what} {values.name!r} ", bad.index[0], f" ({bad.iloc[0]!r}): {reason} (datetimes or "
-                             "ISO 8601 strings expected)") from failure
+        why = _impossible(bad.iloc[0]) or f"{reason} (datetimes or ISO 8601 strings expected)"
+        raise EntityRowError(f"{what} {values.name!r} ", bad.index[0], f" ({bad.iloc[0]!r}): {why}") from failure
     raise ValueError(f"{what} {values.name!r}: {reason} (datetimes or ISO 8601 strings expected)") from failure
 
 
@@ -232,6 +233,43 @@ def _read_as_written(values: pd.Series, parsed: pd.Series, what: str) -> pd.Seri
 
 # Up to four bare digits, or digits with a decimal point ('20240101' is a date: not matched)
 _NUMBER = re.compile(r"^\s*[+-]?(\d{1,4}|\d+\.\d*|\.\d+)\s*$")
+
+
+def _impossible(value: object) -> str | None:
+    """Why text in the form of an ISO 8601 instant names none (2013-02-30, 2013-W54-1, 2013-366,
+    25:00, an offset of a day), or None. pandas says such text "is not ISO8601 format", which
+    sends the user looking for another format."""
+    if not isinstance(value, str) or not value.isascii():
+        return None
+    text = _LOWER_SEPARATORS.sub(_upper_cased_separator, value.strip())
+    if (match := _WEEK_DATE.match(text) if "W" in text else _ORDINAL_DATE.match(text)) \
+            and _calendar_date(match) == match.group(0):  # (left as written: no such day)
+        return f"no such date ({_no_such_day(match)})"
+    try:
+        datetime.fromisoformat(_iso_text(text))
+    except ValueError as exc:
+        detail = str(exc).splitlines()[0]
+        if detail.startswith(("year", "month", "day")):
+            return f"no such date ({detail})"
+        if detail.startswith(("hour", "minute", "second", "microsecond")):
+            return f"no such time of day ({detail})"
+        if detail.startswith("offset"):
+            return "no such UTC offset (offsets are less than 24 hours)"
+    return None  # (not in an instant's form at all, or a form Python reads and pandas does not)
+
+
+def _no_such_day(match: re.Match) -> str:
+    """Why a week or ordinal date matched by ``_WEEK_DATE`` or ``_ORDINAL_DATE`` has no day."""
+    year = int(match.group(2))
+    if year < 1:
+        return "year 0 is out of range"
+    if match.re is _WEEK_DATE:
+        week, day = (int(match.group(3)), int(match.group(4))) if match.group(3) else \
+            (int(match.group(5)), int(match.group(6)))
+        weeks = date(year, 12, 28).isocalendar()[1]  # (28 December is always in the year's last week)
+        return "a week's days are 1 to 7" if not 1 <= day <= 7 else f"{year} has ISO weeks 1 to {weeks}"
+    days = (date(year, 12, 31) - date(year, 1, 1)).days + 1
+    return f"{year} has days 001 to {days}"
 
 
 def _not_iso(value: object) -> bool:
