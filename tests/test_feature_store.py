@@ -686,6 +686,11 @@ def test_text_keys_of_timestamp_and_time_views_are_read_as_instants_and_times():
     ("2020.1", "a number, not an instant"),                        # the same, as a year and month
     ("now", "give an instant, not a time relative to the clock"),  # the clock's time
     ("NaT", "not an instant"),                                     # no time: matched nothing
+    # Seconds or milliseconds since 1970: pandas said "is not ISO8601 format", and of 13 digits
+    # Python's reader (which names days that do not exist) "day is out of range for month".
+    ("1370073600", r"a number, not an instant \(if they count seconds or milliseconds since 1970"),
+    ("1370073600000", r"a number, not an instant \(if they count seconds or milliseconds since 1970"),
+    ("2013-02-29T10:00", r"no such date \(day is out of range for month\)"),
 ])
 def test_text_of_timestamp_keys_follows_the_rules_of_entity_timestamps(tmp_path, text, rule):
     """Text given for a TIMESTAMP join key (as the CLI reads every CSV cell) went through a laxer

@@ -1242,6 +1242,27 @@ def test_integer_text_beyond_the_key_type_matches_nothing_as_the_same_integer_do
         fs.get_historical_features(pd.DataFrame({"k": ["1", "x1"], "event_timestamp": "2013-01-02"}), ["v:x"])
 
 
+def test_decimal_text_for_an_integer_key_is_read_as_the_number_and_errors_name_the_row_that_fails(tmp_path):
+    """Text '7.0' found 7 (as 7.0 does), but '1.5' was an error where the number 1.5 matched
+    nothing; and when a later row did not parse (' 2'), the error named the first row that is no
+    integer ('7.0'), which was fine, instead of the one that is no number."""
+    fs = _sql_store(tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),))],
+                    "create table t as select k, timestamp '2013-01-01' as ts, k * 1.5 as x from range(1, 9) r(k)")
+    fs.materialize_online(end_ts="2013-01-02")
+    # (digits read exactly: up to 38 before and 38 after the point, or an integer of up to 76)
+    for keys, expected in ((["7.0", "1.5", "2", "0.20", "-0.0", "7." + "0" * 37 + "1"], [10.5, -1, 3.0, -1, -1, -1]),
+                           ([7.0, 1.5, 2, 0.2, -0.0, 7.0 + 2**-50], [10.5, -1, 3.0, -1, -1, -1]),
+                           (["7", "1" * 60, "+1"], [10.5, -1, 1.5])):
+        entities = pd.DataFrame({"k": pd.Series(keys, dtype=object), "event_timestamp": "2013-01-02"})
+        assert fs.get_historical_features(entities, ["v:x"])["x"].fillna(-1).tolist() == expected
+        assert fs.get_online_features({"k": keys}, ["v:x"])["x"].fillna(-1).tolist() == expected
+    for keys, row, bad in ((["1", "7.0", " 2", "x"], 2, " 2"), (["1.5", "1" * 60, "1.5", "2x", "x"], 3, "2x")):
+        with pytest.raises(ValueError, match=rf"join key 'k': .* \(row {row}: Failed to parse string: '{bad}'"):
+            fs.get_historical_features(pd.DataFrame({"k": keys, "event_timestamp": "2013-01-02"}), ["v:x"])
+        with pytest.raises(ValueError, match=rf"join key 'k': .* \(row {row}: Failed to parse string: '{bad}'"):
+            fs.get_online_features({"k": keys}, ["v:x"])
+
+
 def test_numbers_or_bytes_for_a_uuid_key_are_refused_by_key_offline_and_online(tmp_path):
     """Integers against a UUID key matched nothing without a word (their text is no UUID), and a
     UUID's 16 bytes matched nothing offline but raised a bare UnicodeDecodeError online."""

@@ -394,6 +394,7 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
         # (its own) units with the key. DuckDB refuses the comparison too.
         raise ValueError(f"join key {column!r}: entity values of type {values.type} cannot be compared with "
                          f"the view's {wanted}")
+    given, parsed_as = values, (wanted,)  # (the text, and the types it failed to parse as: for errors)
     try:
         if text:
             try:
@@ -401,9 +402,15 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
             except pa.ArrowInvalid:
                 if not pa.types.is_integer(wanted):
                     raise
-                # Integer text beyond the key's range ('300' for a UTINYINT) matches nothing, as
-                # the same number given as an integer does: read as a number, compared below.
-                values = values.cast(pa.decimal256(76, 0))
+                # Integer text beyond the key's range ('300' for a UTINYINT) or with a fraction
+                # ('1.5') matches nothing, as the same number given as a number does: read as a
+                # number, exactly, compared below ('7.0' finds 7, as 7.0 does). Integers of up to
+                # 76 digits, or up to 38 digits and 38 after the point.
+                parsed_as = (pa.decimal256(76, 0), pa.decimal256(76, 38))
+                try:
+                    values = values.cast(parsed_as[0])
+                except pa.ArrowInvalid:
+                    values = values.cast(parsed_as[1])
         source = values
         if pa.types.is_decimal(wanted) and pa.types.is_integer(values.type):
             # (Arrow refuses an int64, which may need 19 digits, to a narrower DECIMAL even unsafely)
@@ -423,14 +430,15 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
             kept = pc.and_(kept, pc.fill_null(within, False))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         reason = str(exc).splitlines()[0]
-        before = (f"join key {column!r}: entity values of type {values.type} cannot be compared with the "
+        before = (f"join key {column!r}: entity values of type {given.type} cannot be compared with the "
                   f"view's {wanted} (")
         if text and isinstance(exc, pa.ArrowInvalid):
-            # The first value that does not parse, and its own error (the whole column's names
-            # whichever value Arrow's kernel met first).
-            row = _first_uncastable(values, wanted)
+            # The first value that does not parse as what failed (not the first that is no
+            # integer: '7.0' parses as a number), and its own error as the key type (the whole
+            # column's names whichever value Arrow's kernel met first).
+            row = _first_uncastable_to_any(given, parsed_as)
             try:
-                values.slice(row, 1).cast(wanted)
+                given.slice(row, 1).cast(wanted)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as own:
                 reason = str(own).splitlines()[0]
             raise EntityRowError(before, _row_name(row, labels), f": {reason})") from exc
@@ -454,6 +462,26 @@ def _comparable(cast: pa.Array, values: pa.Array) -> tuple[pa.Array, pa.Array]:
 def _row_name(position: int, labels: pd.Index | None) -> object:
     """How the caller names the row at ``position``."""
     return position if labels is None else labels[position]
+
+
+def _first_uncastable_to_any(values: pa.Array, types: Sequence[pa.DataType]) -> int:
+    """The position of the first value that casts to none of ``types`` (some value does not):
+    no row before the first that fails each type fails them all."""
+    start = 0
+    while start < len(values):
+        row = start + max(_first_uncastable(values.slice(start), type_) for type_ in types)
+        if not any(_casts(values.slice(row, 1), type_) for type_ in types):
+            return row
+        start = row + 1
+    return 0  # (each value casts to one of them: what failed was another step)
+
+
+def _casts(values: pa.Array, wanted: pa.DataType) -> bool:
+    try:
+        values.cast(wanted)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return True
 
 
 def _first_uncastable(values: pa.Array, wanted: pa.DataType) -> int:

@@ -47,9 +47,10 @@ def to_utc(values: pd.Series, what: str = "timestamp column") -> pd.Series:
     if values.empty:  # no rows, whatever dtype an empty column was given
         return pd.Series([], dtype="datetime64[us, UTC]", index=values.index, name=values.name)
     if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        hint = "" if pd.api.types.is_bool_dtype(values) else f"; {_EPOCH_HINT}"
         raise ValueError(
             f"{what} {values.name!r} holds {values.dtype} values, not timestamps "
-            "(datetimes or ISO 8601 strings)"
+            f"(datetimes or ISO 8601 strings{hint})"
         )
     moving = _relative_to_clock(values)
     if len(moving):
@@ -231,6 +232,12 @@ def _read_as_written(values: pd.Series, parsed: pd.Series, what: str) -> pd.Seri
     return parsed
 
 
+# Numbers as text (seconds since 1970, say), and the one form of them that is a date (20240101)
+_EPOCH_LIKE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)", re.ASCII)
+_BASIC_DATE = re.compile(r"\d{8}", re.ASCII)
+_EPOCH_HINT = ("if they count seconds or milliseconds since 1970, convert them: "
+               "pd.to_datetime(column, unit='s', utc=True), or unit='ms'")
+
 # Up to four bare digits, or digits with a decimal point ('20240101' is a date: not matched)
 _NUMBER = re.compile(r"^\s*[+-]?(\d{1,4}|\d+\.\d*|\.\d+)\s*$")
 
@@ -242,6 +249,8 @@ def _impossible(value: object) -> str | None:
     if not isinstance(value, str) or not value.isascii():
         return None
     text = _LOWER_SEPARATORS.sub(_upper_cased_separator, value.strip())
+    if _EPOCH_LIKE.fullmatch(text) and not _BASIC_DATE.fullmatch(text):
+        return f"a number, not an instant ({_EPOCH_HINT})"
     if (match := _WEEK_DATE.match(text) if "W" in text else _ORDINAL_DATE.match(text)) \
             and _calendar_date(match) == match.group(0):  # (left as written: no such day)
         return f"no such date ({_no_such_day(match)})"
