@@ -166,6 +166,44 @@ def test_views_built_from_sql_keep_their_names_and_do_not_retire_applied_ones(wa
             ("fv_built", "sql", False), ("fv_other", "sql", True), ("trips", "python", True)]
 
 
+def test_an_unknown_view_or_feature_names_the_closest_and_a_view_built_from_sql_says_how_to_pass_it(
+        warehouse, tmp_path, capsys):
+    """A store over the warehouse alone knows the views applied from Python: asked for a view
+    that `mlops features list` shows (built from dbt_like_sql/), it said only "not registered
+    (known: [...])". It now says how to give it the SQL project's views, and a misspelt view or
+    feature gets the closest name (the same ignoring case first), offline, online and in the CLI."""
+    built = FeatureView("fv_built", "read_parquet('x.parquet')", ("city",), "ts", (Feature("trips"),))
+    with duckdb.connect(str(warehouse)) as con:
+        FeatureStore.record_materialization(con, built, 4, "run-1", declared=["fv_built", "fv_gone"])
+        FeatureStore.record_materialization(con, FeatureView("fv_gone", "x", ("city",), "ts", (Feature("t"),)), 1, "r")
+        FeatureStore.record_materialization(con, built, 4, "run-2", declared=["fv_built"])  # (fv_gone retired)
+    store = FeatureStore(warehouse, online_path=tmp_path / "online.sqlite")
+    store.apply(_view(tmp_path))
+    hint = (r"fv_built is a view of the SQL project \(dbt_like_sql/\), which this store was not given: "
+            r"FeatureStore\(path, SqlProject\(\).feature_views\(\).values\(\)\)")
+    cases = [("fv_built:trips", rf"feature view 'fv_built' is not registered \(known: \['trips'\]\); {hint}$"),
+             ("fv_bulit:trips", rf"'fv_bulit': did you mean 'fv_built'\?; {hint}$"),
+             ("TRIPS:trips", r"not registered \(known: \['trips'\]\); 'TRIPS': did you mean 'trips'\?$"),
+             ("fv_gone:trips", r"feature view 'fv_gone' is not registered \(known: \['trips'\]\)$"),  # (retired)
+             ("trips:late_shares", r"feature view 'trips' has no feature 'late_shares' \(has: \['trips', "
+                                   r"'late_share'\]\); did you mean 'late_share'\?$"),
+             ("trips:Trips", r"has no feature 'Trips' .*; did you mean 'trips'\?$"),
+             ("trips:zzz", r"has no feature 'zzz' \(has: \['trips', 'late_share'\]\)$")]
+    for reference, message in cases:
+        with pytest.raises(KeyError) as raised:
+            store.get_historical_features(ENTITIES, [reference])
+        assert re.search(message, raised.value.args[0]), (reference, raised.value.args[0])
+    with pytest.raises(KeyError) as raised:
+        store.materialize_online(["fv_built", "trip"])
+    assert re.search(rf"feature views \['fv_built', 'trip'\] are not registered .*'trip': did you mean 'trips'\?; "
+                     rf"{hint}$", raised.value.args[0])
+    ENTITIES.to_csv(tmp_path / "entities.csv", index=False)
+    assert main(["features", "historical", "--entities", str(tmp_path / "entities.csv"), "--features",
+                 "fv_bulit:trips", "--out", str(tmp_path / "out.csv")]) != 0
+    assert re.search(rf"--features: feature view 'fv_bulit' is not registered .*did you mean 'fv_built'\?; {hint}",
+                     capsys.readouterr().err)
+
+
 def test_a_retired_view_is_kept_in_the_registry_but_no_longer_found(warehouse, tmp_path, capsys):
     store = FeatureStore(warehouse)
     store.apply(_view(tmp_path))

@@ -12,6 +12,7 @@ naive timestamps are read as UTC.
 
 from __future__ import annotations
 
+import difflib
 import json
 import queue
 import uuid
@@ -802,6 +803,16 @@ def _warehouse_file(path: str | Path) -> str:
     return text
 
 
+def closest_name(name: str, known: Sequence[str]) -> str | None:
+    """The one of ``known`` that ``name`` most likely misspells (the same ignoring case first),
+    or None."""
+    same = [k for k in known if k.lower() == name.lower()]
+    if same:
+        return same[0]
+    found = difflib.get_close_matches(name.lower(), [k.lower() for k in known], n=1, cutoff=0.6)
+    return next(k for k in known if k.lower() == found[0]) if found else None
+
+
 class FeatureStore:
     """Feature views over tables of a DuckDB file.
 
@@ -926,9 +937,16 @@ class FeatureStore:
     def applied_views(self, connection: duckdb.DuckDBPyConnection | None = None) -> dict[str, FeatureView]:
         """The views applied from Python to this warehouse and not retired, by name (none
         without a warehouse file or a registry), read through ``connection`` if given."""
+        rows = self._registry_rows(f"select declaration from {REGISTRY_TABLE} where origin = '{PYTHON_ORIGIN}' "
+                                   "and retired_at is null order by name", connection)
+        return {view.name: view for view in (FeatureView.from_json(text) for (text,) in rows)}
+
+    def _registry_rows(self, query: str, connection: duckdb.DuckDBPyConnection | None = None) -> list[tuple]:
+        """Rows of ``query`` over the warehouse's registry (none without a warehouse file or a
+        registry that records applied views), read through ``connection`` if given."""
         if connection is None:
             if self.database_path == ":memory:" or not Path(self.database_path).is_file():
-                return {}
+                return []
             try:
                 own = duckdb.connect(self.database_path, read_only=True)
             except duckdb.ConnectionException:
@@ -936,12 +954,34 @@ class FeatureStore:
                 # refuses a read-only connection beside it, and shares that one's database instead.
                 own = duckdb.connect(self.database_path)
             with own:
-                return self.applied_views(own)
+                return self._registry_rows(query, own)
         if "declaration" not in _registry_columns(connection):
-            return {}
-        rows = connection.execute(f"select declaration from {REGISTRY_TABLE} where origin = '{PYTHON_ORIGIN}' "
-                                  "and retired_at is null order by name").fetchall()
-        return {view.name: view for view in (FeatureView.from_json(text) for (text,) in rows)}
+            return []
+        return connection.execute(query).fetchall()
+
+    def _not_registered(self, names: Sequence[str], connection: duckdb.DuckDBPyConnection | None = None) -> KeyError:
+        """The error for views of ``names`` this store does not know, with the known name each
+        is closest to, and a word for views built from the SQL project: the registry lists them,
+        but their declarations are their YAML files, which this store was not given."""
+        known = sorted(self.views)
+        try:
+            in_registry = [name for (name,) in self._registry_rows(
+                f"select name from {REGISTRY_TABLE} where origin is distinct from '{PYTHON_ORIGIN}' "
+                "and retired_at is null order by name", connection) if name not in self.views]
+        except duckdb.Error:  # (the warehouse locked by a writer: the error stands without the word)
+            in_registry = []
+        what = f"feature view {names[0]!r} is" if len(names) == 1 else f"feature views {list(names)} are"
+        message, meant = f"{what} not registered (known: {known})", []
+        for name in names:
+            if (close := closest_name(name, known + in_registry)) and close != name:
+                message += f"; {name!r}: did you mean {close!r}?"
+            meant.append(close)
+        built = sorted({name for name in meant if name in in_registry})
+        if built:
+            message += (f"; {built[0] if len(built) == 1 else built} {'is a view' if len(built) == 1 else 'are views'} "
+                        "of the SQL project (dbt_like_sql/), which this store was not given: FeatureStore(path, "
+                        "SqlProject().feature_views().values())")
+        return KeyError(message)
 
     def _know(self, names: Iterable[str] | None, connection: duckdb.DuckDBPyConnection | None = None) -> None:
         """Views of ``names`` (None: every view) this store lacks, from those applied to its
@@ -969,9 +1009,11 @@ class FeatureStore:
                 raise ValueError(f"feature reference {reference!r}: expected 'view:feature'")
             view = self.views.get(view_name)
             if view is None:
-                raise KeyError(f"feature view {view_name!r} is not registered (known: {sorted(self.views)})")
+                raise self._not_registered([view_name], connection)
             if feature not in view.feature_names:
-                raise KeyError(f"feature view {view_name!r} has no feature {feature!r} (has: {view.feature_names})")
+                close = closest_name(feature, view.feature_names)
+                raise KeyError(f"feature view {view_name!r} has no feature {feature!r} (has: {view.feature_names})"
+                               + (f"; did you mean {close!r}?" if close else ""))
             asked = wanted.setdefault(view_name, [])
             if feature in asked:
                 # (one column would come back for two asked: a caller counting columns is misled)
@@ -1166,7 +1208,7 @@ class FeatureStore:
             self._know(names, connection)
         unknown = [n for n in names if n not in self.views]
         if unknown:
-            raise KeyError(f"feature views {unknown} are not registered (known: {sorted(self.views)})")
+            raise self._not_registered(unknown, connection)
         if end_ts is not None:
             reason = "a datetime or ISO 8601 text"
             try:
