@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from mlops_pipelines.paths import DATA_DIR_ENV, ProjectPaths
@@ -139,8 +140,13 @@ def _read_csv(path: str):
 
 
 def _features_historical(args: argparse.Namespace) -> int:
-    from mlops_pipelines.features.errors import EntityRowError, FeatureNameCollision, MissingTimestampColumn
-    from mlops_pipelines.features.store import ViewReadError
+    from mlops_pipelines.features.errors import (
+        DeclarationNotBuiltWarning,
+        EntityRowError,
+        FeatureNameCollision,
+        MissingTimestampColumn,
+    )
+    from mlops_pipelines.features.store import ViewReadError, output_names
     from mlops_pipelines.resources import build_resources
 
     paths = ProjectPaths.from_env()
@@ -158,18 +164,24 @@ def _features_historical(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out}: no folder {Path(args.out).parent} to write it in")
     if Path(args.out).exists() and Path(args.entities).exists() and Path(args.out).samefile(args.entities):
         raise ValueError(f"--out {args.out}: the entity file itself; give another file for the output")
-    try:
-        wanted = store.resolve_features(features)  # (before the entities: an error here is not the file's)
+    try:  # (before the entities: an error here is not the file's)
+        wanted = store.resolve_features(features)
+        output_names(((v, n) for v, names in wanted.items() for n in names), args.full_feature_names)
+    except FeatureNameCollision as exc:
+        raise ValueError(f"--features: {exc.advising('--full-feature-names')}") from exc
     except (KeyError, ValueError) as exc:
         raise ValueError(f"--features: {exc.args[0] if isinstance(exc, KeyError) else exc}") from exc
     entities = _read_frame(args.entities, keep_index=True)
+    caught: list[warnings.WarningMessage] = []  # (a declaration edited since its view was built: a note)
     try:
-        out = store.get_historical_features(entities, features, args.full_feature_names, args.timestamp_column)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DeclarationNotBuiltWarning)
+            out = store.get_historical_features(entities, features, args.full_feature_names, args.timestamp_column)
     except ViewReadError:
         raise  # (the view's source, not the entity file)
     except (KeyError, ValueError) as exc:
         # (the library's advice in the CLI's words; a CSV's rows are named by their line in the file)
-        if isinstance(exc, FeatureNameCollision):
+        if isinstance(exc, FeatureNameCollision):  # (an entity column named as an output column)
             reason = exc.advising("--full-feature-names")
         elif isinstance(exc, EntityRowError) and Path(args.entities).suffix.lower() == ".csv":
             reason = exc.naming_rows("line")
@@ -180,6 +192,12 @@ def _features_historical(args: argparse.Namespace) -> int:
             reason += (f"; the header {separated[0]!r} looks separated by another character than the comma CSV "
                        "files are read with") if separated else "; name another with --timestamp-column"
         raise ValueError(f"{args.entities}: {reason}") from exc
+    finally:
+        for warning in caught:
+            if issubclass(warning.category, DeclarationNotBuiltWarning):
+                print(f"note: {warning.message}", file=sys.stderr)
+            else:
+                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     if out_kind == ".parquet":
         out.to_parquet(args.out, index=False)
     else:

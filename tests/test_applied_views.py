@@ -204,6 +204,68 @@ def test_an_unknown_view_or_feature_names_the_closest_and_a_view_built_from_sql_
                      capsys.readouterr().err)
 
 
+def test_a_view_declared_otherwise_than_its_table_was_built_is_warned_of_offline_online_and_in_the_cli(
+        warehouse, tmp_path, capsys):
+    """A view's YAML edited (here its TTL) and not built again: `mlops features list` showed the
+    built declaration while answers already followed the edited one, without a word. Each call
+    now warns (a note in the CLI); a view as built, or one applied from Python, does not."""
+    import dataclasses
+    import warnings
+
+    from mlops_pipelines.features.errors import DeclarationNotBuiltWarning
+    from mlops_pipelines.features.sql_project import SqlProject
+
+    declared = SqlProject().feature_views()["fv_origin_weather"]
+    with duckdb.connect(str(warehouse)) as con:  # its table as built, with a TTL of 4 hours
+        con.execute("create schema features")
+        con.execute("create table features.fv_origin_weather as select 'JFK' as origin, "
+                    "timestamp '2013-06-01 10:00' as available_at, "
+                    + ", ".join(f"1.5::double as {f.name}" for f in declared.features))
+        FeatureStore.record_materialization(con, dataclasses.replace(declared, ttl=timedelta(hours=4)), 1, "run-1")
+    entities = pd.DataFrame({"origin": ["JFK"], "event_timestamp": [T("2013-06-01 13:30", tz="UTC")]})
+    store = FeatureStore(warehouse, [declared], online_path=tmp_path / "online.sqlite")
+    with pytest.warns(DeclarationNotBuiltWarning, match=r"feature view 'fv_origin_weather': its declaration "
+                                                        rf"\(version {declared.version}\) is not the one its table "
+                                                        r"was built with .*--select fv_origin_weather`\)$"):
+        out = store.get_historical_features(entities, ["fv_origin_weather:temp_f"])
+    assert pd.isna(out["temp_f"][0])  # (3 h 30 min after: beyond the declared 3 hours, within the built 4)
+    with pytest.warns(DeclarationNotBuiltWarning, match="'fv_origin_weather': its declaration"):
+        store.materialize_online(end_ts="2013-06-01 12:00")
+    assert main(["features", "historical", "--entities", _csv(tmp_path, entities), "--features",
+                 "fv_origin_weather:temp_f", "--out", str(tmp_path / "out.csv")]) == 0
+    assert "note: feature view 'fv_origin_weather': its declaration" in capsys.readouterr().err
+    with duckdb.connect(str(warehouse)) as con:  # built again as declared: no word
+        FeatureStore.record_materialization(con, declared, 1, "run-2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeclarationNotBuiltWarning)
+        store.get_historical_features(entities, ["fv_origin_weather:temp_f"])
+        store.materialize_online(end_ts="2013-06-01 12:00")
+        store.apply(_view(tmp_path))  # (applied from Python: the registry's declaration is the view's)
+        other = FeatureStore(warehouse, [_view(tmp_path, ttl=timedelta(hours=1))])  # (given: wins, as documented)
+        other.get_historical_features(ENTITIES, ["trips:trips"])
+    assert main(["features", "historical", "--entities", _csv(tmp_path, entities), "--features",
+                 "fv_origin_weather:temp_f", "--out", str(tmp_path / "out.csv")]) == 0
+    assert "its declaration" not in capsys.readouterr().err
+
+
+def _csv(tmp_path, frame: pd.DataFrame) -> str:
+    path = tmp_path / "entities.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def test_the_cli_names_colliding_feature_names_of_two_views_as_the_request_s_fault(warehouse, tmp_path, capsys):
+    """Two views' features making one column was reported as the entity file's fault
+    ('entities.csv: feature name ...'); it is the request's, found before the file is read."""
+    store = FeatureStore(warehouse)
+    store.apply(_view(tmp_path), _view(tmp_path, name="again"))
+    argv = ["features", "historical", "--entities", str(tmp_path / "missing.csv"), "--features",
+            "trips:trips,again:trips", "--out", str(tmp_path / "out.csv")]
+    assert main(argv) == 2
+    assert ("--features: feature name 'trips' is in views 'trips' and 'again': pass --full-feature-names"
+            in capsys.readouterr().err)
+
+
 def test_a_retired_view_is_kept_in_the_registry_but_no_longer_found(warehouse, tmp_path, capsys):
     store = FeatureStore(warehouse)
     store.apply(_view(tmp_path))

@@ -808,7 +808,7 @@ def test_misused_arguments_are_named(tmp_path):
         fs.get_online_features({"j": [1]}, ["v:x"])
     with pytest.raises(TypeError, match="entity_df must be a pandas DataFrame or an Arrow table, not dict"):
         fs.get_historical_features({"k": [1], "event_timestamp": ["2013-01-02"]}, ["v:x"])
-    with pytest.raises(KeyError, match=r"feature views \['w'\] are not registered \(known: \['v'\]\)"):
+    with pytest.raises(KeyError, match=r"feature view 'w' is not registered \(known: \['v'\]\)"):
         fs.materialize_online(["w"], end_ts="2013-01-02")
     with pytest.raises(TypeError, match=r"views: names of feature views \(text\), not int 3"):
         fs.materialize_online([3], end_ts="2013-01-02")

@@ -45,3 +45,8 @@ class FeatureNameCollision(ValueError):
 
     def __reduce__(self) -> tuple:
         return type(self), (self.before, self.after)
+
+
+class DeclarationNotBuiltWarning(UserWarning):
+    """A view of the SQL project was declared otherwise (its YAML or SQL edited) than its table
+    was built, as the warehouse's registry records it."""

@@ -16,6 +16,7 @@ import difflib
 import json
 import queue
 import uuid
+import warnings
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
@@ -31,7 +32,11 @@ import pyarrow.compute as pc
 
 from mlops_pipelines import numpy_sort
 from mlops_pipelines.features import point_in_time
-from mlops_pipelines.features.errors import FeatureNameCollision, MissingTimestampColumn
+from mlops_pipelines.features.errors import (
+    DeclarationNotBuiltWarning,
+    FeatureNameCollision,
+    MissingTimestampColumn,
+)
 from mlops_pipelines.features.online import OnlineStore, from_micros, key_values, stored_values, to_micros
 from mlops_pipelines.features.sql_project import default_project_dir
 from mlops_pipelines.features.timestamps import to_utc
@@ -701,6 +706,29 @@ def _registry_columns(connection: duckdb.DuckDBPyConnection) -> set[str]:
         [schema, table]).fetchall()}
 
 
+def warn_of_views_not_built_as_declared(connection: duckdb.DuckDBPyConnection, views: Sequence[FeatureView]) -> None:
+    """A :class:`DeclarationNotBuiltWarning` for each of ``views`` that the registry records as
+    built from the SQL project with another declaration: its YAML or SQL was edited since the
+    table was built, and answers follow the edited declaration over the table as it was built."""
+    present = _registry_columns(connection)
+    if not present or not views:
+        return
+    built_from_sql = "".join(f" and {condition}" for column, condition in (
+        ("origin", f"origin is distinct from '{PYTHON_ORIGIN}'"), ("retired_at", "retired_at is null"))
+        if column in present)
+    recorded = dict(connection.execute(
+        f"select name, version from {REGISTRY_TABLE} where list_contains(?::varchar[], name){built_from_sql}",
+        [[view.name for view in views]]).fetchall())
+    for view in views:
+        if recorded.get(view.name, view.version) != view.version:
+            warnings.warn(DeclarationNotBuiltWarning(
+                f"feature view {view.name!r}: its declaration (version {view.version}) is not the one its table "
+                f"was built with (version {recorded[view.name]}, in the registry): the answers follow this "
+                f"declaration (its TTL, timestamps and keys) over the table as it was built. Materialize "
+                f"{view.name} again to build it as declared (the build_features job in `make ui`, or `dagster "
+                f"asset materialize -m mlops_pipelines.definitions --select {view.name}`)"), stacklevel=3)
+
+
 REGISTRY_HEADER = ("view", "version", "entities", "event ts", "created ts", "ttl", "owner", "rows",
                    "materialized (UTC)")
 
@@ -1037,6 +1065,7 @@ class FeatureStore:
         ~0.75 s, alternating runs), first touches of new memory being what costs most there.
         """
         outputs = output_names(((v, n) for v, names in wanted.items() for n in names), full_feature_names)
+        warn_of_views_not_built_as_declared(connection, [self.views[name] for name in wanted])
         workers = 2
         # One workspace a worker: a view joined after another reuses its scratch arrays.
         spare = queue.SimpleQueue()
@@ -1229,6 +1258,7 @@ class FeatureStore:
             # a failure leaves the store as it was.
             lite.execute("begin immediate")
             try:
+                warn_of_views_not_built_as_declared(con, [self.views[name] for name in names])
                 plans = []
                 for name in names:
                     view = self.views[name]
