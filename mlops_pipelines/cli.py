@@ -55,16 +55,16 @@ def _summary(_args: argparse.Namespace) -> int:
 
 
 def _features_list(_args: argparse.Namespace) -> int:
-    import duckdb
+    from mlops_pipelines.features.store import REGISTRY_HEADER
+    from mlops_pipelines.resources import build_resources
 
     paths = ProjectPaths.from_env()
-    from mlops_pipelines.features.store import REGISTRY_HEADER, registry_listing
-
     if not paths.warehouse_path.exists():
         print(f"no warehouse at {paths.warehouse_path}: run `mlops demo` first", file=sys.stderr)
         return 1
-    with duckdb.connect(str(paths.warehouse_path), read_only=True) as connection:
-        listed = registry_listing(connection)
+    # (the store of `features historical`: the SQL project's views and the online store, whose
+    # instant each view is served as of is the last column)
+    listed = build_resources(paths)["feature_store"].store().registry()  # type: ignore[attr-defined]
     if listed is None:
         print("no feature view materialized yet", file=sys.stderr)
         return 1

@@ -982,7 +982,7 @@ def test_the_registry_retires_views_no_longer_declared_and_the_cli_lists_them(tm
     assert main(["features", "list"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     assert lines["view"].split() == ["view", "version", "entities", "event", "ts", "created", "ts", "ttl", "owner",
-                                     "rows", "materialized", "(UTC)"]
+                                     "rows", "materialized", "(UTC)", "online", "as", "of", "(UTC)"]
     assert lines["fv_a"].split()[:8] == ["fv_a", a.version, "k", "ts", "-", "90m", "team-a", "5"]
     assert lines["fv_b"].split()[:9] == ["fv_b", b.version, "k,", "j", "ts", "c", "400ms", "-", "3"]
     assert ", retired 20" in lines["fv_b"] and "retired" not in lines["fv_a"]

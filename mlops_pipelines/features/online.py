@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
+from time import monotonic, sleep
 
 import numpy as np
 import pandas as pd
@@ -249,6 +250,26 @@ def view_table(view: FeatureView) -> str:
     return quoted(table_name(view))
 
 
+_BUSY_SECONDS = 30  # (how long a connection waits for another's lock)
+
+
+def _in_wal_mode(connection: sqlite3.Connection) -> None:
+    """Put the store's file in WAL mode (kept in the file: done once, by its first connection).
+    Two connections switching a new file at once deadlock, and SQLite fails one at once with
+    "database is locked" rather than wait its busy timeout (the first materialization beside a
+    serving process that is already polling, say): it tries again until the timeout."""
+    deadline = monotonic() + _BUSY_SECONDS
+    while True:
+        try:
+            if connection.execute("pragma journal_mode").fetchall()[0][0] != "wal":
+                connection.execute("pragma journal_mode=wal")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or monotonic() > deadline:
+                raise
+            sleep(0.005)
+
+
 class OnlineStore:
     """A SQLite file holding the latest row per entity of each materialized view."""
 
@@ -261,10 +282,10 @@ class OnlineStore:
         if self.path.is_dir():
             raise ValueError(f"{self.path}: the online store is a SQLite file (e.g. data/online_store.sqlite), "
                              "not a folder")
-        connection = sqlite3.connect(self.path, timeout=30)
+        connection = sqlite3.connect(self.path, timeout=_BUSY_SECONDS)
         try:
             try:
-                connection.execute("pragma journal_mode=wal")
+                _in_wal_mode(connection)
             except sqlite3.DatabaseError as exc:  # (the warehouse's DuckDB file, say; not "database is locked")
                 if "not a database" not in str(exc):
                     raise

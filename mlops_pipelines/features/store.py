@@ -730,13 +730,16 @@ def warn_of_views_not_built_as_declared(connection: duckdb.DuckDBPyConnection, v
 
 
 REGISTRY_HEADER = ("view", "version", "entities", "event ts", "created ts", "ttl", "owner", "rows",
-                   "materialized (UTC)")
+                   "materialized (UTC)", "online as of (UTC)")
 
 
-def registry_listing(connection: duckdb.DuckDBPyConnection) -> list[tuple[str, ...]] | None:
+def registry_listing(connection: duckdb.DuckDBPyConnection,
+                     online: Mapping[str, str] | None = None) -> list[tuple[str, ...]] | None:
     """``features.registry`` as text, a row per view (views built from SQL and applied from
     Python, retired ones marked) in the columns of :data:`REGISTRY_HEADER`, as `mlops features
-    list` prints it and the ``online_features`` asset shows it; None when there is no registry."""
+    list` prints it and the ``online_features`` asset shows it; None when there is no registry.
+    ``online``: by view, the instant the online store serves it as of (see
+    :meth:`FeatureStore.online_as_of`); "-" for the others."""
     present = _registry_columns(connection)
     if not present:
         return None
@@ -759,7 +762,8 @@ def registry_listing(connection: duckdb.DuckDBPyConnection) -> list[tuple[str, .
         if row["retired"] is not None:
             when += f", retired {row['retired']:%Y-%m-%d %H:%M}"
         listed.append((row["name"], row["version"], ", ".join(json.loads(row["entities"])), row["event_timestamp"],
-                       row["created_timestamp"] or "-", ttl_text(row["ttl_seconds"]), row["owner"] or "-", rows, when))
+                       row["created_timestamp"] or "-", ttl_text(row["ttl_seconds"]), row["owner"] or "-", rows, when,
+                       (online or {}).get(row["name"], "-")))
     return listed
 
 
@@ -1112,7 +1116,24 @@ class FeatureStore:
         """The warehouse's registry of views as text (see :func:`registry_listing`), or None when
         no view was built or applied yet."""
         with self._connection(connection) as con:
-            return registry_listing(con)
+            return registry_listing(con, self.online_as_of(con))
+
+    def online_as_of(self, connection: duckdb.DuckDBPyConnection | None = None) -> dict[str, str]:
+        """By view (this store's and those applied to its warehouse), the instant its online rows
+        are current as of ("no rows yet" for a view recorded empty), or that the online store
+        holds rows of another declaration of it (a lookup refuses them until the next run); a
+        view never materialized online is left out, and so is every view without an online store."""
+        online, marks = self.online, {}
+        if online is None or not online.path.is_file():
+            return {}
+        self._know(None, connection)
+        with online.snapshot() as lite:
+            recorded = {name for (name,) in lite.execute("select view from _materializations").fetchall()}
+            for name, view in self.views.items():
+                if name in recorded:
+                    mark = online.watermark(lite, view)
+                    marks[name] = watermark_text(mark) if mark is not None else "stale: another declaration"
+        return marks
 
     def get_historical_features(
         self,
