@@ -100,9 +100,13 @@ def _read_frame(path: str, keep_index: bool = False):
             raise ValueError(f"{path}: its index {taken[0]!r} (stored by pandas) has the name of a column; "
                              "rename one of them")
         return frame.reset_index() if named else frame.reset_index(drop=True)
-    if kind == ".csv":
+    if kind == ".csv" or "".join(Path(path).suffixes[-2:]).lower() in _COMPRESSED_CSV:
         return _read_csv(path)
-    raise ValueError(f"{path}: expected a .parquet or .csv file")
+    raise ValueError(f"{path}: expected a .parquet or .csv file (or .csv.gz, .csv.bz2, .csv.xz)")
+
+
+# Compressed CSV, by suffix: the module that opens it.
+_COMPRESSED_CSV = {".csv.gz": "gzip", ".csv.bz2": "bz2", ".csv.xz": "lzma"}
 
 
 def _read_csv(path: str):
@@ -111,15 +115,26 @@ def _read_csv(path: str):
     the file (the header is line 1), so that an error names the line to look at; a row with more or
     fewer fields than the header, or a header naming a column twice, is an error."""
     import csv
+    import importlib
+    import lzma
 
     import pandas as pd
 
+    compressed = _COMPRESSED_CSV.get("".join(Path(path).suffixes[-2:]).lower())
+    opener = importlib.import_module(compressed).open if compressed else open
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:  # (-sig: Excel's byte-order mark)
+        # (-sig: Excel's byte-order mark)
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = next(reader, None)
             if not header:
                 raise ValueError(f"{path}: no header line (the column names) at line 1")
+            unnamed = [str(i + 1) for i, name in enumerate(header) if not name.strip()]
+            if unnamed:
+                several = len(unnamed) > 1
+                raise ValueError(f"{path}: column{'s' if several else ''} {', '.join(unnamed)} of the header "
+                                 f"{'have' if several else 'has'} no name (trailing commas, as spreadsheets may "
+                                 "write?): name or remove them")
             twice = sorted({c for c in header if header.count(c) > 1})
             if twice:
                 raise ValueError(f"{path}: columns {twice} appear more than once in the header")
@@ -132,7 +147,9 @@ def _read_csv(path: str):
                                      f"{len(header)}")
                 rows.append(row)
                 lines.append(reader.line_num)
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except (UnicodeDecodeError, csv.Error, EOFError, OSError, lzma.LZMAError) as exc:  # (OSError: not gzip, say)
         raise ValueError(f"{path}: not a readable CSV file ({exc})") from exc
     columns = {name: pd.array([r[i] if r[i] != "" else None for r in rows], dtype="str")
                for i, name in enumerate(header)}

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -720,6 +721,10 @@ def test_text_of_timestamp_keys_follows_the_rules_of_entity_timestamps(tmp_path,
     ("short.csv", "origin,carrier,event_timestamp\nJFK,B6,2013-06-01\n\nLGA,AA\n", r"short.csv: line 4 has 2 fields"),
     ("twice.csv", "origin,origin,event_timestamp\nJFK,LGA,2013-06-01\n", r"columns \['origin'\] appear more than once"),
     ("empty.csv", "", r"empty.csv: no header line"),
+    # (a spreadsheet's trailing empty columns: were "columns [''] appear more than once")
+    ("trailing.csv", "origin,event_timestamp,,\nJFK,2013-06-01,,\n",
+     r"trailing.csv: columns 3, 4 of the header have no name \(trailing commas"),
+    ("unnamed.csv", "origin, ,event_timestamp\nJFK,x,2013-06-01\n", r"unnamed.csv: column 2 of the header has no name"),
 ])
 def test_the_cli_refuses_malformed_csv_by_file_and_line(tmp_path, name, text, error):
     """pandas made the first column the index of a row with an extra field (then crashed), padded
@@ -730,6 +735,28 @@ def test_the_cli_refuses_malformed_csv_by_file_and_line(tmp_path, name, text, er
     path.write_text(text)
     with pytest.raises(ValueError, match=error):
         _read_frame(str(path))
+
+
+@pytest.mark.parametrize("suffix", [".csv.gz", ".CSV.BZ2", ".csv.xz"])
+def test_the_cli_reads_compressed_csv_as_csv(tmp_path, suffix):
+    """An entity file compressed as exported (x.csv.gz) was refused ("expected a .parquet or .csv
+    file"); it is read as the same CSV, lines named alike; one that is not what its suffix says is
+    an error naming it."""
+    import bz2
+    import gzip
+    import lzma
+
+    from mlops_pipelines.cli import _read_frame
+
+    text = "origin,event_timestamp\n\nJFK,2013-06-01\nLGA,\n"
+    plain, packed = tmp_path / "e.csv", tmp_path / f"e{suffix}"
+    plain.write_text(text)
+    packed.write_bytes({".gz": gzip, ".bz2": bz2, ".xz": lzma}[Path(suffix).suffix.lower()].compress(text.encode()))
+    pd.testing.assert_frame_equal(_read_frame(str(packed)), _read_frame(str(plain)))
+    assert _read_frame(str(packed)).index.tolist() == [3, 4]
+    (tmp_path / f"bad{suffix}").write_text(text)
+    with pytest.raises(ValueError, match=rf"bad{re.escape(suffix)}: not a readable CSV file"):
+        _read_frame(str(tmp_path / f"bad{suffix}"))
 
 
 def test_the_cli_numbers_csv_rows_by_line_past_blank_lines_and_keeps_a_parquet_index(tmp_path):
