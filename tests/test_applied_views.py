@@ -266,6 +266,22 @@ def test_the_cli_names_colliding_feature_names_of_two_views_as_the_request_s_fau
             in capsys.readouterr().err)
 
 
+def test_a_join_key_the_source_lacks_too_is_the_view_s_error_not_the_entity_frame_s(warehouse, tmp_path):
+    """A view registered (not applied: not checked against its source) with a misspelt key
+    ('cty') was reported as the entity frame's fault: "entity frame lacks join keys ['cty']"."""
+    from mlops_pipelines.features.store import ViewReadError
+
+    store = FeatureStore(warehouse, [_view(tmp_path, name="typo", entities=("cty", "line"))])
+    with pytest.raises(ViewReadError, match=r"feature view 'typo': join key 'cty' is not a column of its source "
+                                            r"read_parquet\('.*trips.parquet'\) \(its columns: \['city', 'line', "
+                                            r"'ts', 'created', 'trips', 'late_share'\]\); did you mean 'city'\?"):
+        store.get_historical_features(ENTITIES, ["typo:trips"])
+    # A key the source has: the entity frame's error, as before.
+    with pytest.raises(KeyError, match=r"entity frame lacks join keys \['line'\] of view 'trips'"):
+        FeatureStore(warehouse, [_view(tmp_path)]).get_historical_features(ENTITIES.drop(columns="line"),
+                                                                           ["trips:trips"])
+
+
 def test_a_retired_view_is_kept_in_the_registry_but_no_longer_found(warehouse, tmp_path, capsys):
     store = FeatureStore(warehouse)
     store.apply(_view(tmp_path))

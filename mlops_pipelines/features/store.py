@@ -1174,6 +1174,7 @@ class FeatureStore:
         for view_name in wanted:
             missing = [k for k in self.views[view_name].entities if k not in entity_df.columns]
             if missing:
+                self._refuse_keys_not_in_source(self.views[view_name], missing, connection)
                 raise KeyError(f"entity frame lacks join keys {missing} of view {view_name!r} "
                                f"(its columns: {list(entity_df.columns)})")
         with point_in_time.small_pages():  # (for the entity side's arrays too, not only the join's)
@@ -1185,6 +1186,23 @@ class FeatureStore:
             joined = joined[outputs]
             joined.index = frame.index
             return pd.concat([frame, joined], axis=1)
+
+    def _refuse_keys_not_in_source(self, view: FeatureView, keys: Sequence[str],
+                                   connection: duckdb.DuckDBPyConnection | None) -> None:
+        """A join key the entity frame lacks may be the view's misspelling (a view registered
+        from Python is not checked against its source): if its source lacks the key too, the
+        error is the view's, with the source's closest column."""
+        try:
+            with self._connection(connection) as con, _reading(view):
+                found = [name for name, _ in _source_columns(con, view)]
+        except (duckdb.Error, ValueError, FileNotFoundError):
+            return  # (the source cannot be read either: the entity frame's error stands, and the read says why)
+        lower = {name.lower() for name in found}
+        absent = [key for key in keys if key.lower() not in lower]
+        if absent:
+            close = closest_name(absent[0], found)
+            raise ViewReadError(f"feature view {view.name!r}: join key {absent[0]!r} is not a column of its source "
+                           f"{view.source} (its columns: {found})" + (f"; did you mean {close!r}?" if close else ""))
 
     @contextmanager
     def _connection(self, connection: duckdb.DuckDBPyConnection | None) -> Iterator[duckdb.DuckDBPyConnection]:
