@@ -261,7 +261,9 @@ def test_online_store_and_cli_agree_with_the_offline_store(lifecycle, tmp_path):
     table = metadata["registry"].value.splitlines()
     assert table[0].startswith("| view | version | entities |") and len(table) == 2 + len(SqlProject().feature_views())
     for name, view in SqlProject().feature_views().items():
-        assert any(line.startswith(f"| {name} | {view.version} | ") for line in table[2:]), name
+        # (its last column: the instant the online store serves it as of, the run's watermark)
+        assert any(line.startswith(f"| {name} | {view.version} | ")
+                   and line.endswith(f" | {metadata[f'watermark/{name}'].value} |") for line in table[2:]), name
     entities = tmp_path / "entities.csv"
     pd.DataFrame({"origin": ["JFK", "JFK"], "event_timestamp": [str(latest["available_at"]), "2013-01-01T00:00:00Z"]}
                  ).to_csv(entities, index=False)
