@@ -55,16 +55,17 @@ def _summary(_args: argparse.Namespace) -> int:
 
 
 def _features_list(_args: argparse.Namespace) -> int:
-    from mlops_pipelines.features.store import REGISTRY_HEADER
-    from mlops_pipelines.resources import build_resources
+    import duckdb
+
+    from mlops_pipelines.features.store import REGISTRY_HEADER, registry_listing
 
     paths = ProjectPaths.from_env()
     if not paths.warehouse_path.exists():
         print(f"no warehouse at {paths.warehouse_path}: run `mlops demo` first", file=sys.stderr)
         return 1
-    # (the store of `features historical`: the SQL project's views and the online store, whose
-    # instant each view is served as of is the last column)
-    listed = build_resources(paths)["feature_store"].store().registry()  # type: ignore[attr-defined]
+    online = _online_as_of(paths)
+    with duckdb.connect(str(paths.warehouse_path), read_only=True) as connection:
+        listed = registry_listing(connection, online)
     if listed is None:
         print("no feature view materialized yet", file=sys.stderr)
         return 1
@@ -74,6 +75,27 @@ def _features_list(_args: argparse.Namespace) -> int:
         cells = zip(line, widths, strict=True)
         print("  ".join(cell.rjust(w) if i == 7 else cell.ljust(w) for i, (cell, w) in enumerate(cells)).rstrip())
     return 0
+
+
+def _online_as_of(paths: ProjectPaths) -> dict[str, str] | None:
+    """The instant the online store serves each view as of (the listing's last column), for the
+    views of dbt_like_sql/ and those applied from Python; None (each shown as "?", with a note)
+    when the online store or the SQL project cannot be read: the registry is listed whatever."""
+    import sqlite3
+
+    import duckdb
+
+    from mlops_pipelines.features.sql_project import SqlProject
+    from mlops_pipelines.features.store import FeatureStore
+
+    if not paths.online_store_path.exists():
+        return {}
+    try:
+        views = SqlProject().feature_views().values()
+        return FeatureStore(paths.warehouse_path, views, online_path=paths.online_store_path).online_as_of()
+    except (ValueError, OSError, sqlite3.Error, duckdb.Error) as exc:
+        print(f"note: when each view is served online as of is not known ('?'): {exc}", file=sys.stderr)
+        return None
 
 
 def _read_frame(path: str, keep_index: bool = False):
@@ -100,13 +122,18 @@ def _read_frame(path: str, keep_index: bool = False):
             raise ValueError(f"{path}: its index {taken[0]!r} (stored by pandas) has the name of a column; "
                              "rename one of them")
         return frame.reset_index() if named else frame.reset_index(drop=True)
-    if kind == ".csv" or "".join(Path(path).suffixes[-2:]).lower() in _COMPRESSED_CSV:
+    if _is_csv(path):
         return _read_csv(path)
     raise ValueError(f"{path}: expected a .parquet or .csv file (or .csv.gz, .csv.bz2, .csv.xz)")
 
 
 # Compressed CSV, by suffix: the module that opens it.
 _COMPRESSED_CSV = {".csv.gz": "gzip", ".csv.bz2": "bz2", ".csv.xz": "lzma"}
+
+
+def _is_csv(path: str) -> bool:
+    """Whether ``path`` names a CSV file, compressed or not (by its suffix, in any case)."""
+    return Path(path).suffix.lower() == ".csv" or "".join(Path(path).suffixes[-2:]).lower() in _COMPRESSED_CSV
 
 
 def _read_csv(path: str):
@@ -129,12 +156,10 @@ def _read_csv(path: str):
             header = next(reader, None)
             if not header:
                 raise ValueError(f"{path}: no header line (the column names) at line 1")
-            unnamed = [str(i + 1) for i, name in enumerate(header) if not name.strip()]
-            if unnamed:
-                several = len(unnamed) > 1
-                raise ValueError(f"{path}: column{'s' if several else ''} {', '.join(unnamed)} of the header "
-                                 f"{'have' if several else 'has'} no name (trailing commas, as spreadsheets may "
-                                 "write?): name or remove them")
+            unnamed = [str(i + 1) for i, name in enumerate(header) if not name]
+            if len(unnamed) > 1:  # (one is a column as any other: pandas' index, written by to_csv)
+                raise ValueError(f"{path}: columns {', '.join(unnamed)} of the header have no name (trailing "
+                                 "commas, as spreadsheets may write?): name or remove them")
             twice = sorted({c for c in header if header.count(c) > 1})
             if twice:
                 raise ValueError(f"{path}: columns {twice} appear more than once in the header")
@@ -200,7 +225,7 @@ def _features_historical(args: argparse.Namespace) -> int:
         # (the library's advice in the CLI's words; a CSV's rows are named by their line in the file)
         if isinstance(exc, FeatureNameCollision):  # (an entity column named as an output column)
             reason = exc.advising("--full-feature-names")
-        elif isinstance(exc, EntityRowError) and Path(args.entities).suffix.lower() == ".csv":
+        elif isinstance(exc, EntityRowError) and _is_csv(args.entities):
             reason = exc.naming_rows("line")
         else:
             reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
@@ -246,7 +271,7 @@ def _numbers_of_csv(path: str, frame, categorical: list[str] | None):
     stay text."""
     import pandas as pd
 
-    if Path(path).suffix.lower() != ".csv":
+    if not _is_csv(path):
         return frame
     for name in frame.columns:
         if name not in (categorical or ()):

@@ -236,16 +236,23 @@ def test_a_view_declared_otherwise_than_its_table_was_built_is_warned_of_offline
     assert "note: feature view 'fv_origin_weather': its declaration" in capsys.readouterr().err
     with duckdb.connect(str(warehouse)) as con:  # built again as declared: no word
         FeatureStore.record_materialization(con, declared, 1, "run-2")
+    documented = dataclasses.replace(declared, description="edited", owner="someone else")
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeclarationNotBuiltWarning)
         store.get_historical_features(entities, ["fv_origin_weather:temp_f"])
         store.materialize_online(end_ts="2013-06-01 12:00")
+        # (documentation edited since: no answer changes)
+        FeatureStore(warehouse, [documented]).get_historical_features(entities, ["fv_origin_weather:temp_f"])
         store.apply(_view(tmp_path))  # (applied from Python: the registry's declaration is the view's)
         other = FeatureStore(warehouse, [_view(tmp_path, ttl=timedelta(hours=1))])  # (given: wins, as documented)
         other.get_historical_features(ENTITIES, ["trips:trips"])
     assert main(["features", "historical", "--entities", _csv(tmp_path, entities), "--features",
                  "fv_origin_weather:temp_f", "--out", str(tmp_path / "out.csv")]) == 0
     assert "its declaration" not in capsys.readouterr().err
+    with duckdb.connect(str(warehouse)) as con:  # a registry row of an earlier version: the whole versions
+        con.execute("update features.registry set serving_version = null")
+    with pytest.warns(DeclarationNotBuiltWarning):
+        FeatureStore(warehouse, [documented]).get_historical_features(entities, ["fv_origin_weather:temp_f"])
 
 
 def _csv(tmp_path, frame: pd.DataFrame) -> str:

@@ -691,6 +691,7 @@ def test_text_keys_of_timestamp_and_time_views_are_read_as_instants_and_times():
     # Python's reader (which names days that do not exist) "day is out of range for month".
     ("1370073600", r"a number, not an instant \(if they count seconds or milliseconds since 1970"),
     ("1370073600000", r"a number, not an instant \(if they count seconds or milliseconds since 1970"),
+    ("20130601120000", r"not an instant: a date and time without ISO 8601's 'T'\? \(write 20130601T120000\)"),
     ("2013-02-29T10:00", r"no such date \(day is out of range for month\)"),
 ])
 def test_text_of_timestamp_keys_follows_the_rules_of_entity_timestamps(tmp_path, text, rule):
@@ -724,7 +725,7 @@ def test_text_of_timestamp_keys_follows_the_rules_of_entity_timestamps(tmp_path,
     # (a spreadsheet's trailing empty columns: were "columns [''] appear more than once")
     ("trailing.csv", "origin,event_timestamp,,\nJFK,2013-06-01,,\n",
      r"trailing.csv: columns 3, 4 of the header have no name \(trailing commas"),
-    ("unnamed.csv", "origin, ,event_timestamp\nJFK,x,2013-06-01\n", r"unnamed.csv: column 2 of the header has no name"),
+    ("unnamed.csv", ",origin,,event_timestamp\n0,JFK,x,2013-06-01\n", r"unnamed.csv: columns 1, 3 of the header"),
 ])
 def test_the_cli_refuses_malformed_csv_by_file_and_line(tmp_path, name, text, error):
     """pandas made the first column the index of a row with an extra field (then crashed), padded
@@ -746,7 +747,7 @@ def test_the_cli_reads_compressed_csv_as_csv(tmp_path, suffix):
     import gzip
     import lzma
 
-    from mlops_pipelines.cli import _read_frame
+    from mlops_pipelines.cli import _is_csv, _read_frame
 
     text = "origin,event_timestamp\n\nJFK,2013-06-01\nLGA,\n"
     plain, packed = tmp_path / "e.csv", tmp_path / f"e{suffix}"
@@ -754,9 +755,36 @@ def test_the_cli_reads_compressed_csv_as_csv(tmp_path, suffix):
     packed.write_bytes({".gz": gzip, ".bz2": bz2, ".xz": lzma}[Path(suffix).suffix.lower()].compress(text.encode()))
     pd.testing.assert_frame_equal(_read_frame(str(packed)), _read_frame(str(plain)))
     assert _read_frame(str(packed)).index.tolist() == [3, 4]
+    assert _is_csv(str(packed)) and not _is_csv(str(tmp_path / "e.gz"))  # (CSV rules: lines named, numbers for drift)
     (tmp_path / f"bad{suffix}").write_text(text)
     with pytest.raises(ValueError, match=rf"bad{re.escape(suffix)}: not a readable CSV file"):
         _read_frame(str(tmp_path / f"bad{suffix}"))
+
+
+def test_the_cli_reads_a_csv_written_by_pandas_with_its_index(tmp_path, monkeypatch, capsys):
+    """pandas' to_csv writes its index as a first column without a name: read as a column (as
+    before; refusing every unnamed column refused it), and a compressed CSV's rows are named by
+    their line, as a plain one's."""
+    from mlops_pipelines.cli import _read_frame, main
+
+    path = tmp_path / "indexed.csv"
+    pd.DataFrame({"origin": ["JFK"], "event_timestamp": ["2013-06-01"]}).to_csv(path)
+    assert _read_frame(str(path)).columns.tolist() == ["", "origin", "event_timestamp"]
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path))
+    duckdb.connect(str(tmp_path / "warehouse.duckdb")).close()
+    packed = tmp_path / "e.csv.gz"
+    packed.write_bytes(__import__("gzip").compress(b"origin,event_timestamp\nJFK,2013-06-01T00:00Z\n\nLGA,13:30\n"))
+    FeatureStore(tmp_path / "warehouse.duckdb").apply(FeatureView(
+        "v", f"read_parquet('{_tiny_parquet(tmp_path)}')", "origin", "ts", (Feature("x"),)))
+    assert main(["features", "historical", "--entities", str(packed), "--features", "v:x", "--out",
+                 str(tmp_path / "o.csv")]) == 2
+    assert "e.csv.gz: timestamp column 'event_timestamp' line 4 ('13:30')" in capsys.readouterr().err
+
+
+def _tiny_parquet(tmp_path) -> Path:
+    path = tmp_path / "tiny.parquet"
+    pd.DataFrame({"origin": ["JFK"], "ts": pd.to_datetime(["2013-01-01"], utc=True), "x": [1.0]}).to_parquet(path)
+    return path
 
 
 def test_the_cli_numbers_csv_rows_by_line_past_blank_lines_and_keeps_a_parquet_index(tmp_path):

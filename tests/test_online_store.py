@@ -193,6 +193,14 @@ def test_the_registry_listing_shows_as_of_when_each_view_is_served_online(store,
                                                             (Feature("delay"),), ttl=timedelta(days=1))],
                           online_path=tmp_path / "online.sqlite")
     assert edited.online_as_of() == {"stats": "stale: another declaration", "applied": "2013-03-20 00:00:00+00:00"}
+    # Rows of this declaration that an earlier version of the store wrote (other serving rules):
+    # not "another declaration", as the lookup says too.
+    with sqlite3.connect(store.online.path) as lite:
+        lite.execute("update _materializations set version = ? where view = 'stats'",
+                     [f"{store.views['stats'].serving_version}.1"])
+    assert store.online_as_of()["stats"] == "stale: an earlier version of the store wrote it"
+    with pytest.raises(LookupError, match="its rows were written by an earlier version of the store"):
+        store.get_online_features({"carrier": ["UA"], "origin": ["JFK"]}, ["stats:delay"])
     assert FeatureStore(store.database_path, online_path=tmp_path / "absent.sqlite").online_as_of() == {}
 
 
@@ -1314,10 +1322,11 @@ def test_decimal_text_for_an_integer_key_is_read_as_the_number_and_errors_name_t
     fs = _sql_store(tmp_path, [FeatureView("v", "t", "k", "ts", (Feature("x"),))],
                     "create table t as select k, timestamp '2013-01-01' as ts, k * 1.5 as x from range(1, 9) r(k)")
     fs.materialize_online(end_ts="2013-01-02")
-    # (digits read exactly: up to 38 before and 38 after the point, or an integer of up to 76)
+    # (digits read exactly: up to 38 before and 38 after the point; an integer of more digits
+    # is beyond every integer key, also beside fractions)
     for keys, expected in ((["7.0", "1.5", "2", "0.20", "-0.0", "7." + "0" * 37 + "1"], [10.5, -1, 3.0, -1, -1, -1]),
                            ([7.0, 1.5, 2, 0.2, -0.0, 7.0 + 2**-50], [10.5, -1, 3.0, -1, -1, -1]),
-                           (["7", "1" * 60, "+1"], [10.5, -1, 1.5])):
+                           (["7", "1" * 60, "+1", "1.5", "0" * 50 + "2"], [10.5, -1, 1.5, -1, 3.0])):
         entities = pd.DataFrame({"k": pd.Series(keys, dtype=object), "event_timestamp": "2013-01-02"})
         assert fs.get_historical_features(entities, ["v:x"])["x"].fillna(-1).tolist() == expected
         assert fs.get_online_features({"k": keys}, ["v:x"])["x"].fillna(-1).tolist() == expected

@@ -324,6 +324,12 @@ class OnlineStore:
         found = connection.execute("select version from _materializations where view = ?", [view.name]).fetchall()
         return bool(found) and found[0][0] != stored_version(view) and _current(found[0][0], view)
 
+    def holds_this_declaration(self, connection: sqlite3.Connection, view: FeatureView) -> bool:
+        """Whether the store holds rows of the view's declaration (served or not: rows an earlier
+        version of the store wrote are not, until the next run rebuilds them)."""
+        found = connection.execute("select version from _materializations where view = ?", [view.name]).fetchall()
+        return bool(found) and _same_declaration(found[0][0], view)
+
     @staticmethod
     def nanosecond_events(schema: pa.Schema) -> bool:
         """Whether a recorded :meth:`lookup_schema` is of rows whose event times are nanoseconds."""

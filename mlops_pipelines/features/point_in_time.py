@@ -394,7 +394,7 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
         # (its own) units with the key. DuckDB refuses the comparison too.
         raise ValueError(f"join key {column!r}: entity values of type {values.type} cannot be compared with "
                          f"the view's {wanted}")
-    given, parsed_as = values, (wanted,)  # (the text, and the types it failed to parse as: for errors)
+    given, parsed, parsed_as = values, values, wanted  # (for errors: the text, what was parsed, as what)
     try:
         if text:
             try:
@@ -404,13 +404,13 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
                     raise
                 # Integer text beyond the key's range ('300' for a UTINYINT) or with a fraction
                 # ('1.5') matches nothing, as the same number given as a number does: read as a
-                # number, exactly, compared below ('7.0' finds 7, as 7.0 does). Integers of up to
-                # 76 digits, or up to 38 digits and 38 after the point.
-                parsed_as = (pa.decimal256(76, 0), pa.decimal256(76, 38))
-                try:
-                    values = values.cast(parsed_as[0])
-                except pa.ArrowInvalid:
-                    values = values.cast(parsed_as[1])
+                # number, exactly (38 digits either side of the point), compared below ('7.0'
+                # finds 7, as 7.0 does). An integer of more digits is beyond every integer key:
+                # it matches nothing too.
+                beyond = pc.match_substring_regex(values, r"^[+-]?0*[1-9]\d{38,}$")
+                parsed = pc.if_else(beyond, pa.scalar(None, values.type), values)
+                parsed_as = pa.decimal256(76, 38)
+                values = parsed.cast(parsed_as)
         source = values
         if pa.types.is_decimal(wanted) and pa.types.is_integer(values.type):
             # (Arrow refuses an int64, which may need 19 digits, to a narrower DECIMAL even unsafely)
@@ -436,7 +436,7 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
             # The first value that does not parse as what failed (not the first that is no
             # integer: '7.0' parses as a number), and its own error as the key type (the whole
             # column's names whichever value Arrow's kernel met first).
-            row = _first_uncastable_to_any(given, parsed_as)
+            row = _first_uncastable(parsed, parsed_as)
             try:
                 given.slice(row, 1).cast(wanted)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as own:
@@ -462,26 +462,6 @@ def _comparable(cast: pa.Array, values: pa.Array) -> tuple[pa.Array, pa.Array]:
 def _row_name(position: int, labels: pd.Index | None) -> object:
     """How the caller names the row at ``position``."""
     return position if labels is None else labels[position]
-
-
-def _first_uncastable_to_any(values: pa.Array, types: Sequence[pa.DataType]) -> int:
-    """The position of the first value that casts to none of ``types`` (some value does not):
-    no row before the first that fails each type fails them all."""
-    start = 0
-    while start < len(values):
-        row = start + max(_first_uncastable(values.slice(start), type_) for type_ in types)
-        if not any(_casts(values.slice(row, 1), type_) for type_ in types):
-            return row
-        start = row + 1
-    return 0  # (each value casts to one of them: what failed was another step)
-
-
-def _casts(values: pa.Array, wanted: pa.DataType) -> bool:
-    try:
-        values.cast(wanted)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return False
-    return True
 
 
 def _first_uncastable(values: pa.Array, wanted: pa.DataType) -> int:

@@ -683,7 +683,7 @@ def _check_against_source(connection: duckdb.DuckDBPyConnection, view: FeatureVi
 def _create_registry(connection: duckdb.DuckDBPyConnection) -> None:
     """``features.registry`` (one row per view) if it is not there, with every column later
     versions added (``retired_at``; ``origin``, ``declaration``, ``applied_at`` for views applied
-    from Python)."""
+    from Python; ``serving_version``: the declaration's hash without its documentation)."""
     connection.execute("create schema if not exists features")
     connection.execute(
         f"""create table if not exists {REGISTRY_TABLE} (
@@ -691,10 +691,11 @@ def _create_registry(connection: duckdb.DuckDBPyConnection) -> None:
             event_timestamp varchar, created_timestamp varchar, ttl_seconds double,
             features varchar, owner varchar, description varchar, row_count bigint,
             materialized_at timestamptz, dagster_run_id varchar, retired_at timestamptz,
-            origin varchar, declaration varchar, applied_at timestamptz)"""
+            origin varchar, declaration varchar, applied_at timestamptz, serving_version varchar)"""
     )
-    for column, type_ in (("retired_at", "timestamptz"), ("origin", "varchar"), ("declaration", "varchar"),
-                          ("applied_at", "timestamptz")):  # (registries written by earlier versions)
+    added = (("retired_at", "timestamptz"), ("origin", "varchar"), ("declaration", "varchar"),
+             ("applied_at", "timestamptz"), ("serving_version", "varchar"))
+    for column, type_ in added:  # (registries written by earlier versions)
         connection.execute(f"alter table {REGISTRY_TABLE} add column if not exists {column} {type_}")
 
 
@@ -706,27 +707,33 @@ def _registry_columns(connection: duckdb.DuckDBPyConnection) -> set[str]:
         [schema, table]).fetchall()}
 
 
-def warn_of_views_not_built_as_declared(connection: duckdb.DuckDBPyConnection, views: Sequence[FeatureView]) -> None:
+def warn_of_views_not_built_as_declared(connection: duckdb.DuckDBPyConnection, views: Sequence[FeatureView],
+                                        stacklevel: int = 3) -> None:
     """A :class:`DeclarationNotBuiltWarning` for each of ``views`` that the registry records as
     built from the SQL project with another declaration: its YAML or SQL was edited since the
-    table was built, and answers follow the edited declaration over the table as it was built."""
+    table was built, and answers follow the edited declaration over the table as it was built.
+    An edit of the documentation alone (descriptions, owners) changes no answer: not warned of,
+    once the registry records the hash without it (every build from now on). ``stacklevel``: of
+    the caller's line the warning names (2: the caller of this function)."""
     present = _registry_columns(connection)
     if not present or not views:
         return
     built_from_sql = "".join(f" and {condition}" for column, condition in (
         ("origin", f"origin is distinct from '{PYTHON_ORIGIN}'"), ("retired_at", "retired_at is null"))
         if column in present)
-    recorded = dict(connection.execute(
-        f"select name, version from {REGISTRY_TABLE} where list_contains(?::varchar[], name){built_from_sql}",
-        [[view.name for view in views]]).fetchall())
+    serving = "serving_version" if "serving_version" in present else "null"
+    recorded = {name: (version, serving_version) for name, version, serving_version in connection.execute(
+        f"select name, version, {serving} from {REGISTRY_TABLE} where list_contains(?::varchar[], name)"
+        f"{built_from_sql}", [[view.name for view in views]]).fetchall()}
     for view in views:
-        if recorded.get(view.name, view.version) != view.version:
+        version, serving_version = recorded.get(view.name, (view.version, None))
+        if (version != view.version if serving_version is None else serving_version != view.serving_version):
             warnings.warn(DeclarationNotBuiltWarning(
                 f"feature view {view.name!r}: its declaration (version {view.version}) is not the one its table "
-                f"was built with (version {recorded[view.name]}, in the registry): the answers follow this "
+                f"was built with (version {version}, in the registry): the answers follow this "
                 f"declaration (its TTL, timestamps and keys) over the table as it was built. Materialize "
                 f"{view.name} again to build it as declared (the build_features job in `make ui`, or `dagster "
-                f"asset materialize -m mlops_pipelines.definitions --select {view.name}`)"), stacklevel=3)
+                f"asset materialize -m mlops_pipelines.definitions --select {view.name}`)"), stacklevel=stacklevel)
 
 
 REGISTRY_HEADER = ("view", "version", "entities", "event ts", "created ts", "ttl", "owner", "rows",
@@ -739,7 +746,7 @@ def registry_listing(connection: duckdb.DuckDBPyConnection,
     Python, retired ones marked) in the columns of :data:`REGISTRY_HEADER`, as `mlops features
     list` prints it and the ``online_features`` asset shows it; None when there is no registry.
     ``online``: by view, the instant the online store serves it as of (see
-    :meth:`FeatureStore.online_as_of`); "-" for the others."""
+    :meth:`FeatureStore.online_as_of`; "-" for the others), or None when not known ("?")."""
     present = _registry_columns(connection)
     if not present:
         return None
@@ -763,7 +770,7 @@ def registry_listing(connection: duckdb.DuckDBPyConnection,
             when += f", retired {row['retired']:%Y-%m-%d %H:%M}"
         listed.append((row["name"], row["version"], ", ".join(json.loads(row["entities"])), row["event_timestamp"],
                        row["created_timestamp"] or "-", ttl_text(row["ttl_seconds"]), row["owner"] or "-", rows, when,
-                       (online or {}).get(row["name"], "-")))
+                       "?" if online is None else online.get(row["name"], "-")))
     return listed
 
 
@@ -775,9 +782,9 @@ def _upsert_registry(connection: duckdb.DuckDBPyConnection, view: FeatureView, r
     connection.execute(
         f"""insert or replace into {REGISTRY_TABLE} (name, version, source, entities, event_timestamp,
                 created_timestamp, ttl_seconds, features, owner, description, row_count, materialized_at,
-                dagster_run_id, retired_at, origin, declaration, applied_at)
+                dagster_run_id, retired_at, origin, declaration, applied_at, serving_version)
             values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {'null' if applied else 'now()'}, ?, null, ?, ?,
-                    {'now()' if applied else 'null'})""",
+                    {'now()' if applied else 'null'}, ?)""",
         [
             view.name, view.version, view.source, json.dumps(list(view.entities)),
             view.event_timestamp, view.created_timestamp,
@@ -785,6 +792,7 @@ def _upsert_registry(connection: duckdb.DuckDBPyConnection, view: FeatureView, r
             json.dumps([{"name": f.name, "type": f.type, "description": f.description,
                          "owner": f.owner or view.owner} for f in view.features]),
             view.owner, view.description, row_count, run_id, origin, view.to_json() if applied else None,
+            view.serving_version,
         ],
     )
 
@@ -1069,7 +1077,8 @@ class FeatureStore:
         ~0.75 s, alternating runs), first touches of new memory being what costs most there.
         """
         outputs = output_names(((v, n) for v, names in wanted.items() for n in names), full_feature_names)
-        warn_of_views_not_built_as_declared(connection, [self.views[name] for name in wanted])
+        # (the line named: get_historical_features' caller's, who calls this through it)
+        warn_of_views_not_built_as_declared(connection, [self.views[name] for name in wanted], stacklevel=4)
         workers = 2
         # One workspace a worker: a view joined after another reuses its scratch arrays.
         spare = queue.SimpleQueue()
@@ -1120,9 +1129,10 @@ class FeatureStore:
 
     def online_as_of(self, connection: duckdb.DuckDBPyConnection | None = None) -> dict[str, str]:
         """By view (this store's and those applied to its warehouse), the instant its online rows
-        are current as of ("no rows yet" for a view recorded empty), or that the online store
-        holds rows of another declaration of it (a lookup refuses them until the next run); a
-        view never materialized online is left out, and so is every view without an online store."""
+        are current as of ("no rows yet" for a view recorded empty), or why they are not served
+        (a lookup refuses them until the next run rebuilds them): rows of another declaration of
+        it, or rows an earlier version of the store wrote. A view never materialized online is
+        left out, and so is every view without an online store."""
         online, marks = self.online, {}
         if online is None or not online.path.is_file():
             return {}
@@ -1132,7 +1142,9 @@ class FeatureStore:
             for name, view in self.views.items():
                 if name in recorded:
                     mark = online.watermark(lite, view)
-                    marks[name] = watermark_text(mark) if mark is not None else "stale: another declaration"
+                    marks[name] = (watermark_text(mark) if mark is not None else
+                                   "stale: an earlier version of the store wrote it"
+                                   if online.holds_this_declaration(lite, view) else "stale: another declaration")
         return marks
 
     def get_historical_features(

@@ -249,6 +249,8 @@ def _impossible(value: object) -> str | None:
     if not isinstance(value, str) or not value.isascii():
         return None
     text = _LOWER_SEPARATORS.sub(_upper_cased_separator, value.strip())
+    if re.fullmatch(r"\d{12}|\d{14}", text, re.ASCII) and _is_a_day(text[:4], text[4:6], text[6:8]):
+        return f"not an instant: a date and time without ISO 8601's 'T'? (write {text[:8]}T{text[8:]})"
     if _EPOCH_LIKE.fullmatch(text) and not _BASIC_DATE.fullmatch(text):
         return f"a number, not an instant ({_EPOCH_HINT})"
     if (match := _WEEK_DATE.match(text) if "W" in text else _ORDINAL_DATE.match(text)) \
@@ -265,6 +267,14 @@ def _impossible(value: object) -> str | None:
         if detail.startswith("offset"):
             return "no such UTC offset (offsets are less than 24 hours)"
     return None  # (not in an instant's form at all, or a form Python reads and pandas does not)
+
+
+def _is_a_day(year: str, month: str, day: str) -> bool:
+    try:
+        date(int(year), int(month), int(day))
+    except ValueError:
+        return False
+    return True
 
 
 def _no_such_day(match: re.Match) -> str:
