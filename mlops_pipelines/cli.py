@@ -99,9 +99,10 @@ def _online_as_of(paths: ProjectPaths) -> dict[str, str] | None:
 
 
 def _read_frame(path: str, keep_index: bool = False):
-    """A .parquet file (or a folder of them) or a .csv file as a frame, or a ValueError naming
-    the file (and the line). ``keep_index``: a named index pandas stored with a parquet file
-    comes back as a column (an entity file's own column, which the output would otherwise lose)."""
+    """A .parquet file (or a folder of them) or a .csv file (or .csv.gz, .csv.bz2, .csv.xz) as a
+    frame, or a ValueError naming the file (and the line). ``keep_index``: a named index pandas
+    stored with a parquet file comes back as a column (an entity file's own column, which the
+    output would otherwise lose)."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -140,7 +141,8 @@ def _read_csv(path: str):
     """Every cell as text, only empty cells missing: a key like "NA" or "00123" stays itself, and
     the store parses keys and timestamps by the views' own types. Rows are named by their line in
     the file (the header is line 1), so that an error names the line to look at; a row with more or
-    fewer fields than the header, or a header naming a column twice, is an error."""
+    fewer fields than the header, or a header naming a column twice (or leaving two unnamed), is an
+    error. Compressed files (see ``_COMPRESSED_CSV``) are read as the CSV they hold."""
     import csv
     import importlib
     import lzma

@@ -1214,7 +1214,8 @@ class FeatureStore:
         if absent:
             close = closest_name(absent[0], found)
             raise ViewReadError(f"feature view {view.name!r}: join key {absent[0]!r} is not a column of its source "
-                           f"{view.source} (its columns: {found})" + (f"; did you mean {close!r}?" if close else ""))
+                                f"{view.source} (its columns: {found})"
+                                + (f"; did you mean {close!r}?" if close else ""))
 
     @contextmanager
     def _connection(self, connection: duckdb.DuckDBPyConnection | None) -> Iterator[duckdb.DuckDBPyConnection]:
