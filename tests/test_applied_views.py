@@ -226,8 +226,9 @@ def test_a_view_declared_otherwise_than_its_table_was_built_is_warned_of_offline
     store = FeatureStore(warehouse, [declared], online_path=tmp_path / "online.sqlite")
     with pytest.warns(DeclarationNotBuiltWarning, match=r"feature view 'fv_origin_weather': its declaration "
                                                         rf"\(version {declared.version}\) is not the one its table "
-                                                        r"was built with .*--select fv_origin_weather`\)$"):
+                                                        r"was built with .*--select fv_origin_weather`\)$") as caught:
         out = store.get_historical_features(entities, ["fv_origin_weather:temp_f"])
+    assert {record.filename for record in caught} == {__file__}  # (the caller's line, not the store's)
     assert pd.isna(out["temp_f"][0])  # (3 h 30 min after: beyond the declared 3 hours, within the built 4)
     with pytest.warns(DeclarationNotBuiltWarning, match="'fv_origin_weather': its declaration"):
         store.materialize_online(end_ts="2013-06-01 12:00")
@@ -253,6 +254,33 @@ def test_a_view_declared_otherwise_than_its_table_was_built_is_warned_of_offline
         con.execute("update features.registry set serving_version = null")
     with pytest.warns(DeclarationNotBuiltWarning):
         FeatureStore(warehouse, [documented]).get_historical_features(entities, ["fv_origin_weather:temp_f"])
+
+
+def test_a_registered_feature_of_the_default_type_over_no_number_is_served_with_a_warning(warehouse, tmp_path):
+    """Feature("x") has the type float, the default: over a text column, a view only registered
+    served text without a word, where apply() refuses it. It is still served, with a warning
+    naming the caller's line; a number of any type, or a declared type, gets none."""
+    import warnings
+
+    from mlops_pipelines.features.errors import FeatureTypeWarning
+
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("create table t as select 'oslo' as city, timestamp '2024-03-01' as ts, '1.5' as label, "
+                    "2::bigint as n, 0.5::decimal(4, 2) as share")
+    entities = pd.DataFrame({"city": ["oslo"], "event_timestamp": [T("2024-03-02", tz="UTC")]})
+    view = FeatureView("v", "t", ("city",), "ts", (Feature("label"), Feature("n"), Feature("share")))
+    with pytest.warns(FeatureTypeWarning, match=r"feature view 'v': feature 'label' has the type float \(the "
+                                                r"default\), but t gives VARCHAR: it is served as VARCHAR; "
+                                                r"declare its type, Feature\('label', 'str'\)") as caught:
+        out = FeatureStore(warehouse, [view]).get_historical_features(entities, ["v:label", "v:n", "v:share"])
+    assert len(caught) == 1 and caught[0].filename == __file__
+    assert out[["label", "n", "share"]].values.tolist() == [["1.5", 2, 0.5]]
+    typed = FeatureView("v", "t", ("city",), "ts", (Feature("label", "str"), Feature("n"), Feature("share")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FeatureTypeWarning)
+        FeatureStore(warehouse, [typed]).get_historical_features(entities, ["v:label", "v:n", "v:share"])
+    with pytest.raises(ValueError, match="label: declared float but the source produces VARCHAR"):
+        FeatureStore(warehouse).apply(view)
 
 
 def _csv(tmp_path, frame: pd.DataFrame) -> str:

@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parents[1]  # (mlops_pipelines/)
+
+
+def outside_stacklevel() -> int:
+    """The ``stacklevel`` for a ``warnings.warn`` in the function calling this that names the
+    first line outside this package (the user's), however deep the package's calls go."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and Path(frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
+
 
 class EntityRowError(ValueError):
     """A value in one row of the entity rows breaks a rule: the message names the column, the
@@ -50,3 +64,8 @@ class FeatureNameCollision(ValueError):
 class DeclarationNotBuiltWarning(UserWarning):
     """A view of the SQL project was declared otherwise (its YAML or SQL edited) than its table
     was built, as the warehouse's registry records it."""
+
+
+class FeatureTypeWarning(UserWarning):
+    """A feature of a view registered from Python has the type ``float`` (the default) over a
+    column that is no number: it is served as its column is (apply() refuses such a view)."""

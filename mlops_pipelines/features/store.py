@@ -35,12 +35,15 @@ from mlops_pipelines.features import point_in_time
 from mlops_pipelines.features.errors import (
     DeclarationNotBuiltWarning,
     FeatureNameCollision,
+    FeatureTypeWarning,
     MissingTimestampColumn,
+    outside_stacklevel,
 )
 from mlops_pipelines.features.online import OnlineStore, from_micros, key_values, stored_values, to_micros
 from mlops_pipelines.features.sql_project import default_project_dir
 from mlops_pipelines.features.timestamps import to_utc
 from mlops_pipelines.features.views import (
+    FEATURE_TYPES,
     TIMESTAMP_TYPES,
     FeatureView,
     quoted,
@@ -264,24 +267,32 @@ def check_source_types(connection: duckdb.DuckDBPyConnection, view: FeatureView)
     """Refuse a view whose event or created timestamp column is not a TIMESTAMP (a DATE, text,
     epoch numbers): the join's cast would read a date as its midnight, hours before the day's
     rows were known, and text in whatever format DuckDB guesses. Refuse a feature of a declared
-    type other than the default ``float`` that its column does not have (``int`` over text):
-    :meth:`FeatureStore.apply` and the SQL project's tests check those, views only registered
-    would not be. (Binding only: no row is read.) Returns which timestamps hold nanoseconds
-    (see :func:`feature_table_sql`)."""
+    type other than the default ``float`` that its column does not have (``int`` over text), and
+    warn of a ``float`` one over a column that is no number: :meth:`FeatureStore.apply` and the
+    SQL project's tests check those, views only registered would not be. (Binding only: no row
+    is read.) Returns which timestamps hold nanoseconds (see :func:`feature_table_sql`)."""
     columns = [c for c in (view.event_timestamp, view.created_timestamp) if c]
-    typed = [f for f in view.features if f.type != "float"]  # (float: the default, also for any number)
     with _reading(view):
         types = connection.sql(f"select {', '.join(quoted(c) for c in columns)} from {source_sql(view)} limit 0").types
-        found = {name.lower(): str(type_) for name, type_ in _source_columns(connection, view)} if typed else {}
+        found = {name.lower(): str(type_) for name, type_ in _source_columns(connection, view)}
     for role, column, type_ in zip(("event timestamp", "created timestamp"), columns, types, strict=False):
         if str(type_) not in TIMESTAMP_TYPES:
             raise ValueError(f"feature view {view.name!r}: {role} column {column!r} "
                              f"{timestamp_type_problem(str(type_))}")
-    for feature in typed:
+    for feature in view.features:
         type_ = found.get(feature.name.lower())
-        if type_ is not None and not type_matches(feature.type, type_):
+        if type_ is None or type_matches(feature.type, type_):
+            continue
+        if feature.type != "float":
             raise ValueError(f"feature view {view.name!r}: feature {feature.name!r} is declared {feature.type}, "
                              f"but {view.source} gives {type_}")
+        # float is also the type of a feature declared without one: served as its column is,
+        # with a word (apply() and the SQL project's column tests refuse it).
+        fits = next((t for t in FEATURE_TYPES if t not in ("float", "any") and type_matches(t, type_)), "any")
+        warnings.warn(FeatureTypeWarning(
+            f"feature view {view.name!r}: feature {feature.name!r} has the type float (the default), but "
+            f"{view.source} gives {type_}: it is served as {type_}; declare its type, Feature({feature.name!r}, "
+            f"{fits!r}), as apply() requires"), stacklevel=outside_stacklevel())
     nanoseconds = ("TIMESTAMP_NS", "TIMESTAMPTZ_NS")  # (pandas' datetime64[ns, UTC] in parquet: the second)
     return NanosecondTimestamps(str(types[0]) in nanoseconds,
                                 view.created_timestamp is not None and str(types[-1]) in nanoseconds)
@@ -707,14 +718,12 @@ def _registry_columns(connection: duckdb.DuckDBPyConnection) -> set[str]:
         [schema, table]).fetchall()}
 
 
-def warn_of_views_not_built_as_declared(connection: duckdb.DuckDBPyConnection, views: Sequence[FeatureView],
-                                        stacklevel: int = 3) -> None:
+def warn_of_views_not_built_as_declared(connection: duckdb.DuckDBPyConnection, views: Sequence[FeatureView]) -> None:
     """A :class:`DeclarationNotBuiltWarning` for each of ``views`` that the registry records as
     built from the SQL project with another declaration: its YAML or SQL was edited since the
     table was built, and answers follow the edited declaration over the table as it was built.
     An edit of the documentation alone (descriptions, owners) changes no answer: not warned of,
-    once the registry records the hash without it (every build from now on). ``stacklevel``: of
-    the caller's line the warning names (2: the caller of this function)."""
+    once the registry records the hash without it (every build from now on)."""
     present = _registry_columns(connection)
     if not present or not views:
         return
@@ -728,12 +737,13 @@ def warn_of_views_not_built_as_declared(connection: duckdb.DuckDBPyConnection, v
     for view in views:
         version, serving_version = recorded.get(view.name, (view.version, None))
         if (version != view.version if serving_version is None else serving_version != view.serving_version):
-            warnings.warn(DeclarationNotBuiltWarning(
+            warnings.warn(DeclarationNotBuiltWarning(  # (naming the user's line)
                 f"feature view {view.name!r}: its declaration (version {view.version}) is not the one its table "
                 f"was built with (version {version}, in the registry): the answers follow this "
                 f"declaration (its TTL, timestamps and keys) over the table as it was built. Materialize "
                 f"{view.name} again to build it as declared (the build_features job in `make ui`, or `dagster "
-                f"asset materialize -m mlops_pipelines.definitions --select {view.name}`)"), stacklevel=stacklevel)
+                f"asset materialize -m mlops_pipelines.definitions --select {view.name}`)"),
+                stacklevel=outside_stacklevel())
 
 
 REGISTRY_HEADER = ("view", "version", "entities", "event ts", "created ts", "ttl", "owner", "rows",
@@ -1077,8 +1087,7 @@ class FeatureStore:
         ~0.75 s, alternating runs), first touches of new memory being what costs most there.
         """
         outputs = output_names(((v, n) for v, names in wanted.items() for n in names), full_feature_names)
-        # (the line named: get_historical_features' caller's, who calls this through it)
-        warn_of_views_not_built_as_declared(connection, [self.views[name] for name in wanted], stacklevel=4)
+        warn_of_views_not_built_as_declared(connection, [self.views[name] for name in wanted])
         workers = 2
         # One workspace a worker: a view joined after another reuses its scratch arrays.
         spare = queue.SimpleQueue()
