@@ -321,14 +321,20 @@ class OnlineStore:
     def written_before_serving_versions(self, connection: sqlite3.Connection, view: FeatureView) -> bool:
         """Whether the view's current rows were recorded under its whole version, by a store of an
         earlier version (which kept nanosecond events rounded up to the microsecond)."""
-        found = connection.execute("select version from _materializations where view = ?", [view.name]).fetchall()
-        return bool(found) and found[0][0] != stored_version(view) and _current(found[0][0], view)
+        stored = self.recorded_version(connection, view)
+        return stored is not None and stored != stored_version(view) and _current(stored, view)
 
     def holds_this_declaration(self, connection: sqlite3.Connection, view: FeatureView) -> bool:
         """Whether the store holds rows of the view's declaration (served or not: rows an earlier
         version of the store wrote are not, until the next run rebuilds them)."""
+        stored = self.recorded_version(connection, view)
+        return stored is not None and _same_declaration(stored, view)
+
+    @staticmethod
+    def recorded_version(connection: sqlite3.Connection, view: FeatureView) -> str | None:
+        """The version the view's rows were last materialized under (any version), or None."""
         found = connection.execute("select version from _materializations where view = ?", [view.name]).fetchall()
-        return bool(found) and _same_declaration(found[0][0], view)
+        return found[0][0] if found else None
 
     @staticmethod
     def nanosecond_events(schema: pa.Schema) -> bool:
@@ -461,9 +467,8 @@ class OnlineStore:
         """
         watermark = self.watermark(connection, view)
         if watermark is None:
-            found = connection.execute("select version from _materializations where view = ?", [view.name]).fetchall()
-            since, held = "", _declared_version(found[0][0]) if found else None
-            if held and _same_declaration(found[0][0], view):
+            since, held = "", self.recorded_version(connection, view)
+            if held and self.holds_this_declaration(connection, view):
                 since = ": its rows were written by an earlier version of the store (materialize_online() rebuilds " \
                         "them)"
             elif held:

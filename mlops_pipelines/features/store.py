@@ -272,9 +272,11 @@ def check_source_types(connection: duckdb.DuckDBPyConnection, view: FeatureView)
     SQL project's tests check those, views only registered would not be. (Binding only: no row
     is read.) Returns which timestamps hold nanoseconds (see :func:`feature_table_sql`)."""
     columns = [c for c in (view.event_timestamp, view.created_timestamp) if c]
-    with _reading(view):
-        types = connection.sql(f"select {', '.join(quoted(c) for c in columns)} from {source_sql(view)} limit 0").types
+    with _reading(view):  # (one bind of the source: its columns' names and types)
         found = {name.lower(): str(type_) for name, type_ in _source_columns(connection, view)}
+        if any(c.lower() not in found for c in columns):  # (DuckDB's own error, naming the column)
+            connection.sql(f"select {', '.join(quoted(c) for c in columns)} from {source_sql(view)} limit 0")
+    types = [found[c.lower()] for c in columns]
     for role, column, type_ in zip(("event timestamp", "created timestamp"), columns, types, strict=False):
         if str(type_) not in TIMESTAMP_TYPES:
             raise ValueError(f"feature view {view.name!r}: {role} column {column!r} "
