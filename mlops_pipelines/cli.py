@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from mlops_pipelines.paths import DATA_DIR_ENV, ProjectPaths
@@ -109,11 +112,15 @@ def _read_frame(path: str, keep_index: bool = False):
 
     kind = Path(path).suffix.lower()  # ("folder/" and "x.PARQUET" too)
     if kind == ".parquet" or Path(path).is_dir():
+        if not Path(path).exists():
+            raise ValueError(f"{path}: no such file")
         try:
-            names = [n for n in pq.ParquetDataset(path).schema.names if not n.startswith("__index_level_")]
+            dataset = pq.ParquetDataset(path)
+            names = _columns_of(dataset.schema)
             twice = sorted({n for n in names if names.count(n) > 1})
             if twice:
                 raise ValueError(f"{path}: columns {twice} appear more than once")
+            _refuse_files_of_other_columns(path, dataset.files, names)
             frame = pd.read_parquet(path)
         except (OSError, pa.ArrowException) as exc:
             raise ValueError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]})") from exc
@@ -126,6 +133,27 @@ def _read_frame(path: str, keep_index: bool = False):
     if _is_csv(path):
         return _read_csv(path)
     raise ValueError(f"{path}: expected a .parquet or .csv file (or .csv.gz, .csv.bz2, .csv.xz)")
+
+
+def _columns_of(schema) -> list[str]:
+    """The columns of a parquet schema, without the index pandas may have stored."""
+    return [n for n in schema.names if not n.startswith("__index_level_")]
+
+
+def _refuse_files_of_other_columns(folder: str, files: list[str], names: list[str]) -> None:
+    """A folder of parquet files is one frame only when every file has the same columns: Arrow
+    reads a folder with the first file's columns, so another file's own columns would be dropped
+    (a misspelt key column read as missing, without a word)."""
+    import pyarrow.parquet as pq
+
+    for file in files:
+        own = _columns_of(pq.read_schema(file))
+        missing, extra = [n for n in names if n not in own], [n for n in own if n not in names]
+        if missing or extra:  # (in another order is the same table: columns are read by name)
+            difference = "; ".join(filter(None, (f"lacks {missing}" if missing else "",
+                                                 f"has {extra}, which {Path(files[0]).name} has not" if extra else "")))
+            raise ValueError(f"{folder}: {Path(file).name} has other columns than {Path(files[0]).name} "
+                             f"({difference}); the files of a folder are read as one table")
 
 
 # Compressed CSV, by suffix: the module that opens it.
@@ -184,13 +212,8 @@ def _read_csv(path: str):
 
 
 def _features_historical(args: argparse.Namespace) -> int:
-    from mlops_pipelines.features.errors import (
-        DeclarationNotBuiltWarning,
-        EntityRowError,
-        FeatureNameCollision,
-        MissingTimestampColumn,
-    )
-    from mlops_pipelines.features.store import ViewReadError, output_names
+    from mlops_pipelines.features.errors import FeatureNameCollision
+    from mlops_pipelines.features.store import output_names
     from mlops_pipelines.resources import build_resources
 
     paths = ProjectPaths.from_env()
@@ -203,11 +226,7 @@ def _features_historical(args: argparse.Namespace) -> int:
     out_kind = Path(args.out).suffix.lower()
     if out_kind not in (".parquet", ".csv"):
         raise ValueError(f"{args.out}: expected a .parquet or .csv file")
-    # (before the join: its time is not spent on a file that cannot be written, or the input lost)
-    if not Path(args.out).parent.is_dir():
-        raise ValueError(f"--out {args.out}: no folder {Path(args.out).parent} to write it in")
-    if Path(args.out).exists() and Path(args.entities).exists() and Path(args.out).samefile(args.entities):
-        raise ValueError(f"--out {args.out}: the entity file itself; give another file for the output")
+    _refuse_output_over_input(args.out, args.entities)
     try:  # (before the entities: an error here is not the file's)
         wanted = store.resolve_features(features)
         output_names(((v, n) for v, names in wanted.items() for n in names), args.full_feature_names)
@@ -216,11 +235,75 @@ def _features_historical(args: argparse.Namespace) -> int:
     except (KeyError, ValueError) as exc:
         raise ValueError(f"--features: {exc.args[0] if isinstance(exc, KeyError) else exc}") from exc
     entities = _read_frame(args.entities, keep_index=True)
-    caught: list[warnings.WarningMessage] = []  # (a declaration edited since its view was built: a note)
+    with _written_whole(args.out) as partial:
+        out = _historical(store, entities, features, args)
+        try:
+            if out_kind == ".parquet":
+                out.to_parquet(partial, index=False)
+            else:
+                out.to_csv(partial, index=False)
+        except OSError as exc:  # (a full disk, say)
+            raise ValueError(f"--out {args.out}: not written ({exc.strerror or exc}); a file there before is as "
+                             "it was") from exc
+    print(f"{len(out)} rows, {len(out.columns) - len(entities.columns)} feature columns -> {args.out}")
+    _say_which_rows_cannot_match(store, wanted, entities, args.timestamp_column, "line" if _is_csv(args.entities)
+                                 else "row")
+    _say_which_views_found_nothing(store, wanted, args.full_feature_names, out)
+    return 0
+
+
+def _refuse_output_over_input(out: str, entities: str) -> None:
+    """Refuse an output that would be written over the entity file, or into the entity folder
+    (whose files are all read as entity rows: a next run would read the output too). Before the
+    join: its time is not spent on an output that cannot be written, or the input lost."""
+    target, source = Path(out), Path(entities)
+    if target.is_dir():
+        raise ValueError(f"--out {out}: a folder; give a file to write")
+    if not target.parent.is_dir():
+        raise ValueError(f"--out {out}: no folder {target.parent} to write it in")
+    if target.exists() and source.exists() and target.samefile(source):
+        raise ValueError(f"--out {out}: the entity file itself; give another file for the output")
+    if source.is_dir() and source.resolve() in target.resolve().parents:
+        raise ValueError(f"--out {out}: inside the entity folder {entities}, every file of which is read as entity "
+                         "rows; give a file elsewhere for the output")
+
+
+@contextlib.contextmanager
+def _written_whole(out: str) -> Iterator[str]:
+    """A hidden file beside ``out`` to write the output into, which becomes ``out`` (replacing
+    it at once) when the block ends without error, and is removed otherwise: a failed or
+    interrupted write never leaves half a file, nor loses the previous output. Made before the
+    block runs, so that a folder where nothing can be written is an error before the join."""
+    target = Path(out)
+    try:
+        handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    except OSError as exc:
+        raise ValueError(f"--out {out}: cannot write in {target.parent} ({exc.strerror})") from exc
+    os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(partial, 0o666 & ~umask)  # (as a file written in place would be, not mkstemp's 0600)
+    try:
+        yield partial
+        try:
+            os.replace(partial, target)
+        except OSError as exc:
+            raise ValueError(f"--out {out}: not written ({exc.strerror or exc})") from exc
+    finally:
+        Path(partial).unlink(missing_ok=True)
+
+
+def _historical(store, entities, features: list[str], args: argparse.Namespace):
+    """``store.get_historical_features`` for the CLI: its errors in the CLI's words, naming the
+    entity file (or the view, for a view's fault); its warnings as one-line notes."""
+    from mlops_pipelines.features.errors import EntityRowError, FeatureNameCollision, MissingTimestampColumn
+    from mlops_pipelines.features.store import ViewReadError
+
+    caught: list[warnings.WarningMessage] = []  # (the store's warnings: one line each, as notes)
     try:
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", DeclarationNotBuiltWarning)
-            out = store.get_historical_features(entities, features, args.full_feature_names, args.timestamp_column)
+            warnings.simplefilter("always")
+            return store.get_historical_features(entities, features, args.full_feature_names, args.timestamp_column)
     except ViewReadError:
         raise  # (the view's source, not the entity file)
     except (KeyError, ValueError) as exc:
@@ -238,17 +321,31 @@ def _features_historical(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.entities}: {reason}") from exc
     finally:
         for warning in caught:
-            if issubclass(warning.category, DeclarationNotBuiltWarning):
+            if warning.category.__module__.startswith("mlops_pipelines."):
                 print(f"note: {warning.message}", file=sys.stderr)
-            else:
+            else:  # (another library's: as Python would show it)
                 warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
-    if out_kind == ".parquet":
-        out.to_parquet(args.out, index=False)
-    else:
-        out.to_csv(args.out, index=False)
-    print(f"{len(out)} rows, {len(out.columns) - len(entities.columns)} feature columns -> {args.out}")
-    _say_which_views_found_nothing(store, wanted, args.full_feature_names, out)
-    return 0
+
+
+def _say_which_rows_cannot_match(store, wanted: dict[str, list[str]], entities, timestamp_column: str,
+                                 word: str) -> None:
+    """A note on standard error for entity rows without a timestamp or a join key (an empty
+    cell): no feature can be found for them, which their nulls alone would not tell."""
+    def some(rows) -> str:
+        labels = [str(label) for label in rows[:5]]
+        return f"{word}{'s' if len(rows) > 1 else ''} {', '.join(labels)}{', ...' if len(rows) > 5 else ''}"
+
+    if timestamp_column in entities.columns:
+        rows = entities.index[entities[timestamp_column].isna()]
+        if len(rows):
+            print(f"note: {len(rows):,} entity row{'s have' if len(rows) > 1 else ' has'} no {timestamp_column} "
+                  f"({some(rows)}): no feature is found for {'them' if len(rows) > 1 else 'it'}", file=sys.stderr)
+    for key in store.entity_keys(wanted):
+        rows = entities.index[entities[key].isna()] if key in entities.columns else []
+        if len(rows):
+            views = ", ".join(v for v in wanted if key in store.views[v].entities)
+            print(f"note: {len(rows):,} entity row{'s have' if len(rows) > 1 else ' has'} no {key} ({some(rows)}): "
+                  f"no feature of {views} is found for {'them' if len(rows) > 1 else 'it'}", file=sys.stderr)
 
 
 def _say_which_views_found_nothing(store, wanted: dict[str, list[str]], full_feature_names: bool, out) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mlops_pipelines.features.sql_project import SqlProject, default_project_dir
-from mlops_pipelines.features.store import FeatureStore
+from mlops_pipelines.features.store import FeatureStore, ViewReadError
 from mlops_pipelines.features.views import Feature, FeatureView, parse_ttl
 
 T = pd.Timestamp
@@ -346,7 +347,8 @@ def test_parquet_source_missing_a_column_is_named(tmp_path):
     store = FeatureStore(":memory:")
     store.register(FeatureView("f", f"read_parquet('{path}')", ("k",), "ts", (Feature("x"),)))
     entities = pd.DataFrame({"k": [1], "event_timestamp": pd.to_datetime(["2020-01-02"], utc=True)})
-    with pytest.raises(ValueError, match=r"feature view 'f': reading read_parquet\('.*f.parquet'\): .*\"x\" not found"):
+    with pytest.raises(ViewReadError, match=r"feature view 'f': feature 'x' is declared but not a column of "
+                                            r"read_parquet\('.*f.parquet'\) \(its columns: \['k', 'ts'\]\)"):
         store.get_historical_features(entities, ["f:x"])
 
 
@@ -1541,3 +1543,130 @@ def test_typed_errors_survive_a_copy_and_a_pickle():
                   FeatureNameCollision("feature name 'x' is in views 'a' and 'b': pass ")):
         for again in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
             assert type(again) is type(error) and str(again) == str(error) and vars(again) == vars(error)
+
+
+def _cli_with_view(tmp_path, monkeypatch) -> list[str]:
+    """A warehouse with the view ``v`` (origin, ts, x) applied, ``MLOPS_DATA_DIR`` at it, and the
+    CLI's ``--features`` for it."""
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path))
+    FeatureStore(tmp_path / "warehouse.duckdb").apply(FeatureView(
+        "v", f"read_parquet('{_tiny_parquet(tmp_path)}')", "origin", "ts", (Feature("x"),)))
+    return ["--features", "v:x"]
+
+
+def test_the_cli_never_writes_its_output_into_the_entity_folder(tmp_path, monkeypatch, capsys):
+    """Every file of a parquet folder is read as entity rows: an output there would replace an
+    input, or be read as entity rows by the next run. Refused before the join."""
+    from mlops_pipelines.cli import main
+
+    features = _cli_with_view(tmp_path, monkeypatch)
+    folder = tmp_path / "entities"
+    folder.mkdir()
+    frame = pd.DataFrame({"origin": ["JFK"], "event_timestamp": pd.to_datetime(["2013-02-01"], utc=True)})
+    frame.to_parquet(folder / "a.parquet")
+    before = (folder / "a.parquet").read_bytes()
+    for out in (folder / "a.parquet", folder / "new.parquet", folder / "." / "a.parquet"):
+        assert main(["features", "historical", "--entities", str(folder), *features, "--out", str(out)]) == 2
+        assert f"--out {out}: inside the entity folder {folder}" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["a.parquet"] and (folder / "a.parquet").read_bytes() == before
+    (tmp_path / "folder.csv").mkdir()
+    assert main(["features", "historical", "--entities", str(folder), *features, "--out",
+                 str(tmp_path / "folder.csv")]) == 2
+    assert f"--out {tmp_path / 'folder.csv'}: a folder; give a file to write" in capsys.readouterr().err
+    assert main(["features", "historical", "--entities", str(folder), *features,
+                 "--out", str(tmp_path / "o.parquet")]) == 0
+    assert pd.read_parquet(tmp_path / "o.parquet")["x"].tolist() == [1.0]
+
+
+def test_a_failed_write_leaves_the_previous_output_whole(tmp_path, monkeypatch, capsys):
+    """The output is written beside ``--out`` and put in its place when whole: a write that fails
+    (a full disk) leaves the file there before as it was, and no partial file."""
+    from mlops_pipelines.cli import main
+
+    features = _cli_with_view(tmp_path, monkeypatch)
+    (tmp_path / "e.csv").write_text("origin,event_timestamp\nJFK,2013-02-01\n")
+    out = tmp_path / "out" / "o.csv"
+    out.parent.mkdir()
+    argv = ["features", "historical", "--entities", str(tmp_path / "e.csv"), *features, "--out", str(out)]
+    assert main(argv) == 0
+    first = out.read_text()
+    assert first.splitlines() == ["origin,event_timestamp,x", "JFK,2013-02-01 00:00:00+00:00,1.0"]
+    assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # (as a file written in place)
+
+    def half_then_full(self, path, **kwargs):
+        Path(path).write_text("origin,event_timestamp,x\nJFK,2013-02-01 00:00:00+00:00,1.")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", half_then_full)
+    assert main(argv) == 2
+    assert (f"--out {out}: not written (No space left on device); a file there before is as it was"
+            in capsys.readouterr().err)
+    assert out.read_text() == first and [p.name for p in out.parent.iterdir()] == ["o.csv"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_the_cli_refuses_a_parquet_folder_whose_files_have_other_columns(tmp_path, monkeypatch, capsys):
+    """Arrow reads a folder with its first file's columns: a misspelt column of another file would
+    be dropped, its rows' keys read as missing. Columns in another order are the same table."""
+    from mlops_pipelines.cli import main
+
+    features = _cli_with_view(tmp_path, monkeypatch)
+    folder = tmp_path / "entities"
+    folder.mkdir()
+    at = pd.to_datetime(["2013-02-01"], utc=True)
+    pd.DataFrame({"origin": ["JFK"], "event_timestamp": at}).to_parquet(folder / "a.parquet")
+    pd.DataFrame({"event_timestamp": at, "origin": ["JFK"]}).to_parquet(folder / "b.parquet")
+    argv = ["features", "historical", "--entities", str(folder), *features, "--out", str(tmp_path / "o.csv")]
+    assert main(argv) == 0
+    assert pd.read_csv(tmp_path / "o.csv")["x"].tolist() == [1.0, 1.0]
+    pd.DataFrame({"orign": ["JFK"], "event_timestamp": at}).to_parquet(folder / "c.parquet")
+    assert main(argv) == 2
+    assert (f"{folder}: c.parquet has other columns than a.parquet (lacks ['origin']; has ['orign'], which "
+            "a.parquet has not); the files of a folder are read as one table") in capsys.readouterr().err
+    assert main(["features", "historical", "--entities", str(tmp_path / "none.parquet"), *features,
+                 "--out", str(tmp_path / "o.csv")]) == 2
+    assert f"{tmp_path / 'none.parquet'}: no such file" in capsys.readouterr().err
+
+
+def test_the_cli_notes_the_rows_without_a_timestamp_or_a_key(tmp_path, monkeypatch, capsys):
+    """An empty cell is a missing value (its row gets no features, as NaT or None from Python),
+    which the nulls alone would not tell: a note names the rows, by line for a CSV."""
+    from mlops_pipelines.cli import main
+
+    features = _cli_with_view(tmp_path, monkeypatch)
+    (tmp_path / "e.csv").write_text("origin,event_timestamp\nJFK,2013-02-01\nJFK,\n,2013-02-01\n\nJFK,2013-02-02\n"
+                                    + "JFK,\n" * 6)
+    assert main(["features", "historical", "--entities", str(tmp_path / "e.csv"), *features,
+                 "--out", str(tmp_path / "o.csv")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["note: 7 entity rows have no event_timestamp (lines 3, 7, 8, 9, 10, ...): no feature is found "
+                   "for them",
+                   "note: 1 entity row has no origin (line 4): no feature of v is found for it"]
+    assert pd.read_csv(tmp_path / "o.csv")["x"].fillna(-1).tolist() == [1.0, -1, -1, 1.0] + [-1] * 6
+
+
+def test_the_cli_blames_a_view_for_its_source_and_notes_its_warnings_in_one_line(tmp_path, monkeypatch, capsys):
+    """A view's source that no longer fits it is the view's fault, not the entity file's; the
+    store's warnings are one-line notes, not Python's two-line warnings."""
+    from mlops_pipelines.cli import main
+
+    features = _cli_with_view(tmp_path, monkeypatch)
+    (tmp_path / "e.csv").write_text("origin,event_timestamp\nJFK,2013-02-01\n")
+    argv = ["features", "historical", "--entities", str(tmp_path / "e.csv"), *features,
+            "--out", str(tmp_path / "o.csv")]
+    source = tmp_path / "tiny.parquet"
+    pd.DataFrame({"origin": ["JFK"], "ts": ["2013-01-01"], "x": [1.0]}).to_parquet(source)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (f"mlops features: feature view 'v': event timestamp column 'ts' is VARCHAR, not a TIMESTAMP (cast "
+                   f"it to the instant in the view's SQL); the view reads read_parquet('{source}')\n")
+    pd.DataFrame({"origin": ["JFK"], "ts": pd.to_datetime(["2013-01-01"], utc=True), "x": ["high"]}).to_parquet(source)
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("note: feature view 'v': feature 'x' has the type float (the default), but read_parquet(")
+    assert len(err.splitlines()) == 1

@@ -57,7 +57,8 @@ def test_the_shipped_declarations_load_whole():
         (("description: A small view.\n", "descripton: A small view.\n"), r"fv_x\.yml: descripton: unknown field"),
         # The second of two equal keys would replace the first.
         (("  ttl: 2 hours\n", "  ttl: 2 hours\n  ttl: 5 days\n"),
-         r"(?s)fv_x\.yml.*first given on line 5.*found key 'ttl' a second time.*line 6"),
+         r"fv_x\.yml: line 6, column 3: found key 'ttl' a second time \(while reading a mapping \(key 'ttl' first "
+         r"given on line 5\) at line 3, column 3\)$"),
         # YAML 1.1 reads 3:00 as 180 (seconds, as a TTL).
         (("  ttl: 2 hours\n", "  ttl: 3:00\n"), r"'3:00' reads as a base-60 number"),
         # ... 0300 as octal (192), 0x10 as 16, 0b11 as 3.
@@ -73,7 +74,13 @@ def test_the_shipped_declarations_load_whole():
         (("  event_timestamp: known_at\n", "  event_timestamp: [known_at]\n"),
          r"feature_view\.event_timestamp: Input should be a valid string"),
         (("  entities: [origin]\n", "  entities: [origin\n"),
-         r"(?s)fv_x\.yml: while parsing a flow sequence.*in \".*fv_x\.yml\", line 3"),
+         r"fv_x\.yml: line \d+, column \d+: expected ',' or '\]', but got .* \(while parsing a flow sequence at "
+         r"line 3, column \d+\)$"),
+        # (PyYAML's own words for a tab and for indentation, with what to do)
+        (("  ttl: 2 hours\n", "\tttl: 2 hours\n"), r"fv_x\.yml: line 5, column 1: found character '\\t' that cannot "
+                                                  r"start any token \(while scanning for the next token\); YAML "
+                                                  r"indents with spaces, not tabs$"),
+        (("  ttl: 2 hours\n", "   ttl: 2 hours\n"), r"fv_x\.yml: line 5, column \d+: .*; check the indentation"),
         # Blank names loaded, to fail (or match nothing) at the first read.
         (("  entities: [origin]\n", "  entities: [' ']\n"), r"feature_view\.entities: an entity join key is empty"),
         (("  event_timestamp: known_at\n", "  event_timestamp: known_at\n  created_timestamp: ''\n"),

@@ -89,9 +89,26 @@ def read_yaml(path: Path) -> Any:
         with path.open(encoding="utf-8") as stream:  # (a named stream: YAML's errors then name the file)
             return yaml.load(stream, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        raise ValueError(f"{path}: {_yaml_problem(exc)}") from None
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: {_not_utf8(path, exc)}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: where, what, and in what (PyYAML's own text spans two to four
+    lines, each naming the file again)."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return " ".join(str(exc).split())
+    mark = exc.problem_mark
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    if exc.context:
+        where = exc.context_mark
+        text += f" ({exc.context}" + (f" at line {where.line + 1}, column {where.column + 1}" if where else "") + ")"
+    if "'\\t'" in (exc.problem or ""):
+        text += "; YAML indents with spaces, not tabs"
+    elif (exc.problem or "").startswith(("expected <block end>", "mapping values are not allowed")):
+        text += "; check the indentation (and quote a value holding ': ')"
+    return text
 
 
 def _refuse_unread_references(path: Path, sql: str) -> None:

@@ -273,21 +273,28 @@ def check_source_types(connection: duckdb.DuckDBPyConnection, view: FeatureView)
     is read.) Returns which timestamps hold nanoseconds (see :func:`feature_table_sql`)."""
     columns = [c for c in (view.event_timestamp, view.created_timestamp) if c]
     with _reading(view):  # (one bind of the source: its columns' names and types)
-        found = {name.lower(): str(type_) for name, type_ in _source_columns(connection, view)}
+        source_columns = _source_columns(connection, view)
+        found = {name.lower(): str(type_) for name, type_ in source_columns}
         if any(c.lower() not in found for c in columns):  # (DuckDB's own error, naming the column)
             connection.sql(f"select {', '.join(quoted(c) for c in columns)} from {source_sql(view)} limit 0")
+    absent = [f.name for f in view.features if f.name.lower() not in found]
+    if absent:  # (DuckDB's error would name one column, maybe not one asked for, and not why)
+        raise ViewReadError(
+            f"feature view {view.name!r}: {'features' if len(absent) > 1 else 'feature'} "
+            f"{', '.join(map(repr, absent))} {'are' if len(absent) > 1 else 'is'} declared but not a column of "
+            f"{view.source} (its columns: {[name for name, _ in source_columns]})")
     types = [found[c.lower()] for c in columns]
     for role, column, type_ in zip(("event timestamp", "created timestamp"), columns, types, strict=False):
         if str(type_) not in TIMESTAMP_TYPES:
-            raise ValueError(f"feature view {view.name!r}: {role} column {column!r} "
-                             f"{timestamp_type_problem(str(type_))}")
+            raise ViewReadError(f"feature view {view.name!r}: {role} column {column!r} "
+                                f"{timestamp_type_problem(str(type_))}; the view reads {view.source}")
     for feature in view.features:
         type_ = found.get(feature.name.lower())
         if type_ is None or type_matches(feature.type, type_):
             continue
         if feature.type != "float":
-            raise ValueError(f"feature view {view.name!r}: feature {feature.name!r} is declared {feature.type}, "
-                             f"but {view.source} gives {type_}")
+            raise ViewReadError(f"feature view {view.name!r}: feature {feature.name!r} is declared {feature.type}, "
+                                f"but {view.source} gives {type_}")
         # float is also the type of a feature declared without one: served as its column is,
         # with a word (apply() and the SQL project's column tests refuse it).
         fits = next((t for t in FEATURE_TYPES if t not in ("float", "any") and type_matches(t, type_)), "any")
@@ -301,7 +308,8 @@ def check_source_types(connection: duckdb.DuckDBPyConnection, view: FeatureView)
 
 
 class ViewReadError(ValueError):
-    """A view's source could not be read (a missing file or column): the view's fault, not the
+    """A view's source could not be read (a missing file or column) or holds other than the view
+    declares (a timestamp that is text, a feature of another type): the view's fault, not the
     entity rows'."""
 
 
@@ -422,15 +430,15 @@ def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, nam
         types = relation.types
         for key, type_ in zip(view.entities, types, strict=False):
             if type_.id in _UNJOINABLE_TYPES:
-                raise ValueError(f"feature view {view.name!r}: join key {key!r} is {type_}, which cannot be a key "
-                                 "in a join (cast it in the view: a number, text, boolean, date, TIME, timestamp, "
-                                 "UUID or blob can be one)")
+                raise ViewReadError(f"feature view {view.name!r}: join key {key!r} is {type_}, which cannot be a key "
+                                    "in a join (cast it in the view: a number, text, boolean, date, TIME, "
+                                    "timestamp, UUID or blob can be one)")
         first = len(view.entities) + 1 + len(created)
         for name, type_ in zip(names, types[first:first + len(names)], strict=True):
             problem = (_unserved(type_) if name in served else None) or \
                 (_misread(type_) if name in served or name in asked else None)
             if problem:
-                raise ValueError(f"feature view {view.name!r}: feature {name!r} is {problem}")
+                raise ViewReadError(f"feature view {view.name!r}: feature {name!r} is {problem}")
         with _reachable_rows(connection, view, types, entities, ns) as reachable:
             if reachable:
                 relation = connection.sql(feature_table_sql(view, names, " and ".join(filter(None, (where, reachable))),
@@ -687,7 +695,7 @@ def _check_against_source(connection: duckdb.DuckDBPyConnection, view: FeatureVi
         columns = _source_columns(connection, view)
     problems = view.schema_problems({name.lower(): str(type_) for name, type_ in columns})
     if problems:
-        raise ValueError(f"feature view {view.name!r} over {view.source}: " + "; ".join(problems))
+        raise ViewReadError(f"feature view {view.name!r} over {view.source}: " + "; ".join(problems))
     # The join's own checks of types, of every feature as served (a type pandas cannot hold, or
     # one DuckDB hands over misread, would fail every use, and every materialization with it)
     read_view_rows(connection, view, view.feature_names, where="false", served=view.feature_names)
@@ -1101,7 +1109,7 @@ class FeatureStore:
             try:
                 return point_in_time.join_view(*args, workspace=workspace, last=last)
             except point_in_time.UnservableValues as exc:
-                raise ValueError(f"feature view {view_name!r}: {exc}") from exc
+                raise ViewReadError(f"feature view {view_name!r}: {exc}") from exc
             finally:
                 spare.put(workspace)
 
@@ -1475,7 +1483,7 @@ class FeatureStore:
                     try:
                         served = point_in_time.served_pandas(values, name) if isinstance(values, pa.Array) else values
                     except point_in_time.UnservableValues as exc:
-                        raise ValueError(f"feature view {view_name!r}: {exc}") from exc
+                        raise ViewReadError(f"feature view {view_name!r}: {exc}") from exc
                     out[outputs[view_name, name]] = served
         out = out[[*frame.columns, *outputs.values()]]
         if labels is not None:
