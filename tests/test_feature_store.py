@@ -1670,3 +1670,22 @@ def test_the_cli_blames_a_view_for_its_source_and_notes_its_warnings_in_one_line
     err = capsys.readouterr().err
     assert err.startswith("note: feature view 'v': feature 'x' has the type float (the default), but read_parquet(")
     assert len(err.splitlines()) == 1
+
+
+def test_the_store_warnings_of_a_run_reach_its_log(caplog):
+    """Python's warnings reach neither a Dagster run's events nor its compute logs: the project's
+    go to the run's log, each time; others' are shown as Python would."""
+    import logging
+    import warnings
+
+    from mlops_pipelines.features.errors import DeclarationNotBuiltWarning
+    from mlops_pipelines.features.resource import store_warnings_logged
+
+    log = logging.getLogger("a_run")
+    with pytest.warns(UserWarning, match="not ours") as shown:
+        with caplog.at_level(logging.WARNING, logger="a_run"), store_warnings_logged(log):
+            for _ in range(2):
+                warnings.warn(DeclarationNotBuiltWarning("feature view 'v': edited"), stacklevel=1)
+            warnings.warn(UserWarning("not ours"), stacklevel=1)
+    assert [r.getMessage() for r in caplog.records] == ["DeclarationNotBuiltWarning: feature view 'v': edited"] * 2
+    assert [str(w.message) for w in shown] == ["not ours"]

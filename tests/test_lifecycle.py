@@ -311,6 +311,34 @@ def test_rerun_is_idempotent(lifecycle):
     assert duplicated == 0
 
 
+def test_training_records_the_built_versions_and_refuses_views_declared_otherwise(lifecycle):
+    """The model's feature view versions are those its tables were built with (the registry's);
+    a view whose declaration was edited since its build (not built yet, or its build failed) is
+    refused: the training set would follow neither declaration."""
+    champion = lifecycle.registry.version_by_alias("champion")
+    built = dict(lifecycle.query("select name, version from features.registry where name like 'fv_%'").values.tolist())
+    recorded = json.loads(champion.tags["feature_view_versions"])
+    assert recorded and recorded == {name: built[name] for name in recorded}
+    versions_before = len(lifecycle.registry.versions())
+    with duckdb.connect(str(lifecycle.paths.warehouse_path)) as con:  # (as if built from another declaration)
+        con.execute("update features.registry set version = 'an0ther', serving_version = 'an0ther' "
+                    "where name = 'fv_origin_weather'")
+    try:
+        result = lifecycle.run_job("training", SMALL_TRAINING)
+        assert not result.success
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        assert failure.step_key == "training_dataset"
+        message = failure.event_specific_data.error.message
+        assert "feature views declared otherwise than built: fv_origin_weather (declared " in message
+        assert "built an0ther). Materialize them first (the build_features job), then train." in message
+    finally:
+        with duckdb.connect(str(lifecycle.paths.warehouse_path)) as con:
+            con.execute("update features.registry set version = ?, serving_version = ? where name = 'fv_origin_weather'",
+                        [built["fv_origin_weather"], SqlProject().feature_views()["fv_origin_weather"].serving_version])
+    assert len(lifecycle.registry.versions()) == versions_before
+    assert lifecycle.registry.version_by_alias("champion").version == champion.version
+
+
 def test_worse_challenger_is_refused_and_champion_kept(lifecycle):
     worse = json.loads(json.dumps(SMALL_TRAINING))
     worse["ops"]["trained_model"]["config"].update({"max_iter": 2, "learning_rate": 0.01, "max_leaf_nodes": 2})

@@ -20,7 +20,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from mlops_pipelines.features.resource import FeatureStoreResource
+from mlops_pipelines.features.resource import FeatureStoreResource, store_warnings_logged
 from mlops_pipelines.features.sql_project import SqlModel, SqlProject
 from mlops_pipelines.features.store import REGISTRY_HEADER, FeatureStore, watermark_text
 from mlops_pipelines.features.views import ttl_text
@@ -157,7 +157,8 @@ def online_features_asset(project: SqlProject | None = None) -> AssetsDefinition
         context: AssetExecutionContext, config: OnlineMaterializationConfig, feature_store: FeatureStoreResource
     ) -> MaterializeResult:
         store = feature_store.store(project)
-        processed = store.materialize_online(views, end_ts=config.end_ts, full_refresh=config.full_refresh)
+        with store_warnings_logged(context.log):
+            processed = store.materialize_online(views, end_ts=config.end_ts, full_refresh=config.full_refresh)
         context.log.info(f"online store {feature_store.online_path}: entities written per view {processed}")
         online = store.online
         with online.connect() as lite:  # (the instant each view is now current as of, and how it got there)

@@ -728,15 +728,15 @@ def _registry_columns(connection: duckdb.DuckDBPyConnection) -> set[str]:
         [schema, table]).fetchall()}
 
 
-def warn_of_views_not_built_as_declared(connection: duckdb.DuckDBPyConnection, views: Sequence[FeatureView]) -> None:
-    """A :class:`DeclarationNotBuiltWarning` for each of ``views`` that the registry records as
-    built from the SQL project with another declaration: its YAML or SQL was edited since the
-    table was built, and answers follow the edited declaration over the table as it was built.
-    An edit of the documentation alone (descriptions, owners) changes no answer: not warned of,
-    once the registry records the hash without it (every build from now on)."""
+def views_not_built_as_declared(connection: duckdb.DuckDBPyConnection,
+                                views: Sequence[FeatureView]) -> list[tuple[FeatureView, str]]:
+    """Each of ``views`` that the registry records as built from the SQL project with another
+    declaration (its YAML or SQL edited since the table was built), with the version it was
+    built with. An edit of the documentation alone (descriptions, owners) changes no answer: not
+    listed, once the registry records the hash without it (every build from now on)."""
     present = _registry_columns(connection)
     if not present or not views:
-        return
+        return []
     built_from_sql = "".join(f" and {condition}" for column, condition in (
         ("origin", f"origin is distinct from '{PYTHON_ORIGIN}'"), ("retired_at", "retired_at is null"))
         if column in present)
@@ -744,16 +744,35 @@ def warn_of_views_not_built_as_declared(connection: duckdb.DuckDBPyConnection, v
     recorded = {name: (version, serving_version) for name, version, serving_version in connection.execute(
         f"select name, version, {serving} from {REGISTRY_TABLE} where list_contains(?::varchar[], name)"
         f"{built_from_sql}", [[view.name for view in views]]).fetchall()}
+    edited = []
     for view in views:
         version, serving_version = recorded.get(view.name, (view.version, None))
         if (version != view.version if serving_version is None else serving_version != view.serving_version):
-            warnings.warn(DeclarationNotBuiltWarning(  # (naming the user's line)
-                f"feature view {view.name!r}: its declaration (version {view.version}) is not the one its table "
-                f"was built with (version {version}, in the registry): the answers follow this "
-                f"declaration (its TTL, timestamps and keys) over the table as it was built. Materialize "
-                f"{view.name} again to build it as declared (the build_features job in `make ui`, or `dagster "
-                f"asset materialize -m mlops_pipelines.definitions --select {view.name}`)"),
-                stacklevel=outside_stacklevel())
+            edited.append((view, version))
+    return edited
+
+
+def warn_of_views_not_built_as_declared(connection: duckdb.DuckDBPyConnection, views: Sequence[FeatureView]) -> None:
+    """A :class:`DeclarationNotBuiltWarning` for each of ``views`` declared otherwise than built
+    (:func:`views_not_built_as_declared`): answers follow the edited declaration over the table
+    as it was built."""
+    for view, version in views_not_built_as_declared(connection, views):
+        warnings.warn(DeclarationNotBuiltWarning(  # (naming the user's line)
+            f"feature view {view.name!r}: its declaration (version {view.version}) is not the one its table "
+            f"was built with (version {version}, in the registry): the answers follow this "
+            f"declaration (its TTL, timestamps and keys) over the table as it was built. Materialize "
+            f"{view.name} again to build it as declared (the build_features job in `make ui`, or `dagster "
+            f"asset materialize -m mlops_pipelines.definitions --select {view.name}`)"),
+            stacklevel=outside_stacklevel())
+
+
+def built_versions(connection: duckdb.DuckDBPyConnection, names: Sequence[str]) -> dict[str, str]:
+    """The version the registry records for each of ``names`` that it holds: the declaration
+    its table was built (or its view applied) with."""
+    if not _registry_columns(connection):
+        return {}
+    return dict(connection.execute(f"select name, version from {REGISTRY_TABLE} where list_contains(?::varchar[], "
+                                   "name)", [list(names)]).fetchall())
 
 
 REGISTRY_HEADER = ("view", "version", "entities", "event ts", "created ts", "ttl", "owner", "rows",

@@ -16,7 +16,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from mlops_pipelines.features.resource import FeatureStoreResource
+from mlops_pipelines.features.resource import FeatureStoreResource, store_warnings_logged
 from mlops_pipelines.ingest.assets import monthly_partitions
 from mlops_pipelines.ingest.lake import RawLake
 from mlops_pipelines.monitoring.drift import DriftReport
@@ -79,7 +79,7 @@ def drift_report(
         raise Failure(description=f"drift_report {month}: no champion to monitor; run the training job first")
     columns = json.loads(champion.tags["feature_columns"])
     profile = ReferenceProfile.from_json(mlflow_registry.download_text(champion.run_id, "reference_profile.json"))
-    with warehouse.connect() as connection:
+    with warehouse.connect() as connection, store_warnings_logged(context.log):
         refuse_failed_validations(connection, ["flights"], f"drift_report {month}")
         table, counts = build_training_dataset(connection, feature_store.store(), months=[month])
     frame = table.to_pandas()

@@ -8,13 +8,14 @@ from dataclasses import asdict
 import mlflow
 import numpy as np
 import pandas as pd
-from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, Config, Failure, MetadataValue, Output, asset
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import ColSpec, Schema
 from pydantic import Field
 from sklearn.inspection import permutation_importance
 
-from mlops_pipelines.features.resource import FeatureStoreResource
+from mlops_pipelines.features.resource import FeatureStoreResource, store_warnings_logged
+from mlops_pipelines.features.store import built_versions, views_not_built_as_declared
 from mlops_pipelines.governance.ledger import PromotionRecord, append_promotion, record_gates
 from mlops_pipelines.ingest.lake import RawLake
 from mlops_pipelines.monitoring.profile import build_profile
@@ -73,16 +74,28 @@ def training_dataset(
     feature_store: FeatureStoreResource,
 ) -> Output[dict]:
     store = feature_store.store()
-    views = store.views
-    with warehouse.connect() as connection:
+    names = _feature_view_assets()
+    with warehouse.connect() as connection, store_warnings_logged(context.log):
         # The training job runs on its own schedule: it must not train on a table whose latest
         # delivery failed its blocking check, even if the SQL models were not rebuilt since.
         refuse_failed_validations(connection, list(CONTRACTS), "training_dataset")
+        # Nor on a view declared otherwise than its table was built (an edit not built yet, or
+        # whose build failed): the model could be traced to neither declaration.
+        edited = views_not_built_as_declared(connection, [store.views[name] for name in names])
+        if edited:
+            raise Failure(
+                description="training_dataset: feature views declared otherwise than built: "
+                + "; ".join(f"{view.name} (declared {view.version}, built {built})" for view, built in edited)
+                + ". Materialize them first (the build_features job), then train.",
+                metadata={"views_not_built_as_declared": MetadataValue.json(
+                    {view.name: {"declared": view.version, "built": built} for view, built in edited})})
+        # The versions the tables were built with: what the model's features come from.
+        built = built_versions(connection, names)
+        used_views = {name: built.get(name, store.views[name].version) for name in names}
         dataset, counts = build_training_dataset(connection, store, config.label_policy)
         connection.execute("create schema if not exists training")
         connection.execute("create or replace table training.training_dataset as select * from dataset")
     snapshot = raw_lake.snapshot("training_dataset", dataset)
-    used_views = {name: views[name].version for name in _feature_view_assets()}
     reference = {
         "path": str(snapshot.path),
         "sha256": snapshot.sha256,
