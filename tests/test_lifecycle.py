@@ -333,7 +333,8 @@ def test_training_records_the_built_versions_and_refuses_views_declared_otherwis
         assert "built an0ther). Materialize them first (the build_features job), then train." in message
     finally:
         with duckdb.connect(str(lifecycle.paths.warehouse_path)) as con:
-            con.execute("update features.registry set version = ?, serving_version = ? where name = 'fv_origin_weather'",
+            con.execute("update features.registry set version = ?, serving_version = ? "
+                        "where name = 'fv_origin_weather'",
                         [built["fv_origin_weather"], SqlProject().feature_views()["fv_origin_weather"].serving_version])
     assert len(lifecycle.registry.versions()) == versions_before
     assert lifecycle.registry.version_by_alias("champion").version == champion.version

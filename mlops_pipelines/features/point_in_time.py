@@ -309,9 +309,13 @@ def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array
         # As UTC instants (pandas deprecates handing Arrow its zone-less values).
         utc = pa.array(values.dt.tz_convert(None).to_numpy(), from_pandas=True)
         return utc.cast(pa.timestamp(utc.type.unit, tz="UTC"))
+    if values.dtype == object and any(isinstance(v, pd.Timestamp) and v.nanosecond for v in values):
+        # Timestamps of several zones (or none) with nanoseconds: Arrow would type them in
+        # microseconds, dropping the nanoseconds (a key 1 ns after a row's would find it).
+        return values
     try:
         typed = _nan_as_null(pa.array(values, from_pandas=True))
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError):
         return values
     if values.dtype == object and pa.types.is_date(typed.type) and _holds_datetimes(values):
         # Dates beside datetimes (a datetime is a date to Python): Arrow typed them all as dates,
@@ -358,15 +362,7 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
         # Objects Arrow could not type on its own, e.g. integers beyond int64 or UUIDs mixed with text.
         objects = [str(v) if isinstance(v, uuid.UUID) else pd.Timestamp(v) if isinstance(v, np.datetime64) else v
                    for v in values]
-        try:
-            if pa.types.is_date(wanted) and _holds_datetimes(objects):
-                # (Arrow makes a datetime a date by dropping its time of day: 10:00 would find
-                # that day's row. Value by value, a time of day matches nothing.)
-                raise pa.ArrowInvalid("datetimes for a date key")
-            values = pa.array(objects, type=wanted, from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
-            values = pa.array([_object_key_as(v, wanted, column, _row_name(position, labels))
-                               for position, v in enumerate(objects)], type=wanted)
+        values = _mixed_keys_as(objects, wanted, column, labels, unsigned)
         return _uuid_texts(values, column, labels) if uuids else values
     if unsigned and pa.types.is_decimal(values.type) and values.type.scale == 0 and values.type.precision <= 39:
         # DuckDB's Arrow of a UHUGEINT (in pandas, Decimals): above 2**127 - 1 negative. Integers
@@ -561,6 +557,60 @@ def _uuid_texts(values: pa.Array, column: str, labels: pd.Index | None = None) -
                                  " of the entity rows) is not a UUID")
         texts[row] = str(uuid.UUID(hex=digits))
     return pa.array(texts, pa.string())
+
+
+def _kind_of_key(value: object) -> str | None:
+    """The Arrow type a key object is read as among others of its kind (``None``: no value, or
+    none a key can hold; "one by one": a kind read value by value)."""
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, bool | np.bool_):
+        return "bool"
+    if isinstance(value, int | np.integer):
+        value = int(value)
+        return "int64" if -(2**63) <= value < 2**63 else "uint64" if 0 <= value < 2**64 else "wide"
+    if isinstance(value, float | np.floating):
+        return "double"
+    return {str: "string", bytes: "binary", Decimal: "decimal"}.get(type(value), "one by one")
+
+
+_KIND_TYPES = {"bool": pa.bool_(), "int64": pa.int64(), "uint64": pa.uint64(), "double": pa.float64(),
+               "string": pa.string(), "binary": pa.binary(), "decimal": None}  # (None: as Arrow infers)
+
+
+def _mixed_keys_as(objects: list, wanted: pa.DataType, column: str, labels: pd.Index | None,
+                   unsigned: bool) -> pa.Array:
+    """Key objects of several kinds (integers beyond int64 beside floats, Decimals beside
+    floats, text beside numbers) as ``wanted``: each kind read as its own Arrow type and cast by
+    :func:`entity_keys_as`'s rules, so that a value matches what it matches alone (Arrow reading
+    them all as ``wanted`` at once truncates 1.5 to 1 and drops nanoseconds). Kinds Arrow has no
+    one type for (datetimes of several zones, dates) are read value by value."""
+    kinds: dict[str | None, list[int]] = {}
+    for position, value in enumerate(objects):
+        kinds.setdefault(_kind_of_key(value), []).append(position)
+    keys: list[object] = [None] * len(objects)
+    for kind, positions in kinds.items():
+        if kind is None:
+            continue
+        alike = [objects[p] for p in positions]
+        named = pd.Index([_row_name(p, labels) for p in positions])
+        try:
+            if kind == "one by one":
+                raise pa.ArrowInvalid("read value by value")
+            if kind == "wide":
+                digits = [Decimal(int(v)) for v in alike]
+                if any(len(d.as_tuple().digits) > 76 for d in digits):
+                    raise pa.ArrowInvalid("beyond every key")  # (value by value: those match nothing)
+                typed = pa.array(digits, pa.decimal256(76, 0))
+            else:
+                typed = pa.array([v.item() if isinstance(v, np.generic) else v for v in alike], type=_KIND_TYPES[kind])
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+            cast = [_object_key_as(v, wanted, column, label) for v, label in zip(alike, named, strict=True)]
+        else:
+            cast = entity_keys_as(typed, wanted, column, labels=named, unsigned=unsigned).to_pylist()
+        for position, key in zip(positions, cast, strict=True):
+            keys[position] = key
+    return pa.array(keys, type=wanted)
 
 
 def _object_key_as(value: object, wanted: pa.DataType, column: str, label: object = 0) -> object:
