@@ -8,7 +8,7 @@ one call, and colliding feature names with full_feature_names.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import duckdb
@@ -577,3 +577,65 @@ def test_mixed_objects_find_their_own_rows():
     assert _answers("HUGEINT", [10**19, 7, 2**70, 1.5]) == [3, 1, 4, None]
     assert _answers("TIMESTAMP", [pd.Timestamp("2021-06-01 12:00:00.000000001", tz="UTC"),
                                   pd.Timestamp("2021-06-01 13:00")]) == [None, 1]
+
+
+def test_entity_times_before_duckdbs_earliest_instant_find_only_minus_infinity():
+    """DuckDB has no instant before 290309 BC: an entity time there failed the view's read (its
+    rows were narrowed with DuckDB's make_timestamp). It comes before every finite event."""
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    con.execute("create table src (k bigint, ts timestamp, x double); "
+                "insert into src values (1, '-infinity', 0.5), (1, '2021-06-01', 1.0)")
+    store = FeatureStore(":memory:")
+    store.register(FeatureView("v", "src", ("k",), "ts", (Feature("x"),)))
+    store.register(FeatureView("w", "src", ("k",), "ts", (Feature("x"),), ttl=timedelta(hours=1)))
+    far = pd.DataFrame({"k": [1], "event_timestamp": np.array(["-1000000-01-01T00:00:00"], dtype="datetime64[s]")})
+    assert store.get_historical_features(far, ["v:x"], connection=con)["x"].tolist() == [0.5]
+    both = pd.DataFrame({"k": [1, 1], "event_timestamp": np.array([-9_223_372_030_000_000_000, 1_622_505_600_000_000],
+                                                                  dtype="datetime64[us]")})
+    assert store.get_historical_features(both, ["v:x"], connection=con)["x"].tolist() == [0.5, 1.0]
+    out = store.get_historical_features(both, ["w:x"], connection=con)["x"].tolist()  # (-infinity: beyond any TTL)
+    assert np.isnan(out[0]) and out[1] == 1.0
+
+
+def test_nanosecond_timestamps_beside_an_instant_beyond_2262_are_read_in_microseconds():
+    """As documented for text and datetimes: a column with an instant beyond pandas' nanosecond
+    range is read in microseconds. A Timestamp or datetime64 with nanoseconds beside it failed
+    ("Out of bounds nanosecond timestamp"), naming the far row."""
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    con.execute("create table src (k bigint, ts timestamp, x double); "
+                "insert into src values (1, '2021-06-01', 1.0), (1, '3000-01-01', 2.0)")
+    store = FeatureStore(":memory:")
+    store.register(FeatureView("v", "src", ("k",), "ts", (Feature("x"),)))
+    near = pd.Timestamp("2021-06-02 12:00:00.000000123")
+    for far in (datetime(9999, 12, 31), "2500-01-01T00:00:00Z", np.datetime64("3000-01-01T00:00:00", "s")):
+        frame = pd.DataFrame({"k": [1, 1], "event_timestamp": pd.Series([near, far], dtype=object)})
+        expected = [1.0, 1.0] if far == "2500-01-01T00:00:00Z" else [1.0, 2.0]
+        assert store.get_historical_features(frame, ["v:x"], connection=con)["x"].tolist() == expected
+    frame = pd.DataFrame({"k": [1, 1], "event_timestamp": pd.Series(
+        [np.datetime64("2021-06-02T12:00:00.000000123", "ns"), np.datetime64("3000-01-01T00:00:00", "s")],
+        dtype=object)})
+    assert store.get_historical_features(frame, ["v:x"], connection=con)["x"].tolist() == [1.0, 2.0]
+
+
+def test_arrow_entity_columns_pandas_cannot_hold_are_kept_as_arrow(tmp_path):
+    """A TIME key with nanoseconds, or a date before year 1, in an Arrow entity table: pandas
+    refused them (a raw ArrowInvalid, offline and online). They stay Arrow's, exactly, and a TIME
+    past the microsecond finds nothing, as any value the key type cannot hold."""
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("create table src (k time, ts timestamp, f bigint); "
+                "insert into src values ('12:00:00', '2021-06-01', 1)")
+    con.close()
+    store = FeatureStore(tmp_path / "w.duckdb", [FeatureView("v", "src", ("k",), "ts", (Feature("f", "int"),))],
+                         online_path=tmp_path / "online.sqlite")
+    at = pd.Timestamp("2021-06-02", tz="UTC")
+    store.materialize_online("v", at)
+    keys = pa.array([12 * 3600 * 10**9, 12 * 3600 * 10**9 + 1], pa.int64()).cast(pa.time64("ns"))
+    before_year_one = pa.array([-1_000_000, 0], pa.int32()).cast(pa.date32())
+    entities = pa.table({"k": keys, "event_timestamp": pa.array([at, at], pa.timestamp("us", tz="UTC")),
+                         "note": before_year_one})
+    offline = store.get_historical_features(entities, ["v:f"])
+    assert offline["f"].tolist() == [1, pd.NA]
+    assert pa.array(offline["k"]).equals(keys) and pa.array(offline["note"]).equals(before_year_one)
+    assert store.get_online_features(pa.table({"k": keys}), ["v:f"])["f"].tolist() == [1, pd.NA]

@@ -754,7 +754,19 @@ def served_pandas(values: pa.Array | pa.ChunkedArray, feature: str) -> pd.Series
 def entity_pandas(table: pa.Table) -> pd.DataFrame:
     """An Arrow table of entity rows as pandas, its integer columns with nulls in pandas' nullable
     dtypes (pandas' default reads them as float64: 2**53 + 1 would become 2**53, another key)."""
-    frame = table.to_pandas()  # (with the index pandas stored in the table's metadata, if any)
+    try:
+        frame = table.to_pandas()  # (with the index pandas stored in the table's metadata, if any)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, OverflowError):
+        # Columns pandas cannot hold as its own types (a TIME with nanoseconds, a date before
+        # year 1) stay Arrow's, in pandas' ArrowDtype: exactly as given, where pandas refuses them.
+        unheld = set()
+        for column in table.columns:
+            if column.type not in unheld:
+                try:
+                    column.to_pandas()
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, OverflowError):
+                    unheld.add(column.type)
+        frame = table.to_pandas(types_mapper=lambda type_: pd.ArrowDtype(type_) if type_ in unheld else None)
     for name, column in zip(table.column_names, table.columns, strict=True):
         if column.null_count and pa.types.is_integer(column.type):
             positions = np.flatnonzero(frame.columns == name)

@@ -58,6 +58,7 @@ PYTHON_ORIGIN = "python"  # a registry row of a view applied from Python (Featur
 # next materialization reads every row.
 EMPTY_WATERMARK = -(2**62)
 FINITE = 2**63 - 2  # DuckDB's largest finite timestamp (µs); +/-infinity are the next integers out
+EARLIEST = -9_223_372_022_400_000_000  # DuckDB's earliest finite timestamp (µs): 290309-12-22 (BC)
 
 
 def watermark_text(micros: int) -> str:
@@ -497,10 +498,12 @@ def _reachable_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, ty
     given = entities.micros[entities.valid]
     # (an event rounded up to the next microsecond may lie before an entity time with nanoseconds)
     latest = int(given.max()) + (1 if ns.event and entities.nanos_past is not None else 0)
-    conditions = [f"{event} <= make_timestamp({latest}::bigint)::timestamptz"]
+    # (DuckDB has no instant before its earliest finite one: there, only -infinity is as early)
+    conditions = [f"{event} <= make_timestamp({latest}::bigint)::timestamptz" if latest >= EARLIEST
+                  else f"{event} = '-infinity'::timestamptz"]
     if view.ttl_micros is not None:
         earliest = min([int(given.min()), *(entities.beyond or {}).values()]) - view.ttl_micros
-        if earliest > -FINITE:  # (else no finite event is too old for every entity row)
+        if earliest > EARLIEST:  # (else no finite event is too old for every entity row)
             conditions.append(f"{event} >= make_timestamp({earliest}::bigint)::timestamptz")
     registered = []
     try:

@@ -301,5 +301,13 @@ def _not_iso(value: object) -> bool:
 
 
 def _iso_datetime(value: object) -> object:
-    """ISO 8601 text as a datetime (naive or aware); anything else as it is."""
-    return datetime.fromisoformat(_iso_text(value.strip())) if isinstance(value, str) else value
+    """ISO 8601 text, a pandas Timestamp or a numpy datetime64 as a Python datetime (naive or
+    aware; in microseconds, as the column beside an instant beyond 2262 is read: pandas would
+    keep a Timestamp in nanoseconds, and fail on the other); anything else as it is."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(_iso_text(value.strip()))
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime(warn=False)
+    if isinstance(value, np.datetime64):
+        return value.astype("datetime64[us]").item()
+    return value
