@@ -227,7 +227,8 @@ def test_a_view_declared_otherwise_than_its_table_was_built_is_warned_of_offline
     store = FeatureStore(warehouse, [declared], online_path=tmp_path / "online.sqlite")
     with pytest.warns(DeclarationNotBuiltWarning, match=r"feature view 'fv_origin_weather': its declaration "
                                                         rf"\(version {declared.version}\) is not the one its table "
-                                                        r"was built with .*--select fv_origin_weather`\)$") as caught:
+                                                        r"was built with .*--select "
+                                                        r"fv_origin_weather,online_features`\)$") as caught:
         out = store.get_historical_features(entities, ["fv_origin_weather:temp_f"])
     assert {record.filename for record in caught} == {__file__}  # (the caller's line, not the store's)
     assert pd.isna(out["temp_f"][0])  # (3 h 30 min after: beyond the declared 3 hours, within the built 4)

@@ -89,3 +89,33 @@ def test_the_online_store_is_refreshed_after_a_feature_view_built_on_its_own():
         build(views[1], passed=False)
         count, cursor = requested(cursor)
         assert count == 0
+
+
+def test_views_built_before_the_sensors_first_evaluation_refresh_the_online_store():
+    """A view rebuilt by hand before the daemon ever ran (`dagster asset materialize --select
+    fv_x`, then `make ui`): the automation compared with its previous evaluation, which there
+    was none of, and never refreshed the store. Its first evaluation now asks once; a later one
+    asks only after a view changes. Not before every view is there."""
+    from dagster import AssetCheckEvaluation, AssetMaterialization, DagsterInstance, evaluate_automation_conditions
+
+    views = sorted(SqlProject().feature_views())
+    with DagsterInstance.ephemeral() as instance:
+        def requested(cursor=None):
+            result = evaluate_automation_conditions(defs, instance, cursor=cursor)
+            return result.get_num_requested(AssetKey("online_features")), result.cursor
+
+        for view in views:
+            instance.report_runless_asset_event(AssetMaterialization(view))
+            instance.report_runless_asset_event(
+                AssetCheckEvaluation(asset_key=AssetKey(view), check_name="column_tests", passed=True))
+        instance.report_runless_asset_event(AssetMaterialization("online_features"))
+        instance.report_runless_asset_event(AssetMaterialization(views[0]))  # (rebuilt alone, by hand)
+        count, cursor = requested()
+        assert count == 1
+        instance.report_runless_asset_event(AssetMaterialization("online_features"))
+        count, cursor = requested(cursor)
+        assert count == 0
+    with DagsterInstance.ephemeral() as instance:  # (a first evaluation with a view missing: nothing)
+        for view in views[:-1]:
+            instance.report_runless_asset_event(AssetMaterialization(view))
+        assert evaluate_automation_conditions(defs, instance).get_num_requested(AssetKey("online_features")) == 0

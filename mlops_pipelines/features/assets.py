@@ -136,6 +136,18 @@ class OnlineMaterializationConfig(Config):
     )
 
 
+# When a feature view was materialized, once every view is there with its blocking checks
+# passed. ``eager()`` compares with the sensor's previous evaluation, so a view built before its
+# first evaluation (the daemon started after a view was rebuilt by hand) would never be served:
+# that first evaluation refreshes the store too (incrementally: nothing new, little work).
+ONLINE_AFTER_FEATURE_VIEWS = (
+    (AutomationCondition.eager()
+     | (AutomationCondition.initial_evaluation() & ~AutomationCondition.any_deps_missing()
+        & ~AutomationCondition.any_deps_in_progress() & ~AutomationCondition.in_progress()))
+    & AutomationCondition.all_deps_blocking_checks_passed()
+)
+
+
 def online_features_asset(project: SqlProject | None = None) -> AssetsDefinition:
     """The online store, refreshed after every feature view (incrementally)."""
     project = project or SqlProject()
@@ -151,7 +163,7 @@ def online_features_asset(project: SqlProject | None = None) -> AssetsDefinition
         "mode that the serving process reads.",
         # Also after a feature view materialized on its own (the UI's "Materialize" on one
         # view): a new version would leave serving without it until the next build_features run.
-        automation_condition=AutomationCondition.eager() & AutomationCondition.all_deps_blocking_checks_passed(),
+        automation_condition=ONLINE_AFTER_FEATURE_VIEWS,
     )
     def _online(
         context: AssetExecutionContext, config: OnlineMaterializationConfig, feature_store: FeatureStoreResource

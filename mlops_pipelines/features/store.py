@@ -764,8 +764,9 @@ def warn_of_views_not_built_as_declared(connection: duckdb.DuckDBPyConnection, v
             f"feature view {view.name!r}: its declaration (version {view.version}) is not the one its table "
             f"was built with (version {version}, in the registry): the answers follow this "
             f"declaration (its TTL, timestamps and keys) over the table as it was built. Materialize "
-            f"{view.name} again to build it as declared (the build_features job in `make ui`, or `dagster "
-            f"asset materialize -m mlops_pipelines.definitions --select {view.name}`)"),
+            f"{view.name} again to build it as declared, and the online store with it (the build_features job "
+            f"in `make ui`, or `dagster asset materialize -m mlops_pipelines.definitions --select "
+            f"{view.name},online_features`)"),
             stacklevel=outside_stacklevel())
 
 
