@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import duckdb
@@ -1634,3 +1635,23 @@ def test_rows_recorded_under_the_whole_version_are_served_and_refreshed_without_
         con.execute("create or replace table t as select k, ts::timestamp_ns as ts, x from t")
     assert ns.materialize_online(end_ts="2024-01-05") == {"n": 1}
     assert _last_refresh(ns, "n") == "rebuilt: the source's column types changed"
+
+
+def test_the_listing_says_when_online_rows_are_stale_because_a_declaration_was_not_built(tmp_path):
+    """A view of the SQL project edited and not built since (its build not run, or failed): its
+    online rows are still those of the table as built, and the listing said only "another
+    declaration", as for an online store not refreshed after a build."""
+    warehouse = tmp_path / "w.duckdb"
+    built = FeatureView("fv_t", "fv_t", ("k",), "ts", (Feature("x"),))
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("create table fv_t as select 1 as k, timestamptz '2013-03-01 00:00:00+00' as ts, 0.5 as x")
+        FeatureStore.record_materialization(con, built, 1, "run-1", declared=["fv_t"])
+    FeatureStore(warehouse, [built], online_path=tmp_path / "online.sqlite").materialize_online("fv_t", "2013-03-02")
+    edited = replace(built, ttl=timedelta(days=1))
+    store = FeatureStore(warehouse, [edited], online_path=tmp_path / "online.sqlite")
+    assert store.online_as_of() == {"fv_t": "stale: declared otherwise than built (materialize the view)"}
+    with duckdb.connect(str(warehouse)) as con:  # (built as declared now; the online store not refreshed yet)
+        FeatureStore.record_materialization(con, edited, 1, "run-2", declared=["fv_t"])
+    assert store.online_as_of() == {"fv_t": "stale: another declaration"}
+    store.materialize_online("fv_t", "2013-03-02")
+    assert store.online_as_of() == {"fv_t": "2013-03-02 00:00:00+00:00"}

@@ -1179,6 +1179,9 @@ class FeatureStore:
         if online is None or not online.path.is_file():
             return {}
         self._know(None, connection)
+        # (a declaration edited and not built yet: the online rows are those of the table as built)
+        with self._connection(connection) as con:
+            unbuilt = {view.name for view, _ in views_not_built_as_declared(con, list(self.views.values()))}
         with online.snapshot() as lite:
             recorded = {name for (name,) in lite.execute("select view from _materializations").fetchall()}
             for name, view in self.views.items():
@@ -1186,7 +1189,9 @@ class FeatureStore:
                     mark = online.watermark(lite, view)
                     marks[name] = (watermark_text(mark) if mark is not None else
                                    "stale: an earlier version of the store wrote it"
-                                   if online.holds_this_declaration(lite, view) else "stale: another declaration")
+                                   if online.holds_this_declaration(lite, view) else
+                                   "stale: declared otherwise than built (materialize the view)" if name in unbuilt
+                                   else "stale: another declaration")
         return marks
 
     def get_historical_features(
