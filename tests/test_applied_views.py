@@ -663,3 +663,12 @@ def test_a_source_ending_in_a_comment_is_read_whole(warehouse, tmp_path):
     assert store.materialize_online(["trips"], end_ts="2024-03-01 10:00:01") == {"trips": 3}
     online = store.get_online_features(ENTITIES[["city", "line"]], ["trips:trips"])["trips"]
     assert online.fillna(-1).tolist() == [-1, -1, 3, -1, -1]  # (the others are older than the TTL of 400 ms)
+
+
+@pytest.mark.parametrize("field_name", ["owner", "description"])
+@pytest.mark.parametrize("value", [5, None, ["team-a"]])
+def test_an_owner_or_description_that_is_not_text_is_refused(field_name, value):
+    """Recorded in the registry as text: the YAML path refused `owner: 42`, Python took it."""
+    with pytest.raises(ValueError, match=rf"feature view 'v': {field_name} {re.escape(repr(value))} is not text"):
+        FeatureView("v", "src", ("k",), "ts", (Feature("x"),), **{field_name: value})
+    assert FeatureView("v", "src", ("k",), "ts", (Feature("x"),), **{field_name: "text"})

@@ -311,6 +311,9 @@ class FeatureView:
         if self.created_timestamp is not None and not names(self.created_timestamp):
             raise ValueError(f"{where}: created_timestamp {self.created_timestamp!r} is not a column name "
                              "(None when there is none)")
+        for field_name in ("owner", "description"):  # (recorded as text: the YAML path refuses others too)
+            if not isinstance(getattr(self, field_name), str):
+                raise ValueError(f"{where}: {field_name} {getattr(self, field_name)!r} is not text ('' for none)")
 
         def in_order(value: object) -> bool:  # (any iterable but text, mappings and sets, whose order changes)
             return isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping | set | frozenset
