@@ -577,6 +577,9 @@ def test_mixed_objects_find_their_own_rows():
     assert _answers("HUGEINT", [10**19, 7, 2**70, 1.5]) == [3, 1, 4, None]
     assert _answers("TIMESTAMP", [pd.Timestamp("2021-06-01 12:00:00.000000001", tz="UTC"),
                                   pd.Timestamp("2021-06-01 13:00")]) == [None, 1]
+    # (an integer beside Timestamps was read as an instant 1 µs after 1970; alone, it is refused)
+    assert _answers("TIMESTAMP", [pd.Timestamp("2021-06-01 13:00"), 1]) == _answers("TIMESTAMP", [1]) == [
+        "error: ValueError"]
 
 
 def test_entity_times_before_duckdbs_earliest_instant_find_only_minus_infinity():

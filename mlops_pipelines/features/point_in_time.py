@@ -309,8 +309,11 @@ def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array
         # As UTC instants (pandas deprecates handing Arrow its zone-less values).
         utc = pa.array(values.dt.tz_convert(None).to_numpy(), from_pandas=True)
         return utc.cast(pa.timestamp(utc.type.unit, tz="UTC"))
-    if values.dtype == object and any(isinstance(v, pd.Timestamp) and v.nanosecond for v in values):
-        # Timestamps of several zones (or none) with nanoseconds: Arrow would type them in
+    if values.dtype == object and (len({_kind_of_key(v) for v in values} - {None}) > 1 or any(
+            isinstance(v, pd.Timestamp) and v.nanosecond for v in values)):
+        # Objects of several kinds, typed against the key's type kind by kind: Arrow would read
+        # them all as the first one's type (an integer beside Timestamps as an instant 1 µs after
+        # 1970). Timestamps of several zones (or none) with nanoseconds: Arrow would type them in
         # microseconds, dropping the nanoseconds (a key 1 ns after a row's would find it).
         return values
     try:
