@@ -672,3 +672,11 @@ def test_an_owner_or_description_that_is_not_text_is_refused(field_name, value):
     with pytest.raises(ValueError, match=rf"feature view 'v': {field_name} {re.escape(repr(value))} is not text"):
         FeatureView("v", "src", ("k",), "ts", (Feature("x"),), **{field_name: value})
     assert FeatureView("v", "src", ("k",), "ts", (Feature("x"),), **{field_name: "text"})
+
+
+def test_a_source_ending_with_a_semicolon_is_refused_by_name():
+    """Read inside the store's own queries, "src;" failed with a syntax error "at or near 'limit'",
+    a word the user never wrote."""
+    with pytest.raises(ValueError, match=r"feature view 'v': source 'select \* from src; ' ends with ';': give the "
+                                         r"table or query without it"):
+        FeatureView("v", "select * from src; ", ("k",), "ts", (Feature("x"),))

@@ -1655,3 +1655,17 @@ def test_the_listing_says_when_online_rows_are_stale_because_a_declaration_was_n
     assert store.online_as_of() == {"fv_t": "stale: another declaration"}
     store.materialize_online("fv_t", "2013-03-02")
     assert store.online_as_of() == {"fv_t": "2013-03-02 00:00:00+00:00"}
+
+
+def test_a_view_of_infinite_events_only_is_listed_without_a_finite_event_and_served(tmp_path):
+    """A view whose rows are all at -infinity or +infinity: its -infinity rows are served, and
+    the listing said "no rows yet"."""
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("create table src (k bigint, ts timestamp, x double); "
+                "insert into src values (1, '-infinity', 1.0), (2, 'infinity', 2.0)")
+    con.close()
+    store = FeatureStore(tmp_path / "w.duckdb", [FeatureView("v", "src", ("k",), "ts", (Feature("x"),))],
+                         online_path=tmp_path / "online.sqlite")
+    assert store.materialize_online("v") == {"v": 1}
+    assert store.online_as_of() == {"v": "no finite event yet"}
+    assert store.get_online_features({"k": [1, 2]}, ["v:x"])["x"].fillna(-1).tolist() == [1.0, -1]

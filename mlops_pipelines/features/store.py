@@ -62,8 +62,9 @@ EARLIEST = -9_223_372_022_400_000_000  # DuckDB's earliest finite timestamp (µs
 
 
 def watermark_text(micros: int) -> str:
-    """A watermark as text: its instant, or that the view had no rows yet."""
-    return "no rows yet" if micros == EMPTY_WATERMARK else str(from_micros(micros))
+    """A watermark as text: its instant, or that the view had no row of a finite event time yet
+    (none at all, or only rows at -infinity, which are served, or +infinity)."""
+    return "no finite event yet" if micros == EMPTY_WATERMARK else str(from_micros(micros))
 
 
 def output_names(features: Iterable[tuple[str, str]], full_feature_names: bool) -> dict[tuple[str, str], str]:
@@ -1171,7 +1172,7 @@ class FeatureStore:
 
     def online_as_of(self, connection: duckdb.DuckDBPyConnection | None = None) -> dict[str, str]:
         """By view (this store's and those applied to its warehouse), the instant its online rows
-        are current as of ("no rows yet" for a view recorded empty), or why they are not served
+        are current as of ("no finite event yet" for a view recorded without one), or why they are not served
         (a lookup refuses them until the next run rebuilds them): rows of another declaration of
         it, or rows an earlier version of the store wrote. A view never materialized online is
         left out, and so is every view without an online store."""

@@ -311,6 +311,8 @@ class FeatureView:
         if self.created_timestamp is not None and not names(self.created_timestamp):
             raise ValueError(f"{where}: created_timestamp {self.created_timestamp!r} is not a column name "
                              "(None when there is none)")
+        if self.source.rstrip().endswith(";"):  # (read inside other queries: DuckDB would blame a word of ours)
+            raise ValueError(f"{where}: source {self.source!r} ends with ';': give the table or query without it")
         for field_name in ("owner", "description"):  # (recorded as text: the YAML path refuses others too)
             if not isinstance(getattr(self, field_name), str):
                 raise ValueError(f"{where}: {field_name} {getattr(self, field_name)!r} is not text ('' for none)")
