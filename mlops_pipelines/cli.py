@@ -97,8 +97,14 @@ def _online_as_of(paths: ProjectPaths) -> dict[str, str] | None:
         views = SqlProject().feature_views().values()
         return FeatureStore(paths.warehouse_path, views, online_path=paths.online_store_path).online_as_of()
     except (ValueError, OSError, sqlite3.Error, duckdb.Error) as exc:
-        print(f"note: when each view is served online as of is not known ('?'): {exc}", file=sys.stderr)
+        if not _held_by_another_process(str(exc)):  # (else the listing's own read says so, in one line)
+            print(f"note: when each view is served online as of is not known ('?'): {exc}", file=sys.stderr)
         return None
+
+
+def _held_by_another_process(message: str) -> bool:
+    """Whether DuckDB's error says another process holds the warehouse's lock."""
+    return "Could not set lock" in message or "Conflicting lock" in message
 
 
 def _read_frame(path: str, keep_index: bool = False):
@@ -605,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         about_the_file = type(error).__name__ == "IOException" or message.startswith("Corrupt database file")
         if not about_the_file or type(error).__module__.split(".")[0] not in ("duckdb", "_duckdb"):
             raise
-        if "Could not set lock" in message or "Conflicting lock" in message:
+        if _held_by_another_process(message):
             message = (f"the warehouse is in use by another process (a Dagster run, `mlops demo`?): try again "
                        f"when it ends ({message})")
         print(f"mlops {args.command}: {message}", file=sys.stderr)

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -1064,6 +1065,14 @@ def test_the_cli_says_the_warehouse_is_in_use_rather_than_a_traceback(tmp_path, 
         for argv in (["features", "list"], historical):
             assert main(argv) == 2
             assert "the warehouse is in use by another process" in capsys.readouterr().err
+        # With an online store beside it, the listing said so twice: a note that the online
+        # column is not known, then the error. One line.
+        from mlops_pipelines.paths import ProjectPaths
+
+        sqlite3.connect(ProjectPaths.from_env().online_store_path).close()
+        assert main(["features", "list"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and "the warehouse is in use by another process" in err
     finally:
         holder.kill()
         holder.wait()
