@@ -604,7 +604,13 @@ def main(argv: list[str] | None = None) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"mlops {args.command}: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"mlops {args.command}: interrupted", file=sys.stderr)
+        return 130
     except Exception as error:
+        if type(error).__name__ == "InterruptException":  # (Ctrl-C inside a DuckDB query)
+            print(f"mlops {args.command}: interrupted", file=sys.stderr)
+            return 130
         # DuckDB's errors about the file itself (held by another process, damaged) in one line;
         # its other errors keep their traceback (they are the project's faults).
         message = str(error).splitlines()[0]

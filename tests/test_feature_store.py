@@ -1698,3 +1698,16 @@ def test_the_store_warnings_of_a_run_reach_its_log(caplog):
             warnings.warn(UserWarning("not ours"), stacklevel=1)
     assert [r.getMessage() for r in caplog.records] == ["DeclarationNotBuiltWarning: feature view 'v': edited"] * 2
     assert [str(w.message) for w in shown] == ["not ours"]
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt(), duckdb.InterruptException("Query interrupted")])
+def test_the_cli_says_it_was_interrupted_in_one_line(interruption, monkeypatch, capsys):
+    """Ctrl-C inside a DuckDB query came out as a traceback of "Query interrupted"."""
+    from mlops_pipelines import cli
+
+    def interrupted(_args):
+        raise interruption
+
+    monkeypatch.setattr(cli, "_features_list", interrupted)
+    assert cli.main(["features", "list"]) == 130
+    assert capsys.readouterr().err == "mlops features: interrupted\n"
