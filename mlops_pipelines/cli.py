@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import stat
 import sys
 import tempfile
 import warnings
@@ -126,7 +127,7 @@ def _read_frame(path: str, keep_index: bool = False):
             twice = sorted({n for n in names if names.count(n) > 1})
             if twice:
                 raise ValueError(f"{path}: columns {twice} appear more than once")
-            _refuse_files_of_other_columns(path, dataset.files, names)
+            _refuse_files_of_other_columns(path, dataset.files)
             frame = pd.read_parquet(path)
         except (OSError, pa.ArrowException) as exc:
             raise ValueError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]})") from exc
@@ -146,19 +147,24 @@ def _columns_of(schema) -> list[str]:
     return [n for n in schema.names if not n.startswith("__index_level_")]
 
 
-def _refuse_files_of_other_columns(folder: str, files: list[str], names: list[str]) -> None:
+def _refuse_files_of_other_columns(folder: str, files: list[str]) -> None:
     """A folder of parquet files is one frame only when every file has the same columns: Arrow
     reads a folder with the first file's columns, so another file's own columns would be dropped
-    (a misspelt key column read as missing, without a word)."""
+    (a misspelt key column read as missing, without a word). Files are compared with each other,
+    not with the folder's schema: the columns of hive partitions (``month=1/``) are in no file."""
     import pyarrow.parquet as pq
 
-    for file in files:
+    def named(file: str) -> str:  # (partitions' files may share a name)
+        return os.path.relpath(file, folder) if Path(folder).is_dir() else file
+
+    names = _columns_of(pq.read_schema(files[0])) if files else []
+    for file in files[1:]:
         own = _columns_of(pq.read_schema(file))
         missing, extra = [n for n in names if n not in own], [n for n in own if n not in names]
         if missing or extra:  # (in another order is the same table: columns are read by name)
             difference = "; ".join(filter(None, (f"lacks {missing}" if missing else "",
-                                                 f"has {extra}, which {Path(files[0]).name} has not" if extra else "")))
-            raise ValueError(f"{folder}: {Path(file).name} has other columns than {Path(files[0]).name} "
+                                                 f"has {extra}, which {named(files[0])} has not" if extra else "")))
+            raise ValueError(f"{folder}: {named(file)} has other columns than {named(files[0])} "
                              f"({difference}); the files of a folder are read as one table")
 
 
@@ -241,8 +247,9 @@ def _features_historical(args: argparse.Namespace) -> int:
     except (KeyError, ValueError) as exc:
         raise ValueError(f"--features: {exc.args[0] if isinstance(exc, KeyError) else exc}") from exc
     entities = _read_frame(args.entities, keep_index=True)
+    _partial_file(args.out).unlink()  # (a folder where nothing can be written: an error before the join)
+    out = _historical(store, entities, features, args)
     with _written_whole(args.out) as partial:
-        out = _historical(store, entities, features, args)
         try:
             if out_kind == ".parquet":
                 out.to_parquet(partial, index=False)
@@ -274,41 +281,59 @@ def _refuse_output_over_input(out: str, entities: str) -> None:
                          "rows; give a file elsewhere for the output")
 
 
-@contextlib.contextmanager
-def _written_whole(out: str) -> Iterator[str]:
-    """A hidden file beside ``out`` to write the output into, which becomes ``out`` (replacing
-    it at once) when the block ends without error, and is removed otherwise: a failed or
-    interrupted write never leaves half a file, nor loses the previous output. Made before the
-    block runs, so that a folder where nothing can be written is an error before the join."""
-    target = Path(out)
+def _partial_file(out: str) -> Path:
+    """A new, empty hidden file beside the file ``out`` names (beside a symbolic link's target:
+    the link stays), with the permissions ``out`` has (or, new, those the umask gives), or a
+    ValueError naming ``--out``."""
+    target = Path(out).resolve()
     try:
         handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     except OSError as exc:
         raise ValueError(f"--out {out}: cannot write in {target.parent} ({exc.strerror})") from exc
     os.close(handle)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(partial, 0o666 & ~umask)  # (as a file written in place would be, not mkstemp's 0600)
+    if target.exists():
+        mode = stat.S_IMODE(target.stat().st_mode)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask  # (as a file written in place would be, not mkstemp's 0600)
+    os.chmod(partial, mode)
+    return Path(partial)
+
+
+@contextlib.contextmanager
+def _written_whole(out: str) -> Iterator[Path]:
+    """A hidden file beside ``out`` to write the output into, which becomes ``out`` (replacing
+    it at once) when the block ends without error, and is removed otherwise: a failed or
+    interrupted write never leaves half a file, nor loses the previous output. Made after the
+    join, so that a run killed while joining leaves nothing behind."""
+    partial = _partial_file(out)
     try:
         yield partial
         try:
-            os.replace(partial, target)
+            os.replace(partial, Path(out).resolve())
         except OSError as exc:
             raise ValueError(f"--out {out}: not written ({exc.strerror or exc})") from exc
     finally:
-        Path(partial).unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
 
 
 def _historical(store, entities, features: list[str], args: argparse.Namespace):
     """``store.get_historical_features`` for the CLI: its errors in the CLI's words, naming the
     entity file (or the view, for a view's fault); its warnings as one-line notes."""
-    from mlops_pipelines.features.errors import EntityRowError, FeatureNameCollision, MissingTimestampColumn
+    from mlops_pipelines.features.errors import (
+        STORE_WARNINGS,
+        EntityRowError,
+        FeatureNameCollision,
+        MissingTimestampColumn,
+    )
     from mlops_pipelines.features.store import ViewReadError
 
     caught: list[warnings.WarningMessage] = []  # (the store's warnings: one line each, as notes)
     try:
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+            for category in STORE_WARNINGS:  # (each a note, every time; others' as Python's filters say)
+                warnings.simplefilter("always", category)
             return store.get_historical_features(entities, features, args.full_feature_names, args.timestamp_column)
     except ViewReadError:
         raise  # (the view's source, not the entity file)

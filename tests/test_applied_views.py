@@ -680,3 +680,12 @@ def test_a_source_ending_with_a_semicolon_is_refused_by_name():
     with pytest.raises(ValueError, match=r"feature view 'v': source 'select \* from src; ' ends with ';': give the "
                                          r"table or query without it"):
         FeatureView("v", "select * from src; ", ("k",), "ts", (Feature("x"),))
+
+
+def test_a_view_recorded_with_an_owner_that_is_not_text_still_loads():
+    """Earlier versions recorded any owner or description (None, 5); refusing them now made one
+    such row of the registry fail every applied view."""
+    recorded = json.loads(FeatureView("v", "src", ("k",), "ts", (Feature("x"),)).to_json())
+    recorded.update(owner=None, description=5)
+    view = FeatureView.from_json(json.dumps(recorded))
+    assert (view.owner, view.description) == ("", "5")

@@ -1601,6 +1601,13 @@ def test_a_failed_write_leaves_the_previous_output_whole(tmp_path, monkeypatch, 
     first = out.read_text()
     assert first.splitlines() == ["origin,event_timestamp,x", "JFK,2013-02-01 00:00:00+00:00,1.0"]
     assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # (as a file written in place)
+    out.chmod(0o600)  # (a private output stays private; a link stays a link, its target written)
+    link = tmp_path / "link.csv"
+    link.symlink_to(out)
+    out.write_text("old")
+    assert main(argv[:-1] + [str(link)]) == 0
+    assert link.is_symlink() and out.read_text() == first and oct(out.stat().st_mode & 0o777) == oct(0o600)
+    link.unlink()
 
     def half_then_full(self, path, **kwargs):
         Path(path).write_text("origin,event_timestamp,x\nJFK,2013-02-01 00:00:00+00:00,1.")
@@ -1640,6 +1647,17 @@ def test_the_cli_refuses_a_parquet_folder_whose_files_have_other_columns(tmp_pat
     assert main(["features", "historical", "--entities", str(tmp_path / "none.parquet"), *features,
                  "--out", str(tmp_path / "o.csv")]) == 2
     assert f"{tmp_path / 'none.parquet'}: no such file" in capsys.readouterr().err
+    # Hive partitions (pandas' partition_cols): their column is in no file, and their files may
+    # share a name. One table, as before.
+    hive = tmp_path / "hive"
+    pd.DataFrame({"origin": ["JFK", "JFK"], "event_timestamp": pd.to_datetime(["2013-02-01"] * 2, utc=True),
+                  "month": ["2013-01", "2013-02"]}).to_parquet(hive, partition_cols=["month"])
+    assert main(["features", "historical", "--entities", str(hive), *features, "--out", str(tmp_path / "h.csv")]) == 0
+    assert pd.read_csv(tmp_path / "h.csv")["x"].tolist() == [1.0, 1.0]
+    (hive / "month=2013-03").mkdir()
+    pd.DataFrame({"orign": ["JFK"], "event_timestamp": at}).to_parquet(hive / "month=2013-03" / "c.parquet")
+    assert main(["features", "historical", "--entities", str(hive), *features, "--out", str(tmp_path / "h.csv")]) == 2
+    assert ("has other columns than month=2013-01/" in capsys.readouterr().err)
 
 
 def test_the_cli_notes_the_rows_without_a_timestamp_or_a_key(tmp_path, monkeypatch, capsys):

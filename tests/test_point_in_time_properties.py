@@ -8,7 +8,8 @@ one call, and colliding feature names with full_feature_names.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import uuid
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import duckdb
@@ -521,7 +522,9 @@ def test_keys_times_and_positions_past_64_bits_sort_by_argsort_and_match_an_asof
 # naive ones), and key types they may or may not find.
 _MIXED_KEYS = [1, 7, -1, 1.5, 7.0, 7.9, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, 10**19, 2**70, np.int64(7),
                np.uint64(2**64 - 1), Decimal("7"), Decimal("1.5"), True, "7", "1.5", "a", None, float("nan"),
-               pd.Timestamp("2021-06-01 12:00:00.000000001", tz="UTC"), pd.Timestamp("2021-06-01 13:00")]
+               pd.Timestamp("2021-06-01 12:00:00.000000001", tz="UTC"), pd.Timestamp("2021-06-01 13:00"),
+               uuid.UUID(int=5), str(uuid.UUID(int=5)), b"a", date(2021, 6, 1), datetime(2021, 6, 1, 12),
+               pd.Timestamp("2021-06-01 08:00", tz="America/New_York")]
 _MIXED_KEY_TYPES = {
     "BIGINT": ["1", "7", "-1", str(2**53 + 1), str(2**63 - 1)],
     "UBIGINT": ["1", "7", str(2**63), str(2**64 - 1)],
@@ -529,6 +532,8 @@ _MIXED_KEY_TYPES = {
     "DOUBLE": ["1.0", "1.5", "7", "7.9"],
     "VARCHAR": ["'7'", "'1.5'", "'a'", "'1'"],
     "TIMESTAMP": ["'2021-06-01 12:00:00'", "'2021-06-01 13:00:00'"],
+    "UUID": [f"'{uuid.UUID(int=5)}'", f"'{uuid.UUID(int=6)}'"],
+    "DATE": ["'2021-06-01'", "'2021-06-02'"],
 }
 _MIXED_STORES: dict[str, tuple[FeatureStore, duckdb.DuckDBPyConnection]] = {}
 
@@ -577,6 +582,12 @@ def test_mixed_objects_find_their_own_rows():
     assert _answers("HUGEINT", [10**19, 7, 2**70, 1.5]) == [3, 1, 4, None]
     assert _answers("TIMESTAMP", [pd.Timestamp("2021-06-01 12:00:00.000000001", tz="UTC"),
                                   pd.Timestamp("2021-06-01 13:00")]) == [None, 1]
+    # (bytes beside text for a UUID key were read as text; alone, they are refused)
+    text = str(uuid.UUID(int=5))
+    assert _answers("UUID", [text.encode(), text]) == _answers("UUID", [text.encode()]) == ["error: ValueError"]
+    assert _answers("UUID", [uuid.UUID(int=6), text, None]) == [1, 0, None]
+    # (dates beside datetimes: a datetime finds its day's key only at midnight UTC)
+    assert _answers("DATE", [date(2021, 6, 2), datetime(2021, 6, 1, 12), datetime(2021, 6, 1)]) == [1, None, 0]
     # (an integer beside Timestamps was read as an instant 1 µs after 1970; alone, it is refused)
     assert _answers("TIMESTAMP", [pd.Timestamp("2021-06-01 13:00"), 1]) == _answers("TIMESTAMP", [1]) == [
         "error: ValueError"]

@@ -69,3 +69,8 @@ class DeclarationNotBuiltWarning(UserWarning):
 class FeatureTypeWarning(UserWarning):
     """A feature of a view registered from Python has the type ``float`` (the default) over a
     column that is no number: it is served as its column is (apply() refuses such a view)."""
+
+
+# The store's warnings, shown every time they are raised: as notes by the CLI, in the run's log
+# by Dagster assets.
+STORE_WARNINGS: tuple[type[Warning], ...] = (DeclarationNotBuiltWarning, FeatureTypeWarning)

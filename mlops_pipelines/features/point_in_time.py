@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, time
+from datetime import date, datetime, time
 from decimal import Decimal
 
 import numpy as np
@@ -309,8 +309,9 @@ def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array
         # As UTC instants (pandas deprecates handing Arrow its zone-less values).
         utc = pa.array(values.dt.tz_convert(None).to_numpy(), from_pandas=True)
         return utc.cast(pa.timestamp(utc.type.unit, tz="UTC"))
-    if values.dtype == object and (len({_kind_of_key(v) for v in values} - {None}) > 1 or any(
-            isinstance(v, pd.Timestamp) and v.nanosecond for v in values)):
+    types = set(map(type, values)) if values.dtype == object else set()
+    if len(types) > 1 and len({_kind_of_key(v) for v in values} - {None}) > 1 or pd.Timestamp in types and any(
+            isinstance(v, pd.Timestamp) and v.nanosecond for v in values):
         # Objects of several kinds, typed against the key's type kind by kind: Arrow would read
         # them all as the first one's type (an integer beside Timestamps as an instant 1 µs after
         # 1970). Timestamps of several zones (or none) with nanoseconds: Arrow would type them in
@@ -365,8 +366,7 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
         # Objects Arrow could not type on its own, e.g. integers beyond int64 or UUIDs mixed with text.
         objects = [str(v) if isinstance(v, uuid.UUID) else pd.Timestamp(v) if isinstance(v, np.datetime64) else v
                    for v in values]
-        values = _mixed_keys_as(objects, wanted, column, labels, unsigned)
-        return _uuid_texts(values, column, labels) if uuids else values
+        return _mixed_keys_as(objects, wanted, column, labels, uuids, unsigned)
     if unsigned and pa.types.is_decimal(values.type) and values.type.scale == 0 and values.type.precision <= 39:
         # DuckDB's Arrow of a UHUGEINT (in pandas, Decimals): above 2**127 - 1 negative. Integers
         # stay as given: -1 is no UHUGEINT.
@@ -574,20 +574,35 @@ def _kind_of_key(value: object) -> str | None:
         return "int64" if -(2**63) <= value < 2**63 else "uint64" if 0 <= value < 2**64 else "wide"
     if isinstance(value, float | np.floating):
         return "double"
+    if isinstance(value, datetime):  # (pandas' Timestamps too)
+        return "instant"
+    if isinstance(value, date):
+        return "day"
     return {str: "string", bytes: "binary", Decimal: "decimal"}.get(type(value), "one by one")
 
 
+def _instants(values: list) -> pa.Array:
+    """Datetimes and Timestamps (any zones; naive ones are UTC) as UTC nanoseconds, exactly; an
+    OverflowError beyond pandas' nanosecond range (years 1677 to 2262)."""
+    try:
+        return pa.array([pd.Timestamp(v).value for v in values], pa.timestamp("ns", tz="UTC"))
+    except pd.errors.OutOfBoundsDatetime as exc:
+        raise OverflowError(str(exc)) from exc
+
+
 _KIND_TYPES = {"bool": pa.bool_(), "int64": pa.int64(), "uint64": pa.uint64(), "double": pa.float64(),
-               "string": pa.string(), "binary": pa.binary(), "decimal": None}  # (None: as Arrow infers)
+               "string": pa.string(), "binary": pa.binary(), "day": pa.date32(),
+               "decimal": None}  # (None: as Arrow infers)
 
 
 def _mixed_keys_as(objects: list, wanted: pa.DataType, column: str, labels: pd.Index | None,
-                   unsigned: bool) -> pa.Array:
+                   uuids: bool, unsigned: bool) -> pa.Array:
     """Key objects of several kinds (integers beyond int64 beside floats, Decimals beside
     floats, text beside numbers) as ``wanted``: each kind read as its own Arrow type and cast by
     :func:`entity_keys_as`'s rules, so that a value matches what it matches alone (Arrow reading
-    them all as ``wanted`` at once truncates 1.5 to 1 and drops nanoseconds). Kinds Arrow has no
-    one type for (datetimes of several zones, dates) are read value by value."""
+    them all as ``wanted`` at once truncates 1.5 to 1 and drops nanoseconds). Datetimes of any
+    zones are read as UTC nanoseconds (value by value beyond pandas' range); kinds Arrow has no
+    one type for (times of day, say) value by value."""
     kinds: dict[str | None, list[int]] = {}
     for position, value in enumerate(objects):
         kinds.setdefault(_kind_of_key(value), []).append(position)
@@ -605,18 +620,20 @@ def _mixed_keys_as(objects: list, wanted: pa.DataType, column: str, labels: pd.I
                 if any(len(d.as_tuple().digits) > 76 for d in digits):
                     raise pa.ArrowInvalid("beyond every key")  # (value by value: those match nothing)
                 typed = pa.array(digits, pa.decimal256(76, 0))
+            elif kind == "instant":
+                typed = _instants(alike)
             else:
                 typed = pa.array([v.item() if isinstance(v, np.generic) else v for v in alike], type=_KIND_TYPES[kind])
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
-            cast = [_object_key_as(v, wanted, column, label) for v, label in zip(alike, named, strict=True)]
+            cast = [_object_key_as(v, wanted, column, label, uuids) for v, label in zip(alike, named, strict=True)]
         else:
-            cast = entity_keys_as(typed, wanted, column, labels=named, unsigned=unsigned).to_pylist()
+            cast = entity_keys_as(typed, wanted, column, uuids=uuids, labels=named, unsigned=unsigned).to_pylist()
         for position, key in zip(positions, cast, strict=True):
             keys[position] = key
     return pa.array(keys, type=wanted)
 
 
-def _object_key_as(value: object, wanted: pa.DataType, column: str, label: object = 0) -> object:
+def _object_key_as(value: object, wanted: pa.DataType, column: str, label: object = 0, uuids: bool = False) -> object:
     """One entity key object as a Python value of the key type, by the rules of
     :func:`entity_keys_as` (text that does not parse is an error; a value the type cannot hold
     matches nothing). For columns of mixed objects only: one Arrow array per value. ``label``:
@@ -631,7 +648,7 @@ def _object_key_as(value: object, wanted: pa.DataType, column: str, label: objec
             alone = pa.array([value], from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
         return None  # e.g. an integer of more than 76 digits
-    return entity_keys_as(alone, wanted, column, labels=pd.Index([label]))[0].as_py()
+    return entity_keys_as(alone, wanted, column, uuids=uuids, labels=pd.Index([label]))[0].as_py()
 
 
 WIDE_INTEGER = pa.decimal256(39, 0)  # every HUGEINT and UHUGEINT, as Arrow can hold, parse and compare them

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from mlops_pipelines.features.errors import DeclarationNotBuiltWarning, FeatureTypeWarning
+from mlops_pipelines.features.errors import STORE_WARNINGS
 from mlops_pipelines.features.sql_project import SqlProject
 from mlops_pipelines.features.store import FeatureStore
 from mlops_pipelines.numpy_sort import SlowSortWarning
@@ -36,7 +36,7 @@ def store_warnings_logged(log: logging.Logger | logging.LoggerAdapter) -> Iterat
     caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
-            for category in (DeclarationNotBuiltWarning, FeatureTypeWarning, SlowSortWarning):
+            for category in (*STORE_WARNINGS, SlowSortWarning):
                 warnings.simplefilter("always", category)  # (every time: each run's log is read alone)
             yield
     finally:  # (out of catch_warnings: there, showing a warning would record it again)

@@ -375,6 +375,10 @@ class FeatureView:
     def from_json(cls, text: str) -> FeatureView:
         """The view :meth:`to_json` wrote."""
         declaration = json.loads(text)
+        for field_name in ("owner", "description"):  # (earlier versions recorded any value: None, 5)
+            value = declaration.get(field_name)
+            if not isinstance(value, str):
+                declaration[field_name] = "" if value is None else str(value)
         features = tuple(Feature(**feature) for feature in declaration.pop("features"))
         micros = declaration.pop("ttl")
         return cls(**declaration, features=features, ttl=None if micros is None else timedelta(microseconds=micros))
