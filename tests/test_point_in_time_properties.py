@@ -593,15 +593,20 @@ def test_mixed_objects_find_their_own_rows():
         "error: ValueError"]
 
 
+def _view_v_over(rows: str) -> tuple[FeatureStore, duckdb.DuckDBPyConnection]:
+    """A store with the view ``v`` (k, ts, x) over the ``rows`` given (SQL values)."""
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    con.execute(f"create table src (k bigint, ts timestamp, x double); insert into src values {rows}")
+    store = FeatureStore(":memory:")
+    store.register(FeatureView("v", "src", ("k",), "ts", (Feature("x"),)))
+    return store, con
+
+
 def test_entity_times_before_duckdbs_earliest_instant_find_only_minus_infinity():
     """DuckDB has no instant before 290309 BC: an entity time there failed the view's read (its
     rows were narrowed with DuckDB's make_timestamp). It comes before every finite event."""
-    con = duckdb.connect()
-    con.execute("set TimeZone = 'UTC'")
-    con.execute("create table src (k bigint, ts timestamp, x double); "
-                "insert into src values (1, '-infinity', 0.5), (1, '2021-06-01', 1.0)")
-    store = FeatureStore(":memory:")
-    store.register(FeatureView("v", "src", ("k",), "ts", (Feature("x"),)))
+    store, con = _view_v_over("(1, '-infinity', 0.5), (1, '2021-06-01', 1.0)")
     store.register(FeatureView("w", "src", ("k",), "ts", (Feature("x"),), ttl=timedelta(hours=1)))
     far = pd.DataFrame({"k": [1], "event_timestamp": np.array(["-1000000-01-01T00:00:00"], dtype="datetime64[s]")})
     assert store.get_historical_features(far, ["v:x"], connection=con)["x"].tolist() == [0.5]
@@ -616,12 +621,7 @@ def test_nanosecond_timestamps_beside_an_instant_beyond_2262_are_read_in_microse
     """As documented for text and datetimes: a column with an instant beyond pandas' nanosecond
     range is read in microseconds. A Timestamp or datetime64 with nanoseconds beside it failed
     ("Out of bounds nanosecond timestamp"), naming the far row."""
-    con = duckdb.connect()
-    con.execute("set TimeZone = 'UTC'")
-    con.execute("create table src (k bigint, ts timestamp, x double); "
-                "insert into src values (1, '2021-06-01', 1.0), (1, '3000-01-01', 2.0)")
-    store = FeatureStore(":memory:")
-    store.register(FeatureView("v", "src", ("k",), "ts", (Feature("x"),)))
+    store, con = _view_v_over("(1, '2021-06-01', 1.0), (1, '3000-01-01', 2.0)")
     near = pd.Timestamp("2021-06-02 12:00:00.000000123")
     for far in (datetime(9999, 12, 31), "2500-01-01T00:00:00Z", np.datetime64("3000-01-01T00:00:00", "s")):
         frame = pd.DataFrame({"k": [1, 1], "event_timestamp": pd.Series([near, far], dtype=object)})
