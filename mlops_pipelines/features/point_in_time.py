@@ -310,27 +310,18 @@ def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array
         utc = pa.array(values.dt.tz_convert(None).to_numpy(), from_pandas=True)
         return utc.cast(pa.timestamp(utc.type.unit, tz="UTC"))
     types = set(map(type, values)) if values.dtype == object else set()
-    if len(types) > 1 and len({_kind_of_key(v) for v in values} - {None}) > 1 or pd.Timestamp in types and any(
-            isinstance(v, pd.Timestamp) and v.nanosecond for v in values):
+    several_kinds = len(types) > 1 and len({_kind_of_key(v) for v in values} - {None}) > 1
+    if several_kinds or (pd.Timestamp in types and any(isinstance(v, pd.Timestamp) and v.nanosecond for v in values)):
         # Objects of several kinds, typed against the key's type kind by kind: Arrow would read
         # them all as the first one's type (an integer beside Timestamps as an instant 1 µs after
-        # 1970). Timestamps of several zones (or none) with nanoseconds: Arrow would type them in
-        # microseconds, dropping the nanoseconds (a key 1 ns after a row's would find it).
+        # 1970; datetimes beside dates as dates, without their time of day). Timestamps of
+        # several zones (or none) with nanoseconds: Arrow would type them in microseconds,
+        # dropping the nanoseconds (a key 1 ns after a row's would find it).
         return values
     try:
-        typed = _nan_as_null(pa.array(values, from_pandas=True))
+        return _nan_as_null(pa.array(values, from_pandas=True))
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError):
         return values
-    if values.dtype == object and pa.types.is_date(typed.type) and _holds_datetimes(values):
-        # Dates beside datetimes (a datetime is a date to Python): Arrow typed them all as dates,
-        # dropping the times of day. Kept as objects, typed against the key's type.
-        return values
-    return typed
-
-
-def _holds_datetimes(values: Iterable) -> bool:
-    """Whether ``values`` hold a ``datetime`` (a pandas Timestamp is one; NaT, a missing value, is not)."""
-    return any(isinstance(v, datetime) and v is not pd.NaT for v in values)
 
 
 def holds_integers(values: Iterable, beyond: int = -1) -> bool:
