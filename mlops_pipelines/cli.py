@@ -362,21 +362,20 @@ def _say_which_rows_cannot_match(store, wanted: dict[str, list[str]], entities, 
                                  word: str) -> None:
     """A note on standard error for entity rows without a timestamp or a join key (an empty
     cell): no feature can be found for them, which their nulls alone would not tell."""
-    def some(rows) -> str:
-        labels = [str(label) for label in rows[:5]]
-        return f"{word}{'s' if len(rows) > 1 else ''} {', '.join(labels)}{', ...' if len(rows) > 5 else ''}"
+    def note(rows, missing: str, of: str = "") -> None:
+        many = len(rows) > 1
+        named = f"{word}{'s' if many else ''} {', '.join(str(label) for label in rows[:5])}{', ...' * (len(rows) > 5)}"
+        print(f"note: {len(rows):,} entity row{'s have' if many else ' has'} no {missing} ({named}): no feature{of} "
+              f"is found for {'them' if many else 'it'}", file=sys.stderr)
 
     if timestamp_column in entities.columns:
         rows = entities.index[entities[timestamp_column].isna()]
         if len(rows):
-            print(f"note: {len(rows):,} entity row{'s have' if len(rows) > 1 else ' has'} no {timestamp_column} "
-                  f"({some(rows)}): no feature is found for {'them' if len(rows) > 1 else 'it'}", file=sys.stderr)
+            note(rows, timestamp_column)
     for key in store.entity_keys(wanted):
         rows = entities.index[entities[key].isna()] if key in entities.columns else []
         if len(rows):
-            views = ", ".join(v for v in wanted if key in store.views[v].entities)
-            print(f"note: {len(rows):,} entity row{'s have' if len(rows) > 1 else ' has'} no {key} ({some(rows)}): "
-                  f"no feature of {views} is found for {'them' if len(rows) > 1 else 'it'}", file=sys.stderr)
+            note(rows, key, " of " + ", ".join(v for v in wanted if key in store.views[v].entities))
 
 
 def _say_which_views_found_nothing(store, wanted: dict[str, list[str]], full_feature_names: bool, out) -> None:

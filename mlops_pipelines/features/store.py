@@ -1179,9 +1179,9 @@ class FeatureStore:
         online, marks = self.online, {}
         if online is None or not online.path.is_file():
             return {}
-        self._know(None, connection)
-        # (a declaration edited and not built yet: the online rows are those of the table as built)
-        with self._connection(connection) as con:
+        with self._connection(connection) as con:  # (one read of the warehouse)
+            self._know(None, con)
+            # (a declaration edited and not built yet: the online rows are those of the table as built)
             unbuilt = {view.name for view, _ in views_not_built_as_declared(con, list(self.views.values()))}
         with online.snapshot() as lite:
             recorded = {name for (name,) in lite.execute("select view from _materializations").fetchall()}
