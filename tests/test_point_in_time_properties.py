@@ -631,6 +631,11 @@ def test_nanosecond_timestamps_beside_an_instant_beyond_2262_are_read_in_microse
         [np.datetime64("2021-06-02T12:00:00.000000123", "ns"), np.datetime64("3000-01-01T00:00:00", "s")],
         dtype=object)})
     assert store.get_historical_features(frame, ["v:x"], connection=con)["x"].tolist() == [1.0, 2.0]
+    for missing in (np.datetime64("NaT"), np.datetime64("NaT", "ns")):  # (numpy's NaT: read in ns again, it failed)
+        stamps = pd.Series([missing, "3000-01-01T00:00:00Z"], dtype=object)
+        frame = pd.DataFrame({"k": [1, 1], "event_timestamp": stamps})
+        out = store.get_historical_features(frame, ["v:x"], connection=con)["x"].tolist()
+        assert np.isnan(out[0]) and out[1] == 2.0
 
 
 def test_arrow_entity_columns_pandas_cannot_hold_are_kept_as_arrow(tmp_path):

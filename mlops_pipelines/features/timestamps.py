@@ -75,7 +75,9 @@ def to_utc(values: pd.Series, what: str = "timestamp column") -> pd.Series:
         # Beyond 2262 (pandas parsed the text in nanoseconds): as Python's datetimes, to 9999, in
         # microseconds (nanoseconds given with such a value are dropped).
         try:
-            parsed = pd.to_datetime(values.map(_iso_datetime, na_action="ignore"), utc=True)
+            # (a missing value as None: numpy's NaT, of a unit, would make pandas read in nanoseconds again)
+            parsed = pd.to_datetime(values.map(_iso_datetime, na_action="ignore").where(values.notna(), None),
+                                    utc=True)
         except (ValueError, TypeError):
             # Name the first value that is no instant as Python reads them (pandas' coercion
             # below would blame the first value beyond 2262 instead).
