@@ -658,3 +658,11 @@ def test_arrow_entity_columns_pandas_cannot_hold_are_kept_as_arrow(tmp_path):
     assert offline["f"].tolist() == [1, pd.NA]
     assert pa.array(offline["k"]).equals(keys) and pa.array(offline["note"]).equals(before_year_one)
     assert store.get_online_features(pa.table({"k": keys}), ["v:f"])["f"].tolist() == [1, pd.NA]
+
+
+def test_half_float_keys_are_compared_as_the_floats_they_are():
+    """Arrow compares no half floats: a float16 key column was an error ("no kernel")."""
+    store, con = _store_keyed_by("DOUBLE")
+    frame = pd.DataFrame({"k": np.array([1.5, 7.0, 2.0], dtype=np.float16),
+                          "event_timestamp": ["2021-06-02T00:00Z"] * 3})
+    assert store.get_historical_features(frame, ["v:f"], connection=con)["f"].tolist() == [1, 2, pd.NA]

@@ -364,6 +364,8 @@ def entity_keys_as(values: pa.Array | pd.Series, wanted: pa.DataType, column: st
         values = wide_integers(values.cast(WIDE_INTEGER), unsigned=True)
     if pa.types.is_dictionary(values.type):  # (first: a category of uuid.UUID objects holds UUIDs)
         values = values.dictionary_decode()
+    if pa.types.is_float16(values.type):  # (exactly, as float32: Arrow compares no half floats)
+        values = values.cast(pa.float32())
     if isinstance(values.type, pa.UuidType):
         values = uuid_texts_of(values)
     text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
