@@ -8,7 +8,6 @@ import os
 import stat
 import sys
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,9 +171,14 @@ def _refuse_files_of_other_columns(folder: str, files: list[str]) -> None:
 _COMPRESSED_CSV = {".csv.gz": "gzip", ".csv.bz2": "bz2", ".csv.xz": "lzma"}
 
 
+def _compression(path: str) -> str | None:
+    """The module that opens ``path``, a compressed CSV file by its suffix (any case), or None."""
+    return _COMPRESSED_CSV.get("".join(Path(path).suffixes[-2:]).lower())
+
+
 def _is_csv(path: str) -> bool:
     """Whether ``path`` names a CSV file, compressed or not (by its suffix, in any case)."""
-    return Path(path).suffix.lower() == ".csv" or "".join(Path(path).suffixes[-2:]).lower() in _COMPRESSED_CSV
+    return Path(path).suffix.lower() == ".csv" or _compression(path) is not None
 
 
 def _read_csv(path: str):
@@ -189,7 +193,7 @@ def _read_csv(path: str):
 
     import pandas as pd
 
-    compressed = _COMPRESSED_CSV.get("".join(Path(path).suffixes[-2:]).lower())
+    compressed = _compression(path)
     opener = importlib.import_module(compressed).open if compressed else open
     try:
         # (-sig: Excel's byte-order mark)
@@ -322,18 +326,15 @@ def _historical(store, entities, features: list[str], args: argparse.Namespace):
     """``store.get_historical_features`` for the CLI: its errors in the CLI's words, naming the
     entity file (or the view, for a view's fault); its warnings as one-line notes."""
     from mlops_pipelines.features.errors import (
-        STORE_WARNINGS,
         EntityRowError,
         FeatureNameCollision,
         MissingTimestampColumn,
+        store_warnings_told,
     )
     from mlops_pipelines.features.store import ViewReadError
 
-    caught: list[warnings.WarningMessage] = []  # (the store's warnings: one line each, as notes)
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            for category in STORE_WARNINGS:  # (each a note, every time; others' as Python's filters say)
-                warnings.simplefilter("always", category)
+        with store_warnings_told(lambda warning: print(f"note: {warning.message}", file=sys.stderr)):
             return store.get_historical_features(entities, features, args.full_feature_names, args.timestamp_column)
     except ViewReadError:
         raise  # (the view's source, not the entity file)
@@ -350,12 +351,6 @@ def _historical(store, entities, features: list[str], args: argparse.Namespace):
             reason += (f"; the header {separated[0]!r} looks separated by another character than the comma CSV "
                        "files are read with") if separated else "; name another with --timestamp-column"
         raise ValueError(f"{args.entities}: {reason}") from exc
-    finally:
-        for warning in caught:
-            if warning.category.__module__.startswith("mlops_pipelines."):
-                print(f"note: {warning.message}", file=sys.stderr)
-            else:  # (another library's: as Python would show it)
-                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def _say_which_rows_cannot_match(store, wanted: dict[str, list[str]], entities, timestamp_column: str,

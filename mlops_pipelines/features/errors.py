@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from mlops_pipelines.numpy_sort import SlowSortWarning
 
 _PACKAGE = Path(__file__).resolve().parents[1]  # (mlops_pipelines/)
 
@@ -72,5 +77,24 @@ class FeatureTypeWarning(UserWarning):
 
 
 # The store's warnings, shown every time they are raised: as notes by the CLI, in the run's log
-# by Dagster assets.
-STORE_WARNINGS: tuple[type[Warning], ...] = (DeclarationNotBuiltWarning, FeatureTypeWarning)
+# by Dagster assets (see store_warnings_told).
+STORE_WARNINGS: tuple[type[Warning], ...] = (DeclarationNotBuiltWarning, FeatureTypeWarning, SlowSortWarning)
+
+
+@contextmanager
+def store_warnings_told(tell: Callable[[warnings.WarningMessage], None]) -> Iterator[None]:
+    """Each of the project's warnings raised in the block passed to ``tell`` (every time, as it is
+    raised; a CLI's note, a run's log) once the block ends, however it ends; other libraries'
+    warnings shown as Python's own filters say."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            for category in STORE_WARNINGS:
+                warnings.simplefilter("always", category)
+            yield
+    finally:  # (out of catch_warnings: there, showing a warning would record it again)
+        for warning in caught:
+            if warning.category.__module__.startswith("mlops_pipelines."):
+                tell(warning)
+            else:
+                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import logging
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from mlops_pipelines.features.errors import STORE_WARNINGS
+from mlops_pipelines.features.errors import store_warnings_told
 from mlops_pipelines.features.sql_project import SqlProject
 from mlops_pipelines.features.store import FeatureStore
-from mlops_pipelines.numpy_sort import SlowSortWarning
 
 
 class FeatureStoreResource(ConfigurableResource):
@@ -28,20 +25,8 @@ class FeatureStoreResource(ConfigurableResource):
         return FeatureStore(self.database_path, views, online_path=self.online_path)
 
 
-@contextmanager
-def store_warnings_logged(log: logging.Logger | logging.LoggerAdapter) -> Iterator[None]:
+def store_warnings_logged(log: logging.Logger | logging.LoggerAdapter) -> AbstractContextManager[None]:
     """The project's warnings raised in the block (a view declared otherwise than built, a
     feature's type) as warnings of the run's log (``context.log``): Python's own would reach
     neither the run's events nor its compute logs. Others' warnings go on as they would."""
-    caught: list[warnings.WarningMessage] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            for category in (*STORE_WARNINGS, SlowSortWarning):
-                warnings.simplefilter("always", category)  # (every time: each run's log is read alone)
-            yield
-    finally:  # (out of catch_warnings: there, showing a warning would record it again)
-        for warning in caught:
-            if warning.category.__module__.startswith("mlops_pipelines."):
-                log.warning(f"{warning.category.__name__}: {warning.message}")
-            else:
-                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    return store_warnings_told(lambda warning: log.warning(f"{warning.category.__name__}: {warning.message}"))
