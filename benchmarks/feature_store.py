@@ -11,8 +11,10 @@ Each run of an engine is a fresh subprocess (so its peak RSS is its own, read wi
 and the engines take turns, round after round (``--repeat``), so that all of them sample the same
 stretches of a shared machine:
 
-* ours: ``FeatureStore(":memory:", memory_limit="1GB").get_historical_features`` over
-  ``read_parquet(...)`` sources;
+* ours: ``FeatureStore(":memory:", memory_limit="1GB", prepared_dir=...).get_historical_features``
+  over ``read_parquet(...)`` sources, with the views' prepared copies (``FeatureStore.prepare``,
+  run once before the rounds, timed and printed on its own: it reads and writes every view);
+* ours_source: the same without prepared copies, reading the parquet files in every call;
 * merge_asof: read, drop tie losers (greatest created timestamp per entity and event timestamp),
   sort, ``pandas.merge_asof(by="entity_id", direction="backward", tolerance=ttl)`` per view,
   restore the caller's order;
@@ -21,8 +23,9 @@ stretches of a shared machine:
   created here if missing) so that Feast never enters the project's environment.
 
 The timed part of every engine is: read the entity parquet file, join, get a pandas frame (reading
-the feature parquet files happens inside it too). Data generation, parquet writing, Feast's
-``apply`` and writing each engine's result for the comparison are outside it. Results are compared
+the feature parquet files, or ours' prepared copies, happens inside it too). Data generation,
+parquet writing, Feast's ``apply``, our ``prepare`` and writing each engine's result for the
+comparison are outside it. Results are compared
 row by row, joined on ``row_id`` (a column of the entity frame), against merge_asof, and every
 engine is checked against a brute-force oracle on a sample of entity rows.
 
@@ -33,8 +36,8 @@ Every engine gets the same numpy settings: on an AMD Zen 4, ``NPY_DISABLE_CPU_FE
 importing ``mlops_pipelines`` sets it (numpy's AVX-512 sort is ~5x slower there than its AVX2 one;
 see ``mlops_pipelines/numpy_sort.py``); ``--numpy-avx512`` keeps numpy's defaults.
 
-``--floor`` also times ours with the join taken out (the same reads and output frame): what no
-join algorithm can make cheaper on the machine at hand.
+``--floor`` also times ours with the join taken out (the same reads of the prepared copies and
+output frame): what no join algorithm can make cheaper on the machine at hand.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ FEAST_REQUIREMENT = "feast[duckdb]==0.67.*"
 N_VIEWS = 3
 N_FEATURES = 5
 TTL_DAYS = 30
-ENGINES = ("ours", "merge_asof", "feast", "floor")
+ENGINES = ("ours", "ours_source", "merge_asof", "feast", "floor")
 
 
 def feature_columns(meta: dict) -> list[str]:
@@ -147,15 +150,18 @@ def generate(folder: Path, scale: float, seed: int) -> dict:
 # Engines (each in its own subprocess)
 # --------------------------------------------------------------------------------------------
 
-def run_ours(meta: dict, explain: bool = False):
-    from datetime import timedelta
+def prepared_dir(meta: dict) -> Path:
+    return Path(meta["entities"]).parent / "prepared"
 
-    import pandas as pd
+
+def our_store(meta: dict, prepared: bool):
+    """Our store over the benchmark's parquet files, with or without their prepared copies."""
+    from datetime import timedelta
 
     from mlops_pipelines.features.store import FeatureStore
     from mlops_pipelines.features.views import Feature, FeatureView
 
-    store = FeatureStore(":memory:", memory_limit="1GB")
+    store = FeatureStore(":memory:", memory_limit="1GB", prepared_dir=prepared_dir(meta) if prepared else None)
     for name in meta["views"]:
         store.register(FeatureView(
             name=name, source=f"read_parquet('{meta['sources'][name]}')", entities=("entity_id",),
@@ -163,6 +169,29 @@ def run_ours(meta: dict, explain: bool = False):
             features=tuple(Feature(f"f{j}") for j in range(meta["n_features"])),
             ttl=timedelta(days=meta["ttl_days"]),
         ))
+    return store
+
+
+def run_prepare(meta: dict) -> dict:
+    """Our prepared copies of the three views (not timed with the engines: once, before them)."""
+    store = our_store(meta, prepared=True)
+    started = time.perf_counter()
+    done = store.prepare()
+    seconds = time.perf_counter() - started
+    size = sum(f.stat().st_size for f in prepared_dir(meta).glob("*.arrow"))
+    return {"seconds": seconds, "done": done, "megabytes": size / 1e6}
+
+
+def run_ours(meta: dict, explain: bool = False, prepared: bool = True):
+    import warnings
+
+    import pandas as pd
+
+    from mlops_pipelines.features.errors import PreparedCopyStaleWarning
+
+    if prepared:  # (a stale copy would quietly time the source's read: fail instead)
+        warnings.simplefilter("error", PreparedCopyStaleWarning)
+    store = our_store(meta, prepared)
     refs = [f"{v}:f{j}" for v in meta["views"] for j in range(meta["n_features"])]
 
     def timed():
@@ -200,8 +229,9 @@ def run_ours(meta: dict, explain: bool = False):
             workspace = point_in_time.Workspace()  # one thread: one workspace, used by every view
             for name, names in store.resolve_features(refs).items():
                 view = store.views[name]
-                table = step(f"{name}: read (DuckDB to Arrow)",
-                             lambda view=view: read_view_rows(con, view, view.feature_names))
+                table = step(f"{name}: read ({'prepared copy' if prepared else 'DuckDB to Arrow'})",
+                             lambda view=view: read_view_rows(con, view, view.feature_names) if not prepared
+                             else store._prepared_rows(con, view, (), ()))
                 chosen = step(f"{name}: match rows", lambda table=table, view=view: point_in_time.match_rows(
                     table, entities, view.entities, view.feature_names, view.ttl_micros, True, workspace))
                 step(f"{name}: take features", lambda table=table, names=names, chosen=chosen:
@@ -304,8 +334,8 @@ def engine_main(engine: str, folder: Path, explain: bool) -> None:
     import pyarrow.parquet  # noqa: F401
 
     meta = json.loads((folder / "meta.json").read_text())
-    if engine == "ours":
-        timed, profile = run_ours(meta, explain)
+    if engine in ("ours", "ours_source"):
+        timed, profile = run_ours(meta, explain, prepared=engine == "ours")
         if profile is not None:  # a separate, untimed run: the steps one by one
             print("RESULT " + json.dumps({"engine": engine, "explain": profile()}), flush=True)
             return
@@ -533,6 +563,7 @@ def main() -> None:
                         help="keep numpy's AVX-512 kernels in every engine, also on an AMD Zen 4 (see below)")
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--compare", help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -543,6 +574,10 @@ def main() -> None:
         started = time.perf_counter()
         meta = generate(args.dir, args.scale, args.seed)
         print("RESULT " + json.dumps({"seconds": time.perf_counter() - started, **meta}), flush=True)
+        return
+    if args.prepare:
+        meta = json.loads((args.dir / "meta.json").read_text())
+        print("RESULT " + json.dumps(run_prepare(meta)), flush=True)
         return
     if args.compare:
         meta = json.loads((args.dir / "meta.json").read_text())
@@ -560,7 +595,7 @@ def main() -> None:
         os.environ[numpy_sort.VARIABLE] = ""  # (numpy's defaults)
     numpy_setting = os.environ.get(numpy_sort.VARIABLE)
 
-    engines = ["ours", "merge_asof"] + ([] if args.skip_feast else ["feast"])
+    engines = ["ours", "ours_source", "merge_asof"] + ([] if args.skip_feast else ["feast"])
     feast_python = None if args.skip_feast else str(ensure_feast_venv())
     folder = Path(tempfile.mkdtemp(prefix="fs_bench_"))
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start "
@@ -577,6 +612,12 @@ def main() -> None:
               f"{N_FEATURES} features, {meta['n_entities']:,} entities, {meta['n_entity_rows']:,} entity rows "
               f"({meta['duplicate_entity_rows']:,} duplicates), TTL {TTL_DAYS} d; "
               f"generated in {meta['seconds']:.1f} s (not timed below)", flush=True)
+        prepared, _, _ = child(sys.executable, ["--prepare"], folder, "prepare")
+        if prepared is None:
+            sys.exit(1)
+        print(f"ours' prepared copies (FeatureStore.prepare, once, not timed below): {prepared['seconds']:.2f} s, "
+              f"{prepared['megabytes']:,.0f} MB: " + "; ".join(f"{k} {v}" for k, v in prepared["done"].items()),
+              flush=True)
         timed_engines = engines + (["floor"] if args.floor else [])
         pythons = {engine: feast_python if engine == "feast" else sys.executable for engine in timed_engines}
         reports = run_engines(pythons, folder, args.repeat)
@@ -590,7 +631,7 @@ def main() -> None:
         print_table(engines, reports, checks or {"_reference": "(comparison failed)", "_sample": 0})
         floor = reports.get("floor")
         if floor and not floor.get("failed"):
-            line = (f"\nfloor (ours without the join: entity read, DuckDB reads of the views, output frame): "
+            line = (f"\nfloor (ours without the join: entity read, reads of the prepared copies, output frame): "
                     f"median {floor['seconds']:.2f} s, user {floor['user']:.2f} s, sys {floor['sys']:.2f} s, "
                     f"{floor['faults'] / 1000:,.0f}k faults")
             feast = reports.get("feast")
@@ -631,21 +672,22 @@ def print_table(engines: list[str], reports: dict, checks: dict) -> None:
               f"{r['rss_before_kb'] / 1024:>17,.0f}"
               f"{c['rows']:>11,}{c['dropped']:>9,}{c['duplicated']:>7,}{c.get('differ', 0):>8,}"
               f"{'yes' if c['order_kept'] else 'no':>7}{c['oracle_bad']:>12,}")
-    ours = reports.get("ours", {})
-    if ours.get("failed") or not ours:
-        return
-    print()
-    for engine, target in (("feast", 8.0), ("merge_asof", 2.0)):
-        r = reports.get(engine)
-        if r and not r.get("failed"):
-            ratio = r["seconds"] / ours["seconds"]
-            memory = r["peak_kb"] / ours["peak_kb"]
-            verdict = "meets" if ratio >= target else "MISSES"
-            cpu = (r["user"] + r["sys"]) / (ours["user"] + ours["sys"])
-            print(f"{engine} / ours: time x{ratio:.2f} ({verdict} target x{target:g}), peak RSS x{memory:.2f}; "
-                  f"CPU (user + sys) x{cpu:.2f}, user CPU x{r['user'] / ours['user']:.2f}")
-    peak_mb = ours["peak_kb"] / 1024
-    print(f"ours peak RSS {peak_mb:,.0f} MB ({'meets' if peak_mb < 1536 else 'MISSES'} target < 1,536 MB)")
+    for name in ("ours", "ours_source"):
+        ours = reports.get(name, {})
+        if ours.get("failed") or not ours:
+            continue
+        print()
+        for engine, target in (("feast", 8.0), ("merge_asof", 2.0)):
+            r = reports.get(engine)
+            if r and not r.get("failed"):
+                ratio = r["seconds"] / ours["seconds"]
+                memory = r["peak_kb"] / ours["peak_kb"]
+                verdict = "meets" if ratio >= target else "MISSES"
+                cpu = (r["user"] + r["sys"]) / (ours["user"] + ours["sys"])
+                print(f"{engine} / {name}: time x{ratio:.2f} ({verdict} target x{target:g}), peak RSS x{memory:.2f}; "
+                      f"CPU (user + sys) x{cpu:.2f}, user CPU x{r['user'] / ours['user']:.2f}")
+        peak_mb = ours["peak_kb"] / 1024
+        print(f"{name} peak RSS {peak_mb:,.0f} MB ({'meets' if peak_mb < 1536 else 'MISSES'} target < 1,536 MB)")
 
 
 if __name__ == "__main__":

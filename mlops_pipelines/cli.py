@@ -227,6 +227,25 @@ def _read_csv(path: str):
     return pd.DataFrame(columns, index=pd.Index(lines, dtype="int64"))
 
 
+def _features_prepare(args: argparse.Namespace) -> int:
+    from mlops_pipelines.features.errors import store_warnings_told
+    from mlops_pipelines.resources import build_resources
+
+    paths = ProjectPaths.from_env()
+    if not paths.warehouse_path.exists():
+        raise ValueError(f"no warehouse at {paths.warehouse_path}: run `mlops demo` first")
+    store = build_resources(paths)["feature_store"].store()  # type: ignore[attr-defined]
+    with store_warnings_told(lambda warning: print(f"note: {warning.message}", file=sys.stderr)):
+        done = store.prepare(args.views or None)
+    width = max((len(name) for name in done), default=0)
+    for name, outcome in done.items():
+        print(f"{name:<{width}}  {outcome}")
+    if not done:
+        print("no feature view to prepare", file=sys.stderr)
+    print(f"prepared copies in {store.prepared_dir}")
+    return 0
+
+
 def _features_historical(args: argparse.Namespace) -> int:
     from mlops_pipelines.features.errors import FeatureNameCollision
     from mlops_pipelines.features.store import output_names
@@ -564,6 +583,10 @@ def main(argv: list[str] | None = None) -> int:
     features = commands.add_parser("features", help="the feature store")
     feature_commands = features.add_subparsers(dest="features_command", required=True)
     feature_commands.add_parser("list", help="registered feature views").set_defaults(func=_features_list)
+    prepare = feature_commands.add_parser(
+        "prepare", help="copy views over local files in the form retrievals read (memory-mapped, much faster)")
+    prepare.add_argument("views", nargs="*", metavar="VIEW", help="views to prepare (default: every view)")
+    prepare.set_defaults(func=_features_prepare)
     historical = feature_commands.add_parser(
         "historical", help="point-in-time features for the rows of an entity file")
     historical.add_argument("--entities", required=True, help="parquet or CSV: join keys and a timestamp")

@@ -76,9 +76,15 @@ class FeatureTypeWarning(UserWarning):
     column that is no number: it is served as its column is (apply() refuses such a view)."""
 
 
+class PreparedCopyStaleWarning(UserWarning):
+    """A view's prepared copy is not of its files or declaration as they are now: the view was
+    read from its source (the same rows, without the copy's speed) until it is prepared again."""
+
+
 # The store's warnings, shown every time they are raised: as notes by the CLI, in the run's log
 # by Dagster assets (see store_warnings_told).
-STORE_WARNINGS: tuple[type[Warning], ...] = (DeclarationNotBuiltWarning, FeatureTypeWarning, SlowSortWarning)
+STORE_WARNINGS: tuple[type[Warning], ...] = (DeclarationNotBuiltWarning, FeatureTypeWarning, SlowSortWarning,
+                                            PreparedCopyStaleWarning)
 
 
 @contextmanager

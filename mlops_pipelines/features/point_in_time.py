@@ -207,6 +207,15 @@ def _sorted_with_positions(values: np.ndarray, value_bits: int,
                            scratch: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``values`` (uint64 < 2**value_bits; overwritten) sorted, and each sorted value's position
     (written into ``scratch``, an int64 array as long as ``values``, when given)."""
+    if not (values[1:] < values[:-1]).any():
+        # Already in order (a prepared copy's rows are: FeatureStore.prepare): one pass instead
+        # of a sort, which took ~30 ms for a view of 2,000,000 rows.
+        positions = np.empty(len(values), dtype=np.int64) if scratch is None else scratch
+        block = 1 << 16
+        for start in range(0, len(values), block):
+            part = positions[start:start + block]
+            part[:] = np.arange(start, start + len(part))
+        return values, positions
     position_bits = _bits(len(values))
     if value_bits + position_bits <= WORD:
         _or_positions(values, position_bits)

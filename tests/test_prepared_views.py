@@ -1,0 +1,338 @@
+"""Prepared copies of views over files (FeatureStore.prepare): the same answers as reading the
+source, used only while the files and the declaration are as they were, refused with a reason
+for sources whose rows are not a function of their files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mlops_pipelines.features import prepared
+from mlops_pipelines.features.errors import PreparedCopyStaleWarning
+from mlops_pipelines.features.store import FeatureStore, ViewReadError
+from mlops_pipelines.features.views import Feature, FeatureView
+
+BASE = pd.Timestamp("2013-03-10 00:00", tz="UTC")  # (the spring-forward day in New York)
+
+
+def _write(path: Path, frame: pd.DataFrame) -> Path:
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def _rows(values: list[tuple[int, int, int, float]]) -> pd.DataFrame:
+    """(key, event minute, created minute, x) rows of a view."""
+    return pd.DataFrame({
+        "k": pd.Series([v[0] for v in values], dtype="int64"),
+        "ts": pd.to_datetime([BASE + pd.Timedelta(minutes=v[1]) for v in values], utc=True),
+        "created": pd.to_datetime([BASE + pd.Timedelta(minutes=v[2]) for v in values], utc=True),
+        "x": pd.Series([v[3] for v in values], dtype="float64"),
+    })
+
+
+def _view(name: str, path: Path, ttl: timedelta | None = None, **kw) -> FeatureView:
+    return FeatureView(name, f"read_parquet('{path}')", ("k",), "ts", (Feature("x"),), ttl=ttl,
+                       created_timestamp="created", **kw)
+
+
+def _entities(pairs: list[tuple[int, int]]) -> pd.DataFrame:
+    return pd.DataFrame({"k": [p[0] for p in pairs],
+                         "event_timestamp": [BASE + pd.Timedelta(minutes=p[1]) for p in pairs]})
+
+
+def _stores(tmp_path: Path, views: list[FeatureView]) -> tuple[FeatureStore, FeatureStore]:
+    """A store with prepared copies (prepared) and one without, over the same views."""
+    with_copies = FeatureStore(":memory:", views, prepared_dir=tmp_path / "prepared")
+    without = FeatureStore(":memory:", views)
+    return with_copies, without
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_prepared_copies_answer_as_the_sources(data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("views")
+    views = []
+    for index in range(data.draw(st.integers(1, 2), label="views")):
+        rows = data.draw(st.lists(st.tuples(st.integers(1, 3), st.sampled_from([0, 30, 30, 60, 600]),
+                                            st.integers(0, 3), st.integers(-3, 3).map(float)),
+                                  max_size=20), label=f"rows {index}")
+        frame = _rows([(k, ts, ts + c, x) for k, ts, c, x in rows])
+        ttl = data.draw(st.sampled_from([None, timedelta(minutes=30), timedelta(hours=2)]), label=f"ttl {index}")
+        views.append(_view(f"v{index}", _write(folder / f"v{index}.parquet", frame), ttl))
+    asked = data.draw(st.lists(st.tuples(st.integers(0, 4), st.sampled_from([-60, 0, 29, 30, 60, 90, 600, 780])),
+                               min_size=1, max_size=15), label="entity rows")
+    zone = data.draw(st.sampled_from(["UTC", "America/New_York"]), label="zone")
+    entities = _entities(asked)
+    entities["event_timestamp"] = entities["event_timestamp"].dt.tz_convert(zone)
+    with_copies, without = _stores(folder, views)
+    assert set(with_copies.prepare().values()) == {f"prepared: {text}" for text in _sizes(views)}
+    features = [f"{view.name}:x" for view in views]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PreparedCopyStaleWarning)  # (the copies are used: none is stale)
+        got = with_copies.get_historical_features(entities, features, full_feature_names=True)
+    pd.testing.assert_frame_equal(got, without.get_historical_features(entities, features, full_feature_names=True))
+
+
+def _sizes(views: list[FeatureView]) -> set[str]:
+    """What prepare() says of each view, read back from the copies it wrote."""
+    out = set()
+    for view in views:
+        path = view.source.split("'")[1]
+        copy = Path(path).parent / "prepared" / prepared.file_name(view.name)
+        out.add(f"{pq.read_metadata(path).num_rows:,} rows, {copy.stat().st_size / 1e6:,.1f} MB")
+    return out
+
+
+def test_a_copy_is_read_from_its_file_without_the_source(tmp_path, monkeypatch):
+    path = _write(tmp_path / "v.parquet", _rows([(1, 0, 0, 1.0), (1, 60, 60, 2.0), (2, 0, 0, 5.0)]))
+    store = FeatureStore(":memory:", [_view("v", path)], prepared_dir=tmp_path / "prepared")
+    assert store.prepare()["v"].startswith("prepared: 3 rows, ")
+    # The copy alone answers: the source is not read.
+    def not_read(*args, **kwargs):
+        raise AssertionError("the source was read")
+
+    monkeypatch.setattr("mlops_pipelines.features.store.read_view_rows", not_read)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PreparedCopyStaleWarning)
+        out = store.get_historical_features(_entities([(1, 90), (1, 30), (2, 0), (3, 0)]), ["v:x"])
+    assert out["x"].tolist()[:3] == [2.0, 1.0, 5.0] and pd.isna(out["x"].iloc[3])
+    monkeypatch.undo()
+    # A file moved away and back has a new change time: the copy is no longer trusted.
+    path.rename(tmp_path / "moved").rename(path)
+    with pytest.warns(PreparedCopyStaleWarning):
+        assert store.get_historical_features(_entities([(1, 90)]), ["v:x"])["x"].tolist() == [2.0]
+
+
+def test_a_changed_file_is_read_again_with_a_warning(tmp_path):
+    path = _write(tmp_path / "v.parquet", _rows([(1, 0, 0, 1.0)]))
+    store = FeatureStore(":memory:", [_view("v", path)], prepared_dir=tmp_path / "prepared")
+    store.prepare()
+    # Same size, new values: the file's times and inode tell.
+    _write(path, _rows([(1, 0, 0, 7.0)]))
+    with pytest.warns(PreparedCopyStaleWarning, match=r"feature view 'v': its prepared copy .* prepare it again"):
+        out = store.get_historical_features(_entities([(1, 5)]), ["v:x"])
+    assert out["x"].tolist() == [7.0]
+    store.prepare(["v"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PreparedCopyStaleWarning)
+        assert store.get_historical_features(_entities([(1, 5)]), ["v:x"])["x"].tolist() == [7.0]
+
+
+def test_a_new_file_of_a_glob_makes_the_copy_stale(tmp_path):
+    (tmp_path / "parts").mkdir()
+    _write(tmp_path / "parts" / "a.parquet", _rows([(1, 0, 0, 1.0)]))
+    view = FeatureView("v", f"read_parquet('{tmp_path}/parts/*.parquet')", ("k",), "ts", (Feature("x"),),
+                       created_timestamp="created")
+    store = FeatureStore(":memory:", [view], prepared_dir=tmp_path / "prepared")
+    assert store.prepare()["v"].startswith("prepared: 1 rows")
+    _write(tmp_path / "parts" / "b.parquet", _rows([(1, 10, 10, 3.0)]))
+    with pytest.warns(PreparedCopyStaleWarning):
+        assert store.get_historical_features(_entities([(1, 20)]), ["v:x"])["x"].tolist() == [3.0]
+
+
+def test_a_new_declaration_makes_the_copy_stale_but_not_a_new_description(tmp_path):
+    path = _write(tmp_path / "v.parquet", _rows([(1, 0, 0, 1.0)]))
+    folder = tmp_path / "prepared"
+    FeatureStore(":memory:", [_view("v", path)], prepared_dir=folder).prepare()
+    described = FeatureStore(":memory:", [_view("v", path, description="new words")], prepared_dir=folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PreparedCopyStaleWarning)
+        assert described.get_historical_features(_entities([(1, 120)]), ["v:x"])["x"].tolist() == [1.0]
+    shorter = FeatureStore(":memory:", [_view("v", path, ttl=timedelta(minutes=60))], prepared_dir=folder)
+    with pytest.warns(PreparedCopyStaleWarning):
+        out = shorter.get_historical_features(_entities([(1, 120)]), ["v:x"])
+    assert pd.isna(out["x"].iloc[0])  # (the TTL of the new declaration: 120 min > 60 min)
+
+
+def test_a_damaged_copy_is_not_used(tmp_path):
+    path = _write(tmp_path / "v.parquet", _rows([(1, 0, 0, 1.0)]))
+    store = FeatureStore(":memory:", [_view("v", path)], prepared_dir=tmp_path / "prepared")
+    store.prepare()
+    copy = tmp_path / "prepared" / prepared.file_name("v")
+    copy.write_bytes(copy.read_bytes()[:100])
+    with pytest.warns(PreparedCopyStaleWarning):
+        assert store.get_historical_features(_entities([(1, 5)]), ["v:x"])["x"].tolist() == [1.0]
+
+
+@pytest.mark.parametrize(("source", "reason"), [
+    ("t", "it reads the table 't'"),
+    ("(select * from read_parquet('{path}') where ts < now())", "it calls now()"),
+    ("(select * from read_parquet('{path}') where ts < current_timestamp)", "it reads current_timestamp"),
+    ("(select k, ts, created, x + random() as x from read_parquet('{path}'))", "it calls random()"),
+    ("(select * from read_parquet('{path}') using sample 50%)", "it samples rows"),
+    ("read_parquet('https://example.org/v.parquet')", "not a local file"),
+    ("read_parquet('v.parquet')", "by a relative path"),
+    ("read_parquet('{folder}/' || 'v.parquet')", "reads paths it computes"),
+    ("(select * from read_parquet('{path}') join t using (k))", "it reads the table 't'"),
+    ("range(3)", "it reads range()"),
+])
+def test_sources_not_of_files_alone_are_not_prepared(tmp_path, source, reason):
+    path = _write(tmp_path / "v.parquet", _rows([(1, 0, 0, 1.0)]))
+    warehouse = tmp_path / "w.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"create table t as select * from read_parquet('{path}')")
+    view = FeatureView("v", source.format(path=path, folder=tmp_path), ("k",), "ts", (Feature("x"),))
+    store = FeatureStore(warehouse, [view])
+    done = store.prepare()
+    assert done["v"].startswith("not prepared: ") and reason in done["v"], done
+    assert not (Path(f"{warehouse}.prepared") / prepared.file_name("v")).exists()
+
+
+def test_sql_of_files_and_consistent_functions_is_prepared(tmp_path):
+    path = _write(tmp_path / "v.parquet", _rows([(1, 0, 0, 1.0), (2, 0, 0, -4.0)]))
+    source = (f"(with raw as (select * from read_parquet(['{path}'])) "
+              "select k, ts, created, abs(x) * 2 as x from raw where k in (select k from raw))")
+    view = FeatureView("v", source, ("k",), "ts", (Feature("x"),), created_timestamp="created")
+    with_copies, without = _stores(tmp_path, [view])
+    assert with_copies.prepare()["v"].startswith("prepared: 2 rows")
+    entities = _entities([(2, 1), (1, 1)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PreparedCopyStaleWarning)
+        got = with_copies.get_historical_features(entities, ["v:x"])
+    assert got["x"].tolist() == [8.0, 2.0]
+    pd.testing.assert_frame_equal(got, without.get_historical_features(entities, ["v:x"]))
+
+
+def test_values_of_many_types_come_back_the_same(tmp_path):
+    """Keys and features of types that travel through Arrow's metadata or special paths (UUID
+    and HUGEINT keys, decimals, lists, structs, enums, dates, text) answer as from the source."""
+    path = tmp_path / "typed.parquet"
+    with duckdb.connect() as con:
+        con.execute("set TimeZone='UTC'")
+        con.execute(f"""copy (select * from (values
+            ('0b8a3b8e-1111-4a8e-9d2b-000000000001'::uuid, 1180591620717411303424::hugeint,
+             timestamptz '2013-03-10 01:00:00+00', 1.25::decimal(12, 3), [1, 2], {{'a': 1, 'b': 'x'}},
+             date '2013-03-09', 'one', true),
+            ('0b8a3b8e-1111-4a8e-9d2b-000000000002'::uuid, -5::hugeint,
+             timestamptz '2013-03-10 02:00:00+00', -7.5::decimal(12, 3), [], {{'a': null, 'b': 'y'}},
+             date '2013-03-10', 'two', null)
+            ) t(id, big, ts, amount, items, pair, day, label, flag)) to '{path}' (format parquet)""")
+    view = FeatureView("typed", f"read_parquet('{path}')", ("id",), "ts",
+                       (Feature("big", "any"), Feature("amount", "any"), Feature("items", "any"),
+                        Feature("pair", "any"), Feature("day", "any"), Feature("label", "str"),
+                        Feature("flag", "any")))
+    by_big = FeatureView("by_big", f"(select big as b, ts, label from read_parquet('{path}'))", ("b",), "ts",
+                         (Feature("label", "str"),))
+    with_copies, without = _stores(tmp_path, [view, by_big])
+    assert all(text.startswith("prepared: 2 rows") for text in with_copies.prepare().values())
+    entities = pd.DataFrame({
+        "id": ["0B8A3B8E-1111-4A8E-9D2B-000000000002", "0b8a3b8e-1111-4a8e-9d2b-000000000001", None],
+        "b": [-5, 2**70, 3],  # (parquet holds a HUGEINT as a DOUBLE: 2**70 is one exactly)
+        "event_timestamp": [pd.Timestamp("2013-03-11", tz="UTC")] * 3})
+    features = [f"typed:{f.name}" for f in view.features] + ["by_big:label"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PreparedCopyStaleWarning)
+        got = with_copies.get_historical_features(entities, features, full_feature_names=True)
+    expected = without.get_historical_features(entities, features, full_feature_names=True)
+    pd.testing.assert_frame_equal(got, expected)
+    assert got["typed__label"].tolist()[:2] == ["two", "one"] and got["by_big__label"].tolist()[:2] == ["two", "one"]
+
+
+def test_a_type_problem_is_refused_from_the_copy_as_from_the_source(tmp_path):
+    path = _write(tmp_path / "v.parquet", _rows([(1, 0, 0, 1.0)]))
+    source = f"(select *, '10:00:00+02'::timetz as clock from read_parquet('{path}'))"
+    view = FeatureView("v", source, ("k",), "ts", (Feature("x"), Feature("clock", "any")))
+    with_copies, without = _stores(tmp_path, [view])
+    assert with_copies.prepare()["v"].startswith("prepared: 1 rows")
+    messages = []
+    for store in (with_copies, without):
+        with pytest.raises(ViewReadError, match="feature 'clock' is a TIME WITH TIME ZONE") as caught:
+            store.get_historical_features(_entities([(1, 5)]), ["v:clock"])
+        messages.append(str(caught.value))
+        assert store.get_historical_features(_entities([(1, 5)]), ["v:x"])["x"].tolist() == [1.0]
+    assert messages[0] == messages[1]
+
+
+def test_prepare_refuses_what_it_cannot_do(tmp_path):
+    path = _write(tmp_path / "v.parquet", _rows([(1, 0, 0, 1.0)]))
+    with pytest.raises(ValueError, match="in-memory store has no folder for prepared copies"):
+        FeatureStore(":memory:", [_view("v", path)]).prepare()
+    store = FeatureStore(":memory:", [_view("v", path)], prepared_dir=tmp_path / "prepared")
+    with pytest.raises(KeyError, match="'w' is not registered"):
+        store.prepare(["w"])
+    missing = FeatureStore(":memory:", [_view("v", tmp_path / "none.parquet")], prepared_dir=tmp_path / "prepared")
+    with pytest.raises(ViewReadError, match="feature view 'v'"):
+        missing.prepare()
+    assert not (tmp_path / "prepared").exists() or not list((tmp_path / "prepared").iterdir())  # (nothing half written)
+
+
+def test_file_names_of_views_do_not_collide():
+    names = ["a/b", "a_b", "A_b", "..", "x" * 300, "ü"]
+    files = [prepared.file_name(name) for name in names]
+    assert len(set(files)) == len(names)
+    assert all("/" not in f and not f.startswith(".") and len(f) < 100 for f in files)
+
+
+def test_cli_prepares_views_applied_to_the_warehouse(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    path = _write(tmp_path / "v.parquet", _rows([(1, 0, 0, 1.0), (1, 60, 60, 2.0)]))
+    warehouse = data / "warehouse.duckdb"
+    store = FeatureStore(warehouse)
+    store.apply(_view("from_files", path))
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"create table t as select * from read_parquet('{path}')")
+    store.apply(FeatureView("from_table", "t", ("k",), "ts", (Feature("x"),)))
+    env = {**os.environ, "MLOPS_DATA_DIR": str(data)}
+    run = subprocess.run([sys.executable, "-m", "mlops_pipelines.cli", "features", "prepare"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert any(line.startswith("from_files") and "prepared: 2 rows" in line for line in lines), lines
+    assert any(line.startswith("from_table") and "not prepared: it reads the table 't'" in line for line in lines)
+    assert (Path(f"{warehouse}.prepared") / prepared.file_name("from_files")).is_file()
+    unknown = subprocess.run([sys.executable, "-m", "mlops_pipelines.cli", "features", "prepare", "nope"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert unknown.returncode != 0 and "'nope' is not registered" in unknown.stderr
+    # The CLI's retrieval uses the copy: the same rows.
+    entities = tmp_path / "e.parquet"
+    _entities([(1, 90)]).to_parquet(entities)
+    out = tmp_path / "out.parquet"
+    run = subprocess.run([sys.executable, "-m", "mlops_pipelines.cli", "features", "historical", "--entities",
+                          str(entities), "--features", "from_files:x", "--out", str(out)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "note" not in run.stderr, run.stderr
+    assert pd.read_parquet(out)["x"].tolist() == [2.0]
+
+
+def test_a_copy_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = _write(tmp_path / "v.parquet", _rows([(1, 0, 0, 1.0)]))
+    store = FeatureStore(":memory:", [_view("v", path)], prepared_dir=tmp_path / "prepared")
+    store.prepare()
+    before = (tmp_path / "prepared" / prepared.file_name("v")).read_bytes()
+    _write(path, _rows([(1, 0, 0, 9.0)]))
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pa.ipc.RecordBatchFileWriter, "write_table", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        store.prepare()
+    assert [p.name for p in (tmp_path / "prepared").iterdir()] == [prepared.file_name("v")]
+    assert (tmp_path / "prepared" / prepared.file_name("v")).read_bytes() == before
+
+
+def test_values_already_in_order_keep_their_positions():
+    from mlops_pipelines.features.point_in_time import _sorted_with_positions
+
+    ordered = np.array([0, 1, 1, 4, 2**40], dtype=np.uint64)
+    values, positions = _sorted_with_positions(ordered.copy(), 41, np.full(5, -1, dtype=np.int64))
+    assert values.tolist() == ordered.tolist() and positions.tolist() == [0, 1, 2, 3, 4]
+    values, positions = _sorted_with_positions(np.array([3, 1, 3, 0], dtype=np.uint64), 2)
+    assert values.tolist() == [0, 1, 3, 3] and positions.tolist() == [3, 1, 0, 2]  # (equal values: stable)
+    values, positions = _sorted_with_positions(np.array([], dtype=np.uint64), 1)
+    assert values.tolist() == [] and positions.tolist() == []
