@@ -93,7 +93,9 @@ def _sizes(views: list[FeatureView]) -> set[str]:
     for view in views:
         path = view.source.split("'")[1]
         copy = Path(path).parent / "prepared" / prepared.file_name(view.name)
-        out.add(f"{pq.read_metadata(path).num_rows:,} rows, {copy.stat().st_size / 1e6:,.1f} MB")
+        read, kept = pq.read_metadata(path).num_rows, pa.ipc.open_file(pa.memory_map(str(copy))).read_all().num_rows
+        left_out = f" ({read - kept:,} that lose a tie left out)" if read > kept else ""
+        out.add(f"{read:,} rows{left_out}, {copy.stat().st_size / 1e6:,.1f} MB")
     return out
 
 
@@ -336,3 +338,34 @@ def test_values_already_in_order_keep_their_positions():
     assert values.tolist() == [0, 1, 3, 3] and positions.tolist() == [3, 1, 0, 2]  # (equal values: stable)
     values, positions = _sorted_with_positions(np.array([], dtype=np.uint64), 1)
     assert values.tolist() == [] and positions.tolist() == []
+
+
+def test_rows_that_lose_a_tie_are_left_out_and_answers_stay(tmp_path):
+    """Ties decided by the created timestamp, then by the features' values (NaN, NULL, -0.0),
+    and a nanosecond view (whose rows are all kept): the copy answers as the source."""
+    frame = pd.DataFrame({
+        "k": [1, 1, 1, 2, 2, 2, 3, 3],
+        "ts": pd.to_datetime([BASE] * 8, utc=True),
+        "created": pd.to_datetime([BASE, BASE + pd.Timedelta(minutes=1), BASE, BASE, BASE, BASE, None, None], utc=True),
+        "x": [5.0, 4.0, 3.0, float("nan"), 2.0, None, -0.0, 0.0],
+        "y": [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 1.0],
+    })
+    path = _write(tmp_path / "v.parquet", frame)
+    view = FeatureView("v", f"read_parquet('{path}')", ("k",), "ts", (Feature("x"), Feature("y")),
+                       created_timestamp="created")
+    nanos = tmp_path / "ns.parquet"
+    with duckdb.connect() as con:
+        con.execute(f"copy (select k, make_timestamp_ns(epoch_ns(ts) + 250) as ts, x from read_parquet('{path}')) "
+                    f"to '{nanos}' (format parquet)")
+    ns_view = FeatureView("n", f"read_parquet('{nanos}')", ("k",), "ts", (Feature("x"),))
+    with_copies, without = _stores(tmp_path, [view, ns_view])
+    done = with_copies.prepare()
+    assert done["v"].startswith("prepared: 8 rows (5 that lose a tie left out)"), done
+    assert done["n"].startswith("prepared: 8 rows, "), done
+    entities = _entities([(1, 0), (2, 0), (3, 0), (1, -1)])
+    features = ["v:x", "v:y", "n:x"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PreparedCopyStaleWarning)
+        got = with_copies.get_historical_features(entities, features, full_feature_names=True)
+    pd.testing.assert_frame_equal(got, without.get_historical_features(entities, features, full_feature_names=True))
+    assert got["v__x"].tolist()[:3] == [4.0, 2.0, 0.0] and got["v__y"].tolist()[2] == 1.0

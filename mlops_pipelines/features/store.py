@@ -588,6 +588,31 @@ def entity_rows(keys: Mapping[str, pd.Series | pa.ChunkedArray], timestamps: pd.
                                     beyond=beyond, labels=timestamps.index)
 
 
+def without_tie_losers(table: pa.Table, view: FeatureView) -> pa.Table:
+    """``table`` (a view's rows as :func:`read_view_rows` reads them, every feature) without the
+    rows that lose a tie: another row of the same keys and event time is picked before them by
+    the join's own rule (which is how they are found: each row asks the join for its own keys at
+    its own event time). No retrieval can answer with such a row, and a copy without them spares
+    every join the ranking of tied rows (~25 ms a view of 2,000,000 rows with 3% tied). A row
+    the join does not answer with a row of its own event time (an event at +/-infinity) is kept;
+    so are nanosecond views' rows."""
+    if table.num_rows < 2 or point_in_time.TS_NS in table.column_names:
+        return table
+    micros = pc.cast(table.column(point_in_time.TS), pa.int64()).to_numpy()
+    try:
+        entities = point_in_time.EntityRows(
+            keys={k: point_in_time.entity_key_array(table.column(k)) for k in view.entities}, micros=micros,
+            valid=np.ones(table.num_rows, dtype=bool))
+        chosen = point_in_time.match_rows(table, entities, view.entities, view.feature_names, None,
+                                          point_in_time.CREATED in table.column_names)
+    except (pa.ArrowException, ValueError, TypeError):  # (keys the join cannot ask for as entities: keep every row)
+        return table
+    losers = chosen >= 0
+    losers &= chosen != np.arange(table.num_rows)
+    losers &= micros[np.maximum(chosen, 0)] == micros
+    return table.filter(pa.array(~losers)) if losers.any() else table
+
+
 def _read_local_parquet_as_needed(connection: duckdb.DuckDBPyConnection) -> None:
     """DuckDB reads parquet pages as it needs them, not the whole row group's columns ahead.
 
@@ -1203,6 +1228,9 @@ class FeatureStore:
         again after the files change. A view over a table, a URL, or SQL calling ``now()``,
         ``random()`` or a macro is not prepared (see ``features/prepared.py``).
 
+        Rows that lose a tie (another row of the same keys and event time wins by the join's
+        rule) are left out of the copy: no retrieval can answer with them.
+
         Returns, for each view, what was done: ``"prepared: N rows, S MB"``, or
         ``"not prepared: <reason>"``. A view whose source cannot be read is an error
         (:class:`ViewReadError`), as in a retrieval.
@@ -1239,12 +1267,15 @@ class FeatureStore:
                 if before is None or prepared.stamp(con, view.serving_version, files.patterns) != before:
                     done[name] = "not prepared: its files changed while they were read (prepare it again)"
                     continue
+                read = table.num_rows
+                table = without_tie_losers(table, view)
                 order = [*view.entities, point_in_time.TS]
                 if point_in_time.TS_NS in table.column_names:
                     order.append(point_in_time.TS_NS)
                 path = prepared.write_copy(self.prepared_dir, name, table, before, problems["unserved"],
                                            problems["misread"], told, order)
-                done[name] = f"prepared: {table.num_rows:,} rows, {path.stat().st_size / 1e6:,.1f} MB"
+                left_out = f" ({read - table.num_rows:,} that lose a tie left out)" if read > table.num_rows else ""
+                done[name] = f"prepared: {read:,} rows{left_out}, {path.stat().st_size / 1e6:,.1f} MB"
         return done
 
     def _prepared_rows(self, connection: duckdb.DuckDBPyConnection, view: FeatureView,
