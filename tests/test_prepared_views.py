@@ -369,3 +369,107 @@ def test_rows_that_lose_a_tie_are_left_out_and_answers_stay(tmp_path):
         got = with_copies.get_historical_features(entities, features, full_feature_names=True)
     pd.testing.assert_frame_equal(got, without.get_historical_features(entities, features, full_feature_names=True))
     assert got["v__x"].tolist()[:3] == [4.0, 2.0, 0.0] and got["v__y"].tolist()[2] == 1.0
+
+
+@pytest.mark.parametrize(("source", "reason"), [
+    # A table named like a CTE, outside the CTE's scope or inside its own definition, is the table.
+    ("(select * from (with t as (select * from read_parquet('{path}')) select * from t) union all select * from t)",
+     "it reads the table 't'"),
+    ("(with t as (select * from t union all select * from read_parquet('{path}')) select * from t)",
+     "it reads the table 't'"),
+    ("(select k, ts, created, extract(epoch from current_localtimestamp()) as x from read_parquet('{path}'))",
+     "it calls current_localtimestamp()"),
+    ("(select k, ts, created, extract(epoch from ago(interval 1 day)) as x from read_parquet('{path}'))",
+     "it calls ago()"),
+    ("(select k, ts, created, x::amount as x from read_parquet('{path}'))",
+     "it casts to amount, a type of the warehouse"),
+    ("read_csv('{folder}/v.csv', columns={{'k': 'amount'}})", "names column types by text (columns=)"),
+    ("(with recursive r(n) as (select 1 union all select n + 1 from r where n < 2) "
+     "select * from read_parquet('{path}'), r)", "recursive CTE"),
+])
+def test_sources_the_warehouse_can_change_are_not_prepared(tmp_path, source, reason):
+    path = _write(tmp_path / "v.parquet", _rows([(1, 0, 0, 1.0)]))
+    warehouse = tmp_path / "w.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"create table t as select * from read_parquet('{path}')")
+        con.execute("create type amount as double")
+    view = FeatureView("v", source.format(path=path, folder=tmp_path), ("k",), "ts", (Feature("x"),))
+    done = FeatureStore(warehouse, [view]).prepare()
+    assert done["v"].startswith("not prepared: ") and reason in done["v"], done
+
+
+def test_a_macro_or_python_function_of_the_callers_connection_is_not_taken_for_duckdbs(tmp_path):
+    path = _write(tmp_path / "v.parquet", _rows([(1, 0, 0, -1.0)]))
+    view = FeatureView("v", f"(select k, ts, abs(x) as x from read_parquet('{path}'))", ("k",), "ts", (Feature("x"),))
+    store = FeatureStore(":memory:", [view], prepared_dir=tmp_path / "prepared")
+    assert store.prepare()["v"].startswith("prepared: 1 rows")
+    con = duckdb.connect()
+    con.execute("create macro abs(v) as v * 10")  # (a macro under a built-in's name wins in DuckDB)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PreparedCopyStaleWarning)
+        out = store.get_historical_features(_entities([(1, 5)]), ["v:x"], connection=con)
+    assert out["x"].tolist() == [-10.0]  # (the source, read with the connection's macro)
+    assert store.get_historical_features(_entities([(1, 5)]), ["v:x"])["x"].tolist() == [1.0]
+    done = store.prepare(connection=con)
+    assert "defines otherwise than DuckDB" in done["v"], done
+
+
+def test_a_copy_made_under_other_settings_is_not_used(tmp_path):
+    path = _write(tmp_path / "v.parquet", pd.DataFrame({"k": [1], "ts": pd.to_datetime([BASE], utc=True),
+                                                        "a": [7], "b": [2]}))
+    view = FeatureView("v", f"(select k, ts, a / b as x from read_parquet('{path}'))", ("k",), "ts",
+                       (Feature("x", "any"),))
+    store = FeatureStore(":memory:", [view], prepared_dir=tmp_path / "prepared")
+    store.prepare()
+    con = duckdb.connect()
+    con.execute("set integer_division = true")
+    with pytest.warns(PreparedCopyStaleWarning):
+        out = store.get_historical_features(_entities([(1, 5)]), ["v:x"], connection=con)
+    assert out["x"].tolist() == [3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PreparedCopyStaleWarning)
+        assert store.get_historical_features(_entities([(1, 5)]), ["v:x"])["x"].tolist() == [3.5]
+
+
+def test_a_copy_or_folder_that_cannot_be_read_is_passed_over(tmp_path, monkeypatch):
+    path = _write(tmp_path / "v.parquet", _rows([(1, 0, 0, 1.0)]))
+    store = FeatureStore(":memory:", [_view("v", path)], prepared_dir=tmp_path / "prepared")
+    store.prepare()
+
+    def refused(*args, **kwargs):  # (as for a copy another user made, mode 0600: root reads any file here)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(prepared.pa, "memory_map", refused)
+    with pytest.warns(PreparedCopyStaleWarning, match=r"cannot be read \(Permission denied\)"):
+        assert store.get_historical_features(_entities([(1, 5)]), ["v:x"])["x"].tolist() == [1.0]
+    monkeypatch.undo()
+    monkeypatch.setattr(Path, "is_file", refused)  # (a folder this user may not search)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PreparedCopyStaleWarning)
+        assert store.get_historical_features(_entities([(1, 5)]), ["v:x"])["x"].tolist() == [1.0]
+
+
+def test_files_a_connection_may_not_read_fail_as_the_source_does(tmp_path):
+    path = _write(tmp_path / "v.parquet", _rows([(1, 0, 0, 1.0)]))
+    store = FeatureStore(":memory:", [_view("v", path)], prepared_dir=tmp_path / "prepared")
+    store.prepare()
+    con = duckdb.connect()
+    con.execute("set enable_external_access = false")
+    with pytest.raises(ViewReadError, match="feature view 'v': reading .*disabled by configuration"):
+        store.get_historical_features(_entities([(1, 5)]), ["v:x"], connection=con)
+
+
+def test_a_copy_warns_of_a_features_type_before_refusing_another(tmp_path):
+    path = _write(tmp_path / "v.parquet", pd.DataFrame({"k": [1], "ts": pd.to_datetime([BASE], utc=True),
+                                                        "s": ["a"]}))
+    source = f"(select k, ts, s, '10:00:00+01'::timetz as t from read_parquet('{path}'))"
+    view = FeatureView("v", source, ("k",), "ts", (Feature("s"), Feature("t", "any")))  # (s: float by default)
+    with_copies, without = _stores(tmp_path, [view])
+    with pytest.warns(UserWarning, match="feature 's' has the type float"):
+        assert with_copies.prepare()["v"].startswith("prepared: 1 rows")
+    for store in (with_copies, without):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(ViewReadError, match="feature 't' is a TIME WITH TIME ZONE"):
+                store.get_historical_features(_entities([(1, 5)]), ["v:t"])
+        assert [type(w.message).__name__ for w in caught] == ["FeatureTypeWarning"], caught

@@ -9,10 +9,12 @@ as they are touched, and nothing is decoded (see benchmarks/RESULTS.md, session 
 A copy is used only while it is certainly the view's rows: it carries a *stamp* of what it was
 read from (the view's serving version; each file the source reads, found by DuckDB's own
 ``glob``, with its size, modification and change times and inode; DuckDB's and Arrow's
-versions), and the stamp is taken again before every use. So only a source whose rows are a
-function of its files is prepared: file readers (``read_parquet``, ``read_csv``, ...) over
-literal, local paths, and SQL around them whose every function DuckDB calls consistent. A
-table, a macro, a URL, ``now()``, ``random()`` or a sample is not prepared (with the reason).
+versions; the connection's settings but those of resources and logs), and the stamp is taken
+again before every use. So only a source whose rows are a function of its files is prepared:
+file readers (``read_parquet``, ``read_csv``, ...) over literal, local paths, and SQL around
+them (CTEs read in their scope) calling only DuckDB's own functions that answer the same for
+the same arguments. A table, a macro or Python function of the connection, a type of the
+warehouse, a URL, ``now()``, ``random()`` or a sample is not prepared (with the reason).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +46,24 @@ _FILE_SUFFIXES = (".parquet", ".csv", ".tsv", ".json", ".ndjson", ".jsonl", ".gz
 _SPECIAL_VALUES = frozenset(("current_date", "current_time", "current_timestamp", "localtime", "localtimestamp",
                              "current_user", "session_user", "user", "current_role", "current_catalog",
                              "current_schema"))
-# DuckDB settings that change the rows or Arrow types a read hands over.
-_READ_SETTINGS = ("binary_as_string", "calendar", "arrow_large_buffer_size", "produce_arrow_string_view",
-                  "arrow_lossless_conversion", "arrow_output_list_view", "default_null_order", "default_order")
+# DuckDB settings that cannot change the rows a read hands over (resources, logs, caches,
+# credentials): every other setting is in the stamp, so that a copy made under one
+# (integer_division, default_collation, Calendar, binary_as_string ...) is not used under another.
+_HARMLESS_SETTINGS = frozenset((
+    "access_mode", "allocator_background_threads", "allocator_bulk_deallocation_flush_threshold",
+    "allocator_flush_threshold", "async_threads", "block_allocator_memory", "cache_local_files",
+    "checkpoint_threshold", "custom_user_agent", "disable_parquet_prefetching", "duckdb_api",
+    "enable_external_file_cache", "enable_http_metadata_cache", "enable_logging", "enable_profiling",
+    "enable_progress_bar", "enable_progress_bar_print", "external_threads", "http_proxy_password", "log_query_path",
+    "logging_level", "logging_mode", "logging_storage", "max_memory", "max_temp_directory_size", "memory_limit",
+    "operator_memory_limit", "parquet_metadata_cache", "password", "pin_threads", "prefetch_all_parquet_files",
+    "profile_output", "profiling_coverage", "profiling_output", "profiling_renderer_settings", "progress_bar_time",
+    "read_ahead_depth", "storage_block_prefetch", "temp_directory", "temp_file_encryption", "threads",
+    "tracked_metrics", "validate_external_file_cache", "wal_autocheckpoint", "wal_autocheckpoint_entries",
+    "worker_threads", "external_file_cache_spill", "external_file_cache_request_sizing",
+    "external_file_cache_local_max_block_size", "external_file_cache_remote_max_block_size",
+    "external_file_cache_remote_min_block_size", "max_execution_time",
+))
 
 
 @dataclass(frozen=True)
@@ -55,6 +73,7 @@ class SourceFiles:
 
     patterns: tuple[str, ...] = ()
     reason: str | None = None
+    functions: tuple[str, ...] = ()  # (the functions and readers it calls, checked on each connection)
 
 
 def file_name(view_name: str) -> str:
@@ -88,98 +107,238 @@ def _literal_texts(expression: Mapping) -> list[str] | None:
     return None
 
 
-def _nodes(node: object) -> Iterator[dict]:
-    """Every object of a serialized SQL tree, depth first (iteratively: no recursion limit)."""
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(reversed(item))
-        elif isinstance(item, dict):
-            yield item
-            stack.extend(reversed(list(item.values())))
-
-
 _FOUND: dict[str, SourceFiles] = {}  # (by source text: a view's source is read on every retrieval)
 
 
 def source_files(source: str, connection: duckdb.DuckDBPyConnection) -> SourceFiles:
     """The files a view's SQL ``source`` reads, when its rows are a function of them alone (see
-    the module's text); else the reason it is not. (A function of the text and of DuckDB's
-    functions, read through ``connection``; kept once found: a function the connection lacks
-    fails the read anyway.)"""
+    the module's text); else the reason it is not. The SQL is read once (kept by its text); the
+    functions it calls are checked on ``connection`` every time: a macro or Python function
+    made there under a built-in's name (or a reader's) would change the rows."""
     if source not in _FOUND:
         if len(_FOUND) > 1024:
             _FOUND.clear()
-        _FOUND[source] = _source_files(source, connection)
-    return _FOUND[source]
+        _FOUND[source] = _source_files(source)
+    found = _FOUND[source]
+    if found.reason is None and found.functions:
+        try:
+            counts = dict(connection.execute(
+                "select lower(function_name), count(*) from duckdb_functions() where lower(function_name) in "
+                f"({', '.join('?' for _ in found.functions)}) group by all", list(found.functions)).fetchall())
+        except duckdb.Error:
+            return SourceFiles(reason="its functions could not be listed on this connection")
+        made_here = sorted(name for name in found.functions if counts.get(name) != _builtins().functions.get(name))
+        if made_here:
+            return SourceFiles(reason=f"it calls {made_here[0]}(), which this connection defines otherwise than "
+                                      "DuckDB (a macro or a Python function)")
+    return found
 
 
-def _source_files(source: str, parser: duckdb.DuckDBPyConnection) -> SourceFiles:
+class _NotPrepared(Exception):
+    """Why a source is not prepared (internal: becomes ``SourceFiles.reason``)."""
+
+
+@dataclass(frozen=True)
+class _Builtins:
+    functions: dict[str, int]  # name -> how many overloads a fresh connection has
+    types: frozenset[str]
+
+
+_BUILTINS: list[_Builtins] = []
+_CONSISTENT: list[frozenset[str]] = []
+
+
+def _builtins() -> _Builtins:
+    """DuckDB's own functions and types, as a fresh connection lists them (read once)."""
+    if not _BUILTINS:
+        with duckdb.connect() as fresh:
+            functions = dict(fresh.execute("select lower(function_name), count(*) from duckdb_functions() "
+                                           "group by all").fetchall())
+            types = frozenset(name.lower() for (name,) in fresh.execute("select type_name from duckdb_types()")
+                              .fetchall())
+        _BUILTINS.append(_Builtins(functions, types))
+    return _BUILTINS[0]
+
+
+def _consistent() -> frozenset[str]:
+    """The names of DuckDB's own functions that answer the same for the same arguments, in an
+    expression (table functions aside): every scalar, aggregate and window overload CONSISTENT,
+    and every built-in macro's SQL (``ago``: ``current_timestamp - i``) no less so (read once)."""
+    if not _CONSISTENT:
+        with duckdb.connect() as fresh:
+            rows = fresh.execute("select lower(function_name), function_type, stability, macro_definition "
+                                 "from duckdb_functions() where function_type in ('scalar', 'aggregate', 'window', "
+                                 "'macro')").fetchall()
+            candidates: set[str] = set()
+            unsure: set[str] = set()
+            calls: dict[str, set[str]] = {}
+            for name, kind, stability, definition in rows:
+                candidates.add(name)
+                if kind != "macro":
+                    if stability != "CONSISTENT" or name in _CLOCK_FUNCTIONS or name.startswith("current_"):
+                        unsure.add(name)
+                    continue
+                reads = _Reads([], set(), set(), set())
+                try:
+                    sql = "'" + f"select {definition}".replace("'", "''") + "'"
+                    tree = json.loads(fresh.execute(f"select json_serialize_sql({sql})").fetchall()[0][0])
+                    if tree.get("error"):
+                        raise _NotPrepared("unread")
+                    _walk(tree.get("statements"), frozenset(), reads)
+                except (_NotPrepared, duckdb.Error, ValueError, RecursionError, AttributeError):
+                    unsure.add(name)
+                    continue
+                if reads.readers or reads.patterns:
+                    unsure.add(name)
+                calls.setdefault(name, set()).update(reads.functions)
+        consistent = candidates - unsure
+        changed = True
+        while changed:  # (a macro calling one that is not: neither is it)
+            changed = False
+            for name, called in calls.items():
+                if name in consistent and not called <= consistent:
+                    consistent.discard(name)
+                    changed = True
+        _CONSISTENT.append(frozenset(consistent))
+    return _CONSISTENT[0]
+
+
+# Functions DuckDB calls CONSISTENT that read the clock (DuckDB 2.0's current_localtimestamp).
+_CLOCK_FUNCTIONS = frozenset(("now", "today", "get_current_time", "get_current_timestamp", "transaction_timestamp",
+                              "localtime", "localtimestamp", "epoch_now"))
+# A reader's options that name types by text: a type of the warehouse could be among them.
+_TYPE_OPTIONS = frozenset(("columns", "types", "dtypes", "column_types", "auto_type_candidates"))
+
+
+@dataclass
+class _Reads:
+    patterns: list[str]
+    functions: set[str]  # scalar, aggregate and window functions
+    readers: set[str]
+    types: set[str]
+
+
+def _source_files(source: str) -> SourceFiles:
     quoted_sql = "'" + f"select * from {source}\n".replace("'", "''") + "'"
     try:
-        tree = json.loads(parser.execute(f"select json_serialize_sql({quoted_sql})").fetchall()[0][0])
+        with duckdb.connect() as parser:
+            tree = json.loads(parser.execute(f"select json_serialize_sql({quoted_sql})").fetchall()[0][0])
     except (duckdb.Error, ValueError):
         return SourceFiles(reason="DuckDB cannot serialize its SQL")
     if not isinstance(tree, dict) or tree.get("error"):
         return SourceFiles(reason="DuckDB cannot serialize its SQL")
-    nodes = list(_nodes(tree))
-    ctes = {str(entry.get("key", "")).lower() for node in nodes
-            for entry in (node.get("cte_map") or {}).get("map") or []}
-    patterns: list[str] = []
-    functions: set[str] = set()
-    readers: set[int] = set()  # (a file reader's own node: a FUNCTION, checked as a reader)
-    for node in nodes:
-        kind = node.get("type")
-        if node.get("sample"):
-            return SourceFiles(reason="it samples rows (a new draw on every read)")
-        if kind == "TABLE_FUNCTION":
-            function = node.get("function") or {}
-            readers.add(id(function))
-            name = str(function.get("function_name", "")).lower()
-            arguments = function.get("arguments") or function.get("children") or []
-            if name not in FILE_READERS or not arguments:
-                return SourceFiles(reason=f"it reads {name}(), whose rows are not a function of files alone")
-            files = _literal_texts(arguments[0].get("expression", arguments[0]))
-            if not files:
-                return SourceFiles(reason=f"its {name}() reads paths it computes")
-            patterns.extend(files)
-        elif kind == "BASE_TABLE":
-            schema, table = node.get("schema_name"), str(node.get("table_name", ""))
-            name = f"{schema}.{table}" if schema else table
-            if not node.get("catalog_name") and not schema and table.lower() in ctes:
-                continue
-            if node.get("catalog_name") or not (name.lower().endswith(_FILE_SUFFIXES) or "/" in name):
-                return SourceFiles(reason=f"it reads the table {name!r}, which has no stamp to tell a change by")
-            patterns.append(name)
-        elif node.get("class") == "FUNCTION" and not node.get("is_operator") and id(node) not in readers:
-            functions.add(str(node.get("function_name", "")).lower())
-        elif node.get("class") == "COLUMN_REF" and len(node.get("column_names") or []) == 1 \
-                and str(node["column_names"][0]).lower() in _SPECIAL_VALUES:
-            return SourceFiles(reason=f"it reads {node['column_names'][0]}, which changes between reads")
-    if not patterns:
+    reads = _Reads([], set(), set(), set())
+    try:
+        _walk(tree.get("statements"), frozenset(), reads)
+    except _NotPrepared as exc:
+        return SourceFiles(reason=str(exc))
+    except RecursionError:
+        return SourceFiles(reason="its SQL is too deep to read")
+    if not reads.patterns:
         return SourceFiles(reason="it reads no file")
-    remote = [p for p in patterns if "://" in p]
+    remote = [p for p in reads.patterns if "://" in p]
     if remote:
         return SourceFiles(reason=f"it reads {remote[0]!r}, not a local file")
-    relative = [p for p in patterns if not Path(p).expanduser().is_absolute()]
+    relative = [p for p in reads.patterns if not Path(p).expanduser().is_absolute()]
     if relative:
         return SourceFiles(reason=f"it reads {relative[0]!r} by a relative path")
-    if functions:
-        stable = {name for (name,) in parser.execute(
-            "select function_name from duckdb_functions() where function_name in "
-            f"({', '.join('?' for _ in functions)}) group by function_name "
-            "having bool_and(stability = 'CONSISTENT')", sorted(functions)).fetchall()}
-        changing = sorted(functions - stable)
-        if changing:
-            return SourceFiles(reason=f"it calls {changing[0]}(), which DuckDB does not call consistent "
-                                      "(or is no built-in function)")
-    return SourceFiles(patterns=tuple(patterns))
+    builtins = _builtins()
+    consistent = _consistent() if reads.functions else frozenset()
+    for name in sorted(reads.functions):
+        if name in _CLOCK_FUNCTIONS or name.startswith("current_") or name not in consistent:
+            return SourceFiles(reason=f"it calls {name}(), which DuckDB does not call consistent (it may answer "
+                                      "otherwise on another read), or which is no built-in function")
+    for name in sorted(reads.types):
+        if name not in builtins.types:
+            return SourceFiles(reason=f"it casts to {name}, a type of the warehouse, not of DuckDB")
+    return SourceFiles(patterns=tuple(reads.patterns), functions=tuple(sorted(reads.functions | reads.readers)))
+
+
+def _option(argument: object) -> tuple[str, object]:
+    """A table function's named argument (``header = true``: a comparison to the parser, or a
+    named entry) as its lower-case name and value; ("", the argument) for a positional one."""
+    if not isinstance(argument, dict):
+        return "", argument
+    expression = argument.get("expression", argument)
+    left = expression.get("left") if isinstance(expression, dict) else None
+    if isinstance(expression, dict) and expression.get("type") == "COMPARE_EQUAL" and isinstance(left, dict) \
+            and left.get("class") == "COLUMN_REF" and len(left.get("column_names") or []) == 1:
+        return str(left["column_names"][0]).lower(), expression.get("right")
+    return str(argument.get("name") or "").lower(), expression
+
+
+def _walk(node: object, ctes: frozenset[str], reads: _Reads) -> None:
+    """Read a serialized SQL tree for what :func:`_source_files` needs; ``ctes``: the common
+    table expressions in scope (a table reference by one of their names is that CTE)."""
+    if isinstance(node, list):
+        for item in node:
+            _walk(item, ctes, reads)
+        return
+    if not isinstance(node, dict):
+        return
+    if node.get("sample"):
+        raise _NotPrepared("it samples rows (a new draw on every read)")
+    kind = node.get("type")
+    if kind == "RECURSIVE_CTE_NODE":
+        raise _NotPrepared("it has a recursive CTE")
+    entries = (node.get("cte_map") or {}).get("map") or []
+    if entries:
+        visible = set(ctes)
+        for entry in entries:  # (a CTE sees the ones before it, not itself)
+            _walk(entry.get("value"), frozenset(visible), reads)
+            visible.add(str(entry.get("key", "")).lower())
+        ctes = frozenset(visible)
+    if kind == "TABLE_FUNCTION":
+        function = node.get("function") or {}
+        name = str(function.get("function_name", "")).lower()
+        arguments = function.get("arguments") or function.get("children") or []
+        if name not in FILE_READERS or not arguments or function.get("schema") or function.get("catalog"):
+            raise _NotPrepared(f"it reads {name}(), whose rows are not a function of files alone")
+        files = _literal_texts(arguments[0].get("expression", arguments[0]))
+        if not files:
+            raise _NotPrepared(f"its {name}() reads paths it computes")
+        reads.patterns.extend(files)
+        reads.readers.add(name)  # (checked on the connection: a table macro may take its name)
+        for argument in arguments[1:]:
+            option, value = _option(argument)
+            if option in _TYPE_OPTIONS:
+                raise _NotPrepared(f"its {name}() names column types by text ({option}=)")
+            _walk(value, ctes, reads)
+        _walk([value for key, value in node.items() if key not in ("function", "cte_map")], ctes, reads)
+        return
+    if kind == "BASE_TABLE":
+        schema, table = node.get("schema_name"), str(node.get("table_name", ""))
+        name = f"{schema}.{table}" if schema else table
+        if not node.get("catalog_name") and not schema and table.lower() in ctes:
+            return
+        if node.get("catalog_name") or not (name.lower().endswith(_FILE_SUFFIXES) or "/" in name):
+            raise _NotPrepared(f"it reads the table {name!r}, which has no stamp to tell a change by")
+        reads.patterns.append(name)
+        return
+    if node.get("class") == "FUNCTION" and not node.get("is_operator"):
+        reads.functions.add(str(node.get("function_name", "")).lower())
+    elif node.get("class") == "COLUMN_REF" and len(node.get("column_names") or []) == 1 \
+            and str(node["column_names"][0]).lower() in _SPECIAL_VALUES:
+        raise _NotPrepared(f"it reads {node['column_names'][0]}, which changes between reads")
+    elif node.get("class") == "TYPE":
+        if node.get("schema") or node.get("catalog"):
+            raise _NotPrepared(f"it casts to {node.get('type_name')!r} of a schema")
+        reads.types.add(str(node.get("type_name", "")).lower())
+    for key, value in node.items():
+        if key != "cte_map":
+            _walk(value, ctes, reads)
 
 
 def stamp(connection: duckdb.DuckDBPyConnection, serving_version: str, patterns: Sequence[str]) -> str | None:
     """What a prepared copy of these files under this declaration is a copy of, as text; None
-    when a pattern names no file (DuckDB's read would fail, and says why)."""
+    when a pattern names no file or cannot be looked at (the source's read fails, and says why)."""
+    try:
+        return _stamp(connection, serving_version, patterns)
+    except duckdb.Error:  # (files this connection may not read: enable_external_access=false ...)
+        return None
+
+
+def _stamp(connection: duckdb.DuckDBPyConnection, serving_version: str, patterns: Sequence[str]) -> str | None:
     files: list[list] = []
     for pattern in patterns:
         found = sorted(row[0] for row in connection.execute("select file from glob(?)", [pattern]).fetchall())
@@ -191,12 +350,8 @@ def stamp(connection: duckdb.DuckDBPyConnection, serving_version: str, patterns:
             except OSError:
                 return None
             files.append([path, status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino])
-    settings = {}
-    for setting in _READ_SETTINGS:
-        try:
-            settings[setting] = str(connection.execute("select current_setting(?)", [setting]).fetchall()[0][0])
-        except duckdb.Error:  # (a DuckDB without the setting)
-            pass
+    settings = {name: value for name, value in connection.execute(
+        "select name, value from duckdb_settings()").fetchall() if name not in _HARMLESS_SETTINGS}
     return json.dumps({"format": FORMAT, "view": serving_version, "duckdb": duckdb.__version__,
                        "pyarrow": pa.__version__, "settings": settings, "files": files}, sort_keys=True)
 
@@ -212,22 +367,27 @@ class PreparedCopy:
     warnings: list[str]
 
 
+STALE = "is not of its files or declaration as they are now"
+
+
 def open_copy(folder: Path, view_name: str, expected: str) -> PreparedCopy | None | str:
-    """The prepared copy of a view when its stamp is ``expected``; None when there is none; the
-    text "stale" when there is one of other files or another declaration."""
+    """The prepared copy of a view when its stamp is ``expected``; None when there is none; else
+    why it is not used (:data:`STALE`, or why it cannot be read)."""
     path = folder / file_name(view_name)
     try:
         source = pa.memory_map(str(path))
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:  # (a copy another user made, unreadable to this one)
+        return f"cannot be read ({exc.strerror or exc})"
     try:
         reader = pa.ipc.open_file(source)
         metadata = json.loads((reader.schema.metadata or {}).get(STAMP_KEY, b"{}"))
         if metadata.get("stamp") != expected:
-            return "stale"
+            return STALE
         table = reader.read_all()
     except (pa.ArrowInvalid, ValueError, OSError):
-        return "stale"  # (a copy cut short or of another layout: read from the source)
+        return STALE  # (a copy cut short or of another layout: read from the source)
     table = table.replace_schema_metadata(None)
     return PreparedCopy(table, metadata.get("unserved", {}), metadata.get("misread", {}), metadata.get("warnings", []))
 
@@ -239,7 +399,7 @@ def write_copy(folder: Path, view_name: str, table: pa.Table, stamp_text: str, u
     Returns its path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / file_name(view_name)
-    partial = folder / f".{path.name}.{os.getpid()}.partial"
+    partial = folder / f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial"
     try:
         table = table.unify_dictionaries().combine_chunks()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowCapacityError):
@@ -249,7 +409,7 @@ def write_copy(folder: Path, view_name: str, table: pa.Table, stamp_text: str, u
             # Rows in the order of their keys and times: the join then finds its codes in order
             # and skips their sort (point_in_time._sorted_with_positions checks, whatever the order).
             table = table.sort_by([(column, "ascending") for column in order])
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowCapacityError):
             pass  # (keys Arrow does not sort: the join sorts their codes)
     metadata = {"stamp": stamp_text, "unserved": dict(unserved), "misread": dict(misread),
                 "warnings": list(warnings)}

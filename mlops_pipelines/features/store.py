@@ -1196,10 +1196,12 @@ class FeatureStore:
                 view = self.views[view_name]
                 # Every declared feature is read, asked for or not: ties are decided on all of them.
                 table = self._prepared_rows(connection, view, served=names if as_pandas else (), asked=names)
+                sorted_rows = 0  # (a prepared copy's rows are in order: the join sorts only the entity rows)
                 if table is None:
                     table = read_view_rows(connection, view, view.feature_names, served=names if as_pandas else (),
                                            asked=names, entities=entities)
-                numpy_sort.warn_if_sorting_slowly(table.num_rows + len(entities))
+                    sorted_rows = table.num_rows
+                numpy_sort.warn_if_sorting_slowly(sorted_rows + len(entities))
                 pending.append(pool.submit(join, view_name, table, entities, view.entities, view.feature_names, names,
                                            view.ttl_micros, view.created_timestamp is not None, as_pandas,
                                            # No view after it can take this workspace (usually):
@@ -1283,7 +1285,12 @@ class FeatureStore:
         """The rows :func:`read_view_rows` would read of ``view`` (every feature), from its
         prepared copy when there is one of its files and declaration as they are now; else None
         (with a :class:`PreparedCopyStaleWarning` when the copy is stale)."""
-        if self.prepared_dir is None or not (self.prepared_dir / prepared.file_name(view.name)).is_file():
+        if self.prepared_dir is None:
+            return None
+        try:
+            if not (self.prepared_dir / prepared.file_name(view.name)).is_file():
+                return None
+        except OSError:  # (a folder this user may not search: as if there were no copy)
             return None
         files = prepared.source_files(view.source, connection)
         if files.reason:
@@ -1292,16 +1299,17 @@ class FeatureStore:
         if expected is None:
             return None  # (a file gone: reading the source says which)
         copy = prepared.open_copy(self.prepared_dir, view.name, expected)
-        if copy is None or copy == "stale":
-            warnings.warn(PreparedCopyStaleWarning(
-                f"feature view {view.name!r}: its prepared copy "
-                f"({self.prepared_dir / prepared.file_name(view.name)}) is not of its files or declaration as "
-                f"they are now: read from its source; prepare it again (FeatureStore.prepare, "
-                "`mlops features prepare`)"), stacklevel=outside_stacklevel())
+        if copy is None:
             return None
-        refuse_type_problems(view, view.feature_names, copy.unserved, copy.misread, served, asked)
-        for text in copy.warnings:  # (as a read of the source warns: every time)
+        if isinstance(copy, str):
+            warnings.warn(PreparedCopyStaleWarning(
+                f"feature view {view.name!r}: its prepared copy ({self.prepared_dir / prepared.file_name(view.name)}) "
+                f"{copy}: read from its source; prepare it again (FeatureStore.prepare, `mlops features prepare`)"),
+                stacklevel=outside_stacklevel())
+            return None
+        for text in copy.warnings:  # (as a read of the source warns: every time, before its refusals)
             warnings.warn(FeatureTypeWarning(text), stacklevel=outside_stacklevel())
+        refuse_type_problems(view, view.feature_names, copy.unserved, copy.misread, served, asked)
         return copy.table
 
     def registry(self, connection: duckdb.DuckDBPyConnection | None = None) -> list[tuple[str, ...]] | None:
