@@ -473,3 +473,17 @@ def test_a_copy_warns_of_a_features_type_before_refusing_another(tmp_path):
             with pytest.raises(ViewReadError, match="feature 't' is a TIME WITH TIME ZONE"):
                 store.get_historical_features(_entities([(1, 5)]), ["v:t"])
         assert [type(w.message).__name__ for w in caught] == ["FeatureTypeWarning"], caught
+
+
+@pytest.mark.parametrize("first", [0.0, -0.0])
+def test_a_tie_of_zeros_of_either_sign_goes_to_the_negative_one_in_any_order(tmp_path, first):
+    """0.0 and -0.0 compare equal; the winner of their tie must not depend on which row is read
+    first (a prepared copy, a narrowed read and DuckDB's threads read rows in other orders)."""
+    path = _write(tmp_path / "v.parquet", pd.DataFrame({
+        "k": [1, 1], "ts": pd.to_datetime([BASE, BASE], utc=True), "x": [first, -first]}))
+    with_copies, without = _stores(tmp_path, [FeatureView("v", f"read_parquet('{path}')", ("k",), "ts",
+                                                          (Feature("x"),))])
+    with_copies.prepare()
+    for store in (with_copies, without):
+        got = store.get_historical_features(_entities([(1, 0)]), ["v:x"])["x"].iloc[0]
+        assert got == 0.0 and np.signbit(got)

@@ -965,8 +965,15 @@ def _tie_winners(features: pa.Table, rows: np.ndarray, group_of_row: np.ndarray,
         columns[CREATED] = _take_rows(features.column(CREATED), rows)
         order.append((CREATED, "descending", "at_end"))
     for index, name in enumerate(names):
-        columns[f"f{index}"] = _sortable(_take_rows(features.column(name), rows))
+        values = _sortable(_take_rows(features.column(name), rows))
+        columns[f"f{index}"] = values
         order.append((f"f{index}", "ascending", "at_end"))
+        if pa.types.is_floating(values.type):
+            # -0.0 sorts equal to 0.0: -0.0 first, so that the winner does not depend on the order
+            # in which the rows were read (a prepared copy's, a narrowed read's, a thread's).
+            negative = np.signbit(pc.fill_null(values, 0.0).to_numpy(zero_copy_only=False))
+            columns[f"s{index}"] = pa.array(negative)
+            order.append((f"s{index}", "descending", "at_end"))
     ranked = pc.sort_indices(pa.table(columns), sort_keys=order).to_numpy()
     groups = group_of_row[ranked]
     first = _group_starts(groups)
