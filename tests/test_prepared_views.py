@@ -266,9 +266,27 @@ def test_prepare_refuses_what_it_cannot_do(tmp_path):
     store = FeatureStore(":memory:", [_view("v", path)], prepared_dir=tmp_path / "prepared")
     with pytest.raises(KeyError, match="'w' is not registered"):
         store.prepare(["w"])
-    missing = FeatureStore(":memory:", [_view("v", tmp_path / "none.parquet")], prepared_dir=tmp_path / "prepared")
-    with pytest.raises(ViewReadError, match="feature view 'v'"):
-        missing.prepare()
+    missing = FeatureStore(":memory:", [_view("v", tmp_path / "none.parquet"), _view("w", path)],
+                           prepared_dir=tmp_path / "prepared")
+    done = missing.prepare()
+    assert done["v"] == f"not prepared: DuckDB's glob() finds no file for '{tmp_path / 'none.parquet'}' (no file)"
+    assert done["w"].startswith("prepared: 1 rows")
+    (tmp_path / "prepared" / prepared.file_name("w")).unlink()
+    # A row no retrieval has reached may hold what the source's SQL cannot cast: that view only.
+    _write(tmp_path / "text.parquet", pd.DataFrame({"k": [1, 1], "ts": pd.to_datetime([BASE, BASE + pd.Timedelta(
+        days=30)], utc=True), "x": ["1.5", "abc"]}))
+    cast = FeatureView("cast", f"(select k, ts, x::double as x from read_parquet('{tmp_path / 'text.parquet'}'))",
+                       ("k",), "ts", (Feature("x"),))
+    folder = FeatureStore(":memory:", [cast, _view("w", path)], prepared_dir=tmp_path / "prepared").prepare()
+    assert folder["cast"].startswith("not prepared: feature view 'cast': reading") and "abc" in folder["cast"]
+    assert folder["w"].startswith("prepared: 1 rows")
+    (tmp_path / "prepared" / prepared.file_name("w")).unlink()
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    _write(parts / "a.parquet", _rows([(1, 0, 0, 1.0)]))
+    whole = FeatureStore(":memory:", [FeatureView("d", f"read_parquet('{parts}')", ("k",), "ts", (Feature("x"),))],
+                         prepared_dir=tmp_path / "prepared")
+    assert "a folder, which DuckDB reads but glob() lists no file of" in whole.prepare()["d"]
     assert not (tmp_path / "prepared").exists() or not list((tmp_path / "prepared").iterdir())  # (nothing half written)
 
 
@@ -487,3 +505,14 @@ def test_a_tie_of_zeros_of_either_sign_goes_to_the_negative_one_in_any_order(tmp
     for store in (with_copies, without):
         got = store.get_historical_features(_entities([(1, 0)]), ["v:x"])["x"].iloc[0]
         assert got == 0.0 and np.signbit(got)
+
+
+def test_the_sign_of_a_zero_decides_only_after_every_feature(tmp_path):
+    path = _write(tmp_path / "v.parquet", pd.DataFrame({
+        "k": [1, 1], "ts": pd.to_datetime([BASE, BASE], utc=True), "x": [-0.0, 0.0], "y": [float("inf"), -1.0]}))
+    view = FeatureView("v", f"read_parquet('{path}')", ("k",), "ts", (Feature("x"), Feature("y")))
+    with_copies, without = _stores(tmp_path, [view])
+    with_copies.prepare()
+    for store in (with_copies, without):
+        out = store.get_historical_features(_entities([(1, 0)]), ["v:x", "v:y"])
+        assert out["y"].tolist() == [-1.0] and not np.signbit(out["x"].iloc[0])  # (y decides: -1.0 < inf)

@@ -964,16 +964,19 @@ def _tie_winners(features: pa.Table, rows: np.ndarray, group_of_row: np.ndarray,
     if has_created:
         columns[CREATED] = _take_rows(features.column(CREATED), rows)
         order.append((CREATED, "descending", "at_end"))
+    signs = []
     for index, name in enumerate(names):
         values = _sortable(_take_rows(features.column(name), rows))
         columns[f"f{index}"] = values
         order.append((f"f{index}", "ascending", "at_end"))
         if pa.types.is_floating(values.type):
-            # -0.0 sorts equal to 0.0: -0.0 first, so that the winner does not depend on the order
-            # in which the rows were read (a prepared copy's, a narrowed read's, a thread's).
-            negative = np.signbit(pc.fill_null(values, 0.0).to_numpy(zero_copy_only=False))
-            columns[f"s{index}"] = pa.array(negative)
-            order.append((f"s{index}", "descending", "at_end"))
+            signs.append((f"s{index}", np.signbit(pc.fill_null(values, 0.0).to_numpy(zero_copy_only=False))))
+    # Rows whose features are all equal may still differ in the sign of a zero (-0.0 == 0.0):
+    # then -0.0 first, so that the winner never depends on the order the rows were read in (a
+    # prepared copy's, a narrowed read's, a thread's).
+    for column, negative in signs:
+        columns[column] = pa.array(negative)
+        order.append((column, "descending", "at_end"))
     ranked = pc.sort_indices(pa.table(columns), sort_keys=order).to_numpy()
     groups = group_of_row[ranked]
     first = _group_starts(groups)

@@ -338,6 +338,19 @@ def stamp(connection: duckdb.DuckDBPyConnection, serving_version: str, patterns:
         return None
 
 
+def unlisted(connection: duckdb.DuckDBPyConnection, patterns: Sequence[str]) -> str:
+    """Why :func:`stamp` found no stamp for ``patterns``: the first that lists no file."""
+    for pattern in patterns:
+        try:
+            if not connection.execute("select file from glob(?) limit 1", [pattern]).fetchall():
+                kind = "a folder, which DuckDB reads but glob() lists no file of: give a pattern (" \
+                    f"'{pattern.rstrip('/')}/*.parquet')" if Path(pattern).expanduser().is_dir() else "no file"
+                return f"DuckDB's glob() finds no file for {pattern!r} ({kind})"
+        except duckdb.Error as exc:
+            return f"its files cannot be listed ({str(exc).splitlines()[0]})"
+    return "its files changed while they were listed (prepare it again)"
+
+
 def _stamp(connection: duckdb.DuckDBPyConnection, serving_version: str, patterns: Sequence[str]) -> str | None:
     files: list[list] = []
     for pattern in patterns:

@@ -594,8 +594,9 @@ def without_tie_losers(table: pa.Table, view: FeatureView) -> pa.Table:
     the join's own rule (which is how they are found: each row asks the join for its own keys at
     its own event time). No retrieval can answer with such a row, and a copy without them spares
     every join the ranking of tied rows (~25 ms a view of 2,000,000 rows with 3% tied). A row
-    the join does not answer with a row of its own event time (an event at +/-infinity) is kept;
-    so are nanosecond views' rows."""
+    the join answers with no row of its own event time is kept (an unmatchable key); so are
+    nanosecond views' rows. (Ties at +/-infinity are left out too: the join picks the same row
+    at -infinity, and serves none at +infinity.)"""
     if table.num_rows < 2 or point_in_time.TS_NS in table.column_names:
         return table
     micros = pc.cast(table.column(point_in_time.TS), pa.int64()).to_numpy()
@@ -1234,8 +1235,7 @@ class FeatureStore:
         rule) are left out of the copy: no retrieval can answer with them.
 
         Returns, for each view, what was done: ``"prepared: N rows, S MB"``, or
-        ``"not prepared: <reason>"``. A view whose source cannot be read is an error
-        (:class:`ViewReadError`), as in a retrieval.
+        ``"not prepared: <reason>"`` (also when its source cannot be read: the error's text).
         """
         if self.prepared_dir is None:
             raise ValueError("an in-memory store has no folder for prepared copies: pass prepared_dir=...")
@@ -1257,16 +1257,23 @@ class FeatureStore:
                     done[name] = f"not prepared: {files.reason}"
                     continue
                 before = prepared.stamp(con, view.serving_version, files.patterns)
+                if before is None:
+                    done[name] = f"not prepared: {prepared.unlisted(con, files.patterns)}"
+                    continue
                 problems: dict[str, dict[str, str]] = {}
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", FeatureTypeWarning)
-                    table = read_view_rows(con, view, view.feature_names, problems=problems)
+                try:
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always", FeatureTypeWarning)
+                        table = read_view_rows(con, view, view.feature_names, problems=problems)
+                except ViewReadError as exc:  # (rows no retrieval has reached yet, say: the other views go on)
+                    done[name] = f"not prepared: {exc}"
+                    continue
                 told = []
                 for warning in caught:  # (out of catch_warnings: shown once, as they would be)
                     if issubclass(warning.category, FeatureTypeWarning):
                         told.append(str(warning.message))
                     warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
-                if before is None or prepared.stamp(con, view.serving_version, files.patterns) != before:
+                if prepared.stamp(con, view.serving_version, files.patterns) != before:
                     done[name] = "not prepared: its files changed while they were read (prepare it again)"
                     continue
                 read = table.num_rows
