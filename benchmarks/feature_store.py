@@ -206,6 +206,7 @@ def run_ours(meta: dict, explain: bool = False, prepared: bool = True):
         import duckdb
 
         from mlops_pipelines.features import point_in_time
+        from mlops_pipelines.features.prepared import ConnectionFacts
         from mlops_pipelines.features.store import entity_rows, read_view_rows, to_utc
 
         lines = []
@@ -231,7 +232,7 @@ def run_ours(meta: dict, explain: bool = False, prepared: bool = True):
                 view = store.views[name]
                 table = step(f"{name}: read ({'prepared copy' if prepared else 'DuckDB to Arrow'})",
                              lambda view=view: read_view_rows(con, view, view.feature_names) if not prepared
-                             else store._prepared_rows(con, view, (), ()))
+                             else store._prepared_rows(ConnectionFacts(con), view, (), ()))
                 chosen = step(f"{name}: match rows", lambda table=table, view=view: point_in_time.match_rows(
                     table, entities, view.entities, view.feature_names, view.ttl_micros, True, workspace))
                 step(f"{name}: take features", lambda table=table, names=names, chosen=chosen:

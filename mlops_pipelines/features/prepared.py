@@ -110,11 +110,38 @@ def _literal_texts(expression: Mapping) -> list[str] | None:
 _FOUND: dict[str, SourceFiles] = {}  # (by source text: a view's source is read on every retrieval)
 
 
-def source_files(source: str, connection: duckdb.DuckDBPyConnection) -> SourceFiles:
+class ConnectionFacts:
+    """What a connection defines that a prepared copy depends on: its macros and its settings,
+    each read once (on first need) per retrieval or preparation, not per view (listing the
+    functions is a query of ~11 ms)."""
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
+        self.connection = connection
+        self._macros: frozenset[str] | None = None
+        self._settings: dict[str, str] | None = None
+
+    @property
+    def macros(self) -> frozenset[str]:
+        """The names of the functions made on the connection (macros, table macros: a Python
+        function cannot take a built-in's name, and any other name is no built-in)."""
+        if self._macros is None:
+            self._macros = frozenset(name for (name,) in self.connection.execute(
+                "select distinct lower(function_name) from duckdb_functions() where not internal").fetchall())
+        return self._macros
+
+    @property
+    def settings(self) -> dict[str, str]:
+        if self._settings is None:
+            self._settings = {name: value for name, value in self.connection.execute(
+                "select name, value from duckdb_settings()").fetchall() if name not in _HARMLESS_SETTINGS}
+        return self._settings
+
+
+def source_files(source: str, facts: ConnectionFacts) -> SourceFiles:
     """The files a view's SQL ``source`` reads, when its rows are a function of them alone (see
     the module's text); else the reason it is not. The SQL is read once (kept by its text); the
-    functions it calls are checked on ``connection`` every time: a macro or Python function
-    made there under a built-in's name (or a reader's) would change the rows."""
+    functions it calls are checked against the connection's own macros every time: one made
+    under a built-in's name (or a reader's) would change the rows."""
     if source not in _FOUND:
         if len(_FOUND) > 1024:
             _FOUND.clear()
@@ -122,15 +149,12 @@ def source_files(source: str, connection: duckdb.DuckDBPyConnection) -> SourceFi
     found = _FOUND[source]
     if found.reason is None and found.functions:
         try:
-            counts = dict(connection.execute(
-                "select lower(function_name), count(*) from duckdb_functions() where lower(function_name) in "
-                f"({', '.join('?' for _ in found.functions)}) group by all", list(found.functions)).fetchall())
+            made_here = sorted(set(found.functions) & facts.macros)
         except duckdb.Error:
             return SourceFiles(reason="its functions could not be listed on this connection")
-        made_here = sorted(name for name in found.functions if counts.get(name) != _builtins().functions.get(name))
         if made_here:
             return SourceFiles(reason=f"it calls {made_here[0]}(), which this connection defines otherwise than "
-                                      "DuckDB (a macro or a Python function)")
+                                      "DuckDB (a macro)")
     return found
 
 
@@ -138,26 +162,17 @@ class _NotPrepared(Exception):
     """Why a source is not prepared (internal: becomes ``SourceFiles.reason``)."""
 
 
-@dataclass(frozen=True)
-class _Builtins:
-    functions: dict[str, int]  # name -> how many overloads a fresh connection has
-    types: frozenset[str]
-
-
-_BUILTINS: list[_Builtins] = []
+_TYPES: list[frozenset[str]] = []
 _CONSISTENT: list[frozenset[str]] = []
 
 
-def _builtins() -> _Builtins:
-    """DuckDB's own functions and types, as a fresh connection lists them (read once)."""
-    if not _BUILTINS:
+def _builtin_types() -> frozenset[str]:
+    """DuckDB's own type names, as a fresh connection lists them (read once)."""
+    if not _TYPES:
         with duckdb.connect() as fresh:
-            functions = dict(fresh.execute("select lower(function_name), count(*) from duckdb_functions() "
-                                           "group by all").fetchall())
-            types = frozenset(name.lower() for (name,) in fresh.execute("select type_name from duckdb_types()")
-                              .fetchall())
-        _BUILTINS.append(_Builtins(functions, types))
-    return _BUILTINS[0]
+            _TYPES.append(frozenset(name.lower() for (name,) in fresh.execute("select type_name from duckdb_types()")
+                                    .fetchall()))
+    return _TYPES[0]
 
 
 def _consistent() -> frozenset[str]:
@@ -242,14 +257,13 @@ def _source_files(source: str) -> SourceFiles:
     relative = [p for p in reads.patterns if not Path(p).expanduser().is_absolute()]
     if relative:
         return SourceFiles(reason=f"it reads {relative[0]!r} by a relative path")
-    builtins = _builtins()
     consistent = _consistent() if reads.functions else frozenset()
     for name in sorted(reads.functions):
         if name in _CLOCK_FUNCTIONS or name.startswith("current_") or name not in consistent:
             return SourceFiles(reason=f"it calls {name}(), which DuckDB does not call consistent (it may answer "
                                       "otherwise on another read), or which is no built-in function")
     for name in sorted(reads.types):
-        if name not in builtins.types:
+        if name not in _builtin_types():
             return SourceFiles(reason=f"it casts to {name}, a type of the warehouse, not of DuckDB")
     return SourceFiles(patterns=tuple(reads.patterns), functions=tuple(sorted(reads.functions | reads.readers)))
 
@@ -329,11 +343,12 @@ def _walk(node: object, ctes: frozenset[str], reads: _Reads) -> None:
             _walk(value, ctes, reads)
 
 
-def stamp(connection: duckdb.DuckDBPyConnection, serving_version: str, patterns: Sequence[str]) -> str | None:
-    """What a prepared copy of these files under this declaration is a copy of, as text; None
-    when a pattern names no file or cannot be looked at (the source's read fails, and says why)."""
+def stamp(facts: ConnectionFacts, serving_version: str, patterns: Sequence[str]) -> str | None:
+    """What a prepared copy of these files under this declaration, read through the connection
+    of ``facts``, is a copy of, as text; None when a pattern names no file or cannot be looked
+    at (the source's read fails, and says why)."""
     try:
-        return _stamp(connection, serving_version, patterns)
+        return _stamp(facts, serving_version, patterns)
     except duckdb.Error:  # (files this connection may not read: enable_external_access=false ...)
         return None
 
@@ -351,10 +366,10 @@ def unlisted(connection: duckdb.DuckDBPyConnection, patterns: Sequence[str]) -> 
     return "its files changed while they were listed (prepare it again)"
 
 
-def _stamp(connection: duckdb.DuckDBPyConnection, serving_version: str, patterns: Sequence[str]) -> str | None:
+def _stamp(facts: ConnectionFacts, serving_version: str, patterns: Sequence[str]) -> str | None:
     files: list[list] = []
     for pattern in patterns:
-        found = sorted(row[0] for row in connection.execute("select file from glob(?)", [pattern]).fetchall())
+        found = sorted(row[0] for row in facts.connection.execute("select file from glob(?)", [pattern]).fetchall())
         if not found:
             return None
         for path in found:
@@ -363,10 +378,8 @@ def _stamp(connection: duckdb.DuckDBPyConnection, serving_version: str, patterns
             except OSError:
                 return None
             files.append([path, status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino])
-    settings = {name: value for name, value in connection.execute(
-        "select name, value from duckdb_settings()").fetchall() if name not in _HARMLESS_SETTINGS}
     return json.dumps({"format": FORMAT, "view": serving_version, "duckdb": duckdb.__version__,
-                       "pyarrow": pa.__version__, "settings": settings, "files": files}, sort_keys=True)
+                       "pyarrow": pa.__version__, "settings": facts.settings, "files": files}, sort_keys=True)
 
 
 @dataclass(frozen=True)

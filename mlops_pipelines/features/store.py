@@ -1188,6 +1188,7 @@ class FeatureStore:
             finally:
                 spare.put(workspace)
 
+        facts = prepared.ConnectionFacts(connection)  # (read once for every view)
         with point_in_time.small_pages(), ThreadPoolExecutor(max_workers=workers) as pool:
             pending = []
             for index, (view_name, names) in enumerate(wanted.items()):
@@ -1196,7 +1197,7 @@ class FeatureStore:
                     wait(running, return_when=FIRST_COMPLETED)
                 view = self.views[view_name]
                 # Every declared feature is read, asked for or not: ties are decided on all of them.
-                table = self._prepared_rows(connection, view, served=names if as_pandas else (), asked=names)
+                table = self._prepared_rows(facts, view, served=names if as_pandas else (), asked=names)
                 sorted_rows = 0  # (a prepared copy's rows are in order: the join sorts only the entity rows)
                 if table is None:
                     table = read_view_rows(connection, view, view.feature_names, served=names if as_pandas else (),
@@ -1250,13 +1251,14 @@ class FeatureStore:
                 raise self._not_registered(unknown, connection)
         done: dict[str, str] = {}
         with self._connection(connection) as con:
+            facts = prepared.ConnectionFacts(con)
             for name in names:
                 view = self.views[name]
-                files = prepared.source_files(view.source, con)
+                files = prepared.source_files(view.source, facts)
                 if files.reason:
                     done[name] = f"not prepared: {files.reason}"
                     continue
-                before = prepared.stamp(con, view.serving_version, files.patterns)
+                before = prepared.stamp(facts, view.serving_version, files.patterns)
                 if before is None:
                     done[name] = f"not prepared: {prepared.unlisted(con, files.patterns)}"
                     continue
@@ -1273,7 +1275,7 @@ class FeatureStore:
                     if issubclass(warning.category, FeatureTypeWarning):
                         told.append(str(warning.message))
                     warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
-                if prepared.stamp(con, view.serving_version, files.patterns) != before:
+                if prepared.stamp(facts, view.serving_version, files.patterns) != before:
                     done[name] = "not prepared: its files changed while they were read (prepare it again)"
                     continue
                 read = table.num_rows
@@ -1287,11 +1289,12 @@ class FeatureStore:
                 done[name] = f"prepared: {read:,} rows{left_out}, {path.stat().st_size / 1e6:,.1f} MB"
         return done
 
-    def _prepared_rows(self, connection: duckdb.DuckDBPyConnection, view: FeatureView,
+    def _prepared_rows(self, facts: prepared.ConnectionFacts, view: FeatureView,
                        served: Collection[str], asked: Collection[str]) -> pa.Table | None:
-        """The rows :func:`read_view_rows` would read of ``view`` (every feature), from its
-        prepared copy when there is one of its files and declaration as they are now; else None
-        (with a :class:`PreparedCopyStaleWarning` when the copy is stale)."""
+        """The rows :func:`read_view_rows` would read of ``view`` (every feature) through the
+        connection of ``facts``, from its prepared copy when there is one of its files,
+        declaration and settings as they are now; else None (with a
+        :class:`PreparedCopyStaleWarning` when the copy is stale)."""
         if self.prepared_dir is None:
             return None
         try:
@@ -1299,10 +1302,10 @@ class FeatureStore:
                 return None
         except OSError:  # (a folder this user may not search: as if there were no copy)
             return None
-        files = prepared.source_files(view.source, connection)
+        files = prepared.source_files(view.source, facts)
         if files.reason:
             return None
-        expected = prepared.stamp(connection, view.serving_version, files.patterns)
+        expected = prepared.stamp(facts, view.serving_version, files.patterns)
         if expected is None:
             return None  # (a file gone: reading the source says which)
         copy = prepared.open_copy(self.prepared_dir, view.name, expected)
