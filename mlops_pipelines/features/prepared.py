@@ -233,11 +233,17 @@ class _Reads:
     types: set[str]
 
 
+_PARSER: list[duckdb.DuckDBPyConnection] = []  # (one in-memory connection a process: opening one takes ~20 ms)
+_PARSING = threading.Lock()
+
+
 def _source_files(source: str) -> SourceFiles:
     quoted_sql = "'" + f"select * from {source}\n".replace("'", "''") + "'"
     try:
-        with duckdb.connect() as parser:
-            tree = json.loads(parser.execute(f"select json_serialize_sql({quoted_sql})").fetchall()[0][0])
+        with _PARSING:
+            if not _PARSER:
+                _PARSER.append(duckdb.connect())
+            tree = json.loads(_PARSER[0].execute(f"select json_serialize_sql({quoted_sql})").fetchall()[0][0])
     except (duckdb.Error, ValueError):
         return SourceFiles(reason="DuckDB cannot serialize its SQL")
     if not isinstance(tree, dict) or tree.get("error"):
