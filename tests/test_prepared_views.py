@@ -516,3 +516,14 @@ def test_the_sign_of_a_zero_decides_only_after_every_feature(tmp_path):
     for store in (with_copies, without):
         out = store.get_historical_features(_entities([(1, 0)]), ["v:x", "v:y"])
         assert out["y"].tolist() == [-1.0] and not np.signbit(out["x"].iloc[0])  # (y decides: -1.0 < inf)
+
+
+def test_a_macro_kept_in_the_warehouse_file_is_looked_for_too(tmp_path):
+    path = _write(tmp_path / "v.parquet", _rows([(1, 0, 0, -1.0)]))
+    warehouse = tmp_path / "w.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("create macro abs(v) as v * 10")
+    view = FeatureView("v", f"(select k, ts, abs(x) as x from read_parquet('{path}'))", ("k",), "ts", (Feature("x"),))
+    store = FeatureStore(warehouse, [view])
+    assert "defines otherwise than DuckDB (a macro)" in store.prepare()["v"]
+    assert store.get_historical_features(_entities([(1, 5)]), ["v:x"])["x"].tolist() == [-10.0]

@@ -115,9 +115,11 @@ class ConnectionFacts:
     each read once (on first need) per retrieval or preparation, not per view (listing the
     functions is a query of ~11 ms)."""
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, connection: duckdb.DuckDBPyConnection, empty: bool = False) -> None:
+        """``empty``: the connection is to a new in-memory database (the store's own), in
+        which nothing can have made a macro yet."""
         self.connection = connection
-        self._macros: frozenset[str] | None = None
+        self._macros: frozenset[str] | None = frozenset() if empty else None
         self._settings: dict[str, str] | None = None
 
     @property

@@ -1162,9 +1162,11 @@ class FeatureStore:
 
     def join_features(self, connection: duckdb.DuckDBPyConnection, entities: point_in_time.EntityRows,
                       wanted: dict[str, list[str]], full_feature_names: bool,
-                      as_pandas: bool = False) -> pa.Table | pd.DataFrame:
+                      as_pandas: bool = False,
+                      facts: prepared.ConnectionFacts | None = None) -> pa.Table | pd.DataFrame:
         """The features of ``wanted`` (from :meth:`resolve_features`) for each entity row, in order:
-        an Arrow table (nulls where nothing matches) or a pandas frame (NaN/None).
+        an Arrow table (nulls where nothing matches) or a pandas frame (NaN/None). ``facts``: what
+        prepared copies depend on of ``connection``, when known (else read as needed).
 
         Views are joined two at a time in worker threads (the sorts and searches release the
         GIL). A view is read only once a worker is free: reading all of them ahead overlaps more
@@ -1188,7 +1190,8 @@ class FeatureStore:
             finally:
                 spare.put(workspace)
 
-        facts = prepared.ConnectionFacts(connection)  # (read once for every view)
+        if facts is None:
+            facts = prepared.ConnectionFacts(connection)  # (read once for every view)
         with point_in_time.small_pages(), ThreadPoolExecutor(max_workers=workers) as pool:
             pending = []
             for index, (view_name, names) in enumerate(wanted.items()):
@@ -1251,7 +1254,7 @@ class FeatureStore:
                 raise self._not_registered(unknown, connection)
         done: dict[str, str] = {}
         with self._connection(connection) as con:
-            facts = prepared.ConnectionFacts(con)
+            facts = prepared.ConnectionFacts(con, empty=connection is None and self.database_path == ":memory:")
             for name in names:
                 view = self.views[name]
                 files = prepared.source_files(view.source, facts)
@@ -1400,7 +1403,9 @@ class FeatureStore:
             frame[timestamp_column] = to_utc(frame[timestamp_column])
             entities = entity_rows({k: frame[k] for k in self.entity_keys(wanted)}, frame[timestamp_column])
             with self._connection(connection) as con:
-                joined = self.join_features(con, entities, wanted, full_feature_names, as_pandas=True)
+                # (the store's own in-memory database has no macros to look for)
+                facts = prepared.ConnectionFacts(con, empty=connection is None and self.database_path == ":memory:")
+                joined = self.join_features(con, entities, wanted, full_feature_names, as_pandas=True, facts=facts)
             joined = joined[outputs]
             joined.index = frame.index
             return pd.concat([frame, joined], axis=1)
