@@ -242,7 +242,13 @@ def _features_prepare(args: argparse.Namespace) -> int:
         print(f"{name:<{width}}  {outcome}")
     if not done:
         print("no feature view to prepare", file=sys.stderr)
+        return 0
     print(f"prepared copies in {store.prepared_dir}")
+    # Views named and not prepared: the request was not done (every view by default: some are tables).
+    missed = [name for name in (args.views or ()) if not done[name].startswith("prepared")]
+    if missed:
+        print(f"not prepared: {', '.join(missed)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -315,6 +315,9 @@ def test_cli_prepares_views_applied_to_the_warehouse(tmp_path):
     assert any(line.startswith("from_files") and "prepared: 2 rows" in line for line in lines), lines
     assert any(line.startswith("from_table") and "not prepared: it reads the table 't'" in line for line in lines)
     assert (Path(f"{warehouse}.prepared") / prepared.file_name("from_files")).is_file()
+    named = subprocess.run([sys.executable, "-m", "mlops_pipelines.cli", "features", "prepare", "from_table"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert named.returncode == 1 and "not prepared: from_table" in named.stderr, named
     unknown = subprocess.run([sys.executable, "-m", "mlops_pipelines.cli", "features", "prepare", "nope"], env=env,
                              capture_output=True, text=True, timeout=120)
     assert unknown.returncode != 0 and "'nope' is not registered" in unknown.stderr
@@ -440,6 +443,14 @@ def test_a_copy_made_under_other_settings_is_not_used(tmp_path):
     store = FeatureStore(":memory:", [view], prepared_dir=tmp_path / "prepared")
     store.prepare()
     con = duckdb.connect()
+    # Settings that change no value (memory, threads) leave the copy in use: a caller's connection,
+    # another store's memory limit.
+    con.execute("set threads = 1")
+    other = FeatureStore(":memory:", [view], memory_limit="2GB", prepared_dir=tmp_path / "prepared")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PreparedCopyStaleWarning)
+        assert store.get_historical_features(_entities([(1, 5)]), ["v:x"], connection=con)["x"].tolist() == [3.5]
+        assert other.get_historical_features(_entities([(1, 5)]), ["v:x"])["x"].tolist() == [3.5]
     con.execute("set integer_division = true")
     with pytest.warns(PreparedCopyStaleWarning):
         out = store.get_historical_features(_entities([(1, 5)]), ["v:x"], connection=con)
@@ -527,3 +538,33 @@ def test_a_macro_kept_in_the_warehouse_file_is_looked_for_too(tmp_path):
     store = FeatureStore(warehouse, [view])
     assert "defines otherwise than DuckDB (a macro)" in store.prepare()["v"]
     assert store.get_historical_features(_entities([(1, 5)]), ["v:x"])["x"].tolist() == [-10.0]
+
+
+def test_a_table_named_like_the_file_is_the_table(tmp_path):
+    path = _write(tmp_path / "v.parquet", _rows([(1, 0, 0, 1.0)]))
+    warehouse = tmp_path / "w.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f'create table "{path}" as select k, ts, created, 2.0 as x from read_parquet(\'{path}\')')
+    view = FeatureView("v", f'"{path}"', ("k",), "ts", (Feature("x"),))
+    store = FeatureStore(warehouse, [view])
+    assert "which is a table or view of this connection" in store.prepare()["v"]
+    assert store.get_historical_features(_entities([(1, 5)]), ["v:x"])["x"].tolist() == [2.0]
+    plain = FeatureStore(":memory:", [view], prepared_dir=tmp_path / "prepared")  # (no such table: the file)
+    assert plain.prepare()["v"].startswith("prepared: 1 rows")
+
+
+def test_type_warnings_follow_the_callers_filters_when_preparing(tmp_path):
+    path = _write(tmp_path / "v.parquet", pd.DataFrame({"k": [1], "ts": pd.to_datetime([BASE], utc=True),
+                                                        "s": ["a"]}))
+    view = FeatureView("v", f"read_parquet('{path}')", ("k",), "ts", (Feature("s"),))  # (s: float by default)
+    store = FeatureStore(":memory:", [view], prepared_dir=tmp_path / "prepared")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match="feature 's' has the type float"):  # (as a retrieval would)
+            store.prepare()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("ignore")
+        assert store.prepare()["v"].startswith("prepared: 1 rows")
+    assert caught == []
+    with pytest.warns(UserWarning, match="feature 's' has the type float"):  # (the copy warns as the source did)
+        assert store.get_historical_features(_entities([(1, 5)]), ["v:s"])["s"].tolist() == ["a"]

@@ -77,8 +77,9 @@ class FeatureTypeWarning(UserWarning):
 
 
 class PreparedCopyStaleWarning(UserWarning):
-    """A view's prepared copy is not of its files or declaration as they are now: the view was
-    read from its source (the same rows, without the copy's speed) until it is prepared again."""
+    """A view's prepared copy is not of its files, declaration or the connection's DuckDB settings
+    (or DuckDB's or Arrow's version) as they are now, or cannot be read: the view was read from
+    its source (the same rows, without the copy's speed) until it is prepared again."""
 
 
 # The store's warnings, shown every time they are raised: as notes by the CLI, in the run's log

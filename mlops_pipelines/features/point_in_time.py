@@ -933,7 +933,8 @@ def _group_starts(groups: np.ndarray) -> np.ndarray:
 def _tie_winners(features: pa.Table, rows: np.ndarray, group_of_row: np.ndarray, names: Sequence[str],
                  has_created: bool) -> tuple[np.ndarray, np.ndarray]:
     """Among feature rows sharing keys and event time (``rows``, grouped by ``group_of_row``):
-    each group and its winning row (latest created, then smallest feature values, NULLs last).
+    each group and its winning row (latest created, then smallest feature values, NULLs last,
+    then -0.0 before 0.0, which compare equal, feature by feature).
 
     The created timestamp decides most groups alone; only groups whose latest created
     timestamp is shared (or that have none) are ranked on their feature values too.

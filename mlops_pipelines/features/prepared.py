@@ -2,7 +2,7 @@
 as uncompressed Arrow IPC files and memory-mapped when a join needs them.
 
 Reading a view is most of what a retrieval costs: DuckDB decodes its parquet into fresh memory
-on every call (on the benchmark, 0.1-0.17 s and ~40,000 page faults a view of 2,000,000 rows).
+on every call (on the benchmark, 0.1-0.17 s and ~35,000 page faults a view of 2,000,000 rows).
 A prepared copy is already in the form the join reads, so its pages come from the page cache
 as they are touched, and nothing is decoded (see benchmarks/RESULTS.md, session 19).
 
@@ -25,7 +25,7 @@ import os
 import re
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -46,24 +46,19 @@ _FILE_SUFFIXES = (".parquet", ".csv", ".tsv", ".json", ".ndjson", ".jsonl", ".gz
 _SPECIAL_VALUES = frozenset(("current_date", "current_time", "current_timestamp", "localtime", "localtimestamp",
                              "current_user", "session_user", "user", "current_role", "current_catalog",
                              "current_schema"))
-# DuckDB settings that cannot change the rows a read hands over (resources, logs, caches,
-# credentials): every other setting is in the stamp, so that a copy made under one
-# (integer_division, default_collation, Calendar, binary_as_string ...) is not used under another.
-_HARMLESS_SETTINGS = frozenset((
-    "access_mode", "allocator_background_threads", "allocator_bulk_deallocation_flush_threshold",
-    "allocator_flush_threshold", "async_threads", "block_allocator_memory", "cache_local_files",
-    "checkpoint_threshold", "custom_user_agent", "disable_parquet_prefetching", "duckdb_api",
-    "enable_external_file_cache", "enable_http_metadata_cache", "enable_logging", "enable_profiling",
-    "enable_progress_bar", "enable_progress_bar_print", "external_threads", "http_proxy_password", "log_query_path",
-    "logging_level", "logging_mode", "logging_storage", "max_memory", "max_temp_directory_size", "memory_limit",
-    "operator_memory_limit", "parquet_metadata_cache", "password", "pin_threads", "prefetch_all_parquet_files",
-    "profile_output", "profiling_coverage", "profiling_output", "profiling_renderer_settings", "progress_bar_time",
-    "read_ahead_depth", "storage_block_prefetch", "temp_directory", "temp_file_encryption", "threads",
-    "tracked_metrics", "validate_external_file_cache", "wal_autocheckpoint", "wal_autocheckpoint_entries",
-    "worker_threads", "external_file_cache_spill", "external_file_cache_request_sizing",
-    "external_file_cache_local_max_block_size", "external_file_cache_remote_max_block_size",
-    "external_file_cache_remote_min_block_size", "max_execution_time",
-))
+# DuckDB settings that change the values a read hands over (casts, arithmetic, collation and
+# order, Arrow's types, how parquet is decoded, how names resolve): those of the read that made
+# a copy are in its stamp. Resources, threads, caches and logs are not: they change no value.
+_READ_SETTINGS = (
+    "TimeZone", "Calendar", "binary_as_string", "integer_division", "default_collation", "default_null_order",
+    "default_order", "null_order", "order_by_non_integer_literal", "ieee_floating_point_ops",
+    "error_on_division_by_zero", "regex_match_operator_semantics", "arrow_large_buffer_size",
+    "arrow_lossless_conversion", "arrow_output_list_view", "arrow_output_version", "produce_arrow_string_view",
+    "disable_timestamptz_casts", "scalar_subquery_error_on_multiple_rows", "preserve_identifier_case",
+    "enable_geoparquet_conversion", "ignore_unknown_crs", "json_geometry_format", "legacy_disable_null_type",
+    "search_path", "schema", "file_search_path", "dialect_compatibility_mode", "current_dialect",
+    "table_function_identifier_conversion",
+)
 
 
 @dataclass(frozen=True)
@@ -74,6 +69,7 @@ class SourceFiles:
     patterns: tuple[str, ...] = ()
     reason: str | None = None
     functions: tuple[str, ...] = ()  # (the functions and readers it calls, checked on each connection)
+    tables: tuple[str, ...] = ()  # (files named as tables, "/data/x.parquet": a table of that name wins)
 
 
 def file_name(view_name: str) -> str:
@@ -107,7 +103,7 @@ def _literal_texts(expression: Mapping) -> list[str] | None:
     return None
 
 
-_FOUND: dict[str, SourceFiles] = {}  # (by source text: a view's source is read on every retrieval)
+_SOURCE_FILES_BY_SQL: dict[str, SourceFiles] = {}  # (a view's source is read on every retrieval)
 
 
 class ConnectionFacts:
@@ -133,9 +129,11 @@ class ConnectionFacts:
 
     @property
     def settings(self) -> dict[str, str]:
+        """The connection's settings that change the values a read hands over."""
         if self._settings is None:
-            self._settings = {name: value for name, value in self.connection.execute(
-                "select name, value from duckdb_settings()").fetchall() if name not in _HARMLESS_SETTINGS}
+            self._settings = dict(self.connection.execute(
+                "select name, value from duckdb_settings() where list_contains(?, name)",
+                [list(_READ_SETTINGS)]).fetchall())
         return self._settings
 
 
@@ -144,11 +142,12 @@ def source_files(source: str, facts: ConnectionFacts) -> SourceFiles:
     the module's text); else the reason it is not. The SQL is read once (kept by its text); the
     functions it calls are checked against the connection's own macros every time: one made
     under a built-in's name (or a reader's) would change the rows."""
-    if source not in _FOUND:
-        if len(_FOUND) > 1024:
-            _FOUND.clear()
-        _FOUND[source] = _source_files(source)
-    found = _FOUND[source]
+    found = _SOURCE_FILES_BY_SQL.get(source)
+    if found is None:
+        found = _source_files(source)
+        if len(_SOURCE_FILES_BY_SQL) > 1024:
+            _SOURCE_FILES_BY_SQL.clear()
+        _SOURCE_FILES_BY_SQL[source] = found
     if found.reason is None and found.functions:
         try:
             made_here = sorted(set(found.functions) & facts.macros)
@@ -157,6 +156,15 @@ def source_files(source: str, facts: ConnectionFacts) -> SourceFiles:
         if made_here:
             return SourceFiles(reason=f"it calls {made_here[0]}(), which this connection defines otherwise than "
                                       "DuckDB (a macro)")
+    for name in found.tables:
+        try:
+            taken = facts.connection.execute(
+                "select count(*) from (select table_name as name from duckdb_tables() union all "
+                "select view_name from duckdb_views()) where lower(name) = lower(?)", [name]).fetchall()[0][0]
+        except duckdb.Error:
+            return SourceFiles(reason="its tables could not be listed on this connection")
+        if taken:
+            return SourceFiles(reason=f"it reads {name!r}, which is a table or view of this connection, not the file")
     return found
 
 
@@ -195,7 +203,7 @@ def _consistent() -> frozenset[str]:
                     if stability != "CONSISTENT" or name in _CLOCK_FUNCTIONS or name.startswith("current_"):
                         unsure.add(name)
                     continue
-                reads = _Reads([], set(), set(), set())
+                reads = _Reads()
                 try:
                     sql = "'" + f"select {definition}".replace("'", "''") + "'"
                     tree = json.loads(fresh.execute(f"select json_serialize_sql({sql})").fetchall()[0][0])
@@ -229,10 +237,11 @@ _TYPE_OPTIONS = frozenset(("columns", "types", "dtypes", "column_types", "auto_t
 
 @dataclass
 class _Reads:
-    patterns: list[str]
-    functions: set[str]  # scalar, aggregate and window functions
-    readers: set[str]
-    types: set[str]
+    patterns: list[str] = field(default_factory=list)
+    functions: set[str] = field(default_factory=set)  # scalar, aggregate and window functions
+    readers: set[str] = field(default_factory=set)
+    types: set[str] = field(default_factory=set)
+    tables: list[str] = field(default_factory=list)  # (files named as tables)
 
 
 _PARSER: list[duckdb.DuckDBPyConnection] = []  # (one in-memory connection a process: opening one takes ~20 ms)
@@ -250,7 +259,7 @@ def _source_files(source: str) -> SourceFiles:
         return SourceFiles(reason="DuckDB cannot serialize its SQL")
     if not isinstance(tree, dict) or tree.get("error"):
         return SourceFiles(reason="DuckDB cannot serialize its SQL")
-    reads = _Reads([], set(), set(), set())
+    reads = _Reads()
     try:
         _walk(tree.get("statements"), frozenset(), reads)
     except _NotPrepared as exc:
@@ -267,13 +276,14 @@ def _source_files(source: str) -> SourceFiles:
         return SourceFiles(reason=f"it reads {relative[0]!r} by a relative path")
     consistent = _consistent() if reads.functions else frozenset()
     for name in sorted(reads.functions):
-        if name in _CLOCK_FUNCTIONS or name.startswith("current_") or name not in consistent:
+        if name not in consistent:
             return SourceFiles(reason=f"it calls {name}(), which DuckDB does not call consistent (it may answer "
                                       "otherwise on another read), or which is no built-in function")
     for name in sorted(reads.types):
         if name not in _builtin_types():
             return SourceFiles(reason=f"it casts to {name}, a type of the warehouse, not of DuckDB")
-    return SourceFiles(patterns=tuple(reads.patterns), functions=tuple(sorted(reads.functions | reads.readers)))
+    return SourceFiles(patterns=tuple(reads.patterns), functions=tuple(sorted(reads.functions | reads.readers)),
+                       tables=tuple(reads.tables))
 
 
 def _option(argument: object) -> tuple[str, object]:
@@ -336,6 +346,7 @@ def _walk(node: object, ctes: frozenset[str], reads: _Reads) -> None:
         if node.get("catalog_name") or not (name.lower().endswith(_FILE_SUFFIXES) or "/" in name):
             raise _NotPrepared(f"it reads the table {name!r}, which has no stamp to tell a change by")
         reads.patterns.append(name)
+        reads.tables.append(name)
         return
     if node.get("class") == "FUNCTION" and not node.get("is_operator"):
         reads.functions.add(str(node.get("function_name", "")).lower())
@@ -401,7 +412,7 @@ class PreparedCopy:
     warnings: list[str]
 
 
-STALE = "is not of its files or declaration as they are now"
+STALE = "is not of its files, declaration or DuckDB settings as they are now"
 
 
 def open_copy(folder: Path, view_name: str, expected: str) -> PreparedCopy | None | str:
