@@ -19,6 +19,7 @@ warehouse, a URL, ``now()``, ``random()`` or a sample is not prepared (with the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -172,60 +173,53 @@ class _NotPrepared(Exception):
     """Why a source is not prepared (internal: becomes ``SourceFiles.reason``)."""
 
 
-_TYPES: list[frozenset[str]] = []
-_CONSISTENT: list[frozenset[str]] = []
-
-
+@functools.cache
 def _builtin_types() -> frozenset[str]:
     """DuckDB's own type names, as a fresh connection lists them (read once)."""
-    if not _TYPES:
-        with duckdb.connect() as fresh:
-            _TYPES.append(frozenset(name.lower() for (name,) in fresh.execute("select type_name from duckdb_types()")
-                                    .fetchall()))
-    return _TYPES[0]
+    with duckdb.connect() as fresh:
+        return frozenset(name.lower() for (name,) in fresh.execute("select type_name from duckdb_types()").fetchall())
 
 
+@functools.cache
 def _consistent() -> frozenset[str]:
     """The names of DuckDB's own functions that answer the same for the same arguments, in an
     expression (table functions aside): every scalar, aggregate and window overload CONSISTENT,
     and every built-in macro's SQL (``ago``: ``current_timestamp - i``) no less so (read once)."""
-    if not _CONSISTENT:
-        with duckdb.connect() as fresh:
-            rows = fresh.execute("select lower(function_name), function_type, stability, macro_definition "
-                                 "from duckdb_functions() where function_type in ('scalar', 'aggregate', 'window', "
-                                 "'macro')").fetchall()
-            candidates: set[str] = set()
-            unsure: set[str] = set()
-            calls: dict[str, set[str]] = {}
-            for name, kind, stability, definition in rows:
-                candidates.add(name)
-                if kind != "macro":
-                    if stability != "CONSISTENT" or name in _CLOCK_FUNCTIONS or name.startswith("current_"):
-                        unsure.add(name)
-                    continue
-                reads = _Reads()
-                try:
-                    sql = "'" + f"select {definition}".replace("'", "''") + "'"
-                    tree = json.loads(fresh.execute(f"select json_serialize_sql({sql})").fetchall()[0][0])
-                    if tree.get("error"):
-                        raise _NotPrepared("unread")
-                    _walk(tree.get("statements"), frozenset(), reads)
-                except (_NotPrepared, duckdb.Error, ValueError, RecursionError, AttributeError):
+    with duckdb.connect() as fresh:
+        rows = fresh.execute("select lower(function_name), function_type, stability, macro_definition "
+                             "from duckdb_functions() where function_type in ('scalar', 'aggregate', 'window', "
+                             "'macro')").fetchall()
+        candidates: set[str] = set()
+        unsure: set[str] = set()
+        calls: dict[str, set[str]] = {}
+        for name, kind, stability, definition in rows:
+            candidates.add(name)
+            if kind != "macro":
+                if stability != "CONSISTENT" or name in _CLOCK_FUNCTIONS or name.startswith("current_"):
                     unsure.add(name)
-                    continue
-                if reads.readers or reads.patterns:
-                    unsure.add(name)
-                calls.setdefault(name, set()).update(reads.functions)
-        consistent = candidates - unsure
-        changed = True
-        while changed:  # (a macro calling one that is not: neither is it)
-            changed = False
-            for name, called in calls.items():
-                if name in consistent and not called <= consistent:
-                    consistent.discard(name)
-                    changed = True
-        _CONSISTENT.append(frozenset(consistent))
-    return _CONSISTENT[0]
+                continue
+            reads = _Reads()
+            try:
+                sql = "'" + f"select {definition}".replace("'", "''") + "'"
+                tree = json.loads(fresh.execute(f"select json_serialize_sql({sql})").fetchall()[0][0])
+                if tree.get("error"):
+                    raise _NotPrepared("unread")
+                _walk(tree.get("statements"), frozenset(), reads)
+            except (_NotPrepared, duckdb.Error, ValueError, RecursionError, AttributeError):
+                unsure.add(name)
+                continue
+            if reads.readers or reads.patterns:
+                unsure.add(name)
+            calls.setdefault(name, set()).update(reads.functions)
+    consistent = candidates - unsure
+    changed = True
+    while changed:  # (a macro calling one that is not: neither is it)
+        changed = False
+        for name, called in calls.items():
+            if name in consistent and not called <= consistent:
+                consistent.discard(name)
+                changed = True
+    return frozenset(consistent)
 
 
 # Functions DuckDB calls CONSISTENT that read the clock (DuckDB 2.0's current_localtimestamp).
