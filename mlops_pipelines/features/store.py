@@ -428,7 +428,7 @@ def refuse_type_problems(view: FeatureView, names: Sequence[str], unserved: Mapp
 def read_view_rows(connection: duckdb.DuckDBPyConnection, view: FeatureView, names: Sequence[str],
                    where: str = "", served: Collection[str] = (), asked: Collection[str] = (),
                    entities: point_in_time.EntityRows | None = None,
-                   problems: dict[str, dict[str, str]] | None = None) -> pa.Table:
+                   problems: dict | None = None) -> pa.Table:
     """The rows of ``view`` for a point-in-time join (see :func:`feature_table_sql`), as Arrow.
 
     ``served``: the features that will go to pandas (or the online store), refused if pandas
@@ -1232,12 +1232,13 @@ class FeatureStore:
         """Write a prepared copy of each view of ``views`` (None: every view this store knows,
         including those applied to its warehouse) whose source reads local files: the rows a
         point-in-time join reads, as an uncompressed Arrow file in :attr:`prepared_dir`, which
-        later retrievals memory-map instead of reading the source (on the benchmark, ~0.35 s of
-        ~1 s saved; benchmarks/RESULTS.md). A copy is used only while its files (their size,
-        times and inode) and the view's declaration are as they were when it was written; else
-        the view is read from its source, with a :class:`PreparedCopyStaleWarning`. Prepare
-        again after the files change. A view over a table, a URL, or SQL calling ``now()``,
-        ``random()`` or a macro is not prepared (see ``features/prepared.py``).
+        later retrievals memory-map instead of reading the source (on the benchmark, a call of
+        0.58–0.77 s against 0.91–1.14 s; benchmarks/RESULTS.md). A copy is used only while its
+        files (their size, times and inode), the view's declaration and the DuckDB settings that
+        change values read are as they were when it was written; else the view is read from its
+        source, with a :class:`PreparedCopyStaleWarning`. Prepare again after the files change.
+        A view over a table, a URL, or SQL calling ``now()``, ``random()`` or a macro is not
+        prepared (see ``features/prepared.py``).
 
         Rows that lose a tie (another row of the same keys and event time wins by the join's
         rule) are left out of the copy: no retrieval can answer with them.
@@ -1259,7 +1260,7 @@ class FeatureStore:
                 raise self._not_registered(unknown, connection)
         done: dict[str, str] = {}
         with self._connection(connection) as con:
-            facts = prepared.ConnectionFacts(con, empty=connection is None and self.database_path == ":memory:")
+            facts = self._facts(con, connection)
             for name in names:
                 view = self.views[name]
                 files = prepared.source_files(view.source, facts)
@@ -1289,6 +1290,12 @@ class FeatureStore:
                 left_out = f" ({read - table.num_rows:,} that lose a tie left out)" if read > table.num_rows else ""
                 done[name] = f"prepared: {read:,} rows{left_out}, {path.stat().st_size / 1e6:,.1f} MB"
         return done
+
+    def _facts(self, con: duckdb.DuckDBPyConnection,
+               given: duckdb.DuckDBPyConnection | None) -> prepared.ConnectionFacts:
+        """What prepared copies depend on of ``con``: the caller's connection (``given``) or the
+        store's own, whose in-memory database has no macros to look for."""
+        return prepared.ConnectionFacts(con, empty=given is None and self.database_path == ":memory:")
 
     def _prepared_rows(self, facts: prepared.ConnectionFacts, view: FeatureView,
                        served: Collection[str], asked: Collection[str]) -> pa.Table | None:
@@ -1401,9 +1408,8 @@ class FeatureStore:
             frame[timestamp_column] = to_utc(frame[timestamp_column])
             entities = entity_rows({k: frame[k] for k in self.entity_keys(wanted)}, frame[timestamp_column])
             with self._connection(connection) as con:
-                # (the store's own in-memory database has no macros to look for)
-                facts = prepared.ConnectionFacts(con, empty=connection is None and self.database_path == ":memory:")
-                joined = self.join_features(con, entities, wanted, full_feature_names, as_pandas=True, facts=facts)
+                joined = self.join_features(con, entities, wanted, full_feature_names, as_pandas=True,
+                                            facts=self._facts(con, connection))
             joined = joined[outputs]
             joined.index = frame.index
             return pd.concat([frame, joined], axis=1)
