@@ -666,3 +666,12 @@ def test_half_float_keys_are_compared_as_the_floats_they_are():
     frame = pd.DataFrame({"k": np.array([1.5, 7.0, 2.0], dtype=np.float16),
                           "event_timestamp": ["2021-06-02T00:00Z"] * 3})
     assert store.get_historical_features(frame, ["v:f"], connection=con)["f"].tolist() == [1, 2, pd.NA]
+
+
+def test_decimals_of_several_exponents_each_find_what_they_find_alone():
+    """Arrow reads Decimals at one scale: 7 beside 1.5 became 7.0, whose text is no key '7'."""
+    from decimal import Decimal
+
+    keys = [Decimal("7"), Decimal("1.5"), Decimal("7.00")]
+    assert _answers("VARCHAR", keys) == [_answers("VARCHAR", [key])[0] for key in keys]
+    assert _answers("VARCHAR", keys[:2])[0] == 0  # ('7' is the key of row 0)

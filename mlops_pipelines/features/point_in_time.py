@@ -319,7 +319,9 @@ def entity_key_array(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array
         utc = pa.array(values.dt.tz_convert(None).to_numpy(), from_pandas=True)
         return utc.cast(pa.timestamp(utc.type.unit, tz="UTC"))
     types = set(map(type, values)) if values.dtype == object else set()
-    several_kinds = len(types) > 1 and len({_kind_of_key(v) for v in values} - {None}) > 1
+    # (Decimals of several exponents are kinds of their own: read at once, 7 would take 1.5's
+    # scale and be the text '7.0', which a text key '7' is not)
+    several_kinds = (len(types) > 1 or Decimal in types) and len({_kind_of_key(v) for v in values} - {None}) > 1
     if several_kinds or (pd.Timestamp in types and any(isinstance(v, pd.Timestamp) and v.nanosecond for v in values)):
         # Objects of several kinds, typed against the key's type kind by kind: Arrow would read
         # them all as the first one's type (an integer beside Timestamps as an instant 1 µs after
@@ -580,7 +582,9 @@ def _kind_of_key(value: object) -> str | None:
         return "instant"
     if isinstance(value, date):
         return "day"
-    return {str: "string", bytes: "binary", Decimal: "decimal"}.get(type(value), "one by one")
+    if type(value) is Decimal:  # (by exponent: Arrow reads Decimals at one scale, which their text shows)
+        return f"decimal {value.as_tuple().exponent}"
+    return {str: "string", bytes: "binary"}.get(type(value), "one by one")
 
 
 def _instants(values: list) -> pa.Array:
@@ -625,7 +629,8 @@ def _mixed_keys_as(objects: list, wanted: pa.DataType, column: str, labels: pd.I
             elif kind == "instant":
                 typed = _instants(alike)
             else:
-                typed = pa.array([v.item() if isinstance(v, np.generic) else v for v in alike], type=_KIND_TYPES[kind])
+                typed = pa.array([v.item() if isinstance(v, np.generic) else v for v in alike],
+                                 type=_KIND_TYPES[kind.split()[0]])
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
             cast = [_object_key_as(v, wanted, column, label, uuids) for v, label in zip(alike, named, strict=True)]
         else:
