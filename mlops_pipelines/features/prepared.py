@@ -238,20 +238,31 @@ class _Reads:
     tables: list[str] = field(default_factory=list)  # (files named as tables)
 
 
-_PARSER: list[duckdb.DuckDBPyConnection] = []  # (one in-memory connection a process: opening one takes ~20 ms)
 _PARSING = threading.Lock()
 
 
-def _source_files(source: str) -> SourceFiles:
-    quoted_sql = "'" + f"select * from {source}\n".replace("'", "''") + "'"
+@functools.cache
+def _parser() -> duckdb.DuckDBPyConnection:
+    """One in-memory connection a process that reads SQL (opening one takes ~20 ms)."""
+    return duckdb.connect()
+
+
+def serialized_select(source: str) -> dict | None:
+    """``select * from <source>`` as DuckDB's parser reads it (``json_serialize_sql``), or None
+    when DuckDB cannot serialize it (a PIVOT, an error). The source ends its own line, so that
+    a trailing comment comments out nothing after it."""
+    quoted_sql = "'" + f"select * from {source}\n".replace("'", "''") + "'"  # (DuckDB 1.1 binds no parameter here)
     try:
         with _PARSING:
-            if not _PARSER:
-                _PARSER.append(duckdb.connect())
-            tree = json.loads(_PARSER[0].execute(f"select json_serialize_sql({quoted_sql})").fetchall()[0][0])
-    except (duckdb.Error, ValueError):
-        return SourceFiles(reason="DuckDB cannot serialize its SQL")
-    if not isinstance(tree, dict) or tree.get("error"):
+            tree = json.loads(_parser().execute(f"select json_serialize_sql({quoted_sql})").fetchall()[0][0])
+    except (duckdb.Error, ValueError, RecursionError):
+        return None
+    return tree if isinstance(tree, dict) and not tree.get("error") else None
+
+
+def _source_files(source: str) -> SourceFiles:
+    tree = serialized_select(source)
+    if tree is None:
         return SourceFiles(reason="DuckDB cannot serialize its SQL")
     reads = _Reads()
     try:
@@ -366,7 +377,7 @@ def stamp(facts: ConnectionFacts, serving_version: str, patterns: Sequence[str])
         return None
 
 
-def unlisted(connection: duckdb.DuckDBPyConnection, patterns: Sequence[str]) -> str:
+def why_no_stamp(connection: duckdb.DuckDBPyConnection, patterns: Sequence[str]) -> str:
     """Why :func:`stamp` found no stamp for ``patterns``: the first that lists no file."""
     for pattern in patterns:
         try:

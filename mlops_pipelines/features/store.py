@@ -649,13 +649,8 @@ def _files_named(source: str) -> list[str]:
     ``x.parquet``) that is no CTE of the source. Comments, other literals and named options are
     not files. Not found: paths computed (``'dir/' || 'x'``), read through ``query()`` or in a
     source DuckDB cannot serialize (a PIVOT), nor very deep expressions."""
-    quoted_sql = "'" + f"select * from {source}".replace("'", "''") + "'"  # (DuckDB 1.1 binds no parameter here)
-    try:
-        with duckdb.connect() as parser:
-            tree = json.loads(parser.execute(f"select json_serialize_sql({quoted_sql})").fetchone()[0])
-    except (duckdb.Error, RecursionError, ValueError):
-        return []
-    if not isinstance(tree, dict) or tree.get("error"):
+    tree = prepared.serialized_select(source)
+    if tree is None:
         return []  # (binding the source says what is wrong; a PIVOT is not serialized)
 
     def texts(expression: dict) -> Iterator[str]:
@@ -1269,7 +1264,7 @@ class FeatureStore:
                     continue
                 before = prepared.stamp(facts, view.serving_version, files.patterns)
                 if before is None:
-                    done[name] = f"not prepared: {prepared.unlisted(con, files.patterns)}"
+                    done[name] = f"not prepared: {prepared.why_no_stamp(con, files.patterns)}"
                     continue
                 problems: dict = {}
                 try:
