@@ -481,9 +481,9 @@ def test_keys_times_and_positions_past_64_bits_sort_by_argsort_and_match_an_asof
     widths = []
     sort = point_in_time._sorted_with_positions
 
-    def spied(values, value_bits, scratch=None):
+    def spied(values, value_bits, scratch=None, **options):
         widths.append(value_bits + point_in_time._bits(len(values)))
-        return sort(values, value_bits, scratch)
+        return sort(values, value_bits, scratch, **options)
 
     monkeypatch.setattr(point_in_time, "_sorted_with_positions", spied)
     rng = np.random.default_rng(11)

@@ -361,6 +361,44 @@ def test_values_already_in_order_keep_their_positions():
     assert values.tolist() == [] and positions.tolist() == []
 
 
+def test_rows_in_order_with_ties_still_get_each_tie_decided():
+    """Rows already in key and time order (the join then numbers them by position, without a
+    sort) that hold ties: each tie is still decided by the created timestamp, then the values."""
+    from mlops_pipelines.features import point_in_time as pit
+    from mlops_pipelines.features.store import entity_rows
+
+    micros = pd.Timestamp("2013-01-01", tz="UTC").value // 1000
+    table = pa.table({
+        "k": pa.array([1, 1, 1, 2, 2, 3], pa.int64()),
+        "__ts": pa.array([micros, micros + 10, micros + 10, micros, micros, micros], pa.timestamp("us", tz="UTC")),
+        "__created": pa.array([micros, micros + 5, micros + 9, micros, micros, None], pa.timestamp("us", tz="UTC")),
+        "x": [0.0, 1.0, 2.0, 7.0, 3.0, 4.0],
+    })
+    when = pd.Series(pd.to_datetime([micros + 20, micros + 5, micros, micros, micros - 1], unit="us", utc=True))
+    entities = entity_rows({"k": pd.Series([1, 1, 2, 3, 1])}, when)
+    chosen = pit.match_rows(table, entities, ["k"], ["x"], None, True)
+    # key 1 at +20: the tie at +10 goes to the later created row (2); key 2: equal created
+    # times, the smaller value (row 4); key 1 before its first row: nothing.
+    assert chosen.tolist() == [2, 0, 4, 5, -1]
+
+
+@given(st.lists(st.integers(0, 40), min_size=1, max_size=300), st.lists(st.integers(-2, 42), min_size=1, max_size=3000))
+@settings(max_examples=60, deadline=None)
+def test_blockwise_search_is_searchsorted(haystack, needles):
+    """The join's block-by-block search of sorted needles answers as np.searchsorted(side="right"),
+    with duplicates and needles before and after every value, across several blocks."""
+    from mlops_pipelines.features.point_in_time import _searched
+
+    hay = np.sort(np.array(haystack, dtype=np.uint64) * np.uint64(3))
+    asked = np.sort(np.array([max(n, 0) for n in needles], dtype=np.uint64) * np.uint64(3) + np.uint64(1))
+    asked = np.repeat(asked, 4)  # (more than one block of 8,192 for the longest lists)
+    found = _searched(hay, asked, np.full(len(asked), -7, dtype=np.int64))
+    assert found.tolist() == np.searchsorted(hay, asked, side="right").tolist()
+    exact = np.sort(np.array([max(n, 0) for n in needles], dtype=np.uint64)) * np.uint64(3)
+    assert _searched(hay, exact, np.empty(len(exact), dtype=np.int64)).tolist() == \
+        np.searchsorted(hay, exact, side="right").tolist()
+
+
 def test_rows_that_lose_a_tie_are_left_out_and_answers_stay(tmp_path):
     """Ties decided by the created timestamp, then by the features' values (NaN, NULL, -0.0),
     and a nanosecond view (whose rows are all kept): the copy answers as the source."""
@@ -568,3 +606,41 @@ def test_type_warnings_follow_the_callers_filters_when_preparing(tmp_path):
     assert caught == []
     with pytest.warns(UserWarning, match="feature 's' has the type float"):  # (the copy warns as the source did)
         assert store.get_historical_features(_entities([(1, 5)]), ["v:s"])["s"].tolist() == ["a"]
+
+
+def test_an_in_memory_store_answers_calls_from_several_threads_at_once(tmp_path):
+    """An in-memory store keeps one DuckDB database for its life and reads each call through its
+    own cursor: calls running at once, with and without prepared copies, give the same answers
+    as one call alone, and none leaves a setting of another behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    frame = _rows([(int(k), int(m), int(m), float(i)) for i, (k, m) in
+                   enumerate(zip(rng.integers(1, 40, 3_000), rng.integers(0, 5_000, 3_000), strict=True))])
+    path = _write(tmp_path / "v.parquet", frame)
+    with_copies, without = _stores(tmp_path, [_view("v", path, ttl=timedelta(minutes=600))])
+    with_copies.prepare()
+    entities = _entities([(int(k), int(m)) for k, m in zip(rng.integers(0, 42, 2_000), rng.integers(-60, 5_600, 2_000),
+                                                           strict=True)])
+    alone = without.get_historical_features(entities, ["v:x"])["x"]
+    assert alone.notna().sum() > 1_000  # (most rows match: the comparison is not of NaNs)
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda store: store.get_historical_features(entities, ["v:x"])["x"],
+                                [with_copies, without] * 4))
+    for answer in answers:
+        pd.testing.assert_series_equal(answer, alone)
+
+
+def test_parquet_is_prefetched_only_while_a_view_reads_remote_files(tmp_path):
+    """Local files are read page by page (no prefetching); once a view over an https:// file is
+    registered, the store's own database prefetches again."""
+    store = FeatureStore(":memory:", [_view("v", _write(tmp_path / "v.parquet", _rows([(1, 0, 0, 1.0)])))])
+
+    def prefetching() -> bool:
+        with store._connection(None) as con:
+            return con.execute("select current_setting('disable_parquet_prefetching')").fetchall()[0][0] is False
+
+    assert not prefetching()
+    store.register(FeatureView("remote", "read_parquet('https://example.org/v.parquet')", ("k",), "ts",
+                               (Feature("x"),)))
+    assert prefetching()

@@ -203,19 +203,25 @@ def _or_positions(values: np.ndarray, shift: int) -> None:
         positions += step
 
 
-def _sorted_with_positions(values: np.ndarray, value_bits: int,
-                           scratch: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _identity(count: int, scratch: np.ndarray | None = None) -> np.ndarray:
+    """0 .. count - 1 (int64), written block by block into ``scratch`` when given."""
+    positions = np.empty(count, dtype=np.int64) if scratch is None else scratch[:count]
+    block = 1 << 16
+    for start in range(0, count, block):
+        part = positions[start:start + block]
+        part[:] = np.arange(start, start + len(part))
+    return positions
+
+
+def _sorted_with_positions(values: np.ndarray, value_bits: int, scratch: np.ndarray | None = None,
+                           in_order_as_none: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """``values`` (uint64 < 2**value_bits; overwritten) sorted, and each sorted value's position
-    (written into ``scratch``, an int64 array as long as ``values``, when given)."""
+    (written into ``scratch``, an int64 array as long as ``values``, when given). With
+    ``in_order_as_none``, None for the positions of values already in order (0 .. n - 1)."""
     if not (values[1:] < values[:-1]).any():
         # Already in order (a prepared copy's rows are: FeatureStore.prepare): one pass instead
         # of a sort, which took ~30 ms for a view of 2,000,000 rows.
-        positions = np.empty(len(values), dtype=np.int64) if scratch is None else scratch
-        block = 1 << 16
-        for start in range(0, len(values), block):
-            part = positions[start:start + block]
-            part[:] = np.arange(start, start + len(part))
-        return values, positions
+        return values, None if in_order_as_none else _identity(len(values), scratch)
     position_bits = _bits(len(values))
     if value_bits + position_bits <= WORD:
         _or_positions(values, position_bits)
@@ -1048,12 +1054,16 @@ def match_rows(features: pa.Table, entities: EntityRows, keys: Sequence[str], na
     feature_values = feature_keys.view(np.uint64) if feature_keys.flags.writeable else feature_keys.astype(np.uint64)
     feature_values <<= shift
     feature_values |= times.feature.view(np.uint64)
-    sorted_features, feature_rows = _sorted_with_positions(feature_values, key_bits + time_bits, times.feature)
+    # (None: the rows are in order already, a prepared copy's are; then a row's position is its number)
+    sorted_features, feature_rows = _sorted_with_positions(feature_values, key_bits + time_bits, times.feature,
+                                                           in_order_as_none=True)
 
     # Equal neighbours share keys and event time: the search lands on the last of such a run,
     # so that position gets the run's winner.
     tied = np.flatnonzero(sorted_features[1:] == sorted_features[:-1])
     if len(tied):
+        if feature_rows is None:
+            feature_rows = _identity(len(sorted_features), times.feature)
         in_run = np.zeros(len(sorted_features), dtype=bool)
         in_run[tied] = in_run[tied + 1] = True
         positions = np.flatnonzero(in_run)  # every position in a run of two or more, in order
@@ -1074,11 +1084,7 @@ def match_rows(features: pa.Table, entities: EntityRows, keys: Sequence[str], na
     entity_values <<= shift
     entity_values |= times.entity.view(np.uint64)
     sorted_entities, entity_rows = _sorted_with_positions(entity_values, key_bits + time_bits, times.entity)
-    found = workspace.array("found", count, np.int64)
-    block = 1 << 13  # (searchsorted has no out=: small blocks, whose results malloc reuses)
-    for start in range(0, count, block):
-        found[start:start + block] = np.searchsorted(sorted_features, sorted_entities[start:start + block],
-                                                     side="right")
+    found = _searched(sorted_features, sorted_entities, workspace.array("found", count, np.int64))
     found -= 1
     hit = found >= 0
     np.maximum(found, 0, out=found)
@@ -1089,12 +1095,32 @@ def match_rows(features: pa.Table, entities: EntityRows, keys: Sequence[str], na
     hit &= work < np.uint64(1 << time_bits)
     if ttl_micros is not None:
         _drop_expired(hit, landed, sorted_entities, entity_rows, times, entities, ttl_micros, time_bits, work)
-    rows = np.take(feature_rows, found, out=work.view(np.int64))
+    if feature_rows is None:
+        rows = work.view(np.int64)
+        np.copyto(rows, found)
+    else:
+        rows = np.take(feature_rows, found, out=work.view(np.int64))
     rows[~hit] = -1
     chosen = found  # (no longer needed: its pages take the answer)
     chosen[entity_rows] = rows
     chosen[unmatchable] = -1
     return chosen
+
+
+def _searched(haystack: np.ndarray, needles: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(haystack, needles, side="right")`` written into ``found``, for sorted
+    ``needles``: block by block (searchsorted has no out=; small blocks' results malloc reuses),
+    each block searched only in the part of ``haystack`` between its first and last needle's
+    places (~14 steps a needle against ~21 in 2,000,000 rows, and in memory the last block
+    touched: 29 -> 23 ms for 1,000,000 needles here)."""
+    block = 1 << 13
+    for start in range(0, len(needles), block):
+        part = needles[start:start + block]
+        low, high = np.searchsorted(haystack, part[[0, -1]], side="right")
+        out = found[start:start + len(part)]
+        out[:] = np.searchsorted(haystack[low:high], part, side="right")
+        out += low
+    return found
 
 
 def _drop_expired(hit: np.ndarray, landed: np.ndarray, sorted_entities: np.ndarray, entity_rows: np.ndarray,

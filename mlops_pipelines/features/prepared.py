@@ -112,12 +112,15 @@ class ConnectionFacts:
     each read once (on first need) per retrieval or preparation, not per view (listing the
     functions is a query of ~11 ms)."""
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection, empty: bool = False) -> None:
-        """``empty``: the connection is to a new in-memory database (the store's own), in
-        which nothing can have made a macro yet."""
+    def __init__(self, connection: duckdb.DuckDBPyConnection, empty: bool = False,
+                 settings: dict[str, str] | None = None) -> None:
+        """``empty``: the connection is to an in-memory database of the store's own, in which
+        nothing makes macros (nor a registry of views). ``settings``: its :attr:`settings`, when
+        known."""
         self.connection = connection
+        self.empty = empty
         self._macros: frozenset[str] | None = frozenset() if empty else None
-        self._settings: dict[str, str] | None = None
+        self._settings: dict[str, str] | None = settings
 
     @property
     def macros(self) -> frozenset[str]:
@@ -138,17 +141,24 @@ class ConnectionFacts:
         return self._settings
 
 
-def source_files(source: str, facts: ConnectionFacts) -> SourceFiles:
-    """The files a view's SQL ``source`` reads, when its rows are a function of them alone (see
-    the module's text); else the reason it is not. The SQL is read once (kept by its text); the
-    functions it calls are checked against the connection's own macros every time: one made
-    under a built-in's name (or a reader's) would change the rows."""
+def read_sql(source: str) -> SourceFiles:
+    """What a view's SQL ``source`` reads as far as its text tells (:func:`source_files` without
+    the connection's checks), read once a process and kept by its text."""
     found = _SOURCE_FILES_BY_SQL.get(source)
     if found is None:
         found = _source_files(source)
         if len(_SOURCE_FILES_BY_SQL) > 1024:
             _SOURCE_FILES_BY_SQL.clear()
         _SOURCE_FILES_BY_SQL[source] = found
+    return found
+
+
+def source_files(source: str, facts: ConnectionFacts) -> SourceFiles:
+    """The files a view's SQL ``source`` reads, when its rows are a function of them alone (see
+    the module's text); else the reason it is not. The SQL is read once (kept by its text); the
+    functions it calls are checked against the connection's own macros every time: one made
+    under a built-in's name (or a reader's) would change the rows."""
+    found = read_sql(source)
     if found.reason is None and found.functions:
         try:
             made_here = sorted(set(found.functions) & facts.macros)

@@ -618,19 +618,31 @@ def without_tie_losers(table: pa.Table, view: FeatureView) -> pa.Table:
     return table.filter(pa.array(~losers)) if losers.any() else table
 
 
-def _read_local_parquet_as_needed(connection: duckdb.DuckDBPyConnection) -> None:
-    """DuckDB reads parquet pages as it needs them, not the whole row group's columns ahead.
+def _prefetch_parquet(connection: duckdb.DuckDBPyConnection, remote: bool) -> None:
+    """Whether DuckDB reads ahead the whole row group's columns of a parquet file (``remote``:
+    a view reads s3://, https://...) or its pages as it needs them (local files only).
 
-    Prefetching saves round trips to remote files (s3://, https://: a store with such a source
-    keeps it); on local files it only holds more fresh memory, which costs more than it saves
-    here: on the benchmark (benchmarks/RESULTS.md), 190,000 page faults against 240,000 and a
-    median of 0.72 s against 0.89 s (8 alternating runs). A session setting: only this
-    connection's.
+    Prefetching saves round trips to remote files; on local files it only holds more fresh
+    memory, which costs more than it saves here: on the benchmark (benchmarks/RESULTS.md),
+    190,000 page faults against 240,000 and a median of 0.72 s against 0.89 s (8 alternating
+    runs). A global setting: of the connection's whole database.
     """
     try:
-        connection.execute("SET disable_parquet_prefetching = true")
+        connection.execute(f"SET disable_parquet_prefetching = {str(not remote).lower()}")
     except duckdb.Error:  # (a DuckDB without the setting)
         pass
+
+
+def _own_memory_database(memory_limit: str) -> duckdb.DuckDBPyConnection:
+    """A store's in-memory warehouse, kept for the store's life. DuckDB's cache of files read is
+    off: a fresh database each call (as before) kept no file's blocks from one call to the next,
+    and a store kept for a process's life should not either."""
+    connection = duckdb.connect(":memory:")
+    connection.execute("SET TimeZone = 'UTC'")
+    connection.execute(f"SET memory_limit = '{memory_limit}'")
+    with suppress(duckdb.Error):  # (a DuckDB without the setting)
+        connection.execute("SET enable_external_file_cache = false")
+    return connection
 
 
 # DuckDB's table functions (and its extensions') whose first argument is a file: a table macro
@@ -768,8 +780,9 @@ def _create_registry(connection: duckdb.DuckDBPyConnection) -> None:
 def _registry_columns(connection: duckdb.DuckDBPyConnection) -> set[str]:
     """The columns of ``features.registry`` (none when there is no registry)."""
     schema, table = REGISTRY_TABLE.split(".")
+    # (duckdb_columns(), not information_schema.columns: ~1.5 ms against ~24 ms on a new connection)
     return {row[0] for row in connection.execute(
-        "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
+        "select column_name from duckdb_columns() where schema_name = ? and table_name = ?",
         [schema, table]).fetchall()}
 
 
@@ -963,6 +976,14 @@ class FeatureStore:
             self.prepared_dir = None if self.database_path == ":memory:" else Path(f"{self.database_path}.prepared")
         self.online = OnlineStore(online_path) if online_path else None
         self.views: dict[str, FeatureView] = {}
+        # An in-memory warehouse is opened once, here, and each call reads through a cursor of
+        # it: opening DuckDB takes 17-35 ms, a cursor ~0.3 ms. Its settings that prepared copies
+        # depend on are read once too: nothing else has this connection to change them.
+        self._memory: duckdb.DuckDBPyConnection | None = None
+        self._memory_settings: dict[str, str] | None = None
+        if self.database_path == ":memory:":
+            self._memory = _own_memory_database(memory_limit)
+            self._memory_settings = prepared.ConnectionFacts(self._memory).settings
         for view in _views_given(views):
             self.register(view)
 
@@ -973,6 +994,11 @@ class FeatureStore:
             raise TypeError(f"register() takes one FeatureView, not {type(view).__name__} (for several: "
                             "FeatureStore(path, views), or apply(*views))")
         self.views[view.name] = view
+        with suppress(OSError):
+            if self.prepared_dir is not None and (self.prepared_dir / prepared.file_name(view.name)).is_file():
+                # The view has a prepared copy: its SQL is read now (which files it names, kept
+                # by its text), not in the first retrieval (~15 ms).
+                prepared.read_sql(view.source)
         return view
 
     def _name_of(self, view: str | FeatureView) -> str:
@@ -1173,7 +1199,10 @@ class FeatureStore:
         ~0.75 s, alternating runs), first touches of new memory being what costs most there.
         """
         outputs = output_names(((v, n) for v, names in wanted.items() for n in names), full_feature_names)
-        warn_of_views_not_built_as_declared(connection, [self.views[name] for name in wanted])
+        if facts is None:
+            facts = prepared.ConnectionFacts(connection)  # (read once for every view)
+        if not facts.empty:  # (the store's own in-memory database holds no registry)
+            warn_of_views_not_built_as_declared(connection, [self.views[name] for name in wanted])
         workers = 2
         # One workspace a worker: a view joined after another reuses its scratch arrays.
         spare = queue.SimpleQueue()
@@ -1189,8 +1218,6 @@ class FeatureStore:
             finally:
                 spare.put(workspace)
 
-        if facts is None:
-            facts = prepared.ConnectionFacts(connection)  # (read once for every view)
         with point_in_time.small_pages(), ThreadPoolExecutor(max_workers=workers) as pool:
             pending = []
             for index, (view_name, names) in enumerate(wanted.items()):
@@ -1289,8 +1316,11 @@ class FeatureStore:
     def _facts(self, con: duckdb.DuckDBPyConnection,
                given: duckdb.DuckDBPyConnection | None) -> prepared.ConnectionFacts:
         """What prepared copies depend on of ``con``: the caller's connection (``given``) or the
-        store's own, whose in-memory database has no macros to look for."""
-        return prepared.ConnectionFacts(con, empty=given is None and self.database_path == ":memory:")
+        store's own, whose in-memory database has no macros to look for (and whose settings
+        were read when it was opened)."""
+        if given is None and self._memory is not None:
+            return prepared.ConnectionFacts(con, empty=True, settings=self._memory_settings)
+        return prepared.ConnectionFacts(con)
 
     def _prepared_rows(self, facts: prepared.ConnectionFacts, view: FeatureView,
                        served: Collection[str], asked: Collection[str]) -> pa.Table | None:
@@ -1446,20 +1476,29 @@ class FeatureStore:
                 raise
             connection.execute("SET TimeZone = ?", [zone])
             return
-        if self.database_path != ":memory:" and not Path(self.database_path).is_file():
+        if self._memory is not None:
+            own = self._memory.cursor()
+            try:
+                own.execute("SET TimeZone = 'UTC'")
+                own.execute(f"SET memory_limit = '{self.memory_limit}'")
+                _prefetch_parquet(own, any("://" in view.source for view in self.views.values()))
+                yield own
+            finally:
+                own.close()
+            return
+        if not Path(self.database_path).is_file():
             # (DuckDB's own read-only error: 'IO Error: Cannot open database ... does not exist')
             raise FileNotFoundError(f"no warehouse at {self.database_path}: run `mlops demo` (or build the "
                                     "feature views) first, or give the path of a DuckDB file")
         try:
-            own = duckdb.connect(self.database_path, read_only=self.database_path != ":memory:")
+            own = duckdb.connect(self.database_path, read_only=True)
         except duckdb.ConnectionException as exc:  # (DuckDB: "... with a different configuration ...")
             raise ValueError(f"this process holds {self.database_path} open for writing, beside which DuckDB "
                              "opens no read-only connection: pass that connection (connection=...)") from exc
         try:
             own.execute("SET TimeZone = 'UTC'")
             own.execute(f"SET memory_limit = '{self.memory_limit}'")
-            if not any("://" in view.source for view in self.views.values()):
-                _read_local_parquet_as_needed(own)
+            _prefetch_parquet(own, any("://" in view.source for view in self.views.values()))
             yield own
         finally:
             own.close()
