@@ -29,8 +29,14 @@ comparison are outside it. Results are compared
 row by row, joined on ``row_id`` (a column of the entity frame), against merge_asof, and every
 engine is checked against a brute-force oracle on a sample of entity rows.
 
+Right before its timed call, each engine's process reads its input files (the entity file, the
+views' parquet files, ours' prepared copies, Feast's registry) once into the page cache, so that
+every engine starts warm; ``--cold`` drops them from the cache instead, so that every engine
+reads from the disk. (This kind of virtual machine pages out file pages unused for ~30 s, and
+the engines' runs are minutes apart: left alone, a run found its files cached or not by chance.)
+
     .venv/bin/python benchmarks/feature_store.py [--scale 0.1] [--repeat 5] [--seed 7]
-        [--skip-feast] [--explain] [--floor] [--keep] [--numpy-avx512]
+        [--skip-feast] [--explain] [--floor] [--cold] [--keep] [--numpy-avx512]
 
 Every engine gets the same numpy settings: on an AMD Zen 4, ``NPY_DISABLE_CPU_FEATURES`` as
 importing ``mlops_pipelines`` sets it (numpy's AVX-512 sort is ~5x slower there than its AVX2 one;
@@ -328,7 +334,41 @@ def run_feast(meta: dict, folder: Path, explain: bool = False):
     return timed, None
 
 
-def engine_main(engine: str, folder: Path, explain: bool) -> None:
+def input_files(meta: dict, engine: str, folder: Path) -> list[Path]:
+    """The files an engine's timed call may read: the entity file, the views' parquet files
+    (ours only looks at their size and times when its copies are used), ours' prepared copies,
+    Feast's repository (registry)."""
+    files = [Path(meta["entities"]), *(Path(meta["sources"][v]) for v in meta["views"])]
+    if engine in ("ours", "floor"):
+        files += sorted(prepared_dir(meta).glob("*.arrow"))
+    if engine == "feast":
+        files += sorted(p for p in (folder / "feast_repo").glob("*") if p.is_file())
+    return files
+
+
+def set_page_cache(files: list[Path], cold: bool) -> None:
+    """Each of ``files`` read once, whole, into the page cache (every engine then starts warm),
+    or, ``cold``, dropped from it (every engine then reads from the disk).
+
+    Without this, what an engine finds in the cache depends on how long ago it last ran: this
+    kind of virtual machine pages out file pages unused for ~30 s (DAMON), and the engines'
+    runs are minutes apart, so a run could read ~370 MB from the disk (~0.65 s here) or nothing.
+    """
+    for path in files:
+        if cold:
+            descriptor = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)  # (dirty pages are not dropped)
+                os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(descriptor)
+        else:
+            with open(path, "rb") as handle:
+                while handle.read(16 << 20):
+                    pass
+
+
+def engine_main(engine: str, folder: Path, explain: bool, cold: bool = False) -> None:
     """Runs in the engine's own process: setup, the timed part, then the result to parquet."""
     import resource
 
@@ -349,6 +389,7 @@ def engine_main(engine: str, folder: Path, explain: bool) -> None:
         timed, profile = run_floor(meta, explain)
     else:
         timed, profile = run_feast(meta, folder, explain)
+    set_page_cache(input_files(meta, engine, folder), cold)
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     before = usage_before.ru_maxrss
     started = time.perf_counter()
@@ -368,7 +409,9 @@ def engine_main(engine: str, folder: Path, explain: bool) -> None:
               # CPU of all the process's threads during the timed call: user (the work) and system
               # (mostly first touches of new memory, i.e. page faults, on this kind of machine).
               "user": usage.ru_utime - usage_before.ru_utime, "sys": usage.ru_stime - usage_before.ru_stime,
-              "faults": usage.ru_minflt - usage_before.ru_minflt}
+              "faults": usage.ru_minflt - usage_before.ru_minflt,
+              # page faults that waited for the disk: ~0 with the cache warmed, as it is unless --cold
+              "disk_faults": usage.ru_majflt - usage_before.ru_majflt}
     print("RESULT " + json.dumps(report), flush=True)
 
 
@@ -419,7 +462,7 @@ def child(python: str, args: list[str], folder: Path, log_name: str,
     return json.loads(lines[-1][len("RESULT "):]), usage.ru_maxrss, tail
 
 
-def run_engines(pythons: dict[str, str], folder: Path, repeat: int) -> dict[str, dict]:
+def run_engines(pythons: dict[str, str], folder: Path, repeat: int, cold: bool = False) -> dict[str, dict]:
     """``repeat`` rounds, each running every engine once in a fresh process, so that every engine
     samples the same stretches of a shared machine; per engine the median and best wall time and
     the largest peak RSS."""
@@ -430,7 +473,8 @@ def run_engines(pythons: dict[str, str], folder: Path, repeat: int) -> dict[str,
         for engine, python in pythons.items():
             if engine in failed:
                 continue
-            report, peak, _ = child(python, ["--engine", engine], folder, engine, project=engine != "feast")
+            report, peak, _ = child(python, ["--engine", engine] + (["--cold"] if cold else []), folder, engine,
+                                    project=engine != "feast")
             peaks[engine].append(peak)
             if report is None:
                 failed.add(engine)
@@ -449,7 +493,8 @@ def run_engines(pythons: dict[str, str], folder: Path, repeat: int) -> dict[str,
 
         reports[engine] = {**runs[engine][-1], "seconds": times[len(times) // 2], "best": times[0],
                            "times": times, "peak_kb": max(peaks[engine]),
-                           "user": median("user"), "sys": median("sys"), "faults": median("faults")}
+                           "user": median("user"), "sys": median("sys"), "faults": median("faults"),
+                           "disk_faults": median("disk_faults")}
     return reports
 
 
@@ -565,6 +610,9 @@ def main() -> None:
                         help="also time ours without the join (reads and output only), in the same rounds")
     parser.add_argument("--numpy-avx512", action="store_true",
                         help="keep numpy's AVX-512 kernels in every engine, also on an AMD Zen 4 (see below)")
+    parser.add_argument("--cold", action="store_true",
+                        help="drop each engine's input files from the page cache before its timed call (default: "
+                             "read them into it, so that every engine starts warm)")
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
@@ -572,7 +620,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine:
-        engine_main(args.engine, args.dir, args.explain)
+        engine_main(args.engine, args.dir, args.explain, args.cold)
         return
     if args.generate:
         started = time.perf_counter()
@@ -624,7 +672,9 @@ def main() -> None:
               flush=True)
         timed_engines = engines + (["floor"] if args.floor else [])
         pythons = {engine: feast_python if engine == "feast" else sys.executable for engine in timed_engines}
-        reports = run_engines(pythons, folder, args.repeat)
+        print("page cache: " + ("each engine's input files dropped from it before its timed call (--cold)" if args.cold
+                                else "each engine's input files read into it before its timed call"), flush=True)
+        reports = run_engines(pythons, folder, args.repeat, args.cold)
         for engine, r in reports.items():
             if not r.get("failed"):
                 print(f"  {engine}: {', '.join(f'{t:.2f}' for t in r['times'])} s (sorted), "
@@ -655,12 +705,14 @@ def main() -> None:
 
 
 def print_table(engines: list[str], reports: dict, checks: dict) -> None:
-    print("\nwall s: median of the runs; user s, sys s, faults k: medians of the timed call's CPU and minor page "
-          f"faults (thousands); row-by-row comparison on row_id against {checks['_reference']}; "
+    print("\nwall s: median of the runs; user s, sys s, faults k, disk: medians of the timed call's CPU, minor page "
+          "faults (thousands) and page faults that read the disk; "
+          f"row-by-row comparison on row_id against {checks['_reference']}; "
           f"oracle bad = wrong rows among {checks['_sample']:,} sampled entity rows checked by brute force")
     if checks.get("_cases"):
         print("sampled rows x views: " + ", ".join(f"{k} {v:,}" for k, v in checks["_cases"].items()))
-    header = (f"{'engine':<14}{'wall s':>9}{'best s':>8}{'user s':>8}{'sys s':>7}{'faults k':>10}{'peak RSS MB':>13}"
+    header = (f"{'engine':<14}{'wall s':>9}{'best s':>8}{'user s':>8}{'sys s':>7}{'faults k':>10}{'disk':>6}"
+              f"{'peak RSS MB':>13}"
               f"{'RSS at start MB':>17}{'rows':>11}"
               f"{'dropped':>9}{'dup':>7}{'differ':>8}{'order':>7}{'oracle bad':>12}")
     print(header)
@@ -672,7 +724,7 @@ def print_table(engines: list[str], reports: dict, checks: dict) -> None:
             print(f"{label:<14}{'failed':>9}{r['peak_kb'] / 1024:>13,.0f}")
             continue
         print(f"{label:<14}{r['seconds']:>9.2f}{r['best']:>8.2f}{r['user']:>8.2f}{r['sys']:>7.2f}"
-              f"{r['faults'] / 1000:>10,.0f}{r['peak_kb'] / 1024:>13,.0f}"
+              f"{r['faults'] / 1000:>10,.0f}{r['disk_faults']:>6,}{r['peak_kb'] / 1024:>13,.0f}"
               f"{r['rss_before_kb'] / 1024:>17,.0f}"
               f"{c['rows']:>11,}{c['dropped']:>9,}{c['duplicated']:>7,}{c.get('differ', 0):>8,}"
               f"{'yes' if c['order_kept'] else 'no':>7}{c['oracle_bad']:>12,}")
