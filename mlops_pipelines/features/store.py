@@ -1308,7 +1308,7 @@ class FeatureStore:
                 if point_in_time.TS_NS in table.column_names:
                     order.append(point_in_time.TS_NS)
                 path = prepared.write_copy(self.prepared_dir, name, table, before, problems["unserved"],
-                                           problems["misread"], problems["warnings"], order)
+                                           problems["misread"], problems["warnings"], order, view.feature_names)
                 left_out = f" ({read - table.num_rows:,} that lose a tie left out)" if read > table.num_rows else ""
                 done[name] = f"prepared: {read:,} rows{left_out}, {path.stat().st_size / 1e6:,.1f} MB"
         return done
