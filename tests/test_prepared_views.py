@@ -4,6 +4,7 @@ for sources whose rows are not a function of their files."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -394,6 +395,46 @@ def test_double_features_are_kept_row_by_row_too_and_taken_as_from_their_columns
         pit.take_pandas(table, ["x", "y"], chosen.copy())["y"].tobytes()
 
 
+@pytest.mark.parametrize("spread", ["grid", "wide"])
+def test_a_copys_codes_are_the_joins_own_and_are_left_when_they_do_not_fit(spread):
+    """A copy's rows keep the codes the join would make (integer key, event times on a grid);
+    the join answers the same from them, and where they would not fit beside the entity rows'
+    positions (times spread over 2**41 µs on a grid of 1 µs) it makes its own."""
+    from mlops_pipelines.features import point_in_time as pit
+    from mlops_pipelines.features.store import entity_rows
+
+    rng = np.random.default_rng(3)
+    n = 400
+    start = pd.Timestamp("2013-01-01", tz="UTC").value // 1000
+    if spread == "wide":  # (steps of 1 µs over 2**50 µs: 51 bits, more than the 46 left beside keys and positions)
+        span, ttl = 2**50, 2**45
+        micros = start + np.sort(rng.integers(0, span, n))
+    else:  # (whole minutes over ten days)
+        span, ttl = 10 * 86_400 * 10**6, 3_600 * 10**6
+        micros = start + np.sort(rng.integers(0, span // 60_000_000, n)) * 60_000_000
+    table = pa.table({"k": pa.array(rng.integers(-5, 40, n), pa.int32()),
+                      pit.TS: pa.array(micros, pa.timestamp("us", tz="UTC")),
+                      "x": rng.normal(size=n)})
+    laid = pit.laid_out_for_joins(table, ["k"], ["x"])
+    assert pit.CODES in laid.column_names
+    grid = json.loads(laid.schema.field(pit.CODES).metadata[pit.CODES_KEY])
+    assert (grid["low"], grid["high"], grid["first"]) == (-5, 39, int(micros.min()))
+    plain = laid.drop_columns([pit.CODES])
+    asked = 3_000
+    when = pd.Series(pd.to_datetime(start + rng.integers(-10**9, span + 10**9, asked), unit="us", utc=True))
+    entities = entity_rows({"k": pd.Series(rng.integers(-7, 42, asked))}, when)
+    for limit in (None, ttl):
+        chosen = pit.match_rows(laid, entities, ["k"], ["x"], limit, False)
+        assert (chosen >= 0).sum() > (100 if limit else 1_000)  # (rows match: the comparison is not of -1s)
+        assert chosen.tolist() == pit.match_rows(plain, entities, ["k"], ["x"], limit, False).tolist()
+    used = pit._stored_codes(laid, ["k"], asked)
+    assert (used is None) == (spread == "wide")
+    if used is not None:
+        values = used[0]
+        assert values.dtype == np.uint64 and not values.flags.writeable
+        assert (values[1:] >= values[:-1]).all()
+
+
 def json_names(field: pa.Field) -> list[str]:
     import json
 
@@ -697,3 +738,42 @@ def test_parquet_is_prefetched_only_while_a_view_reads_remote_files(tmp_path):
     store.register(FeatureView("remote", "read_parquet('https://example.org/v.parquet')", ("k",), "ts",
                                (Feature("x"),)))
     assert prefetching()
+
+
+def test_an_in_memory_store_opens_its_database_when_needed_and_copies_and_pickles(tmp_path):
+    """An in-memory store opens its database on the first call, not when made; a copy or a
+    pickled store opens one of its own; a closed store opens a new one; and a database left
+    unusable by a fatal error is replaced by the next call."""
+    import copy
+    import pickle
+
+    path = _write(tmp_path / "v.parquet", _rows([(1, 0, 0, 1.5)]))
+    store = FeatureStore(":memory:", [_view("v", path)])
+    assert store._memory is None
+    entities = _entities([(1, 5)])
+    assert store.get_historical_features(entities, ["v:x"])["x"].tolist() == [1.5]
+    opened = store._memory
+    assert opened is not None
+    for other in (copy.deepcopy(store), pickle.loads(pickle.dumps(store))):
+        assert other._memory is None and other.views.keys() == store.views.keys()
+        assert other.get_historical_features(entities, ["v:x"])["x"].tolist() == [1.5]
+        assert other._memory is not None and other._memory is not opened
+    store.close()
+    assert store.get_historical_features(entities, ["v:x"])["x"].tolist() == [1.5]
+    broken = store._memory
+    with pytest.raises(duckdb.FatalException), store._connection(None):
+        raise duckdb.FatalException("database has been invalidated")  # (as DuckDB raises it)
+    assert store._memory is None
+    assert store.get_historical_features(entities, ["v:x"])["x"].tolist() == [1.5]
+    assert store._memory is not broken
+
+
+def test_a_view_read_from_a_home_folder_of_no_such_user_is_not_prepared(tmp_path):
+    view = FeatureView("v", "read_parquet('~no_such_user_here_zz/v.parquet')", ("k",), "ts", (Feature("x"),))
+    (tmp_path / "prepared").mkdir()
+    (tmp_path / "prepared" / prepared.file_name("v")).write_bytes(b"not a copy")
+    store = FeatureStore(":memory:", [view], prepared_dir=tmp_path / "prepared")
+    assert store.prepare()["v"] == ("not prepared: it reads '~no_such_user_here_zz/v.parquet', whose home folder "
+                                    "is unknown here")
+    with pytest.raises(Exception, match="no_such_user_here_zz"):  # (DuckDB's own error, reading the source)
+        store.get_historical_features(_entities([(1, 5)]), ["v:x"])

@@ -32,8 +32,6 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from mlops_pipelines.features import point_in_time
-
 FORMAT = 1  # (the layout of a prepared copy: a new number makes every older copy stale)
 STAMP_KEY = b"mlops_pipelines.prepared"
 SUFFIX = ".arrow"
@@ -143,24 +141,19 @@ class ConnectionFacts:
         return self._settings
 
 
-def read_sql(source: str) -> SourceFiles:
-    """What a view's SQL ``source`` reads as far as its text tells (:func:`source_files` without
-    the connection's checks), read once a process and kept by its text."""
-    found = _SOURCE_FILES_BY_SQL.get(source)
-    if found is None:
-        found = _source_files(source)
-        if len(_SOURCE_FILES_BY_SQL) > 1024:
-            _SOURCE_FILES_BY_SQL.clear()
-        _SOURCE_FILES_BY_SQL[source] = found
-    return found
-
-
 def source_files(source: str, facts: ConnectionFacts) -> SourceFiles:
     """The files a view's SQL ``source`` reads, when its rows are a function of them alone (see
     the module's text); else the reason it is not. The SQL is read once (kept by its text); the
     functions it calls are checked against the connection's own macros every time: one made
     under a built-in's name (or a reader's) would change the rows."""
-    found = read_sql(source)
+    found = _SOURCE_FILES_BY_SQL.get(source)
+    if found is None:
+        # (the store's own in-memory database, no caller's, parses it: no transaction of the
+        # caller's can fail the parse, whose answer is kept)
+        found = _source_files(source, facts.connection if facts.empty else None)
+        if len(_SOURCE_FILES_BY_SQL) > 1024:
+            _SOURCE_FILES_BY_SQL.clear()
+        _SOURCE_FILES_BY_SQL[source] = found
     if found.reason is None and found.functions:
         try:
             made_here = sorted(set(found.functions) & facts.macros)
@@ -259,21 +252,27 @@ def _parser() -> duckdb.DuckDBPyConnection:
     return duckdb.connect()
 
 
-def serialized_select(source: str) -> dict | None:
+def serialized_select(source: str, connection: duckdb.DuckDBPyConnection | None = None) -> dict | None:
     """``select * from <source>`` as DuckDB's parser reads it (``json_serialize_sql``), or None
     when DuckDB cannot serialize it (a PIVOT, an error). The source ends its own line, so that
-    a trailing comment comments out nothing after it."""
+    a trailing comment comments out nothing after it. ``connection``: one to parse on (a
+    store's in-memory database's cursor: no parser connection opened, ~12 ms); else the
+    process's parser connection."""
     quoted_sql = "'" + f"select * from {source}\n".replace("'", "''") + "'"  # (DuckDB 1.1 binds no parameter here)
+    query = f"select json_serialize_sql({quoted_sql})"
     try:
-        with _PARSING:
-            tree = json.loads(_parser().execute(f"select json_serialize_sql({quoted_sql})").fetchall()[0][0])
+        if connection is not None:
+            tree = json.loads(connection.execute(query).fetchall()[0][0])
+        else:
+            with _PARSING:
+                tree = json.loads(_parser().execute(query).fetchall()[0][0])
     except (duckdb.Error, ValueError, RecursionError):
         return None
     return tree if isinstance(tree, dict) and not tree.get("error") else None
 
 
-def _source_files(source: str) -> SourceFiles:
-    tree = serialized_select(source)
+def _source_files(source: str, connection: duckdb.DuckDBPyConnection | None = None) -> SourceFiles:
+    tree = serialized_select(source, connection)
     if tree is None:
         return SourceFiles(reason="DuckDB cannot serialize its SQL")
     reads = _Reads()
@@ -288,9 +287,13 @@ def _source_files(source: str) -> SourceFiles:
     remote = [p for p in reads.patterns if "://" in p]
     if remote:
         return SourceFiles(reason=f"it reads {remote[0]!r}, not a local file")
-    relative = [p for p in reads.patterns if not Path(p).expanduser().is_absolute()]
-    if relative:
-        return SourceFiles(reason=f"it reads {relative[0]!r} by a relative path")
+    for pattern in reads.patterns:
+        try:
+            absolute = Path(pattern).expanduser().is_absolute()
+        except RuntimeError:  # ('~someone/...' of no such user)
+            return SourceFiles(reason=f"it reads {pattern!r}, whose home folder is unknown here")
+        if not absolute:
+            return SourceFiles(reason=f"it reads {pattern!r} by a relative path")
     consistent = _consistent() if reads.functions else frozenset()
     for name in sorted(reads.functions):
         if name not in consistent:
@@ -395,11 +398,18 @@ def why_no_stamp(connection: duckdb.DuckDBPyConnection, patterns: Sequence[str])
         try:
             if not connection.execute("select file from glob(?) limit 1", [pattern]).fetchall():
                 kind = "a folder, which DuckDB reads but glob() lists no file of: give a pattern (" \
-                    f"'{pattern.rstrip('/')}/*.parquet')" if Path(pattern).expanduser().is_dir() else "no file"
+                    f"'{pattern.rstrip('/')}/*.parquet')" if _is_folder(pattern) else "no file"
                 return f"DuckDB's glob() finds no file for {pattern!r} ({kind})"
         except duckdb.Error as exc:
             return f"its files cannot be listed ({str(exc).splitlines()[0]})"
     return "its files changed while they were listed (prepare it again)"
+
+
+def _is_folder(pattern: str) -> bool:
+    try:
+        return Path(pattern).expanduser().is_dir()
+    except (RuntimeError, OSError):  # ('~someone/...' of no such user; a folder not to be looked in)
+        return False
 
 
 def _stamp(facts: ConnectionFacts, serving_version: str, patterns: Sequence[str]) -> str | None:
@@ -455,27 +465,13 @@ def open_copy(folder: Path, view_name: str, expected: str) -> PreparedCopy | Non
 
 
 def write_copy(folder: Path, view_name: str, table: pa.Table, stamp_text: str, unserved: Mapping[str, str],
-               misread: Mapping[str, str], warnings: Sequence[str], order: Sequence[str] = (),
-               features: Sequence[str] = ()) -> Path:
-    """Write a view's prepared copy whole (to a hidden file, then renamed over the old one:
-    a reader holds either copy, never half of one), its rows sorted by the columns of ``order``,
-    its DOUBLE ``features`` also row by row (:func:`point_in_time.with_float_rows`). Returns its
-    path."""
+               misread: Mapping[str, str], warnings: Sequence[str]) -> Path:
+    """Write a view's prepared copy (``table``, laid out by :func:`point_in_time.laid_out_for_joins`)
+    whole (to a hidden file, then renamed over the old one: a reader holds either copy, never
+    half of one). Returns its path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / file_name(view_name)
     partial = folder / f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial"
-    try:
-        table = table.unify_dictionaries().combine_chunks()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowCapacityError):
-        pass  # (columns past 2 GiB of text stay in chunks: record batches of their own)
-    if order:
-        try:
-            # Rows in the order of their keys and times: the join then finds its codes in order
-            # and skips their sort (point_in_time._sorted_with_positions checks, whatever the order).
-            table = table.sort_by([(column, "ascending") for column in order])
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowCapacityError):
-            pass  # (keys Arrow does not sort: the join sorts their codes)
-    table = point_in_time.with_float_rows(table, features)
     metadata = {"stamp": stamp_text, "unserved": dict(unserved), "misread": dict(misread),
                 "warnings": list(warnings)}
     table = table.replace_schema_metadata({STAMP_KEY: json.dumps(metadata).encode()})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import json
 import queue
+import threading
 import uuid
 import warnings
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -625,7 +626,7 @@ def _prefetch_parquet(connection: duckdb.DuckDBPyConnection, remote: bool) -> No
     Prefetching saves round trips to remote files; on local files it only holds more fresh
     memory, which costs more than it saves here: on the benchmark (benchmarks/RESULTS.md),
     190,000 page faults against 240,000 and a median of 0.72 s against 0.89 s (8 alternating
-    runs). A global setting: of the connection's whole database.
+    runs). A session setting: only this connection's (an in-memory store's cursor's).
     """
     try:
         connection.execute(f"SET disable_parquet_prefetching = {str(not remote).lower()}")
@@ -976,14 +977,13 @@ class FeatureStore:
             self.prepared_dir = None if self.database_path == ":memory:" else Path(f"{self.database_path}.prepared")
         self.online = OnlineStore(online_path) if online_path else None
         self.views: dict[str, FeatureView] = {}
-        # An in-memory warehouse is opened once, here, and each call reads through a cursor of
-        # it: opening DuckDB takes 17-35 ms, a cursor ~0.3 ms. Its settings that prepared copies
-        # depend on are read once too: nothing else has this connection to change them.
+        # An in-memory warehouse is opened once, by the first call that needs it, and each call
+        # reads through a cursor of it: opening DuckDB takes 17-35 ms, a cursor ~0.3 ms. Its
+        # settings that prepared copies depend on are read then too: nothing else has this
+        # database to change them.
         self._memory: duckdb.DuckDBPyConnection | None = None
-        self._memory_settings: dict[str, str] | None = None
-        if self.database_path == ":memory:":
-            self._memory = _own_memory_database(memory_limit)
-            self._memory_settings = prepared.ConnectionFacts(self._memory).settings
+        self._memory_settings: dict[str, str] = {}
+        self._memory_lock = threading.Lock()
         for view in _views_given(views):
             self.register(view)
 
@@ -994,12 +994,39 @@ class FeatureStore:
             raise TypeError(f"register() takes one FeatureView, not {type(view).__name__} (for several: "
                             "FeatureStore(path, views), or apply(*views))")
         self.views[view.name] = view
-        with suppress(OSError):
-            if self.prepared_dir is not None and (self.prepared_dir / prepared.file_name(view.name)).is_file():
-                # The view has a prepared copy: its SQL is read now (which files it names, kept
-                # by its text), not in the first retrieval (~15 ms).
-                prepared.read_sql(view.source)
         return view
+
+    def __getstate__(self) -> dict:
+        # (a copy or an unpickled store opens an in-memory database of its own when it needs one)
+        return {**self.__dict__, "_memory": None, "_memory_settings": {}, "_memory_lock": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _memory_lock=threading.Lock())
+
+    def close(self) -> None:
+        """Close the in-memory database of an in-memory store (a later call opens a new one)."""
+        with self._memory_lock:
+            if self._memory is not None:
+                self._memory.close()
+                self._memory = None
+
+    def _own_memory(self) -> duckdb.DuckDBPyConnection:
+        """The in-memory store's database, opened (and its settings read) on first need."""
+        with self._memory_lock:
+            if self._memory is None:
+                database = _own_memory_database(self.memory_limit)
+                self._memory_settings = prepared.ConnectionFacts(database).settings
+                self._memory = database
+            return self._memory
+
+    def _forget_memory(self, database: duckdb.DuckDBPyConnection) -> None:
+        """After a fatal error, which leaves a DuckDB database refusing every query: the next
+        call opens a new one."""
+        with self._memory_lock:
+            if self._memory is database:
+                self._memory = None
+        with suppress(duckdb.Error):
+            database.close()
 
     def _name_of(self, view: str | FeatureView) -> str:
         """A view named by its name or given as itself (the one registered under its name)."""
@@ -1303,12 +1330,10 @@ class FeatureStore:
                     done[name] = "not prepared: its files changed while they were read (prepare it again)"
                     continue
                 read = table.num_rows
-                table = without_tie_losers(table, view)
-                order = [*view.entities, point_in_time.TS]
-                if point_in_time.TS_NS in table.column_names:
-                    order.append(point_in_time.TS_NS)
+                table = point_in_time.laid_out_for_joins(without_tie_losers(table, view), view.entities,
+                                                         view.feature_names)
                 path = prepared.write_copy(self.prepared_dir, name, table, before, problems["unserved"],
-                                           problems["misread"], problems["warnings"], order, view.feature_names)
+                                           problems["misread"], problems["warnings"])
                 left_out = f" ({read - table.num_rows:,} that lose a tie left out)" if read > table.num_rows else ""
                 done[name] = f"prepared: {read:,} rows{left_out}, {path.stat().st_size / 1e6:,.1f} MB"
         return done
@@ -1318,8 +1343,8 @@ class FeatureStore:
         """What prepared copies depend on of ``con``: the caller's connection (``given``) or the
         store's own, whose in-memory database has no macros to look for (and whose settings
         were read when it was opened)."""
-        if given is None and self._memory is not None:
-            return prepared.ConnectionFacts(con, empty=True, settings=self._memory_settings)
+        if given is None and self.database_path == ":memory:":
+            return prepared.ConnectionFacts(con, empty=True, settings=dict(self._memory_settings))
         return prepared.ConnectionFacts(con)
 
     def _prepared_rows(self, facts: prepared.ConnectionFacts, view: FeatureView,
@@ -1476,13 +1501,17 @@ class FeatureStore:
                 raise
             connection.execute("SET TimeZone = ?", [zone])
             return
-        if self._memory is not None:
-            own = self._memory.cursor()
+        if self.database_path == ":memory:":
+            database = self._own_memory()
+            own = database.cursor()
             try:
                 own.execute("SET TimeZone = 'UTC'")
                 own.execute(f"SET memory_limit = '{self.memory_limit}'")
-                _prefetch_parquet(own, any("://" in view.source for view in self.views.values()))
+                _prefetch_parquet(own, any("://" in view.source for view in list(self.views.values())))
                 yield own
+            except (duckdb.FatalException, duckdb.InternalException):
+                self._forget_memory(database)
+                raise
             finally:
                 own.close()
             return
@@ -1498,7 +1527,7 @@ class FeatureStore:
         try:
             own.execute("SET TimeZone = 'UTC'")
             own.execute(f"SET memory_limit = '{self.memory_limit}'")
-            _prefetch_parquet(own, any("://" in view.source for view in self.views.values()))
+            _prefetch_parquet(own, any("://" in view.source for view in list(self.views.values())))
             yield own
         finally:
             own.close()
