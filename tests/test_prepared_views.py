@@ -4,6 +4,7 @@ for sources whose rows are not a function of their files."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -760,12 +761,27 @@ def test_an_in_memory_store_opens_its_database_when_needed_and_copies_and_pickle
         assert other._memory is not None and other._memory is not opened
     store.close()
     assert store.get_historical_features(entities, ["v:x"])["x"].tolist() == [1.5]
-    broken = store._memory
-    with pytest.raises(duckdb.FatalException), store._connection(None):
-        raise duckdb.FatalException("database has been invalidated")  # (as DuckDB raises it)
-    assert store._memory is None
-    assert store.get_historical_features(entities, ["v:x"])["x"].tolist() == [1.5]
-    assert store._memory is not broken
+    from mlops_pipelines.features.store import _reading
+
+    for wrapped in (False, True):  # (as DuckDB raises it; as a view's read names it, a ViewReadError)
+        broken = store._memory
+        with pytest.raises(ViewReadError if wrapped else duckdb.FatalException), store._connection(None), \
+                (_reading(store.views["v"]) if wrapped else contextlib.nullcontext()):
+            raise duckdb.FatalException("database has been invalidated")
+        assert store._memory is None
+        assert store.get_historical_features(entities, ["v:x"])["x"].tolist() == [1.5]
+        assert store._memory is not None and store._memory is not broken
+
+
+def test_sql_is_read_by_the_process_parser_when_the_connection_given_fails():
+    """What a view's SQL reads is kept for the process: a connection that fails (closed) is not
+    taken for SQL DuckDB cannot read."""
+    database = duckdb.connect()
+    cursor = database.cursor()
+    cursor.close()
+    tree = prepared.serialized_select("read_parquet('/data/a.parquet')", cursor)
+    assert tree is not None and tree == prepared.serialized_select("read_parquet('/data/a.parquet')")
+    assert prepared.serialized_select("read_parquet('/data/a.parquet' where", database) is None  # (not SQL)
 
 
 def test_a_view_read_from_a_home_folder_of_no_such_user_is_not_prepared(tmp_path):

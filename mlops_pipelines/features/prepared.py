@@ -19,6 +19,7 @@ warehouse, a URL, ``now()``, ``random()`` or a sample is not prepared (with the 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -260,12 +261,18 @@ def serialized_select(source: str, connection: duckdb.DuckDBPyConnection | None 
     process's parser connection."""
     quoted_sql = "'" + f"select * from {source}\n".replace("'", "''") + "'"  # (DuckDB 1.1 binds no parameter here)
     query = f"select json_serialize_sql({quoted_sql})"
+    text = None
+    if connection is not None:
+        # SQL DuckDB cannot read comes back as {"error": true}, not as an error: one raised is
+        # the connection's (closed, its database unusable), and what is found of this SQL is
+        # kept for the process, so the process's parser reads it then.
+        with contextlib.suppress(duckdb.Error):
+            text = connection.execute(query).fetchall()[0][0]
     try:
-        if connection is not None:
-            tree = json.loads(connection.execute(query).fetchall()[0][0])
-        else:
+        if text is None:
             with _PARSING:
-                tree = json.loads(_parser().execute(query).fetchall()[0][0])
+                text = _parser().execute(query).fetchall()[0][0]
+        tree = json.loads(text)
     except (duckdb.Error, ValueError, RecursionError):
         return None
     return tree if isinstance(tree, dict) and not tree.get("error") else None

@@ -634,6 +634,18 @@ def _prefetch_parquet(connection: duckdb.DuckDBPyConnection, remote: bool) -> No
         pass
 
 
+def _fatal(failure: BaseException) -> bool:
+    """Whether ``failure``, or an error it was raised from, is one after which DuckDB refuses
+    every query of the database (``FatalException``, ``InternalException``)."""
+    seen: set[int] = set()
+    while failure is not None and id(failure) not in seen:
+        if isinstance(failure, (duckdb.FatalException, duckdb.InternalException)):
+            return True
+        seen.add(id(failure))
+        failure = failure.__cause__ or failure.__context__
+    return False
+
+
 def _own_memory_database(memory_limit: str) -> duckdb.DuckDBPyConnection:
     """A store's in-memory warehouse, kept for the store's life. DuckDB's cache of files read is
     off: a fresh database each call (as before) kept no file's blocks from one call to the next,
@@ -1004,11 +1016,14 @@ class FeatureStore:
         self.__dict__.update(state, _memory_lock=threading.Lock())
 
     def close(self) -> None:
-        """Close the in-memory database of an in-memory store (a later call opens a new one)."""
+        """Close the in-memory database of an in-memory store (a later call opens a new one; a
+        call running meanwhile in another thread finishes on the old one, which DuckDB then
+        closes when its last cursor is)."""
         with self._memory_lock:
-            if self._memory is not None:
-                self._memory.close()
-                self._memory = None
+            database, self._memory = self._memory, None
+        if database is not None:
+            with suppress(duckdb.Error):  # (a cursor of another thread's call still open)
+                database.close()
 
     def _own_memory(self) -> duckdb.DuckDBPyConnection:
         """The in-memory store's database, opened (and its settings read) on first need."""
@@ -1484,7 +1499,8 @@ class FeatureStore:
 
     @contextmanager
     def _connection(self, connection: duckdb.DuckDBPyConnection | None) -> Iterator[duckdb.DuckDBPyConnection]:
-        """The caller's connection, or a read-only one of the store's own (closed afterwards)."""
+        """The caller's connection; else a cursor of an in-memory store's own database, or a
+        read-only connection to the store's warehouse file (either closed afterwards)."""
         if connection is not None:
             zone = connection.execute("select current_setting('TimeZone')").fetchall()[0][0]
             connection.execute("SET TimeZone = 'UTC'")
@@ -1509,8 +1525,9 @@ class FeatureStore:
                 own.execute(f"SET memory_limit = '{self.memory_limit}'")
                 _prefetch_parquet(own, any("://" in view.source for view in list(self.views.values())))
                 yield own
-            except (duckdb.FatalException, duckdb.InternalException):
-                self._forget_memory(database)
+            except BaseException as failure:
+                if _fatal(failure):  # (as it is, or under the ViewReadError that names the view)
+                    self._forget_memory(database)
                 raise
             finally:
                 own.close()
