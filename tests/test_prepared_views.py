@@ -793,3 +793,42 @@ def test_a_view_read_from_a_home_folder_of_no_such_user_is_not_prepared(tmp_path
                                     "is unknown here")
     with pytest.raises(Exception, match="no_such_user_here_zz"):  # (DuckDB's own error, reading the source)
         store.get_historical_features(_entities([(1, 5)]), ["v:x"])
+
+
+@pytest.mark.parametrize("processors", [1, 4, 16])
+def test_views_joined_by_as_many_workers_as_processors_answer_the_same(tmp_path, monkeypatch, processors):
+    """Views are joined by two to four worker threads, after the processors: any number gives
+    the answers of two (each worker's scratch arrays handed on from view to view)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlops_pipelines.features import store as store_module
+
+    rng = np.random.default_rng(9)
+    views = []
+    for index in range(5):
+        frame = _rows([(int(k), int(m), int(m) + int(c), float(i)) for i, (k, m, c) in enumerate(zip(
+            rng.integers(1, 30, 2_000), rng.integers(0, 3_000, 2_000), rng.integers(0, 3, 2_000), strict=True))])
+        frame["y"] = rng.normal(size=len(frame))
+        path = _write(tmp_path / f"v{index}.parquet", frame)
+        views.append(FeatureView(f"v{index}", f"read_parquet('{path}')", ("k",), "ts", (Feature("x"), Feature("y")),
+                                 ttl=timedelta(minutes=400), created_timestamp="created"))
+    entities = _entities([(int(k), int(m)) for k, m in zip(rng.integers(0, 32, 3_000), rng.integers(-60, 3_400, 3_000),
+                                                           strict=True)])
+    features = [f"v{i}:{name}" for i in range(5) for name in ("x", "y")]
+    expected = FeatureStore(":memory:", views).get_historical_features(entities, features, full_feature_names=True)
+    assert expected["v0__x"].notna().sum() > 1_000  # (rows match: the comparison is not of NaNs)
+    used = []
+    pool = ThreadPoolExecutor
+
+    def counted(max_workers):
+        used.append(max_workers)
+        return pool(max_workers=max_workers)
+
+    monkeypatch.setattr(store_module, "_processors", lambda: processors)
+    monkeypatch.setattr(store_module, "ThreadPoolExecutor", counted)
+    with_copies, without = _stores(tmp_path, views)
+    with_copies.prepare()
+    for store in (with_copies, without):
+        got = store.get_historical_features(entities, features, full_feature_names=True)
+        pd.testing.assert_frame_equal(got, expected)
+    assert used == [{1: 2, 4: 4, 16: 4}[processors]] * 2

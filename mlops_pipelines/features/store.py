@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import queue
 import threading
 import uuid
@@ -634,6 +635,14 @@ def _prefetch_parquet(connection: duckdb.DuckDBPyConnection, remote: bool) -> No
         pass
 
 
+def _processors() -> int:
+    """The processors this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # (not Linux)
+        return os.cpu_count() or 1
+
+
 def _fatal(failure: BaseException) -> bool:
     """Whether ``failure``, or an error it was raised from, is one after which DuckDB refuses
     every query of the database (``FatalException``, ``InternalException``)."""
@@ -1235,17 +1244,19 @@ class FeatureStore:
         an Arrow table (nulls where nothing matches) or a pandas frame (NaN/None). ``facts``: what
         prepared copies depend on of ``connection``, when known (else read as needed).
 
-        Views are joined two at a time in worker threads (the sorts and searches release the
-        GIL). A view is read only once a worker is free: reading all of them ahead overlaps more
-        but holds every view in memory, and on the benchmark that was slower (~1.0 s against
-        ~0.75 s, alternating runs), first touches of new memory being what costs most there.
+        Views are joined in worker threads (the sorts and searches release the GIL), as many at a
+        time as there are processors, from two up to four. A view is read only once a worker is
+        free: reading all of them ahead overlaps more but holds every view in memory, and on the
+        benchmark that was slower (~1.0 s against ~0.75 s, alternating runs), first touches of
+        new memory being what costs most there.
         """
         outputs = output_names(((v, n) for v, names in wanted.items() for n in names), full_feature_names)
         if facts is None:
             facts = prepared.ConnectionFacts(connection)  # (read once for every view)
         if not facts.empty:  # (the store's own in-memory database holds no registry)
             warn_of_views_not_built_as_declared(connection, [self.views[name] for name in wanted])
-        workers = 2
+        # (Each worker keeps scratch arrays, ~80 MB for a view of the benchmark's: four at most.)
+        workers = max(1, min(len(wanted), 4, max(2, _processors())))
         # One workspace a worker: a view joined after another reuses its scratch arrays.
         spare = queue.SimpleQueue()
         for _ in range(workers):
