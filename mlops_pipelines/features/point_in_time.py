@@ -32,6 +32,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from decimal import Decimal
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -908,6 +909,17 @@ def _on_grid(first: int, last: int) -> bool:
     return -(2**61) < first and last < 2**61
 
 
+def _event_grid(event: pa.ChunkedArray, out: np.ndarray | None = None) -> tuple[np.ndarray, int, int, int] | None:
+    """A view's event times as offsets from the first (written into ``out`` when given), the
+    first and last time and the step of their grid (the gcd of the offsets, e.g. a second); None
+    when they lie too near the int64 ends to be offsets (see :func:`_on_grid`)."""
+    first, last = _bounds(event)
+    if not _on_grid(first, last):
+        return None
+    offsets = _offsets(event, first, out)
+    return offsets, first, last, max(int(np.gcd.reduce(offsets)), 1)
+
+
 def _entity_steps(entities: EntityRows, first: int, last: int, step: int, workspace: Workspace) -> np.ndarray:
     """The entity times as steps of the grid of event times ``first`` .. ``last`` (-1: before the
     first event, or no time), in a ``workspace`` array."""
@@ -938,10 +950,9 @@ def _time_codes(event: pa.ChunkedArray, entities: EntityRows, room: int, workspa
         first, last, step = grid
         return TimeCodes(None, _entity_steps(entities, first, last, step, workspace), (last - first) // step + 1,
                          first, step, None)
-    first, last = _bounds(event)
-    if _on_grid(first, last):
-        offsets = _offsets(event, first, workspace.array("feature times", len(event), np.int64))
-        step = max(int(np.gcd.reduce(offsets)), 1)
+    grid_found = _event_grid(event, workspace.array("feature times", len(event), np.int64))
+    if grid_found is not None:
+        offsets, first, last, step = grid_found
         span = (last - first) // step
         if _bits(span + 1) <= room:
             if step > 1:
@@ -1068,7 +1079,7 @@ def match_rows(features: pa.Table, entities: EntityRows, keys: Sequence[str], na
     workspace = workspace or Workspace()
     stored = _stored_codes(features, keys, count)
     feature_keys, entity_keys, key_count = key_codes(features, entities, keys, workspace,
-                                                     None if stored is None else stored[1][:2])
+                                                     None if stored is None else (stored.low, stored.high))
     key_bits = _bits(key_count)
     room = WORD - key_bits - max(_bits(features.num_rows), _bits(count))
     events = features.column(TS)
@@ -1077,12 +1088,13 @@ def match_rows(features: pa.Table, entities: EntityRows, keys: Sequence[str], na
         # rounded up to the microsecond, serves the windows read in SQL).
         events, entities = features.column(TS_NS), entities.in_nanoseconds()
         ttl_micros = None if ttl_micros is None else ttl_micros * 1000  # (in the same unit: nanoseconds)
-    times = _time_codes(events, entities, room, workspace, None if stored is None else stored[1][2:])
+    times = _time_codes(events, entities, room, workspace,
+                        None if stored is None else (stored.first, stored.last, stored.step))
     time_bits = _bits(times.count)
     shift = np.uint64(time_bits)
 
     if stored is not None:
-        feature_values = stored[0]  # (a prepared copy's: read only)
+        feature_values = stored.values  # (a prepared copy's: read only)
     else:
         # Codes are >= 0 here, so their int64 bits read as uint64 unchanged. Arrays are overwritten
         # where they are no longer needed: on this kind of machine, fresh pages cost more than the work.
@@ -1259,15 +1271,14 @@ def with_codes(table: pa.Table, keys: Sequence[str]) -> pa.Table:
     ~16 ms and two arrays of 16 MB a view of 2,000,000 rows here."""
     if len(keys) != 1 or TS_NS in table.column_names or CODES in table.column_names or table.num_rows == 0:
         return table
-    key, event = table.column(keys[0]), table.column(TS)
+    key = table.column(keys[0])
     if not pa.types.is_integer(key.type):
         return table
     low, high = _bounds(key)
-    first, last = _bounds(event)
-    if not (_offsets_fit(low, high) and _on_grid(first, last)):
+    grid = _event_grid(table.column(TS))
+    if not _offsets_fit(low, high) or grid is None:
         return table
-    steps = _offsets(event, first)
-    step = max(int(np.gcd.reduce(steps)), 1)
+    steps, first, last, step = grid
     time_bits = _bits((last - first) // step + 1)
     if _bits(high - low + 1) + time_bits > WORD:
         return table
@@ -1275,16 +1286,25 @@ def with_codes(table: pa.Table, keys: Sequence[str]) -> pa.Table:
     codes = _offsets(key, low).view(np.uint64)
     codes <<= np.uint64(time_bits)
     codes |= steps.view(np.uint64)
-    grid = json.dumps({"low": low, "high": high, "first": first, "last": last, "step": step})
-    field = pa.field(CODES, pa.uint64(), nullable=False, metadata={CODES_KEY: grid.encode()})
+    kept = json.dumps({"low": low, "high": high, "first": first, "last": last, "step": step})
+    field = pa.field(CODES, pa.uint64(), nullable=False, metadata={CODES_KEY: kept.encode()})
     return table.append_column(field, pa.chunked_array([pa.array(codes)]))
 
 
-def _stored_codes(features: pa.Table, keys: Sequence[str],
-                  count: int) -> tuple[np.ndarray, tuple[int, int, int, int, int]] | None:
-    """A prepared copy's codes (:func:`with_codes`, no copy) and their grid (smallest and largest
-    key, first and last event, step), when they fit in a word beside the positions of
-    ``features``' rows and ``count`` entity rows; else None."""
+class StoredCodes(NamedTuple):
+    """A prepared copy's codes (:func:`with_codes`) and what they were made of."""
+
+    values: np.ndarray  # uint64, one a row (memory-mapped: read only)
+    low: int  # the smallest key
+    high: int  # the largest key
+    first: int  # the first event time
+    last: int  # the last event time
+    step: int  # the event times' grid
+
+
+def _stored_codes(features: pa.Table, keys: Sequence[str], count: int) -> StoredCodes | None:
+    """A prepared copy's codes (:func:`with_codes`, no copy), when they fit in a word beside the
+    positions of ``features``' rows and ``count`` entity rows; else None."""
     if CODES not in features.column_names or len(keys) != 1 or TS_NS in features.column_names:
         return None
     field, column = features.schema.field(CODES), features.column(CODES)
@@ -1295,7 +1315,7 @@ def _stored_codes(features: pa.Table, keys: Sequence[str],
     room = WORD - _bits(high - low + 1) - max(_bits(features.num_rows), _bits(count))
     if _bits((last - first) // step + 1) > room:
         return None
-    return column.chunk(0).to_numpy(), (low, high, first, last, step)
+    return StoredCodes(column.chunk(0).to_numpy(), low, high, first, last, step)
 
 
 # A prepared copy's DOUBLE features again, row by row (see with_float_rows); its field metadata
@@ -1359,7 +1379,6 @@ def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray,
     missing = np.flatnonzero(chosen < 0)  # (indices: assigning through them is ~10x a boolean mask's speed)
     workspace = workspace or Workspace()
     # (match_rows' answer, ``chosen``, is the workspace's "found"; arrays asked for below are new)
-    wide = sum(served_type(features.schema.field(n).type) == pa.float64() for n in floats)
     rows_of = _float_rows(features) if len(floats) > 1 else None
     if rows_of is not None and 2 * sum(n in floats for n in rows_of[0]) >= len(rows_of[0]):
         # Half or more of the row column's features asked: all of them taken at once, row by row.
@@ -1370,7 +1389,7 @@ def take_pandas(features: pa.Table, names: Sequence[str], chosen: np.ndarray,
             if name in floats:
                 columns[name] = taken[:, index]
         floats = [n for n in floats if n not in columns]
-        wide = sum(served_type(features.schema.field(n).type) == pa.float64() for n in floats)
+    wide = sum(served_type(features.schema.field(n).type) == pa.float64() for n in floats)
     outputs = workspace.give_up(wide, len(chosen), keep=("found",)) if last else []
     layouts: dict[tuple[int, ...], tuple[np.ndarray, list]] = {}  # columns may be chunked differently
     for name in floats:

@@ -660,7 +660,7 @@ def _own_memory_database(memory_limit: str) -> duckdb.DuckDBPyConnection:
     off: a fresh database each call (as before) kept no file's blocks from one call to the next,
     and a store kept for a process's life should not either."""
     connection = duckdb.connect(":memory:")
-    connection.execute("SET TimeZone = 'UTC'")
+    connection.execute("SET TimeZone = 'UTC'")  # (as every call's cursor: its settings are read here)
     connection.execute(f"SET memory_limit = '{memory_limit}'")
     with suppress(duckdb.Error):  # (a DuckDB without the setting)
         connection.execute("SET enable_external_file_cache = false")
@@ -1532,9 +1532,7 @@ class FeatureStore:
             database = self._own_memory()
             own = database.cursor()
             try:
-                own.execute("SET TimeZone = 'UTC'")
-                own.execute(f"SET memory_limit = '{self.memory_limit}'")
-                _prefetch_parquet(own, any("://" in view.source for view in list(self.views.values())))
+                self._set_up(own)
                 yield own
             except BaseException as failure:
                 if _fatal(failure):  # (as it is, or under the ViewReadError that names the view)
@@ -1553,12 +1551,17 @@ class FeatureStore:
             raise ValueError(f"this process holds {self.database_path} open for writing, beside which DuckDB "
                              "opens no read-only connection: pass that connection (connection=...)") from exc
         try:
-            own.execute("SET TimeZone = 'UTC'")
-            own.execute(f"SET memory_limit = '{self.memory_limit}'")
-            _prefetch_parquet(own, any("://" in view.source for view in list(self.views.values())))
+            self._set_up(own)
             yield own
         finally:
             own.close()
+
+    def _set_up(self, own: duckdb.DuckDBPyConnection) -> None:
+        """A connection of the store's own as every call reads through it: UTC, the store's
+        memory budget, parquet prefetched only for remote files."""
+        own.execute("SET TimeZone = 'UTC'")
+        own.execute(f"SET memory_limit = '{self.memory_limit}'")
+        _prefetch_parquet(own, any("://" in view.source for view in list(self.views.values())))
 
     def _online(self) -> OnlineStore:
         if self.online is None:
