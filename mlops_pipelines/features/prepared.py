@@ -43,7 +43,7 @@ FILE_READERS = frozenset((
     "read_ndjson_auto", "read_json_objects", "read_json_objects_auto", "read_ndjson_objects", "read_text",
     "read_blob",
 ))
-_FILE_SUFFIXES = (".parquet", ".csv", ".tsv", ".json", ".ndjson", ".jsonl", ".gz", ".zst")
+FILE_SUFFIXES = (".parquet", ".csv", ".tsv", ".json", ".ndjson", ".jsonl", ".gz", ".zst")
 # SQL's special values written without parentheses: a column reference to the parser.
 _SPECIAL_VALUES = frozenset(("current_date", "current_time", "current_timestamp", "localtime", "localtimestamp",
                              "current_user", "session_user", "user", "current_role", "current_catalog",
@@ -81,9 +81,9 @@ def file_name(view_name: str) -> str:
     return f"{readable}-{hashlib.sha256(view_name.encode()).hexdigest()[:12]}{SUFFIX}"
 
 
-def _literal_texts(expression: Mapping) -> list[str] | None:
+def literal_texts(expression: Mapping, partial: bool = False) -> list[str] | None:
     """The texts of a literal file argument (a text, a cast text, a list or array of them), or
-    None for anything computed."""
+    None for anything computed; with ``partial``, the literal ones among them ([] for none)."""
     literal = expression.get("literal") or {}  # (DuckDB 2; 1.x keeps a typed "value")
     value = expression.get("value") or {}
     if expression.get("class") == "CONSTANT" and literal.get("kind") == "STRING":
@@ -92,17 +92,17 @@ def _literal_texts(expression: Mapping) -> list[str] | None:
             and not value.get("is_null"):
         return [value["value"]]
     if expression.get("class") == "CAST":
-        return _literal_texts(expression.get("child") or {})
+        return literal_texts(expression.get("child") or {}, partial)
     if expression.get("type") == "ARRAY_CONSTRUCTOR" or (
             expression.get("class") == "FUNCTION" and expression.get("function_name") == "list_value"):
         texts: list[str] = []
         for argument in expression.get("arguments") or expression.get("children") or []:
-            found = _literal_texts(argument.get("expression", argument))
+            found = literal_texts(argument.get("expression", argument), partial)
             if found is None:
                 return None
             texts.extend(found)
         return texts
-    return None
+    return [] if partial else None
 
 
 _SOURCE_FILES_BY_SQL: dict[str, SourceFiles] = {}  # (a view's source is read on every retrieval)
@@ -353,7 +353,7 @@ def _walk(node: object, ctes: frozenset[str], reads: _Reads) -> None:
         arguments = function.get("arguments") or function.get("children") or []
         if name not in FILE_READERS or not arguments or function.get("schema") or function.get("catalog"):
             raise _NotPrepared(f"it reads {name}(), whose rows are not a function of files alone")
-        files = _literal_texts(arguments[0].get("expression", arguments[0]))
+        files = literal_texts(arguments[0].get("expression", arguments[0]))
         if not files:
             raise _NotPrepared(f"its {name}() reads paths it computes")
         reads.patterns.extend(files)
@@ -370,7 +370,7 @@ def _walk(node: object, ctes: frozenset[str], reads: _Reads) -> None:
         name = f"{schema}.{table}" if schema else table
         if not node.get("catalog_name") and not schema and table.lower() in ctes:
             return
-        if node.get("catalog_name") or not (name.lower().endswith(_FILE_SUFFIXES) or "/" in name):
+        if node.get("catalog_name") or not (name.lower().endswith(FILE_SUFFIXES) or "/" in name):
             raise _NotPrepared(f"it reads the table {name!r}, which has no stamp to tell a change by")
         reads.patterns.append(name)
         reads.tables.append(name)

@@ -667,13 +667,12 @@ def _own_memory_database(memory_limit: str) -> duckdb.DuckDBPyConnection:
     return connection
 
 
-# DuckDB's table functions (and its extensions') whose first argument is a file: a table macro
-# of the warehouse named read_something is not one of them.
-_FILE_READERS = ("read_parquet", "parquet_scan", "read_csv", "read_csv_auto", "read_json", "read_json_auto",
-                 "read_json_objects", "read_json_objects_auto", "read_ndjson", "read_ndjson_auto",
-                 "read_ndjson_objects", "read_text", "read_blob", "read_duckdb", "read_xlsx", "sniff_csv", "glob",
-                 "iceberg_scan", "delta_scan", "sqlite_scan")
-_FILE_SUFFIXES = (".parquet", ".csv", ".tsv", ".json", ".ndjson", ".jsonl", ".gz", ".zst", ".arrow")
+# DuckDB's table functions (and its extensions') whose first argument is a file: those whose rows
+# are the files' alone (prepared.FILE_READERS) and others (a table macro of the warehouse named
+# read_something is not one of them). And the suffixes of a table named as a data file.
+_FILE_READERS = prepared.FILE_READERS | {"read_duckdb", "read_xlsx", "sniff_csv", "glob", "iceberg_scan",
+                                         "delta_scan", "sqlite_scan"}
+_FILE_SUFFIXES = (*prepared.FILE_SUFFIXES, ".arrow")
 
 
 def _files_named(source: str) -> list[str]:
@@ -686,21 +685,6 @@ def _files_named(source: str) -> list[str]:
     tree = prepared.serialized_select(source)
     if tree is None:
         return []  # (binding the source says what is wrong; a PIVOT is not serialized)
-
-    def texts(expression: dict) -> Iterator[str]:
-        literal = expression.get("literal") or {}  # (DuckDB 2; 1.x keeps a typed "value")
-        value = expression.get("value") or {}
-        if expression.get("class") == "CONSTANT" and literal.get("kind") == "STRING":
-            yield literal["text"]
-        elif expression.get("class") == "CONSTANT" and (value.get("type") or {}).get("id") == "VARCHAR" \
-                and not value.get("is_null"):
-            yield value["value"]
-        elif expression.get("class") == "CAST":
-            yield from texts(expression.get("child") or {})
-        elif expression.get("type") == "ARRAY_CONSTRUCTOR" or (
-                expression.get("class") == "FUNCTION" and expression.get("function_name") == "list_value"):
-            for argument in expression.get("arguments") or expression.get("children") or []:
-                yield from texts(argument.get("expression", argument))
 
     files: list[str] = []
     ctes: set[str] = set()
@@ -718,7 +702,7 @@ def _files_named(source: str) -> list[str]:
             name = str(function.get("function_name", "")).lower()
             arguments = function.get("arguments") or function.get("children") or []
             if arguments and name in _FILE_READERS:
-                files.extend(texts(arguments[0].get("expression", arguments[0])))
+                files.extend(prepared.literal_texts(arguments[0].get("expression", arguments[0]), partial=True))
         elif node.get("type") == "BASE_TABLE" and not node.get("catalog_name"):
             # (unquoted, x.parquet reads as schema x, table parquet: DuckDB reads the file)
             schema, table = node.get("schema_name"), str(node.get("table_name", ""))
