@@ -12,6 +12,7 @@ import sys
 import warnings
 from datetime import timedelta
 from pathlib import Path
+from unittest import mock
 
 import duckdb
 import numpy as np
@@ -98,7 +99,8 @@ def test_prepared_copies_answer_as_the_sources(data, tmp_path_factory):
         names = data.draw(st.sampled_from([("x",), ("x", "y"), ("y", "z", "x"), ("z",)] if len(view.features) > 1
                                           else [("x",)]), label=f"asked of {view.name}")
         features += [f"{view.name}:{name}" for name in names]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), mock.patch("mlops_pipelines.features.store.read_view_rows",
+                                                side_effect=AssertionError("a source was read, not its copy")):
         warnings.simplefilter("error", PreparedCopyStaleWarning)  # (the copies are used: none is stale)
         got = with_copies.get_historical_features(entities, features, full_feature_names=True)
     pd.testing.assert_frame_equal(got, without.get_historical_features(entities, features, full_feature_names=True))
@@ -310,7 +312,7 @@ def test_prepare_refuses_what_it_cannot_do(tmp_path):
 def test_file_names_of_views_do_not_collide():
     names = ["a/b", "a_b", "A_b", "..", "x" * 300, "ü"]
     files = [prepared.file_name(name) for name in names]
-    assert len(set(files)) == len(names)
+    assert len({f.casefold() for f in files}) == len(names)  # (apart on a case-blind file system too)
     assert all("/" not in f and not f.startswith(".") and len(f) < 100 for f in files)
 
 
@@ -386,6 +388,8 @@ def test_double_features_are_kept_row_by_row_too_and_taken_as_from_their_columns
         got = pit.take_pandas(with_rows, names, chosen.copy())
         expected = pit.take_pandas(table, names, chosen.copy())
         assert list(got) == names
+        if sum(name in ("x", "y", "w") for name in names) >= 2:  # (taken from the rows: views of one array)
+            assert np.may_share_memory(got["x"], got["w" if "w" in names else "y"])
         for name in names:
             assert got[name].dtype == expected[name].dtype
             assert got[name].tobytes() == expected[name].tobytes(), name  # (bit for bit: NaN, -0.0)
@@ -399,16 +403,17 @@ def test_double_features_are_kept_row_by_row_too_and_taken_as_from_their_columns
 @pytest.mark.parametrize("spread", ["grid", "wide"])
 def test_a_copys_codes_are_the_joins_own_and_are_left_when_they_do_not_fit(spread):
     """A copy's rows keep the codes the join would make (integer key, event times on a grid);
-    the join answers the same from them, and where they would not fit beside the entity rows'
-    positions (times spread over 2**41 µs on a grid of 1 µs) it makes its own."""
+    the join answers the same from them (in order, and after a shuffle: read only, they are
+    copied to be sorted), and where they would not fit beside the entity rows' positions (times
+    spread over 2**47 µs on a grid of 1 µs) it makes its own."""
     from mlops_pipelines.features import point_in_time as pit
     from mlops_pipelines.features.store import entity_rows
 
     rng = np.random.default_rng(3)
     n = 400
     start = pd.Timestamp("2013-01-01", tz="UTC").value // 1000
-    if spread == "wide":  # (steps of 1 µs over 2**50 µs: 51 bits, more than the 46 left beside keys and positions)
-        span, ttl = 2**50, 2**45
+    if spread == "wide":  # (steps of 1 µs over 2**47 µs: 48 bits, more than the 46 left beside keys and positions)
+        span, ttl = 2**47, 2**43
         micros = start + np.sort(rng.integers(0, span, n))
     else:  # (whole minutes over ten days)
         span, ttl = 10 * 86_400 * 10**6, 3_600 * 10**6
@@ -427,7 +432,11 @@ def test_a_copys_codes_are_the_joins_own_and_are_left_when_they_do_not_fit(sprea
     for limit in (None, ttl):
         chosen = pit.match_rows(laid, entities, ["k"], ["x"], limit, False)
         assert (chosen >= 0).sum() > (100 if limit else 1_000)  # (rows match: the comparison is not of -1s)
-        assert chosen.tolist() == pit.match_rows(plain, entities, ["k"], ["x"], limit, False).tolist()
+        expected = pit.match_rows(plain, entities, ["k"], ["x"], limit, False).copy()
+        assert chosen.tolist() == expected.tolist()
+        shuffle = rng.permutation(n)
+        mixed = pit.match_rows(laid.take(pa.array(shuffle)), entities, ["k"], ["x"], limit, False)
+        assert np.where(mixed >= 0, shuffle[np.maximum(mixed, 0)], -1).tolist() == expected.tolist()
     used = pit._stored_codes(laid, ["k"], asked)
     assert (used is None) == (spread == "wide")
     if used is not None:
@@ -450,6 +459,9 @@ def test_values_already_in_order_keep_their_positions():
     ordered = np.array([0, 1, 1, 4, 2**40], dtype=np.uint64)
     values, positions = _sorted_with_positions(ordered.copy(), 41, np.full(5, -1, dtype=np.int64))
     assert values.tolist() == ordered.tolist() and positions.tolist() == [0, 1, 2, 3, 4]
+    given = ordered.copy()
+    values, positions = _sorted_with_positions(given, 41, in_order_as_none=True)
+    assert values is given and positions is None  # (in order: checked, not sorted, nor numbered)
     values, positions = _sorted_with_positions(np.array([3, 1, 3, 0], dtype=np.uint64), 2)
     assert values.tolist() == [0, 1, 3, 3] and positions.tolist() == [3, 1, 0, 2]  # (equal values: stable)
     values, positions = _sorted_with_positions(np.array([], dtype=np.uint64), 1)
@@ -486,7 +498,7 @@ def test_blockwise_search_is_searchsorted(haystack, needles):
 
     hay = np.sort(np.array(haystack, dtype=np.uint64) * np.uint64(3))
     asked = np.sort(np.array([max(n, 0) for n in needles], dtype=np.uint64) * np.uint64(3) + np.uint64(1))
-    asked = np.repeat(asked, 4)  # (more than one block of 8,192 for the longest lists)
+    asked = np.repeat(asked, 3 * 8_192 // len(asked) + 1)  # (more than three blocks of 8,192)
     found = _searched(hay, asked, np.full(len(asked), -7, dtype=np.int64))
     assert found.tolist() == np.searchsorted(hay, asked, side="right").tolist()
     exact = np.sort(np.array([max(n, 0) for n in needles], dtype=np.uint64)) * np.uint64(3)
